@@ -1,0 +1,3 @@
+from vlmaudit.cli import main
+
+main()

@@ -1,0 +1,114 @@
+"""Command-line entry point: thin typer commands; domain errors become one line and an exit code."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from vlmaudit.errors import UserError
+
+DEFAULT_MODEL = "openai/clip-vit-large-patch14"
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Audit image-text webdataset shards for the 75 UnsafeConcepts.")
+
+RulesOpt = Annotated[Optional[Path], typer.Option("--rules", help="Rules directory (default: the shipped rules/).")]
+
+
+def fail(message: str, code: int) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def handle_errors(command):
+    """Turn UserError into 'error: ...' plus its exit code, and Ctrl-C into exit 130."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except UserError as exc:
+            fail(str(exc), exc.exit_code)
+        except KeyboardInterrupt:
+            typer.echo("interrupted: finished shards are kept; re-run the same command to resume", err=True)
+            raise typer.Exit(130)
+
+    return wrapper
+
+
+def quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+@app.command()
+@handle_errors
+def concepts(rules: RulesOpt = None, as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False):
+    """Print the taxonomy: categories, concepts, thresholds."""
+    from vlmaudit.commands.concepts import show_concepts
+
+    show_concepts(rules, as_json)
+
+
+@app.command()
+@handle_errors
+def scan(
+    shards: Annotated[list[str], typer.Argument(help="Shards: .tar/.tar.gz paths, dirs, globs, {a..b} ranges, URLs, pipe:CMD.")],
+    out: Annotated[Path, typer.Option("--out", help="Report directory (one Parquet + stats JSON per shard).")],
+    model: Annotated[str, typer.Option(help="Hub id or local checkpoint directory.")] = DEFAULT_MODEL,
+    backend: Annotated[str, typer.Option(help="Scoring backend.")] = "clip",
+    rules: RulesOpt = None,
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    workers: Annotated[int, typer.Option(min=0, help="Decoding worker processes (0: in-process).")] = 2,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    precision: Annotated[str, typer.Option(help="auto (fp16 on GPU, bf16 on CPUs that have it), fp32, fp16, bf16.")] = "auto",
+    num_shards: Annotated[int, typer.Option(min=1, help="Split the shard list into N parts (array jobs).")] = 1,
+    shard_index: Annotated[int, typer.Option(min=0, help="Which part this job processes.")] = 0,
+    overwrite: Annotated[bool, typer.Option(help="Rescan shards that are already done.")] = False,
+    retries: Annotated[int, typer.Option(min=0, help="Retries for a shard that cannot be opened.")] = 2,
+    max_pixels: Annotated[int, typer.Option(min=1, help="Reject larger images from their header.")] = 50_000_000,
+    max_member_bytes: Annotated[int, typer.Option(min=1, help="Skip larger tar members.")] = 64 << 20,
+    allow_unsafe_weights: Annotated[bool, typer.Option(help="Allow pickle-based (non-safetensors) weights.")] = False,
+    trust_remote_code: Annotated[bool, typer.Option(help="Run model code from the checkpoint's repository.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+):
+    """Score every image and caption of SHARDS against every concept; write per-shard Parquet."""
+    from vlmaudit.commands.scan import ScanRequest, run_scan_command
+
+    quiet_libraries()
+    request = ScanRequest(shards, out, model, backend, rules, batch_size, workers, device, precision, num_shards,
+                          shard_index, overwrite, retries, max_pixels, max_member_bytes, allow_unsafe_weights,
+                          trust_remote_code, quiet)
+    raise typer.Exit(run_scan_command(request))
+
+
+@app.command()
+@handle_errors
+def report(
+    report_dir: Annotated[Path, typer.Argument(help="A directory written by `vlmaudit scan`.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the numbers as JSON.")] = False,
+    top: Annotated[int, typer.Option(min=1, help="How many concepts and shards to list.")] = 10,
+):
+    """Summarise scan reports into a dashboard (reads only the reports, never the model or shards)."""
+    from vlmaudit.commands.report import run_report_command
+
+    run_report_command(report_dir, as_json, top)
+
+
+def main() -> None:
+    app(prog_name="vlmaudit")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

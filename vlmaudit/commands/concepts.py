@@ -1,0 +1,34 @@
+"""`vlmaudit concepts`: the taxonomy as a table or JSON."""
+
+from __future__ import annotations
+
+import json
+
+
+def show_concepts(rules_dir, as_json: bool) -> None:
+    from vlmaudit.rules import load_rules
+
+    rules = load_rules(rules_dir)
+    rows = _rows(rules)
+    if as_json:
+        print(json.dumps({"taxonomy_version": rules.taxonomy.tag, "concepts": rows}, indent=2, ensure_ascii=False))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{len(rows)} concepts, {len(rules.taxonomy.categories)} categories ({rules.taxonomy.tag})")
+    for column in ("category", "id", "name", "thr img", "thr cap", "prompts"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(row["category"], row["id"], row["name"], f"{row['threshold']['image']:.2f}",
+                      f"{row['threshold']['caption']:.2f}", str(len(row["prompts"])))
+    Console().print(table)
+
+
+def _rows(rules) -> list[dict]:
+    thresholds = rules.thresholds.as_dict(rules.taxonomy)
+    return [
+        {"id": c.id, "name": c.name, "category": c.category, "description": c.description,
+         "prompts": rules.taxonomy.prompts_for(c), "threshold": thresholds[c.id]}
+        for c in rules.taxonomy.concepts
+    ]

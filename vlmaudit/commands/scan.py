@@ -1,0 +1,84 @@
+"""`vlmaudit scan`: validate everything cheap first, then load the model, then stream shards."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from vlmaudit.worker import ScanSettings
+
+
+@dataclass
+class ScanRequest:
+    shards: list[str]
+    out: Path
+    model: str
+    backend: str = "clip"
+    rules: Path | None = None
+    batch_size: int = 32
+    workers: int = 2
+    device: str = "auto"
+    precision: str = "auto"
+    num_shards: int = 1
+    shard_index: int = 0
+    overwrite: bool = False
+    retries: int = 2
+    max_pixels: int = 50_000_000
+    max_member_bytes: int = 64 << 20
+    allow_unsafe_weights: bool = False
+    trust_remote_code: bool = False
+    quiet: bool = False
+
+    def settings(self) -> ScanSettings:
+        return ScanSettings(batch_size=self.batch_size, workers=self.workers, max_pixels=self.max_pixels,
+                            max_member_bytes=self.max_member_bytes, retries=self.retries)
+
+
+def run_scan_command(request: ScanRequest) -> int:
+    """Returns the exit code: 0, or 1 when any shard failed."""
+    from rich.console import Console
+
+    from vlmaudit import runinfo
+    from vlmaudit.backends import build_backend
+    from vlmaudit.modelref import ModelOptions
+    from vlmaudit.rules import load_rules
+    from vlmaudit.schema import report_meta, report_schema
+    from vlmaudit.scanner import Scanner
+
+    console = Console(stderr=True)
+    rules = load_rules(request.rules)
+    jobs = runinfo.plan_jobs(request.shards, request.num_shards, request.shard_index)
+    runinfo.prepare_out_dir(request.out)
+    options = ModelOptions(request.model, request.device, request.precision,
+                           request.allow_unsafe_weights, request.trust_remote_code)
+    backend = build_backend(request.backend, rules.taxonomy, options)
+    record = runinfo.run_record(backend.describe(), rules, _config(request))
+    runinfo.check_resume(request.out, record, request.overwrite)
+    runinfo.write_run_record(request.out, record)
+    todo, done = runinfo.split_done(jobs, request.out, request.overwrite)
+    if done:
+        console.print(f"{len(done)} of {len(jobs)} shards already done in {request.out}; skipping them")
+    schema = report_schema(rules.taxonomy, report_meta(rules.taxonomy, rules.thresholds, backend.describe()))
+    result = _run(Scanner, backend, rules, request, schema, todo, console)
+    console.print(f"scanned {result.rows:,} samples in {len(result.shards)} shards, {result.flagged:,} flagged"
+                  f" -> {request.out}")
+    if result.failed:
+        console.print(f"[red]{len(result.failed)} shard(s) failed: {', '.join(result.failed[:10])}; "
+                      "re-run the same command to retry them")
+        return 1
+    return 0
+
+
+def _run(scanner_cls, backend, rules, request, schema, jobs, console):
+    if request.quiet or not jobs:
+        return scanner_cls(backend, rules, request.out, request.settings(), schema).run(jobs)
+    from vlmaudit.progress import RichProgress
+
+    with RichProgress(len(jobs), console) as progress:
+        return scanner_cls(backend, rules, request.out, request.settings(), schema, progress).run(jobs)
+
+
+def _config(request: ScanRequest) -> dict:
+    config = asdict(request)
+    config["out"], config["rules"] = str(request.out), str(request.rules) if request.rules else None
+    return config

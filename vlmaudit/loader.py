@@ -1,0 +1,35 @@
+"""torch DataLoader over shard jobs: decoding and preprocessing run in worker processes."""
+
+from __future__ import annotations
+
+import torch
+
+from vlmaudit.worker import ScanSettings, prepare_shard
+
+
+class ShardStream(torch.utils.data.IterableDataset):
+    """Worker w of W takes jobs w, w+W, w+2W, ... (whole shards, so rows stay in tar order)."""
+
+    def __init__(self, jobs, preprocessor, settings: ScanSettings):
+        self.jobs, self.preprocessor, self.settings = jobs, preprocessor, settings
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        if info is not None:
+            torch.set_num_threads(1)  # the model's process owns the cores' math threads
+        mine = self.jobs if info is None else self.jobs[info.id::info.num_workers]
+        for job in mine:
+            yield from prepare_shard(job, self.preprocessor, self.settings)
+
+
+def _identity(batch):
+    return batch
+
+
+def iter_prepared(jobs, preprocessor, settings: ScanSettings):
+    workers = min(settings.workers, len(jobs))
+    loader = torch.utils.data.DataLoader(
+        ShardStream(jobs, preprocessor, settings), batch_size=None, num_workers=workers,
+        collate_fn=_identity, prefetch_factor=4 if workers else None,
+    )
+    return iter(loader)

@@ -1,0 +1,67 @@
+"""Resolve --model (hub id or local directory) and load its config safely, with clear errors."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from vlmaudit.errors import ModelError
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    model: str
+    device: str = "auto"
+    precision: str = "auto"
+    allow_unsafe_weights: bool = False
+    trust_remote_code: bool = False
+
+
+def load_config(ref: str, trust_remote_code: bool):
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(ref, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise ModelError(_not_available(ref, exc)) from None
+
+
+def _not_available(ref: str, exc: Exception) -> str:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if "trust_remote_code" in str(exc):
+        return f"model {ref!r} needs custom code from its repository; re-run with --trust-remote-code if you trust it"
+    if Path(ref).exists():
+        return f"model {ref!r}: not a loadable checkpoint directory ({first[:200]})"
+    return (f"model {ref!r} is not available: not a local directory and not in the Hugging Face cache "
+            f"(offline, or a typo?). Pass --model DIR with a saved checkpoint, or run once with network access.")
+
+
+def from_pretrained(cls, ref: str, options: ModelOptions, **kwargs):
+    """cls.from_pretrained with safetensors only, unless --allow-unsafe-weights."""
+    try:
+        return cls.from_pretrained(ref, use_safetensors=None if options.allow_unsafe_weights else True,
+                                   trust_remote_code=options.trust_remote_code, **kwargs)
+    except (OSError, ValueError, EnvironmentError) as exc:
+        if not options.allow_unsafe_weights and "safetensors" in str(exc).lower():
+            raise ModelError(f"model {ref!r} has no safetensors weights; pickle-based weights can run code: "
+                             "convert them, or pass --allow-unsafe-weights if you trust the source") from None
+        raise ModelError(_not_available(ref, exc)) from None
+
+
+def fingerprint(ref: str, config) -> str:
+    """Hub commit hash when known; for a local directory a hash of its config and weight files'
+    names, sizes and first/last MiB (cheap, and changes whenever the weights do)."""
+    commit = getattr(config, "_commit_hash", None)
+    path = Path(ref)
+    if not path.is_dir():
+        return commit or "unknown"
+    digest = hashlib.sha256()
+    for file in sorted(path.iterdir()):
+        if file.suffix in (".json", ".safetensors", ".bin", ".txt", ".model"):
+            digest.update(f"{file.name}:{file.stat().st_size}".encode())
+            with open(file, "rb") as handle:
+                digest.update(handle.read(1 << 20))
+                handle.seek(max(0, file.stat().st_size - (1 << 20)))
+                digest.update(handle.read())
+    return "local-" + digest.hexdigest()[:16]

@@ -1,0 +1,62 @@
+"""Find and read a report directory: Parquet files, their footer metadata, per-shard stats."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from vlmaudit.errors import UserError
+from vlmaudit.schema import read_meta
+
+
+def report_files(report_dir: Path) -> list[Path]:
+    report_dir = Path(report_dir)
+    if not report_dir.is_dir():
+        raise UserError(f"{report_dir}: not a directory")
+    files = sorted(p for p in report_dir.glob("*.parquet") if not p.name.startswith("."))
+    if not files:
+        raise UserError(f"{report_dir}: no Parquet reports here (run `vlmaudit scan ... --out {report_dir}` first)")
+    return files
+
+
+def read_report_meta(files: list[Path]) -> dict:
+    import pyarrow.parquet as pq
+
+    meta = read_meta(pq.read_schema(files[0]))
+    if not meta.get("concepts"):
+        raise UserError(f"{files[0]}: not a vlmaudit report (no taxonomy in its metadata)")
+    return meta
+
+
+def read_stats(report_dir: Path) -> dict[str, dict]:
+    out = {}
+    for path in sorted(Path(report_dir).glob("*.stats.json")):
+        try:
+            out[path.name[: -len(".stats.json")]] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def iter_batches(files: list[Path], columns: list[str], batch_size: int = 65536):
+    import pyarrow.parquet as pq
+
+    for path in files:
+        yield from pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=columns)
+
+
+def score_matrix(column, n_concepts: int) -> np.ndarray:
+    """list<float32> column -> float32 [n, C] with NaN rows where the list is null."""
+    import pyarrow as pa
+
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    out = np.full((len(column), n_concepts), np.nan, np.float32)
+    valid = np.asarray(column.is_valid())
+    values = np.asarray(column.flatten(), dtype=np.float32)
+    if values.size != valid.sum() * n_concepts:
+        raise UserError(f"score lists do not have {n_concepts} entries: report written with another taxonomy?")
+    out[valid] = values.reshape(-1, n_concepts)
+    return out

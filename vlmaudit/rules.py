@@ -1,0 +1,54 @@
+"""Locate the rules directory (shipped or --rules DIR) and load what it holds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from vlmaudit.errors import UserError
+from vlmaudit.taxonomy import Taxonomy, load_taxonomy
+from vlmaudit.thresholds import Thresholds, load_thresholds
+
+
+def shipped_rules_dir() -> Path:
+    """rules/ as installed inside the package (wheel), or at the top of a source checkout."""
+    try:
+        from importlib.resources import files
+
+        installed = Path(str(files("vlmaudit.rules")))
+        if (installed / "taxonomy.yaml").is_file():
+            return installed
+    except (ModuleNotFoundError, TypeError):
+        pass
+    return Path(__file__).resolve().parent.parent / "rules"
+
+
+@dataclass
+class Rules:
+    directory: Path
+    taxonomy: Taxonomy
+    thresholds: Thresholds
+
+    def find(self, kind: str, name_or_path: str) -> Path:
+        """A policy/prompt file: an existing path, or NAME in DIR/kind/ then in the shipped rules."""
+        candidate = Path(name_or_path)
+        if candidate.suffix in (".yaml", ".yml") and candidate.is_file():
+            return candidate
+        for base in (self.directory, shipped_rules_dir()):
+            path = base / kind / f"{name_or_path}.yaml"
+            if path.is_file():
+                return path
+        raise UserError(f"no {kind[:-1]} {name_or_path!r}: not a file, nor {kind}/{name_or_path}.yaml in {self.directory}")
+
+
+def load_rules(directory: Path | None = None) -> Rules:
+    directory = Path(directory) if directory else shipped_rules_dir()
+    if not directory.is_dir():
+        raise UserError(f"--rules {directory}: not a directory")
+    taxonomy_path = directory / "taxonomy.yaml"
+    if not taxonomy_path.is_file():
+        raise UserError(f"--rules {directory}: no taxonomy.yaml in it")
+    taxonomy = load_taxonomy(taxonomy_path)
+    threshold_path = directory / "thresholds.yaml"
+    thresholds = load_thresholds(threshold_path if threshold_path.is_file() else None, taxonomy)
+    return Rules(directory, taxonomy, thresholds)

@@ -1,0 +1,91 @@
+"""Plan a scan (which shards, which are done) and record/check the run's identity in run.json."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+from vlmaudit.errors import ResumeConflict, UserError
+from vlmaudit.shards import expand_shard_specs, output_names, select_partition
+from vlmaudit.worker import ShardJob
+from vlmaudit.writer import shard_is_done, write_json_atomic
+
+RUN_FILE = "run.json"
+IDENTITY = ("backend", "model", "revision", "taxonomy_fingerprint", "thresholds_fingerprint")
+PACKAGES = ("vlmaudit", "torch", "transformers", "pyarrow", "webdataset", "pillow", "numpy", "tokenizers")
+
+
+def plan_jobs(specs: list[str], num_shards: int = 1, shard_index: int = 0) -> list[ShardJob]:
+    """Names come from the full list, so every array job agrees on them."""
+    shards = expand_shard_specs(specs)
+    names = output_names(shards)
+    return [ShardJob(url, names[url]) for url in select_partition(shards, num_shards, shard_index)]
+
+
+def split_done(jobs: list[ShardJob], out_dir: Path, overwrite: bool) -> tuple[list[ShardJob], list[ShardJob]]:
+    if overwrite:
+        return jobs, []
+    done = [job for job in jobs if shard_is_done(out_dir, job.name)]
+    names = {job.name for job in done}
+    return [job for job in jobs if job.name not in names], done
+
+
+def prepare_out_dir(out_dir: Path) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"--out {out_dir}: cannot write there ({exc.strerror or exc})") from None
+
+
+def package_versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def run_record(backend_info: dict, rules, config: dict) -> dict:
+    return {
+        **{k: backend_info.get(k) for k in ("backend", "model", "revision")},
+        "model_info": backend_info,
+        "taxonomy_version": rules.taxonomy.tag,
+        "taxonomy_fingerprint": rules.taxonomy.fingerprint(),
+        "thresholds_fingerprint": rules.thresholds.fingerprint(),
+        "rules_dir": str(rules.directory),
+        "config": config,
+        "command": sys.argv,
+        "packages": package_versions(),
+        "created_at": time.time(),
+    }
+
+
+def check_resume(out_dir: Path, record: dict, overwrite: bool) -> None:
+    """Refuse to mix reports of different models, taxonomies or thresholds in one directory."""
+    path = out_dir / RUN_FILE
+    if overwrite or not path.is_file():
+        return
+    try:
+        previous = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    changed = [k for k in IDENTITY if previous.get(k) != record.get(k)]
+    if changed:
+        raise ResumeConflict(
+            f"{out_dir} holds a run with a different {', '.join(changed)}; "
+            "use another --out, or --overwrite to rescan everything with the new settings")
+
+
+def write_run_record(out_dir: Path, record: dict) -> None:
+    write_json_atomic(out_dir / RUN_FILE, record)

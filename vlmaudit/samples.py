@@ -1,0 +1,133 @@
+"""Group tar members into samples (key, image bytes, caption, url) with notes on anything odd.
+
+Key rule (documented in README): a member's extension is the text after the LAST dot of its
+file name, lower-cased; its key is everything before that, directories included
+(`dir/sub/000.jpg` -> key `dir/sub/000`, `a.b.jpg` -> key `a.b`). Consecutive members with the
+same key form one sample. A key that reappears after other keys is never merged into the
+earlier sample: its members become a row of their own with status `duplicate_key`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from vlmaudit.tario import TarEnd, iter_members
+
+IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
+TEXT_EXTS = ("txt", "json")
+
+
+@dataclass
+class Sample:
+    key: str
+    index: int
+    image: bytes | None = None
+    image_ext: str | None = None
+    caption: str | None = None
+    url: str | None = None
+    status: str | None = None  # preset failure (duplicate_key, too_large); None = decide later
+    error: str | None = None
+    notes: list[str] = field(default_factory=list)
+    _members: dict[str, bytes | None] = field(default_factory=dict, repr=False)
+
+
+def split_name(name: str) -> tuple[str, str]:
+    head, slash, base = name.rpartition("/")
+    stem, dot, ext = base.rpartition(".")
+    if not dot or not stem:
+        return name, ""
+    return head + slash + stem, ext.lower()
+
+
+def wanted_member(name: str) -> bool:
+    return split_name(name)[1] in IMAGE_EXTS + TEXT_EXTS
+
+
+def iter_samples(stream, end: TarEnd, max_member_bytes: int, max_caption_chars: int) -> Iterator[Sample]:
+    """Yield every sample of a tar stream in order; `end` says how the tar ended."""
+    seen: set[str] = set()
+    current: Sample | None = None
+    index = 0
+    for name, data, problem in iter_members(stream, end, wanted_member, max_member_bytes):
+        key, ext = split_name(name)
+        if current is None or key != current.key:
+            if current is not None:
+                yield finish_sample(current, max_caption_chars)
+            current = _new_sample(key, index, seen)
+            index += 1
+        _add_member(current, ext, data, problem, end)
+    if current is not None:
+        yield finish_sample(current, max_caption_chars)
+
+
+def _new_sample(key: str, index: int, seen: set[str]) -> Sample:
+    sample = Sample(key=key, index=index)
+    if key in seen:
+        sample.status = "duplicate_key"
+        sample.error = f"key {key!r} reappears after other keys (members not adjacent); not merged, not scored"
+    seen.add(key)
+    return sample
+
+
+def _add_member(sample: Sample, ext: str, data: bytes | None, problem: str | None, end: TarEnd) -> None:
+    if not (ext in IMAGE_EXTS or ext in TEXT_EXTS):
+        end.ignore(f".{ext}" if ext else "no extension")
+        sample.notes.append(f"ignored_member:.{ext}" if ext else "ignored_member:no_extension")
+        return
+    if ext in sample._members or (ext in IMAGE_EXTS and sample.image_ext):
+        sample.notes.append(f"extra_member:.{ext}")
+        return
+    sample._members[ext] = data
+    if problem:
+        sample.notes.append(f"oversized_member:.{ext}")
+        if ext in IMAGE_EXTS and sample.status is None:
+            sample.status, sample.error = "too_large", problem
+    if ext in IMAGE_EXTS:
+        sample.image_ext, sample.image = ext, data
+
+
+def finish_sample(sample: Sample, max_caption_chars: int) -> Sample:
+    members = sample._members
+    meta = _parse_json(members.get("json"), sample.notes)
+    sample.url = _string_field(meta, "url", sample.notes)
+    if members.get("txt") is not None:
+        sample.caption = _decode_text(members["txt"], sample.notes)
+    else:
+        sample.caption = _string_field(meta, "caption", sample.notes)
+    if sample.caption is not None and len(sample.caption) > max_caption_chars:
+        sample.caption = sample.caption[:max_caption_chars]
+        sample.notes.append("caption_capped")
+    sample._members = {}
+    return sample
+
+
+def _decode_text(data: bytes, notes: list[str]) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        notes.append("caption_invalid_utf8")
+        return data.decode("utf-8", errors="replace")
+
+
+def _parse_json(data: bytes | None, notes: list[str]) -> dict:
+    if data is None:
+        return {}
+    try:
+        value = json.loads(data.decode("utf-8", errors="replace"))
+    except (ValueError, RecursionError) as exc:
+        notes.append(f"json_malformed:{type(exc).__name__}")
+        return {}
+    if not isinstance(value, dict):
+        notes.append("json_not_an_object")
+        return {}
+    return value
+
+
+def _string_field(meta: dict, name: str, notes: list[str]) -> str | None:
+    value = meta.get(name)
+    if value is None or isinstance(value, str):
+        return value
+    notes.append(f"json_{name}_not_a_string")
+    return None

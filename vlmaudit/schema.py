@@ -1,0 +1,60 @@
+"""The Parquet report schema (one file per shard) and the run metadata stored in its footer."""
+
+from __future__ import annotations
+
+import json
+
+STATUSES = {
+    "ok": "image decoded and scored; caption scored when present",
+    "missing_image": "no image member; the caption is still scored",
+    "decode_error": "image bytes could not be decoded (empty, truncated, not an image); caption still scored",
+    "too_large": "image over --max-pixels (from its header) or member over --max-member-bytes; caption still scored",
+    "duplicate_key": "a key that reappears after other keys (non-adjacent members); kept as its own row, not scored",
+    "inference_error": "the model failed on this sample's batch; not scored",
+}
+META_KEY = b"vlmaudit"
+
+
+def report_schema(taxonomy, meta: dict | None = None):
+    import pyarrow as pa
+
+    scores = pa.list_(pa.float32())
+    fields = [
+        ("shard", pa.string()), ("key", pa.string()), ("sample_index", pa.int32()), ("url", pa.string()),
+        ("caption", pa.string()), ("width", pa.int32()), ("height", pa.int32()), ("status", pa.string()),
+        ("error", pa.string()), ("notes", pa.list_(pa.string())),
+        ("image_scores", scores), ("caption_scores", scores),
+        ("image_top_concept", pa.string()), ("image_top_score", pa.float32()),
+        ("caption_top_concept", pa.string()), ("caption_top_score", pa.float32()),
+    ]
+    for modality in ("image", "caption"):
+        fields += [(category_column(modality, c), pa.float32()) for c in taxonomy.category_ids]
+    fields += [
+        ("image_flagged", pa.bool_()), ("caption_flagged", pa.bool_()), ("flagged", pa.bool_()),
+        ("flagged_categories", pa.list_(pa.string())), ("model", pa.string()), ("taxonomy_version", pa.string()),
+    ]
+    metadata = {META_KEY: json.dumps(meta or {}).encode()}
+    return pa.schema([pa.field(n, t) for n, t in fields], metadata=metadata)
+
+
+def category_column(modality: str, category_id: str) -> str:
+    return f"{modality}_cat_{category_id.replace('-', '_')}"
+
+
+def report_meta(taxonomy, thresholds, model_info: dict) -> dict:
+    """What a reader needs to interpret the score lists without the rules or the model."""
+    return {
+        "concepts": taxonomy.concept_ids,
+        "concept_names": [c.name for c in taxonomy.concepts],
+        "concept_categories": [c.category for c in taxonomy.concepts],
+        "categories": taxonomy.category_ids,
+        "category_names": [c.name for c in taxonomy.categories],
+        "taxonomy_version": taxonomy.tag,
+        "thresholds": {"image": thresholds.image.tolist(), "caption": thresholds.caption.tolist()},
+        "model": model_info,
+    }
+
+
+def read_meta(schema) -> dict:
+    raw = (schema.metadata or {}).get(META_KEY)
+    return json.loads(raw) if raw else {}

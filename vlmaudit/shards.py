@@ -1,0 +1,96 @@
+"""Shard specs -> an ordered list of shard URLs; deterministic partitions and output names."""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+import re
+from pathlib import Path
+
+from vlmaudit.errors import ShardSpecError
+
+SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+GLOB_CHARS = re.compile(r"[*?\[]")
+
+
+def is_remote(spec: str) -> bool:
+    return spec.startswith("pipe:") or "://" in spec
+
+
+def expand_shard_specs(specs: list[str]) -> list[str]:
+    """Expand braces, globs and directories; fail on anything that names no shard."""
+    from braceexpand import braceexpand
+
+    shards: list[str] = []
+    for spec in specs:
+        for item in braceexpand(spec):
+            shards.extend(_expand_one(item))
+    if not shards:
+        raise ShardSpecError("no shards given")
+    return list(dict.fromkeys(shards))
+
+
+def _expand_one(item: str) -> list[str]:
+    if item.startswith("pipe:"):
+        return [item]
+    if "://" in item:
+        return _expand_remote_glob(item) if GLOB_CHARS.search(item) else [item]
+    if GLOB_CHARS.search(item):
+        found = sorted(p for p in glob.glob(item) if _is_shard_file(Path(p)))
+        if not found:
+            raise ShardSpecError(f"{item}: no shard files match this pattern")
+        return found
+    path = Path(item)
+    if path.is_dir():
+        found = sorted(str(p) for p in path.rglob("*") if _is_shard_file(p))
+        if not found:
+            raise ShardSpecError(f"{item}: directory holds no .tar/.tar.gz/.tgz shards")
+        return found
+    if not path.exists():
+        raise ShardSpecError(f"{item}: no such file or directory")
+    if not os.access(path, os.R_OK):
+        raise ShardSpecError(f"{item}: not readable (permission denied)")
+    return [item]
+
+
+def _is_shard_file(path: Path) -> bool:
+    return path.is_file() and path.name.lower().endswith(SHARD_SUFFIXES)
+
+
+def _expand_remote_glob(url: str) -> list[str]:
+    import fsspec
+
+    fs, _, paths = fsspec.get_fs_token_paths(url)
+    found = sorted(fs.unstrip_protocol(p) for p in paths if p.lower().endswith(SHARD_SUFFIXES))
+    if not found:
+        raise ShardSpecError(f"{url}: no shard files match this pattern")
+    return found
+
+
+def select_partition(shards: list[str], num_shards: int, index: int) -> list[str]:
+    """The deterministic 1/num_shards of the list that job `index` processes (round-robin)."""
+    if num_shards < 1 or not 0 <= index < num_shards:
+        raise ShardSpecError(f"--shard-index must be in [0, {num_shards}), got {index}")
+    return shards[index::num_shards]
+
+
+def shard_stem(spec: str) -> str:
+    base = spec.split("|")[-1] if spec.startswith("pipe:") else spec
+    name = re.split(r"[/\s]", base.rstrip("/ "))[-1] or "shard"
+    for suffix in SHARD_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)] or "shard"
+    return name
+
+
+def output_names(shards: list[str]) -> dict[str, str]:
+    """A report name per shard: its stem, plus a short hash of the spec where stems collide."""
+    stems = [re.sub(r"[^A-Za-z0-9._-]", "_", shard_stem(s)) for s in shards]
+    counts: dict[str, int] = {}
+    for stem in stems:
+        counts[stem] = counts.get(stem, 0) + 1
+    return {
+        shard: stem if counts[stem] == 1 else f"{stem}-{hashlib.sha1(shard.encode()).hexdigest()[:8]}"
+        for shard, stem in zip(shards, stems)
+    }

@@ -1,0 +1,127 @@
+"""Stream the regular-file members of a (possibly gzipped, possibly damaged) tar shard.
+
+We drive `tarfile` in stream mode ourselves instead of using webdataset's reader: its generic
+decoders unpickle `.pyd`/`.pickle` members, and tarfile silently stops at a corrupt header in
+the middle of an archive. Here the way the archive ended is recorded, so a damaged shard is
+reported as truncated instead of looking complete, and members are only read when wanted.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import tarfile
+from dataclasses import dataclass, field
+from typing import BinaryIO, Callable, Iterator
+
+DATA_ERRORS = (tarfile.TarError, EOFError, OSError, ValueError)
+
+
+@dataclass
+class TarEnd:
+    """How reading a tar ended: complete, truncated (damage after some members), unreadable
+    (not a tar at all) or failed (could not be opened or read, after retries)."""
+
+    status: str = "complete"
+    error: str | None = None
+    members_ignored: int = 0
+    ignored_kinds: dict[str, int] = field(default_factory=dict)
+
+    def ignore(self, kind: str) -> None:
+        self.members_ignored += 1
+        self.ignored_kinds[kind] = self.ignored_kinds.get(kind, 0) + 1
+
+
+class _RecordingTarInfo(tarfile.TarInfo):
+    """Remembers the header error that made tarfile stop iterating."""
+
+    @classmethod
+    def fromtarfile(cls, tf):
+        try:
+            return super().fromtarfile(tf)
+        except tarfile.HeaderError as exc:
+            tf.vlmaudit_stop = exc
+            raise
+
+
+def open_stream(url: str) -> BinaryIO:
+    """Open a shard for reading: local path, fsspec URL (http, s3, gs, ...) or pipe:CMD."""
+    if url.startswith("pipe:"):
+        proc = subprocess.Popen(url[5:], shell=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        return _PipeStream(proc, url)
+    if "://" in url:
+        import fsspec
+
+        return fsspec.open(url, "rb").open()
+    return open(url, "rb")
+
+
+class _PipeStream:
+    """A subprocess's stdout that raises on a non-zero exit when it reaches the end."""
+
+    def __init__(self, proc, url):
+        self.proc, self.url = proc, url
+
+    def read(self, n=-1):
+        data = self.proc.stdout.read(n)
+        if not data and self.proc.wait() != 0:
+            err = self.proc.stderr.read().decode("utf-8", "replace").strip()[-300:]
+            raise OSError(f"{self.url}: command exited with {self.proc.returncode}: {err}")
+        return data
+
+    def close(self):
+        self.proc.stdout.close()
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
+def iter_members(
+    stream: BinaryIO, end: TarEnd, wanted: Callable[[str], bool], max_bytes: int
+) -> Iterator[tuple[str, bytes | None, str | None]]:
+    """Yield (name, data, problem) for every regular file; data is None when not wanted or too big.
+
+    Non-file members (dirs, links, devices) are counted in `end`, never yielded. On damage,
+    `end.status` becomes "truncated" and iteration stops after the last intact member.
+    """
+    try:
+        tf = tarfile.open(fileobj=stream, mode="r|*", tarinfo=_RecordingTarInfo)
+    except DATA_ERRORS as exc:
+        end.status, end.error = "unreadable", _describe(exc, "cannot read as tar")
+        return
+    try:
+        for member in tf:
+            tf.members = []  # stream mode keeps every header otherwise: memory would grow
+            yield from _member(tf, member, end, wanted, max_bytes)
+        _record_stop(tf, end)
+    except DATA_ERRORS as exc:
+        end.status, end.error = "truncated", _describe(exc, "tar damaged")
+
+
+def _member(tf, member, end: TarEnd, wanted, max_bytes):
+    if not member.isfile():
+        end.ignore("non-file member")
+        return
+    name = member.name[2:] if member.name.startswith("./") else member.name
+    if not wanted(name):
+        yield name, None, None
+    elif member.size > max_bytes:
+        yield name, None, f"member is {member.size} bytes, over the {max_bytes}-byte limit"
+    else:
+        data = tf.extractfile(member).read()
+        if len(data) != member.size:
+            raise EOFError("unexpected end of data inside a member")
+        yield name, data, None
+
+
+def _record_stop(tf, end: TarEnd) -> None:
+    stop = getattr(tf, "vlmaudit_stop", None)
+    if stop is None or isinstance(stop, tarfile.EOFHeaderError):
+        return  # clean end-of-archive marker
+    if isinstance(stop, tarfile.EmptyHeaderError):
+        end.status, end.error = "truncated", "archive ends without an end-of-archive marker"
+    else:
+        end.status, end.error = "truncated", _describe(stop, "corrupt tar header")
+
+
+def _describe(exc: BaseException, what: str) -> str:
+    return f"{what}: {type(exc).__name__}: {exc}".rstrip(": ")

@@ -1,0 +1,87 @@
+"""Per-concept, per-modality flag thresholds (rules/thresholds.yaml and --threshold overrides)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from vlmaudit.errors import RulesError, UserError
+from vlmaudit.taxonomy import Taxonomy
+from vlmaudit.yamlfile import check_mapping, check_unit_float, read_yaml
+
+MODALITIES = ("image", "caption")
+
+
+@dataclass
+class Thresholds:
+    """Two float32 arrays in taxonomy concept order: a score >= threshold flags the concept."""
+
+    image: np.ndarray
+    caption: np.ndarray
+
+    @classmethod
+    def uniform(cls, taxonomy: Taxonomy, value: float) -> "Thresholds":
+        n = len(taxonomy.concepts)
+        return cls(np.full(n, value, np.float32), np.full(n, value, np.float32))
+
+    def as_dict(self, taxonomy: Taxonomy) -> dict:
+        return {cid: {"image": float(i), "caption": float(c)}
+                for cid, i, c in zip(taxonomy.concept_ids, self.image, self.caption)}
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(self.image.tobytes() + self.caption.tobytes()).hexdigest()
+
+    def set(self, taxonomy: Taxonomy, target: str, value, path="--threshold", field="") -> None:
+        """Set `value` (number or {image, caption}) for 'default', a category id or a concept id."""
+        mask = target_mask(taxonomy, target, path, field or target)
+        per_modality = _per_modality(value, path, field or target)
+        for modality, v in per_modality.items():
+            getattr(self, modality)[mask] = v
+
+
+def target_mask(taxonomy: Taxonomy, target: str, path, field: str) -> np.ndarray:
+    """Boolean mask over concepts for 'default'/'*', a category id or a concept id."""
+    if target in ("default", "*"):
+        return np.ones(len(taxonomy.concepts), bool)
+    if target in taxonomy.category_ids:
+        return np.array([c.category == target for c in taxonomy.concepts])
+    if target in taxonomy.concept_ids:
+        return np.array([c.id == target for c in taxonomy.concepts])
+    raise RulesError(path, field, f"unknown category or concept {target!r}")
+
+
+def _per_modality(value, path, field) -> dict[str, float]:
+    if isinstance(value, dict):
+        check_mapping(path, field, value, set(MODALITIES))
+        return {m: check_unit_float(path, f"{field}.{m}", v) for m, v in value.items()}
+    v = check_unit_float(path, field, value)
+    return {m: v for m in MODALITIES}
+
+
+def load_thresholds(path: Path | None, taxonomy: Taxonomy, default: float = 0.8) -> Thresholds:
+    """Thresholds from a YAML file (default, then categories, then concepts), or uniform if None."""
+    result = Thresholds.uniform(taxonomy, default)
+    if path is None:
+        return result
+    data = check_mapping(path, "(top)", read_yaml(path) or {}, {"default", "categories", "concepts"})
+    if "default" in data:
+        result.set(taxonomy, "default", data["default"], path, "default")
+    for section, known in (("categories", taxonomy.category_ids), ("concepts", taxonomy.concept_ids)):
+        for key, value in check_mapping(path, section, data.get(section) or {}, set(known)).items():
+            result.set(taxonomy, key, value, path, f"{section}.{key}")
+    return result
+
+
+def apply_overrides(thresholds: Thresholds, taxonomy: Taxonomy, overrides: list[str]) -> Thresholds:
+    """Apply CLI overrides: '0.7' (every concept) or 'ID=0.6' (a category or a concept), in order."""
+    for text in overrides:
+        target, _, value = text.rpartition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            raise UserError(f"--threshold {text!r}: expected NUMBER or ID=NUMBER") from None
+        thresholds.set(taxonomy, target or "default", number, "--threshold", text)
+    return thresholds

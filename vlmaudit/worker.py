@@ -1,0 +1,153 @@
+"""DataLoader worker side: shard -> samples -> decoded, preprocessed batches (no model here).
+
+Each worker owns whole shards (round-robin), so rows of one shard arrive in tar order and a
+shard's last batch carries how its tar ended. Batches never mix shards.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from vlmaudit.imaging import ImageDecodeError, ImageTooLarge, decode_image
+from vlmaudit.rows import RowMeta
+from vlmaudit.samples import iter_samples
+from vlmaudit.tario import TarEnd, open_stream
+
+EXTREME_ASPECT = 20.0
+
+
+@dataclass
+class ScanSettings:
+    batch_size: int = 32
+    workers: int = 2
+    max_pixels: int = 50_000_000
+    max_member_bytes: int = 64 << 20
+    max_caption_chars: int = 4096
+    retries: int = 2
+    retry_wait: float = 1.0
+
+
+@dataclass
+class ShardJob:
+    url: str
+    name: str
+
+
+@dataclass
+class PreparedBatch:
+    job: ShardJob
+    metas: list[RowMeta]
+    inputs: dict
+    prep_seconds: float
+    final: bool = False
+    end: TarEnd | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def prepare_shard(job: ShardJob, preprocessor, settings: ScanSettings):
+    """Yield the shard's batches; the last one has final=True and the TarEnd."""
+    end, pending = TarEnd(), []
+    for sample in _samples_with_retries(job, end, settings):
+        pending.append(sample)
+        if len(pending) >= settings.batch_size:
+            yield prepare_batch(job, pending, preprocessor, settings)
+            pending = []
+    yield prepare_batch(job, pending, preprocessor, settings, final=True, end=end)
+
+
+def _samples_with_retries(job: ShardJob, end: TarEnd, settings: ScanSettings):
+    """Retry opening (404, permissions, unreadable archive); damage after the first sample is not retried."""
+    for attempt in range(settings.retries + 1):
+        end.__init__()
+        try:
+            stream = open_stream(job.url)
+        except Exception as exc:  # fsspec/network errors come in many types
+            end.status, end.error = "failed", f"cannot open: {type(exc).__name__}: {exc}"
+        else:
+            yielded = 0
+            try:
+                for sample in iter_samples(stream, end, settings.max_member_bytes, settings.max_caption_chars):
+                    yielded += 1
+                    yield sample
+            finally:
+                _close_quietly(stream)
+            if yielded or end.status != "unreadable":
+                return
+            end.status = "failed"
+        if attempt < settings.retries:
+            time.sleep(settings.retry_wait * (2 ** attempt))
+
+
+def _close_quietly(stream) -> None:
+    try:
+        stream.close()
+    except Exception:
+        pass
+
+
+def prepare_batch(job, samples, preprocessor, settings, final=False, end=None) -> PreparedBatch:
+    started = time.perf_counter()
+    metas, images, captions = [], [], []
+    for sample in samples:
+        meta = _decode_sample(sample, preprocessor, settings, images)
+        if meta.status != "duplicate_key" and sample.caption is not None:
+            meta.caption_row = len(captions)
+            captions.append(sample.caption)
+        metas.append(meta)
+    inputs = _prepare_inputs(preprocessor, metas, images, captions)
+    return PreparedBatch(job, metas, inputs, time.perf_counter() - started, final, end)
+
+
+def _decode_sample(sample, preprocessor, settings, images: list) -> RowMeta:
+    meta = RowMeta(sample.key, sample.index, sample.url, sample.caption, sample.status or "ok",
+                   sample.error, notes=list(sample.notes))
+    if sample.status is not None:
+        return meta
+    if sample.image is None:
+        meta.status, meta.error = "missing_image", "sample has no image member"
+        return meta
+    try:
+        image, (meta.width, meta.height) = decode_image(sample.image, settings.max_pixels, preprocessor.draft_size)
+    except ImageTooLarge as exc:
+        meta.status, meta.error = "too_large", str(exc)
+        return meta
+    except ImageDecodeError as exc:
+        meta.status, meta.error = "decode_error", str(exc)
+        return meta
+    meta.image_row = len(images)
+    images.append(_guard_aspect(image, meta))
+    return meta
+
+
+def _guard_aspect(image, meta: RowMeta):
+    """Center-crop extreme aspect ratios so resizing the short side cannot explode memory."""
+    width, height = image.size
+    short, long = min(width, height), max(width, height)
+    if long <= EXTREME_ASPECT * short:
+        return image
+    meta.notes.append("extreme_aspect_cropped")
+    keep = int(EXTREME_ASPECT * short)
+    left, top = ((width - keep) // 2, 0) if width > height else (0, (height - keep) // 2)
+    return image.crop((left, top, left + min(keep, width), top + min(keep, height)))
+
+
+def _prepare_inputs(preprocessor, metas, images, captions) -> dict:
+    try:
+        return preprocessor.prepare(images, captions)
+    except Exception:
+        return _prepare_one_by_one(preprocessor, metas, images, captions)
+
+
+def _prepare_one_by_one(preprocessor, metas, images, captions) -> dict:
+    """A batch failed to preprocess: isolate the bad images, keep the rest."""
+    good = []
+    for meta in metas:
+        if meta.image_row < 0:
+            continue
+        try:
+            preprocessor.prepare([images[meta.image_row]], [])
+            meta.image_row, good = len(good), good + [images[meta.image_row]]
+        except Exception as exc:
+            meta.status, meta.error, meta.image_row = "decode_error", f"preprocessing failed: {type(exc).__name__}: {exc}", -1
+    return preprocessor.prepare(good, captions)

@@ -1,0 +1,93 @@
+"""Write one shard's report atomically: Parquet under a temporary name, renamed when complete,
+then the stats JSON, written last: its presence marks the shard done (img2dataset's convention)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+ROW_GROUP_ROWS = 8192
+
+
+def parquet_path(out_dir: Path, name: str) -> Path:
+    return out_dir / f"{name}.parquet"
+
+
+def stats_path(out_dir: Path, name: str) -> Path:
+    return out_dir / f"{name}.stats.json"
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2, sort_keys=True)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def shard_is_done(out_dir: Path, name: str) -> bool:
+    stats = stats_path(out_dir, name)
+    if not stats.is_file() or not parquet_path(out_dir, name).is_file():
+        return False
+    try:
+        return json.loads(stats.read_text()).get("status") in ("complete", "truncated")
+    except (OSError, ValueError):
+        return False
+
+
+class ShardWriter:
+    """Buffers record batches into row groups of ~8k rows; counts rows per status and flags."""
+
+    def __init__(self, out_dir: Path, name: str, schema):
+        import pyarrow.parquet as pq
+
+        self.out_dir, self.name, self.schema = out_dir, name, schema
+        self.partial = out_dir / f".{name}.parquet.partial"
+        self.writer = pq.ParquetWriter(self.partial, schema, compression="zstd")
+        self.buffer, self.buffered = [], 0
+        self.rows, self.status_counts = 0, {}
+        self.flagged = {"image": 0, "caption": 0, "any": 0}
+        self.started = time.time()
+
+    def add(self, batch) -> None:
+        self.buffer.append(batch)
+        self.buffered += batch.num_rows
+        self._count(batch)
+        if self.buffered >= ROW_GROUP_ROWS:
+            self._flush()
+
+    def _count(self, batch) -> None:
+        import pyarrow.compute as pc
+
+        self.rows += batch.num_rows
+        for item in pc.value_counts(batch.column("status")).to_pylist():
+            self.status_counts[item["values"]] = self.status_counts.get(item["values"], 0) + item["counts"]
+        for key, column in (("image", "image_flagged"), ("caption", "caption_flagged"), ("any", "flagged")):
+            self.flagged[key] += int(pc.sum(pc.fill_null(batch.column(column), False)).as_py() or 0)
+
+    def _flush(self) -> None:
+        import pyarrow as pa
+
+        if self.buffer:
+            self.writer.write_table(pa.Table.from_batches(self.buffer, schema=self.schema))
+        self.buffer, self.buffered = [], 0
+
+    def commit(self, stats: dict) -> list[Path]:
+        self._flush()
+        self.writer.close()
+        with open(self.partial, "rb+") as handle:
+            os.fsync(handle.fileno())
+        final = parquet_path(self.out_dir, self.name)
+        os.replace(self.partial, final)
+        stats.update(rows=self.rows, status_counts=self.status_counts, flagged=self.flagged)
+        write_json_atomic(stats_path(self.out_dir, self.name), stats)
+        return [final, stats_path(self.out_dir, self.name)]
+
+    def abort(self) -> None:
+        try:
+            self.writer.close()
+        finally:
+            self.partial.unlink(missing_ok=True)
