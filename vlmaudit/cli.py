@@ -106,6 +106,36 @@ def report(
     run_report_command(report_dir, as_json, top)
 
 
+@app.command()
+@handle_errors
+def bench(
+    model: Annotated[Optional[str], typer.Option(help="Checkpoint to time (default: a random-weight model of --size).")] = None,
+    size: Annotated[str, typer.Option(help="Random model size: tiny, vit-b-32, vit-l-14.")] = "vit-b-32",
+    shards: Annotated[int, typer.Option(min=1)] = 4,
+    per_shard: Annotated[int, typer.Option(min=1)] = 64,
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    workers: Annotated[int, typer.Option(min=0)] = 2,
+    device: str = "auto",
+    precision: str = "auto",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+):
+    """Time the scan end to end against the bare model forward on the same samples."""
+    import json
+
+    from vlmaudit.bench import run_bench
+
+    quiet_libraries()
+    result = run_bench(model, size, shards, per_shard, batch_size, workers, device, precision)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    typer.echo(f"{result['model']} on {result['device']} ({result['precision']}), {result['samples']} samples, "
+               f"batch {result['batch_size']}, {result['workers']} workers")
+    typer.echo(f"bare model forward  {result['bare_forward_samples_per_s']:9.1f} samples/s")
+    typer.echo(f"end to end          {result['end_to_end_samples_per_s']:9.1f} samples/s")
+    typer.echo(f"ratio               {result['ratio']:9.2f}x")
+
+
 def main() -> None:
     app(prog_name="vlmaudit")
 

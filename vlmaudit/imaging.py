@@ -6,7 +6,7 @@ import io
 
 import numpy as np
 
-ALLOWED_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "DIB", "TIFF")
+ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 
 
 class ImageTooLarge(Exception):
@@ -44,7 +44,7 @@ def decode_image(data: bytes, max_pixels: int, draft_size: int | None = None):
 def _load_oriented(image, draft_size):
     from PIL import ImageOps
 
-    if draft_size and image.format in ("JPEG", "MPO"):
+    if draft_size and image.format == "JPEG":
         image.draft("RGB", (draft_size, draft_size))  # decode at a reduced scale: much faster
     image.load()
     return ImageOps.exif_transpose(image)

@@ -1,0 +1,56 @@
+import io
+import os
+import tarfile
+from pathlib import Path
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory) -> Path:
+    """A tiny random CLIP saved with save_pretrained; loaded through the real from_pretrained path."""
+    from vlmaudit.checkpoints import build_random_clip
+
+    return build_random_clip(tmp_path_factory.mktemp("models") / "tiny-clip", size="tiny")
+
+
+def write_tar(path: Path, members: list[tuple[str, bytes]], gz: bool = False) -> Path:
+    """Write members in exactly this order (for layouts TarWriter would not produce)."""
+    with tarfile.open(path, "w:gz" if gz else "w") as tf:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return path
+
+
+def write_shard(path: Path, samples: list[dict]) -> Path:
+    import webdataset as wds
+
+    with wds.TarWriter(str(path)) as sink:
+        for sample in samples:
+            sink.write(sample)
+    return path
+
+
+@pytest.fixture
+def demo_shards(tmp_path) -> list[Path]:
+    from vlmaudit.demo import build_demo_shards
+
+    return build_demo_shards(tmp_path / "shards", shards=3, per_shard=7)
+
+
+def run_cli(*args: str):
+    from typer.testing import CliRunner
+
+    from vlmaudit.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def scan_args(shards, out, model, *extra) -> list[str]:
+    return ["scan", *map(str, shards), "--out", str(out), "--model", str(model), "--workers", "0", "-q", *extra]

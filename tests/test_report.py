@@ -1,0 +1,68 @@
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import run_cli, scan_args
+from vlmaudit.schema import read_meta
+
+
+@pytest.fixture
+def scanned(tmp_path, tiny_clip, demo_shards):
+    out = tmp_path / "reports"
+    assert run_cli(*scan_args(demo_shards, out, tiny_clip)).exit_code == 0
+    return out
+
+
+def hand_summary(out):
+    """Recompute the report's numbers with plain Python loops over the rows."""
+    rows = pq.read_table(sorted(out.glob("*.parquet"))).to_pylist()
+    meta = read_meta(pq.read_schema(next(out.glob("*.parquet"))))
+    thr = meta["thresholds"]
+    per_cat = {c: 0 for c in meta["categories"]}
+    per_concept = {c: 0 for c in meta["concepts"]}
+    flagged = both = image_only = caption_only = 0
+    for row in rows:
+        img = [s >= t for s, t in zip(row["image_scores"] or [], thr["image"])] or [False] * 75
+        cap = [s >= t for s, t in zip(row["caption_scores"] or [], thr["caption"])] or [False] * 75
+        hit = [a or b for a, b in zip(img, cap)]
+        for cid, h in zip(meta["concepts"], hit):
+            per_concept[cid] += h
+        for cat in {c for c, h in zip(meta["concept_categories"], hit) if h}:
+            per_cat[cat] += 1
+        flagged += any(hit)
+        both += any(img) and any(cap)
+        image_only += any(img) and not any(cap)
+        caption_only += any(cap) and not any(img)
+        assert set(row["flagged_categories"]) == {c for c, h in zip(meta["concept_categories"], hit) if h}
+        assert row["flagged"] == any(hit)
+    return len(rows), flagged, per_cat, per_concept, (both, image_only, caption_only)
+
+
+def test_report_numbers_match_a_hand_computation(scanned):
+    result = run_cli("report", scanned, "--json", "--top", "75")
+    assert result.exit_code == 0
+    summary = json.loads(result.output)
+    samples, flagged, per_cat, per_concept, (both, image_only, caption_only) = hand_summary(scanned)
+    assert summary["overview"]["samples"] == samples == 21
+    assert summary["overview"]["flagged"] == flagged
+    assert summary["overview"]["flagged_rate"] == pytest.approx(flagged / samples)
+    assert {c["id"]: c["flagged"] for c in summary["categories"]} == per_cat
+    assert {c["id"]: c["flagged"] for c in summary["top_concepts"]} == {k: v for k, v in per_concept.items() if v}
+    assert summary["modality"] == {"both": both, "image_only": image_only, "caption_only": caption_only,
+                                   "agreement": pytest.approx(both / flagged if flagged else 0)}
+    assert sum(s["samples"] for s in summary["top_shards"]) == samples
+    assert summary["overview"]["samples_per_s"] > 0 and summary["failed_shards"] == []
+
+
+def test_dashboard_renders(scanned):
+    result = run_cli("report", scanned)
+    assert result.exit_code == 0
+    for text in ("vlmaudit report", "flagged rate per category", "Hate", "top concepts", "image vs caption",
+                 "shards with the highest flagged rate"):
+        assert text in result.output
+
+
+def test_report_on_an_empty_dir_is_a_clear_error(tmp_path):
+    result = run_cli("report", tmp_path)
+    assert result.exit_code == 2 and "no Parquet reports" in result.output
