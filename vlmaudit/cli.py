@@ -106,6 +106,23 @@ def report(
     run_report_command(report_dir, as_json, top)
 
 
+@app.command(name="filter")
+@handle_errors
+def filter_(
+    report_dir: Annotated[Path, typer.Argument(help="A directory written by `vlmaudit scan`.")],
+    policy: Annotated[str, typer.Option(help="Policy name (default, strict, permissive) or a YAML file.")] = "default",
+    out: Annotated[Path, typer.Option("--out", help="Where keep/drop/review.parquet and summary.json go.")] = Path("filtered"),
+    on_failed: Annotated[str, typer.Option(help="Action for samples that were not scored ok: keep, drop, review.")] = "review",
+    allow_partial: Annotated[bool, typer.Option(help="Filter even if some shards have no finished report.")] = False,
+    write_shards: Annotated[Optional[Path], typer.Option(help="Also write webdataset shards of the kept samples here.")] = None,
+    rules: RulesOpt = None,
+):
+    """Decide keep / drop / review per sample from stored scores and a policy (no rescan)."""
+    from vlmaudit.commands.filter import run_filter_command
+
+    run_filter_command(report_dir, policy, out, on_failed, allow_partial, write_shards, rules)
+
+
 @app.command()
 @handle_errors
 def bench(

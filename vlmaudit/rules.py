@@ -10,6 +10,9 @@ from vlmaudit.taxonomy import Taxonomy, load_taxonomy
 from vlmaudit.thresholds import Thresholds, load_thresholds
 
 
+SINGULAR = {"policies": "policy", "prompts": "prompt"}
+
+
 def shipped_rules_dir() -> Path:
     """rules/ as installed inside the package (wheel), or at the top of a source checkout."""
     try:
@@ -29,16 +32,20 @@ class Rules:
     taxonomy: Taxonomy
     thresholds: Thresholds
 
-    def find(self, kind: str, name_or_path: str) -> Path:
-        """A policy/prompt file: an existing path, or NAME in DIR/kind/ then in the shipped rules."""
-        candidate = Path(name_or_path)
-        if candidate.suffix in (".yaml", ".yml") and candidate.is_file():
+
+def find_rule_file(kind: str, name_or_path: str, rules_dir: Path | None = None) -> Path:
+    """A policy/prompt file: an existing path, or NAME in DIR/kind/ then in the shipped rules."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml"):
+        if candidate.is_file():
             return candidate
-        for base in (self.directory, shipped_rules_dir()):
-            path = base / kind / f"{name_or_path}.yaml"
-            if path.is_file():
-                return path
-        raise UserError(f"no {kind[:-1]} {name_or_path!r}: not a file, nor {kind}/{name_or_path}.yaml in {self.directory}")
+        raise UserError(f"{name_or_path}: no such file")
+    for base in filter(None, (rules_dir, shipped_rules_dir())):
+        path = Path(base) / kind / f"{name_or_path}.yaml"
+        if path.is_file():
+            return path
+    known = sorted(p.stem for p in (shipped_rules_dir() / kind).glob("*.yaml"))
+    raise UserError(f"no {SINGULAR.get(kind, kind)} named {name_or_path!r} (shipped: {', '.join(known)}); or give a .yaml path")
 
 
 def load_rules(directory: Path | None = None) -> Rules:

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from vlmaudit.errors import ResumeConflict, UserError
-from vlmaudit.shards import expand_shard_specs, output_names, select_partition
+from vlmaudit.shards import expand_shard_specs, is_remote, output_names, select_partition
 from vlmaudit.worker import ShardJob
 from vlmaudit.writer import shard_is_done, write_json_atomic
 
@@ -19,11 +19,14 @@ IDENTITY = ("backend", "model", "revision", "taxonomy_fingerprint", "thresholds_
 PACKAGES = ("vlmaudit", "torch", "transformers", "pyarrow", "webdataset", "pillow", "numpy", "tokenizers")
 
 
-def plan_jobs(specs: list[str], num_shards: int = 1, shard_index: int = 0) -> list[ShardJob]:
-    """Names come from the full list, so every array job agrees on them."""
+def plan_jobs(specs: list[str], num_shards: int = 1, shard_index: int = 0) -> tuple[list[ShardJob], list[str]]:
+    """(this job's shards, report names of the whole list). Names come from the full list, so
+    every array job agrees on them."""
     shards = expand_shard_specs(specs)
     names = output_names(shards)
-    return [ShardJob(url, names[url]) for url in select_partition(shards, num_shards, shard_index)]
+    jobs = [ShardJob(url if is_remote(url) else os.path.abspath(url), names[url])
+            for url in select_partition(shards, num_shards, shard_index)]
+    return jobs, [names[url] for url in shards]
 
 
 def split_done(jobs: list[ShardJob], out_dir: Path, overwrite: bool) -> tuple[list[ShardJob], list[ShardJob]]:
@@ -56,8 +59,9 @@ def package_versions() -> dict:
     return out
 
 
-def run_record(backend_info: dict, rules, config: dict) -> dict:
+def run_record(backend_info: dict, rules, config: dict, planned: list[str]) -> dict:
     return {
+        "planned_shards": planned,
         **{k: backend_info.get(k) for k in ("backend", "model", "revision")},
         "model_info": backend_info,
         "taxonomy_version": rules.taxonomy.tag,

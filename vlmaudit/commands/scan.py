@@ -47,12 +47,12 @@ def run_scan_command(request: ScanRequest) -> int:
 
     console = Console(stderr=True)
     rules = load_rules(request.rules)
-    jobs = runinfo.plan_jobs(request.shards, request.num_shards, request.shard_index)
+    jobs, planned = runinfo.plan_jobs(request.shards, request.num_shards, request.shard_index)
     runinfo.prepare_out_dir(request.out)
     options = ModelOptions(request.model, request.device, request.precision,
                            request.allow_unsafe_weights, request.trust_remote_code)
     backend = build_backend(request.backend, rules.taxonomy, options)
-    record = runinfo.run_record(backend.describe(), rules, _config(request))
+    record = runinfo.run_record(backend.describe(), rules, _config(request), planned)
     runinfo.check_resume(request.out, record, request.overwrite)
     runinfo.write_run_record(request.out, record)
     todo, done = runinfo.split_done(jobs, request.out, request.overwrite)

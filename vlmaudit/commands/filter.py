@@ -1,0 +1,29 @@
+"""`vlmaudit filter`: policy -> keep/drop/review lists (+ optional filtered shards)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vlmaudit.errors import UserError
+
+
+def run_filter_command(report_dir: Path, policy_name: str, out: Path, on_failed: str, allow_partial: bool,
+                       write_shards: Path | None, rules_dir: Path | None) -> None:
+    from vlmaudit.filtering import run_filter
+    from vlmaudit.policy import ACTIONS, load_policy
+    from vlmaudit.reports import read_report_meta, report_files
+    from vlmaudit.rules import find_rule_file
+
+    if on_failed not in ACTIONS:
+        raise UserError(f"--on-failed {on_failed}: expected one of {', '.join(ACTIONS)}")
+    meta = read_report_meta(report_files(report_dir))
+    policy = load_policy(find_rule_file("policies", policy_name, rules_dir), meta["concepts"], meta["concept_categories"])
+    summary = run_filter(report_dir, policy, out, on_failed, allow_partial)
+    counts = summary["counts"]
+    print(f"{summary['samples']:,} samples: keep {counts['keep']:,}, review {counts['review']:,}, "
+          f"drop {counts['drop']:,} (policy {policy.name}) -> {out}")
+    if write_shards:
+        from vlmaudit.reshard import write_filtered_shards
+
+        written = write_filtered_shards(report_dir, out / "keep.parquet", write_shards)
+        print(f"wrote {len(written)} filtered shards with {sum(written.values()):,} samples -> {write_shards}")

@@ -1,0 +1,78 @@
+"""Filtering policies (rules/policies/*.yaml): per concept a threshold, a modality and an action."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from vlmaudit.errors import RulesError
+from vlmaudit.yamlfile import check_mapping, check_str, check_unit_float, read_yaml
+
+MODALITIES = ("image", "caption", "any", "both")
+ACTIONS = ("keep", "review", "drop")  # in increasing severity
+RULE_KEYS = {"threshold", "modality", "action"}
+
+
+@dataclass
+class Policy:
+    """Arrays in report concept order: threshold (float32), modality and action (index arrays)."""
+
+    name: str
+    description: str
+    concepts: list[str]
+    threshold: np.ndarray
+    modality: np.ndarray  # index into MODALITIES
+    action: np.ndarray  # index into ACTIONS
+    fingerprint: str
+
+    def fired(self, image: np.ndarray, caption: np.ndarray) -> np.ndarray:
+        """Boolean [n, C]: which concept rules fire for each row (NaN scores never fire)."""
+        with np.errstate(invalid="ignore"):
+            img, cap = image >= self.threshold, caption >= self.threshold
+        mode = self.modality[None, :]
+        return np.where(mode == 0, img, np.where(mode == 1, cap, np.where(mode == 2, img | cap, img & cap)))
+
+    def decide(self, fired: np.ndarray) -> np.ndarray:
+        """Action index per row: the most severe among fired rules, keep when none fired."""
+        severity = np.where(fired, self.action[None, :], 0)
+        return severity.max(axis=1) if severity.size else np.zeros(len(fired), np.int64)
+
+
+def load_policy(path: Path, concepts: list[str], concept_categories: list[str]) -> Policy:
+    data = check_mapping(path, "(top)", read_yaml(path) or {}, {"description", "default", "categories", "concepts"},
+                         {"default"})
+    base = _rule(path, "default", data["default"], required=True)
+    category_rules = {k: _rule(path, f"categories.{k}", v)
+                      for k, v in _section(path, data, "categories", set(concept_categories)).items()}
+    concept_rules = {k: _rule(path, f"concepts.{k}", v) for k, v in _section(path, data, "concepts", set(concepts)).items()}
+    merged = [{**base, **category_rules.get(cat, {}), **concept_rules.get(cid, {})}
+              for cid, cat in zip(concepts, concept_categories)]
+    return Policy(
+        name=Path(path).stem, description=str(data.get("description", "")), concepts=list(concepts),
+        threshold=np.array([r["threshold"] for r in merged], np.float32),
+        modality=np.array([MODALITIES.index(r["modality"]) for r in merged]),
+        action=np.array([ACTIONS.index(r["action"]) for r in merged]),
+        fingerprint=hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16],
+    )
+
+
+def _section(path, data, name, known: set[str]) -> dict:
+    section = data.get(name) or {}
+    check_mapping(path, name, section, known)
+    return section
+
+
+def _rule(path, field, value, required=False) -> dict:
+    check_mapping(path, field, value, RULE_KEYS, RULE_KEYS if required else set())
+    rule = {}
+    if "threshold" in value:
+        rule["threshold"] = check_unit_float(path, f"{field}.threshold", value["threshold"])
+    for key, allowed in (("modality", MODALITIES), ("action", ACTIONS)):
+        if key in value:
+            if check_str(path, f"{field}.{key}", value[key]) not in allowed:
+                raise RulesError(path, f"{field}.{key}", f"{value[key]!r} is not one of {', '.join(allowed)}")
+            rule[key] = value[key]
+    return rule
