@@ -14,7 +14,7 @@ def scanned(tmp_path, tiny_clip, demo_shards):
     return out
 
 
-def hand_summary(out):
+def hand_summary(out, check_stored=True):
     """Recompute the report's numbers with plain Python loops over the rows."""
     rows = pq.read_table(sorted(out.glob("*.parquet"))).to_pylist()
     meta = read_meta(pq.read_schema(next(out.glob("*.parquet"))))
@@ -34,8 +34,9 @@ def hand_summary(out):
         both += any(img) and any(cap)
         image_only += any(img) and not any(cap)
         caption_only += any(cap) and not any(img)
-        assert set(row["flagged_categories"]) == {c for c, h in zip(meta["concept_categories"], hit) if h}
-        assert row["flagged"] == any(hit)
+        if check_stored:
+            assert set(row["flagged_categories"]) == {c for c, h in zip(meta["concept_categories"], hit) if h}
+            assert row["flagged"] == any(hit)
     return len(rows), flagged, per_cat, per_concept, (both, image_only, caption_only)
 
 
@@ -58,8 +59,8 @@ def test_report_numbers_match_a_hand_computation(scanned):
 def test_dashboard_renders(scanned):
     result = run_cli("report", scanned)
     assert result.exit_code == 0
-    for text in ("vlmaudit report", "flagged rate per category", "Hate", "top concepts", "image vs caption",
-                 "shards with the highest flagged rate"):
+    for text in ("vlmaudit report", "flagged rate per category", "Hate", "top concepts", "modality gap",
+                 "shard hot spots"):
         assert text in result.output
 
 

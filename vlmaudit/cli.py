@@ -97,13 +97,28 @@ def scan(
 @handle_errors
 def report(
     report_dir: Annotated[Path, typer.Argument(help="A directory written by `vlmaudit scan`.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print the numbers as JSON.")] = False,
+    fmt: Annotated[str, typer.Option("--format", help="table, json, markdown or html.")] = "table",
+    as_json: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the export to this file.")] = None,
     top: Annotated[int, typer.Option(min=1, help="How many concepts and shards to list.")] = 10,
+    threshold: Annotated[list[str], typer.Option(help="Re-threshold: 0.7 or CONCEPT_OR_CATEGORY=0.6 (repeatable).")] = [],
+    policy: Annotated[Optional[str], typer.Option(help="Flag with a policy's rules instead of thresholds.")] = None,
+    category: Annotated[Optional[str], typer.Option(help="Only this category's concepts count.")] = None,
+    concept: Annotated[Optional[str], typer.Option(help="Only this concept counts; adds its score histogram.")] = None,
+    shard: Annotated[Optional[str], typer.Option(help="Only shards whose name matches this glob.")] = None,
+    compare: Annotated[Optional[Path], typer.Option(help="Another report dir: per-category deltas.")] = None,
+    examples: Annotated[int, typer.Option(min=0, help="Example samples per top concept.")] = 3,
+    redact: Annotated[bool, typer.Option(help="Hide captions and URLs of examples.")] = False,
+    blur: Annotated[bool, typer.Option(help="Blur HTML gallery thumbnails (click to reveal).")] = True,
+    fail_above: Annotated[list[str], typer.Option(help="CATEGORY=RATE: exit 3 when exceeded (repeatable).")] = [],
+    rules: RulesOpt = None,
 ):
-    """Summarise scan reports into a dashboard (reads only the reports, never the model or shards)."""
-    from vlmaudit.commands.report import run_report_command
+    """Summarise scan reports (reads only the reports; the HTML gallery also reads the shards)."""
+    from vlmaudit.commands.report import ReportRequest, run_report_command
 
-    run_report_command(report_dir, as_json, top)
+    request = ReportRequest(report_dir, "json" if as_json else fmt, output, top, threshold, policy, category, concept,
+                            shard, compare, examples, redact, blur, fail_above, rules)
+    raise typer.Exit(run_report_command(request))
 
 
 @app.command(name="filter")

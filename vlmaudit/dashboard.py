@@ -2,82 +2,162 @@
 
 from __future__ import annotations
 
+SPARKS = "▁▂▃▄▅▆▇█"
 
-def _pct(rate: float) -> str:
+
+def pct(rate: float) -> str:
     return f"{100 * rate:.2f}%"
 
 
-def _bar(rate: float, peak: float, width: int = 24) -> str:
+def bar(rate: float, peak: float, width: int) -> str:
     filled = 0 if peak <= 0 else round(width * rate / peak)
     return "█" * filled + "·" * (width - filled)
 
 
-def render(summary: dict, console=None) -> None:
+def sparkline(values: list[float]) -> str:
+    peak = max(values, default=0)
+    return "".join(SPARKS[0 if peak <= 0 else min(7, int(v / peak * 7.999))] for v in values)
+
+
+def clip(text: str | None, width: int) -> str:
+    text = " ".join((text or "").split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def make_console(width: int | None = None, file=None):
+    """A console that degrades to plain ASCII-free-of-colour output off a terminal or with NO_COLOR."""
+    import os
+
     from rich.console import Console
 
-    console = console or Console()
-    for part in (overview, categories, concepts, modality, shards):
-        console.print(part(summary))
+    console = Console(width=width, file=file)
+    plain = not console.is_terminal or "NO_COLOR" in os.environ
+    return Console(width=width, file=file, no_color=plain, highlight=not plain, emoji=False) if plain else console
 
 
-def overview(summary: dict):
+def render(summary: dict, console=None, redact: bool = False) -> None:
+    console = console or make_console()
+    plain = console.no_color or not console.is_terminal
+    for part in (overview, categories, concepts, modality_gap, shards, histogram, compare):
+        item = part(summary, console.width, plain)
+        if item is not None:
+            console.print(item)
+    if summary.get("examples"):
+        console.print(examples(summary, console.width, plain, redact))
+
+
+def _table(title: str, columns: list[tuple[str, str]], plain: bool):
+    from rich import box
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left", box=box.ASCII if plain else box.SIMPLE_HEAVY, pad_edge=False)
+    for name, justify in columns:
+        table.add_column(name, justify=justify, overflow="fold")
+    return table
+
+
+def overview(summary: dict, width: int, plain: bool):
     from rich.panel import Panel
+    from rich import box
 
     o = summary["overview"]
+    thr = o["thresholds"]
+    thr_text = thr["source"] if "min" not in thr else f"{thr['source']} ({thr['min']:.2f}-{thr['max']:.2f}, median {thr['median']:.2f})"
     lines = [
-        f"samples {o['samples']:,}   failed {o['failed']:,} ({_pct(o['failed_rate'])})   "
-        f"flagged {o['flagged']:,} ({_pct(o['flagged_rate'])})",
-        f"shards {o['shards']:,}   model {o['model']} ({o['backend']})   taxonomy {o['taxonomy_version']}",
-        f"scan time {o['scan_seconds']:,.1f} s   throughput {o['samples_per_s']:,.1f} samples/s",
+        f"samples {o['samples']:,}  failed {o['failed']:,} ({pct(o['failed_rate'])})  "
+        f"flagged {o['flagged']:,} ({pct(o['flagged_rate'])})",
+        f"model {o['model']} ({o['backend']})",
+        f"taxonomy {o['taxonomy_version']}  shards {o['shards']:,}",
+        f"thresholds {thr_text}",
+        f"scan time {o['scan_seconds']:,.1f} s  throughput {o['samples_per_s']:,.1f} samples/s",
     ]
     if summary["failed_shards"]:
-        lines.append(f"[red]failed shards: {', '.join(summary['failed_shards'][:10])}")
+        lines.append(f"FAILED shards: {', '.join(summary['failed_shards'][:10])}")
     if summary["truncated_shards"]:
-        lines.append(f"[yellow]truncated shards: {', '.join(summary['truncated_shards'][:10])}")
-    return Panel("\n".join(lines), title="vlmaudit report", expand=False)
+        lines.append(f"truncated shards: {', '.join(summary['truncated_shards'][:10])}")
+    return Panel("\n".join(lines), title="vlmaudit report", box=box.ASCII if plain else box.ROUNDED)
 
 
-def categories(summary: dict):
-    from rich.table import Table
-
-    table = Table(title="flagged rate per category", title_justify="left")
-    for name, justify in (("category", "left"), ("rate", "left"), ("", "right"), ("samples", "right")):
-        table.add_column(name, justify=justify)
+def categories(summary: dict, width: int, plain: bool):
+    table = _table("flagged rate per category", [("category", "left"), ("", "left"), ("rate", "right"),
+                                                 ("samples", "right")], plain)
+    bar_width = max(10, min(40, width - 56))
     peak = max((c["rate"] for c in summary["categories"]), default=0)
     for c in summary["categories"]:
-        table.add_row(c["name"], _bar(c["rate"], peak), _pct(c["rate"]), f"{c['flagged']:,}")
+        table.add_row(c["name"], bar(c["rate"], peak, bar_width), pct(c["rate"]), f"{c['flagged']:,}")
     return table
 
 
-def concepts(summary: dict):
-    from rich.table import Table
-
-    table = Table(title="top concepts", title_justify="left")
-    for name in ("concept", "category", "samples", "rate", "image", "caption"):
-        table.add_column(name, justify="left" if name in ("concept", "category") else "right")
+def concepts(summary: dict, width: int, plain: bool):
+    wide = width >= 110
+    columns = [("concept", "left")] + ([("category", "left")] if wide else []) + [
+        ("samples", "right"), ("rate", "right"), ("img", "right"), ("cap", "right"), ("mean img", "right"),
+        ("p95 img", "right")] + ([("mean cap", "right"), ("p95 cap", "right")] if wide else [])
+    table = _table("top concepts", columns, plain)
+    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
     for c in summary["top_concepts"]:
-        table.add_row(c["name"], c["category"], f"{c['flagged']:,}", _pct(c["rate"]), f"{c['image']:,}",
-                      f"{c['caption']:,}")
+        row = [clip(c["name"], 40 if wide else 24)] + ([c["category"]] if wide else []) + [
+            f"{c['flagged']:,}", pct(c["rate"]), f"{c['image']:,}", f"{c['caption']:,}", fmt(c["mean_image"]),
+            fmt(c["p95_image"])] + ([fmt(c["mean_caption"]), fmt(c["p95_caption"])] if wide else [])
+        table.add_row(*row)
     return table
 
 
-def modality(summary: dict):
-    from rich.table import Table
-
+def modality_gap(summary: dict, width: int, plain: bool):
     m = summary["modality"]
-    table = Table(title=f"image vs caption (agreement {_pct(m['agreement'])} of flagged)", title_justify="left")
-    for name in ("both", "image only", "caption only"):
-        table.add_column(name, justify="right")
-    table.add_row(f"{m['both']:,}", f"{m['image_only']:,}", f"{m['caption_only']:,}")
+    table = _table(f"modality gap: image vs caption (overall agreement {pct(m['agreement'])} of flagged)",
+                   [("category", "left"), ("both", "right"), ("image only", "right"), ("caption only", "right"),
+                    ("agreement", "right")], plain)
+    for c in summary["categories"]:
+        table.add_row(c["name"], f"{c['both']:,}", f"{c['image_only']:,}", f"{c['caption_only']:,}", pct(c["agreement"]))
+    table.add_row("all", f"{m['both']:,}", f"{m['image_only']:,}", f"{m['caption_only']:,}", pct(m["agreement"]))
     return table
 
 
-def shards(summary: dict):
-    from rich.table import Table
-
-    table = Table(title="shards with the highest flagged rate", title_justify="left")
-    for name in ("shard", "samples", "flagged", "rate"):
-        table.add_column(name, justify="left" if name == "shard" else "right")
+def shards(summary: dict, width: int, plain: bool):
+    table = _table("shard hot spots", [("shard", "left"), ("samples", "right"), ("flagged", "right"),
+                                       ("rate", "right")], plain)
     for s in summary["top_shards"]:
-        table.add_row(s["shard"], f"{s['samples']:,}", f"{s['flagged']:,}", _pct(s["rate"]))
+        table.add_row(clip(s["shard"], 40), f"{s['samples']:,}", f"{s['flagged']:,}", pct(s["rate"]))
+    rates = summary.get("shard_rates") or []
+    if rates:
+        table.caption = f"rate across shards (name order): {sparkline(rates)}"
+    return table
+
+
+def histogram(summary: dict, width: int, plain: bool):
+    hist = summary.get("histogram")
+    if not hist:
+        return None
+    table = _table(f"score histogram: {hist['concept']}", [("score", "left"), ("image", "right"), ("", "left"),
+                                                           ("caption", "right"), (" ", "left")], plain)
+    peak = max(hist["image"] + hist["caption"] + [1])
+    step = 1 / hist["bins"]
+    bar_width = max(6, min(20, (width - 40) // 2))
+    for k, (i, c) in enumerate(zip(hist["image"], hist["caption"])):
+        table.add_row(f"{k * step:.2f}-{(k + 1) * step:.2f}", f"{i:,}", bar(i, peak, bar_width), f"{c:,}",
+                      bar(c, peak, bar_width))
+    return table
+
+
+def compare(summary: dict, width: int, plain: bool):
+    rows = summary.get("compare")
+    if not rows:
+        return None
+    table = _table(f"compared with {summary['compare_dir']}", [("category", "left"), ("this", "right"),
+                                                               ("other", "right"), ("delta", "right")], plain)
+    for r in rows:
+        table.add_row(r["name"], pct(r["rate"]), pct(r["other_rate"]), f"{100 * r['delta']:+.2f} pts")
+    return table
+
+
+def examples(summary: dict, width: int, plain: bool, redact: bool):
+    table = _table("examples" + (" (captions and URLs redacted)" if redact else ""),
+                   [("concept", "left"), ("key", "left"), ("score", "right"), ("caption / url", "left")], plain)
+    text_width = max(16, width - 50)
+    for concept, items in summary["examples"].items():
+        for item in items:
+            text = "[redacted]" if redact else clip(f"{item['caption'] or ''}  {item['url'] or ''}", text_width)
+            table.add_row(clip(concept, 20), clip(f"{item['shard']}/{item['key']}", 20),
+                          f"{item['score']:.3f} {item['modality'][:3]}", text)
     return table

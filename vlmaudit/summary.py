@@ -1,7 +1,15 @@
-"""Aggregate report rows into dashboard numbers, recomputing every flag from the stored scores."""
+"""Aggregate report rows into dashboard numbers, recomputing every flag from the stored scores.
+
+One streaming pass over the Parquet files (only the needed columns, record batch by batch):
+additive counters, 1000-bin score histograms per concept and modality (mean, p95, --concept
+histogram), and the best-scoring flagged rows per concept as example candidates.
+"""
 
 from __future__ import annotations
 
+import fnmatch
+import heapq
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -9,114 +17,154 @@ import numpy as np
 from vlmaudit import flags as F
 from vlmaudit.reports import iter_batches, read_report_meta, read_stats, report_files, score_matrix
 
-COLUMNS = ["shard", "status", "image_scores", "caption_scores"]
+COLUMNS = ["shard", "sample_index", "status", "image_scores", "caption_scores"]
+BINS = 1000
 
 
+@dataclass
+class View:
+    """What to count: thresholds (or a policy), which concepts, which shards."""
+
+    thr_image: np.ndarray
+    thr_caption: np.ndarray
+    concepts: np.ndarray  # bool mask of concepts that count
+    shard_glob: str | None = None
+    policy: object = None
+    source: str = "scan"
+    examples: int = 3
+
+
+@dataclass
 class Counts:
-    """Additive counters over batches (per concept C, per category K)."""
+    n_concepts: int
+    n_categories: int
+    samples: int = 0
+    flagged: int = 0
+    status: dict = field(default_factory=dict)
+    agreement: np.ndarray = None  # both, image only, caption only
+    concept: np.ndarray = None  # [3, C]: any, image, caption
+    category: np.ndarray = None  # [4, K]: any, both, image only, caption only
+    hist: np.ndarray = None  # [2, C, BINS]
+    shards: dict = field(default_factory=dict)
+    candidates: list = field(default_factory=list)  # per concept: heap of (score, shard, index, modality)
 
-    def __init__(self, n_concepts: int, n_categories: int):
-        self.samples = self.flagged = 0
-        self.status: dict[str, int] = {}
-        self.agreement = np.zeros(4, np.int64)  # both, image only, caption only, neither (of flagged rows)
-        self.concept = np.zeros((3, n_concepts), np.int64)  # any, image, caption
-        self.category = np.zeros((4, n_categories), np.int64)  # any, both, image only, caption only
-        self.shards: dict[str, list[int]] = {}
-
-    def add(self, shards, status, img_flags, cap_flags, masks) -> None:
-        self.samples += len(status)
-        for value, count in zip(*np.unique(status, return_counts=True)):
-            self.status[str(value)] = self.status.get(str(value), 0) + int(count)
-        img_any, cap_any = img_flags.any(1), cap_flags.any(1)
-        flagged = img_any | cap_any
-        self.flagged += int(flagged.sum())
-        self.agreement += [(img_any & cap_any).sum(), (img_any & ~cap_any).sum(), (~img_any & cap_any).sum(), 0]
-        self.concept += np.stack([(img_flags | cap_flags).sum(0), img_flags.sum(0), cap_flags.sum(0)])
-        img_cat, cap_cat = F.category_flags(img_flags, masks), F.category_flags(cap_flags, masks)
-        self.category += np.stack([(img_cat | cap_cat).sum(0), (img_cat & cap_cat).sum(0),
-                                   (img_cat & ~cap_cat).sum(0), (~img_cat & cap_cat).sum(0)])
-        self._add_shards(shards, flagged)
-
-    def _add_shards(self, shards, flagged) -> None:
-        names, inverse = np.unique(shards, return_inverse=True)
-        rows, hits = np.bincount(inverse), np.bincount(inverse, weights=flagged)
-        for name, n, f in zip(names, rows, hits):
-            entry = self.shards.setdefault(str(name), [0, 0])
-            entry[0] += int(n)
-            entry[1] += int(f)
+    def __post_init__(self):
+        self.agreement = np.zeros(3, np.int64)
+        self.concept = np.zeros((3, self.n_concepts), np.int64)
+        self.category = np.zeros((4, self.n_categories), np.int64)
+        self.hist = np.zeros((2, self.n_concepts, BINS), np.int64)
+        self.candidates = [[] for _ in range(self.n_concepts)]
 
 
-def summarize(report_dir: Path, top: int = 10, thresholds: dict | None = None) -> dict:
+def histogram(scores: np.ndarray) -> np.ndarray:
+    """[C, BINS] counts of the non-NaN scores of each concept."""
+    n_concepts = scores.shape[1]
+    valid = ~np.isnan(scores[:, 0])
+    bins = np.clip((scores[valid] * BINS).astype(np.int64), 0, BINS - 1)
+    flat = bins + np.arange(n_concepts)[None, :] * BINS
+    return np.bincount(flat.ravel(), minlength=n_concepts * BINS).reshape(n_concepts, BINS)
+
+
+def _flags(view: View, image, caption):
+    """Per-modality concept flags: thresholds, or a policy's rules whose action is not keep."""
+    if view.policy is None:
+        return F.concept_flags(image, view.thr_image), F.concept_flags(caption, view.thr_caption)
+    policy = view.policy
+    fired = policy.fired(image, caption) & (policy.action > 0)[None, :]
+    mode = policy.modality[None, :]  # 0 image, 1 caption, 2 any, 3 both
+    with np.errstate(invalid="ignore"):
+        img = fired & (image >= policy.threshold) & (mode != 1)
+        cap = fired & (caption >= policy.threshold) & (mode != 0)
+    return img, cap
+
+
+def add_batch(counts: Counts, batch, view: View, masks: np.ndarray) -> None:
+    import pyarrow.compute as pc
+
+    n = counts.n_concepts
+    image, caption = score_matrix(batch.column("image_scores"), n), score_matrix(batch.column("caption_scores"), n)
+    img, cap = _flags(view, image, caption)
+    img &= view.concepts[None, :]
+    cap &= view.concepts[None, :]
+    counts.samples += batch.num_rows
+    for item in pc.value_counts(batch.column("status")).to_pylist():
+        counts.status[item["values"]] = counts.status.get(item["values"], 0) + item["counts"]
+    img_any, cap_any = img.any(1), cap.any(1)
+    flagged = img_any | cap_any
+    counts.flagged += int(flagged.sum())
+    counts.agreement += [(img_any & cap_any).sum(), (img_any & ~cap_any).sum(), (~img_any & cap_any).sum()]
+    counts.concept += np.stack([(img | cap).sum(0), img.sum(0), cap.sum(0)])
+    img_cat, cap_cat = F.category_flags(img, masks), F.category_flags(cap, masks)
+    counts.category += np.stack([(img_cat | cap_cat).sum(0), (img_cat & cap_cat).sum(0),
+                                 (img_cat & ~cap_cat).sum(0), (~img_cat & cap_cat).sum(0)])
+    counts.hist[0] += histogram(image)
+    counts.hist[1] += histogram(caption)
+    _add_shards(counts, batch.column("shard"), flagged)
+    if view.examples:
+        _add_candidates(counts, batch, image, caption, img, cap, view.examples)
+
+
+def _add_shards(counts: Counts, shard_column, flagged) -> None:
+    encoded = shard_column.dictionary_encode()
+    codes = np.asarray(encoded.indices)
+    rows = np.bincount(codes, minlength=len(encoded.dictionary))
+    hits = np.bincount(codes, weights=flagged, minlength=len(encoded.dictionary))
+    for name, n, f in zip(encoded.dictionary.to_pylist(), rows, hits):
+        entry = counts.shards.setdefault(name, [0, 0])
+        entry[0] += int(n)
+        entry[1] += int(f)
+
+
+def _add_candidates(counts: Counts, batch, image, caption, img, cap, keep: int) -> None:
+    shards, indices = None, None
+    best = np.where(img, image, -1.0)
+    best_cap = np.where(cap, caption, -1.0)
+    for c in np.nonzero((img | cap).any(0))[0]:
+        score = np.maximum(best[:, c], best_cap[:, c])
+        for row in np.argsort(-score)[:keep]:
+            if score[row] < 0:
+                break
+            if shards is None:
+                shards, indices = batch.column("shard").to_pylist(), batch.column("sample_index").to_pylist()
+            item = (float(score[row]), shards[row], indices[row], "image" if best[row, c] >= best_cap[row, c] else "caption")
+            heap = counts.candidates[c]
+            (heapq.heappush if len(heap) < keep else heapq.heappushpop)(heap, item)
+
+
+def select_files(report_dir: Path, shard_glob: str | None) -> list[Path]:
     files = report_files(report_dir)
-    meta = read_report_meta(files)
-    thr = thresholds or meta["thresholds"]
-    thr_image, thr_caption = np.asarray(thr["image"], np.float32), np.asarray(thr["caption"], np.float32)
+    if shard_glob:
+        files = [f for f in files if fnmatch.fnmatch(f.stem, shard_glob)]
+        if not files:
+            from vlmaudit.errors import UserError
+
+            raise UserError(f"--shard {shard_glob!r}: no shard report matches")
+    return files
+
+
+def count(report_dir: Path, view: View, files: list[Path], meta: dict) -> Counts:
     concept_cats = [meta["categories"].index(c) for c in meta["concept_categories"]]
     masks = F.category_masks(concept_cats, len(meta["categories"]))
-    n = len(meta["concepts"])
-    counts = Counts(n, len(meta["categories"]))
+    counts = Counts(len(meta["concepts"]), len(meta["categories"]))
     for batch in iter_batches(files, COLUMNS):
-        img = F.concept_flags(score_matrix(batch.column("image_scores"), n), thr_image)
-        cap = F.concept_flags(score_matrix(batch.column("caption_scores"), n), thr_caption)
-        status = np.asarray(batch.column("status").to_numpy(zero_copy_only=False), dtype=object)
-        shards = np.asarray(batch.column("shard").to_numpy(zero_copy_only=False), dtype=object)
-        counts.add(shards, status, img, cap, masks)
-    return _summary_dict(meta, counts, read_stats(report_dir), top, files)
+        add_batch(counts, batch, view, masks)
+    return counts
 
 
-def _rate(count, total) -> float:
-    return float(count) / total if total else 0.0
+def default_view(meta: dict, examples: int = 3) -> View:
+    thr = meta["thresholds"]
+    return View(np.asarray(thr["image"], np.float32), np.asarray(thr["caption"], np.float32),
+                np.ones(len(meta["concepts"]), bool), examples=examples)
 
 
-def _summary_dict(meta: dict, counts: Counts, stats: dict, top: int, files) -> dict:
-    total = counts.samples
-    return {
-        "overview": _overview(meta, counts, stats, files),
-        "categories": _categories(meta, counts, total),
-        "top_concepts": _top_concepts(meta, counts, total, top),
-        "modality": {"both": int(counts.agreement[0]), "image_only": int(counts.agreement[1]),
-                     "caption_only": int(counts.agreement[2]),
-                     "agreement": _rate(counts.agreement[0], counts.flagged)},
-        "top_shards": _top_shards(counts, top),
-        "failed_shards": sorted(name for name, s in stats.items() if s.get("status") == "failed"),
-        "truncated_shards": sorted(name for name, s in stats.items() if s.get("status") == "truncated"),
-    }
+def summarize(report_dir: Path, top: int = 10, view: View | None = None, hist_concept: str | None = None) -> dict:
+    from vlmaudit.summary_dict import build_summary
 
-
-def _overview(meta, counts: Counts, stats: dict, files) -> dict:
-    finished = [s for s in stats.values() if s.get("status") != "failed"]
-    span = (max(s["finished_at"] for s in finished) - min(s["started_at"] for s in finished)) if finished else 0.0
-    failed = counts.samples - counts.status.get("ok", 0)
-    return {
-        "samples": counts.samples, "failed": failed, "failed_rate": _rate(failed, counts.samples),
-        "status": dict(sorted(counts.status.items())), "flagged": counts.flagged,
-        "flagged_rate": _rate(counts.flagged, counts.samples), "shards": len(files),
-        "model": meta.get("model", {}).get("model"), "backend": meta.get("model", {}).get("backend"),
-        "taxonomy_version": meta.get("taxonomy_version"),
-        "scan_seconds": round(span, 3), "samples_per_s": round(_rate(counts.samples, span), 2),
-    }
-
-
-def _categories(meta, counts: Counts, total: int) -> list[dict]:
-    any_, both, image_only, caption_only = counts.category
-    return [
-        {"id": cid, "name": name, "flagged": int(any_[k]), "rate": _rate(any_[k], total), "both": int(both[k]),
-         "image_only": int(image_only[k]), "caption_only": int(caption_only[k])}
-        for k, (cid, name) in enumerate(zip(meta["categories"], meta.get("category_names", meta["categories"])))
-    ]
-
-
-def _top_concepts(meta, counts: Counts, total: int, top: int) -> list[dict]:
-    any_, image, caption = counts.concept
-    order = [i for i in np.argsort(-any_, kind="stable") if any_[i] > 0][:top]
-    names = meta.get("concept_names", meta["concepts"])
-    return [
-        {"id": meta["concepts"][i], "name": names[i], "category": meta["concept_categories"][i],
-         "flagged": int(any_[i]), "rate": _rate(any_[i], total), "image": int(image[i]), "caption": int(caption[i])}
-        for i in order
-    ]
-
-
-def _top_shards(counts: Counts, top: int) -> list[dict]:
-    rows = [{"shard": name, "samples": n, "flagged": f, "rate": _rate(f, n)} for name, (n, f) in counts.shards.items()]
-    return sorted(rows, key=lambda r: (-r["rate"], r["shard"]))[:top]
+    all_files = report_files(report_dir)
+    meta = read_report_meta(all_files)
+    view = view or default_view(meta)
+    files = select_files(report_dir, view.shard_glob)
+    counts = count(report_dir, view, files, meta)
+    stats = {name: s for name, s in read_stats(report_dir).items()
+             if not view.shard_glob or fnmatch.fnmatch(name, view.shard_glob)}
+    return build_summary(meta, counts, stats, top, files, view, hist_concept)

@@ -1,18 +1,160 @@
-"""`vlmaudit report`: summary numbers (JSON) or the terminal dashboard."""
+"""`vlmaudit report`: re-threshold, slice, compare, render or export, and gate a build."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 
-def run_report_command(report_dir: Path, as_json: bool, top: int) -> None:
+from vlmaudit.errors import UserError
+
+FORMATS = ("table", "json", "markdown", "html")
+
+
+@dataclass
+class ReportRequest:
+    report_dir: Path
+    fmt: str = "table"
+    output: Path | None = None
+    top: int = 10
+    thresholds: list[str] = field(default_factory=list)
+    policy: str | None = None
+    category: str | None = None
+    concept: str | None = None
+    shard: str | None = None
+    compare: Path | None = None
+    examples: int = 3
+    redact: bool = False
+    blur: bool = True
+    fail_above: list[str] = field(default_factory=list)
+    rules: Path | None = None
+
+
+def build_view(request: ReportRequest, meta: dict):
+    from vlmaudit.summary import default_view
+
+    view = default_view(meta, request.examples)
+    _check_id(request.category, meta["categories"], "--category")
+    _check_id(request.concept, meta["concepts"], "--concept")
+    if request.category:
+        view.concepts = np.array([c == request.category for c in meta["concept_categories"]])
+    if request.concept:
+        view.concepts = np.array([c == request.concept for c in meta["concepts"]])
+    view.shard_glob = request.shard
+    for text in request.thresholds:
+        _override(view, meta, text)
+    if request.thresholds:
+        view.source = "override: " + ", ".join(request.thresholds)
+    if request.policy:
+        from vlmaudit.policy import load_policy
+        from vlmaudit.rules import find_rule_file
+
+        path = find_rule_file("policies", request.policy, request.rules)
+        view.policy = load_policy(path, meta["concepts"], meta["concept_categories"])
+    return view
+
+
+def _check_id(value, known, option):
+    if value and value not in known:
+        raise UserError(f"{option} {value!r}: not in this report's taxonomy")
+
+
+def _override(view, meta: dict, text: str) -> None:
+    target, _, value = text.rpartition("=")
+    try:
+        number = float(value)
+    except ValueError:
+        raise UserError(f"--threshold {text!r}: expected NUMBER or ID=NUMBER") from None
+    if not 0 <= number <= 1:
+        raise UserError(f"--threshold {text!r}: must be between 0 and 1")
+    if not target:
+        mask = np.ones(len(meta["concepts"]), bool)
+    elif target in meta["categories"]:
+        mask = np.array([c == target for c in meta["concept_categories"]])
+    elif target in meta["concepts"]:
+        mask = np.array([c == target for c in meta["concepts"]])
+    else:
+        raise UserError(f"--threshold {text!r}: {target!r} is not a category or concept of this report")
+    view.thr_image[mask] = number
+    view.thr_caption[mask] = number
+
+
+def parse_limits(items: list[str], categories: list[str]) -> dict[str, float]:
+    limits = {}
+    for text in items:
+        category, _, value = text.partition("=")
+        if category not in categories:
+            raise UserError(f"--fail-above {text!r}: unknown category {category!r}")
+        try:
+            limits[category] = float(value)
+        except ValueError:
+            raise UserError(f"--fail-above {text!r}: expected CATEGORY=RATE (e.g. sexual=0.001)") from None
+    return limits
+
+
+def run_report_command(request: ReportRequest) -> int:
+    from vlmaudit.reports import read_report_meta, report_files
     from vlmaudit.summary import summarize
 
-    summary = summarize(report_dir, top=top)
-    if as_json:
-        print(json.dumps(summary, indent=2, ensure_ascii=False))
-        return
-    from vlmaudit.dashboard import render
+    if request.fmt not in FORMATS:
+        raise UserError(f"--format {request.fmt}: expected one of {', '.join(FORMATS)}")
+    if request.fmt == "html" and not request.output:
+        raise UserError("--format html needs --output FILE")
+    meta = read_report_meta(report_files(request.report_dir))
+    limits = parse_limits(request.fail_above, meta["categories"])
+    summary = summarize(request.report_dir, request.top, build_view(request, meta), request.concept)
+    if request.compare:
+        _add_comparison(summary, request)
+    _emit(summary, request)
+    return _gate(summary, limits)
 
-    render(summary)
+
+def _add_comparison(summary: dict, request: ReportRequest) -> None:
+    from vlmaudit.reports import read_report_meta, report_files
+    from vlmaudit.summary import summarize
+
+    other_meta = read_report_meta(report_files(request.compare))
+    other = summarize(request.compare, request.top, build_view(request, other_meta))
+    rates = {c["id"]: c["rate"] for c in other["categories"]}
+    summary["compare_dir"] = str(request.compare)
+    summary["compare"] = [{"id": c["id"], "name": c["name"], "rate": c["rate"], "other_rate": rates.get(c["id"], 0.0),
+                           "delta": c["rate"] - rates.get(c["id"], 0.0)} for c in summary["categories"]]
+
+
+def _emit(summary: dict, request: ReportRequest) -> None:
+    from vlmaudit import exports
+
+    if request.redact:
+        for items in summary.get("examples", {}).values():
+            for item in items:
+                item["caption"] = item["url"] = None
+    if request.fmt == "table":
+        from vlmaudit.dashboard import render
+
+        render(summary, redact=request.redact)
+        return
+    if request.fmt == "json":
+        text = json.dumps(summary, indent=2, ensure_ascii=False)
+    elif request.fmt == "markdown":
+        text = exports.to_markdown(summary)
+    else:
+        thumbs = exports.load_thumbnails(request.report_dir, summary)
+        text = exports.to_html(summary, thumbs, request.blur, request.redact)
+    if request.output:
+        request.output.write_text(text, encoding="utf-8")
+    else:
+        print(text)
+
+
+def _gate(summary: dict, limits: dict[str, float]) -> int:
+    import sys
+
+    code = 0
+    for c in summary["categories"]:
+        if c["id"] in limits and c["rate"] > limits[c["id"]]:
+            print(f"FAIL: {c['id']} flagged rate {c['rate']:.4%} exceeds --fail-above {limits[c['id']]:.4%}",
+                  file=sys.stderr)
+            code = 3
+    return code

@@ -1,0 +1,118 @@
+import json
+import os
+import sys
+
+import pytest
+
+from conftest import run_cli, scan_args
+from test_report import hand_summary
+
+
+@pytest.fixture(scope="module")
+def scanned(tmp_path_factory, tiny_clip):
+    from vlmaudit.demo import build_demo_shards
+
+    root = tmp_path_factory.mktemp("dash")
+    shards = build_demo_shards(root / "shards", shards=3, per_shard=8)
+    assert run_cli(*scan_args(shards, root / "reports", tiny_clip)).exit_code == 0
+    return root / "reports"
+
+
+def summary_json(*args):
+    result = run_cli("report", *args, "--format", "json", "--top", "75")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_dashboard_fits_the_console_and_shows_every_panel(scanned, width):
+    from rich.console import Console
+
+    from vlmaudit.dashboard import render
+    from vlmaudit.summary import summarize
+
+    console = Console(record=True, width=width, force_terminal=True, color_system=None)
+    render(summarize(scanned, top=5, hist_concept=None), console=console)
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= width
+    for expected in ("vlmaudit report", "flagged rate per category", "Public and personal health", "top concepts",
+                     "mean img", "p95 img", "modality gap", "agreement", "shard hot spots", "rate across shards",
+                     "examples", "thresholds scan (0.80-0.90"):
+        assert expected in text, expected
+    assert ("p95 cap" in text) == (width >= 110)
+
+
+def test_rethreshold_matches_hand_computation(scanned, monkeypatch):
+    import pyarrow.parquet as pq
+
+    from vlmaudit.schema import META_KEY
+
+    summary = summary_json(scanned, "--threshold", "0.5", "--threshold", "hate=0.95")
+    meta = json.loads(pq.read_schema(next(scanned.glob("*.parquet"))).metadata[META_KEY])
+    thr = [0.95 if c == "hate" else 0.5 for c in meta["concept_categories"]]
+    patched = {**meta, "thresholds": {"image": thr, "caption": thr}}
+    monkeypatch.setattr("test_report.read_meta", lambda schema: patched)
+    samples, flagged, per_cat, per_concept, _ = hand_summary(scanned, check_stored=False)
+    assert summary["overview"]["flagged"] == flagged and summary["overview"]["thresholds"]["source"].startswith("override")
+    assert {c["id"]: c["flagged"] for c in summary["categories"]} == per_cat
+
+
+def test_slicing_by_category_concept_and_shard(scanned):
+    full = summary_json(scanned)
+    hate = summary_json(scanned, "--category", "hate")
+    assert all(c["category"] == "hate" for c in hate["top_concepts"])
+    assert hate["overview"]["flagged"] == next(c["flagged"] for c in full["categories"] if c["id"] == "hate")
+    one = summary_json(scanned, "--concept", "swastika")
+    assert [c["id"] for c in one["top_concepts"]] in (["swastika"], [])
+    assert one["histogram"]["concept"] == "swastika" and sum(one["histogram"]["image"]) == 24
+    assert summary_json(scanned, "--shard", "0000[01]")["overview"]["samples"] == 16
+
+
+def test_policy_and_compare_and_fail_above(scanned, tmp_path):
+    strict = summary_json(scanned, "--policy", "strict")
+    assert strict["overview"]["thresholds"] == {"source": "policy:strict"}
+    assert strict["overview"]["flagged"] >= summary_json(scanned)["overview"]["flagged"]
+    compared = summary_json(scanned, "--compare", scanned)
+    assert all(row["delta"] == 0 for row in compared["compare"])
+    rate = next(c["rate"] for c in summary_json(scanned)["categories"] if c["id"] == "violence")
+    assert run_cli("report", scanned, "--format", "json", "--fail-above", f"violence={rate / 2}").exit_code == 3
+    assert run_cli("report", scanned, "--format", "json", "--fail-above", "violence=1").exit_code == 0
+    assert run_cli("report", scanned, "--fail-above", "nope=0.1").exit_code == 2
+
+
+def test_markdown_and_redaction(scanned):
+    markdown = run_cli("report", scanned, "--format", "markdown").output
+    assert markdown.startswith("# vlmaudit report") and "| Hate |" in markdown
+    redacted = summary_json(scanned, "--redact")
+    assert all(i["caption"] is None and i["url"] is None for items in redacted["examples"].values() for i in items)
+
+
+def test_html_is_self_contained_with_a_blurred_gallery(scanned, tmp_path):
+    import re
+
+    out = tmp_path / "r.html"
+    assert run_cli("report", scanned, "--format", "html", "--output", out).exit_code == 0
+    page = out.read_text()
+    assert "<h2>Examples</h2>" in page and page.count("data:image/jpeg;base64,") >= 1
+    assert "class='blur'" in page and "classList.toggle('blur')" in page
+    assert not re.search(r"(src|href)\s*=\s*['\"]?(https?:)?//", page) and "<link" not in page
+    assert "@import" not in page and "url(" not in page
+    unblurred = tmp_path / "n.html"
+    run_cli("report", scanned, "--format", "html", "--output", unblurred, "--no-blur", "--redact")
+    text = unblurred.read_text()
+    assert "class='blur'" not in text and "a cat sleeping" not in text
+
+
+def test_dashboard_in_a_real_pseudo_terminal(scanned):
+    pexpect = pytest.importorskip("pexpect")
+    env = {**os.environ, "COLUMNS": "100", "LINES": "60"}
+    env.pop("NO_COLOR", None)
+    child = pexpect.spawn(sys.executable, ["-m", "vlmaudit", "report", str(scanned)], env=env,
+                          dimensions=(60, 100), encoding="utf-8", timeout=60)
+    child.expect(pexpect.EOF)
+    screen = child.before
+    assert "vlmaudit report" in screen and "flagged rate per category" in screen
+    assert "╭" in screen and "\x1b[" in screen  # rounded panel and colour codes on a real terminal
+    assert "█" in screen or "·" in screen
+    child.close()
+    assert child.exitstatus == 0

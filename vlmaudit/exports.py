@@ -1,0 +1,111 @@
+"""Report exports: Markdown (dataset cards, PRs) and one self-contained HTML file with a gallery."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+
+from vlmaudit.dashboard import pct
+
+
+def to_markdown(summary: dict) -> str:
+    o = summary["overview"]
+    lines = [
+        "# vlmaudit report", "",
+        f"- samples: {o['samples']:,}; failed: {o['failed']:,} ({pct(o['failed_rate'])}); "
+        f"flagged: {o['flagged']:,} ({pct(o['flagged_rate'])})",
+        f"- model: `{o['model']}` ({o['backend']}); taxonomy: `{o['taxonomy_version']}`; "
+        f"thresholds: {o['thresholds']['source']}", "",
+        "## Flagged rate per category", "", "| category | flagged | rate | both | image only | caption only |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    lines += [f"| {c['name']} | {c['flagged']:,} | {pct(c['rate'])} | {c['both']:,} | {c['image_only']:,} | "
+              f"{c['caption_only']:,} |" for c in summary["categories"]]
+    lines += ["", "## Top concepts", "", "| concept | category | samples | rate | image | caption |",
+              "| --- | --- | ---: | ---: | ---: | ---: |"]
+    lines += [f"| {c['name']} | {c['category']} | {c['flagged']:,} | {pct(c['rate'])} | {c['image']:,} | "
+              f"{c['caption']:,} |" for c in summary["top_concepts"]]
+    lines += ["", "## Shard hot spots", "", "| shard | samples | flagged | rate |", "| --- | ---: | ---: | ---: |"]
+    lines += [f"| {s['shard']} | {s['samples']:,} | {s['flagged']:,} | {pct(s['rate'])} |" for s in summary["top_shards"]]
+    return "\n".join(lines) + "\n"
+
+
+CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;margin:1em 0}
+td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child,th:first-child{text-align:left}
+.bar{background:#c0392b;height:10px;display:inline-block}.gallery{display:flex;flex-wrap:wrap;gap:8px}
+figure{margin:0;width:140px;font-size:11px}img.blur{filter:blur(14px)}img{cursor:pointer;width:128px}"""
+SCRIPT = "document.querySelectorAll('img').forEach(i=>i.addEventListener('click',()=>i.classList.toggle('blur')));"
+
+
+def to_html(summary: dict, thumbnails: dict, blur: bool, redact: bool) -> str:
+    o = summary["overview"]
+    esc = html.escape
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>vlmaudit report</title><style>{CSS}</style>"
+             "</head><body><h1>vlmaudit report</h1>",
+             f"<p>samples {o['samples']:,} · failed {o['failed']:,} · flagged {o['flagged']:,} "
+             f"({pct(o['flagged_rate'])}) · model {esc(str(o['model']))} · taxonomy {esc(str(o['taxonomy_version']))}</p>",
+             "<h2>Flagged rate per category</h2><table><tr><th>category</th><th>rate</th><th></th><th>samples</th></tr>"]
+    peak = max((c["rate"] for c in summary["categories"]), default=0) or 1
+    parts += [f"<tr><td>{esc(c['name'])}</td><td>{pct(c['rate'])}</td><td><span class='bar' "
+              f"style='width:{int(200 * c['rate'] / peak)}px'></span></td><td>{c['flagged']:,}</td></tr>"
+              for c in summary["categories"]]
+    parts.append("</table><h2>Top concepts</h2><table><tr><th>concept</th><th>samples</th><th>rate</th>"
+                 "<th>image</th><th>caption</th></tr>")
+    parts += [f"<tr><td>{esc(c['name'])}</td><td>{c['flagged']:,}</td><td>{pct(c['rate'])}</td><td>{c['image']:,}</td>"
+              f"<td>{c['caption']:,}</td></tr>" for c in summary["top_concepts"]]
+    parts.append("</table><h2>Examples</h2><p>Click an image to " + ("reveal / hide it." if blur else "blur it.") + "</p>")
+    parts += [_gallery(concept, items, thumbnails, blur, redact) for concept, items in summary.get("examples", {}).items()]
+    parts.append(f"<script>{SCRIPT}</script></body></html>")
+    return "\n".join(parts)
+
+
+def _gallery(concept: str, items: list, thumbnails: dict, blur: bool, redact: bool) -> str:
+    figures = []
+    for item in items:
+        thumb = thumbnails.get((item["shard"], item["key"]))
+        image = (f"<img class='{'blur' if blur else ''}' alt='{html.escape(item['key'])}' "
+                 f"src='data:image/jpeg;base64,{thumb}'>" if thumb else "<div>(no image)</div>")
+        caption = "" if redact else html.escape((item["caption"] or "")[:120])
+        figures.append(f"<figure>{image}<figcaption>{html.escape(item['key'])} · {item['score']:.3f}<br>{caption}"
+                       "</figcaption></figure>")
+    return f"<h3>{html.escape(concept)}</h3><div class='gallery'>{''.join(figures)}</div>"
+
+
+def load_thumbnails(report_dir, summary: dict, size: int = 128) -> dict:
+    """Thumbnails (base64 JPEG) of the example samples, read from the original shards by key."""
+    from vlmaudit.reports import read_stats
+    from vlmaudit.reshard import iter_raw_samples
+    from vlmaudit.samples import IMAGE_EXTS, split_name
+
+    wanted = {}
+    for items in summary.get("examples", {}).values():
+        for item in items:
+            wanted.setdefault(item["shard"], set()).add(item["key"])
+    stats, out = read_stats(report_dir), {}
+    for shard, keys in wanted.items():
+        url = stats.get(shard, {}).get("url")
+        if not url:
+            continue
+        try:
+            for _, members in iter_raw_samples(url):
+                for info, data in members:
+                    key, ext = split_name(info.name[2:] if info.name.startswith("./") else info.name)
+                    if key in keys and ext in IMAGE_EXTS and (shard, key) not in out:
+                        out[(shard, key)] = _thumbnail(data, size)
+        except Exception:
+            continue  # shards moved or unreadable: the gallery shows "(no image)"
+    return {k: v for k, v in out.items() if v}
+
+
+def _thumbnail(data: bytes, size: int) -> str | None:
+    from vlmaudit.imaging import decode_image
+
+    try:
+        image, _ = decode_image(data, max_pixels=100_000_000, draft_size=size)
+    except Exception:
+        return None
+    image.thumbnail((size, size))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=80)
+    return base64.b64encode(buffer.getvalue()).decode()
