@@ -27,8 +27,8 @@ def concept_flags(scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
 
 
 def category_flags(flags: np.ndarray, masks: np.ndarray) -> np.ndarray:
-    """Boolean [n, K]: any flagged concept of the category."""
-    return np.stack([flags[:, mask].any(axis=1) for mask in masks], axis=1)
+    """Boolean [n, K]: any flagged concept of the category (one small matmul)."""
+    return (flags.astype(np.float32) @ masks.T.astype(np.float32)) > 0
 
 
 def top_concept(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

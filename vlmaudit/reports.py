@@ -40,23 +40,28 @@ def read_stats(report_dir: Path) -> dict[str, dict]:
     return out
 
 
-def iter_batches(files: list[Path], columns: list[str], batch_size: int = 65536):
+def iter_batches(files: list[Path], columns: list[str], batch_size: int = 131072):
     import pyarrow.parquet as pq
 
     for path in files:
-        yield from pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=columns)
+        yield from pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=columns, use_threads=False)
 
 
 def score_matrix(column, n_concepts: int) -> np.ndarray:
-    """list<float32> column -> float32 [n, C] with NaN rows where the list is null."""
+    """list<float32> column -> float32 [n, C] with NaN rows where the list is null (zero-copy
+    when no list is null)."""
     import pyarrow as pa
 
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
-    out = np.full((len(column), n_concepts), np.nan, np.float32)
-    valid = np.asarray(column.is_valid())
-    values = np.asarray(column.flatten(), dtype=np.float32)
-    if values.size != valid.sum() * n_concepts:
+    offsets = np.asarray(column.offsets)
+    values = np.asarray(column.values)[offsets[0]: offsets[-1]]
+    valid = np.asarray(column.is_valid()) if column.null_count else None
+    n_valid = len(column) if valid is None else int(valid.sum())
+    if values.size != n_valid * n_concepts or (valid is not None and (np.diff(offsets)[~valid] != 0).any()):
         raise UserError(f"score lists do not have {n_concepts} entries: report written with another taxonomy?")
+    if valid is None:
+        return values.reshape(-1, n_concepts)
+    out = np.full((len(column), n_concepts), np.nan, np.float32)
     out[valid] = values.reshape(-1, n_concepts)
     return out

@@ -1,14 +1,17 @@
 """Aggregate report rows into dashboard numbers, recomputing every flag from the stored scores.
 
-One streaming pass over the Parquet files (only the needed columns, record batch by batch):
-additive counters, 1000-bin score histograms per concept and modality (mean, p95, --concept
-histogram), and the best-scoring flagged rows per concept as example candidates.
+A streaming pass over the Parquet files (only the needed columns, record batch by record batch,
+files split over forked worker processes) into additive counters:
+flag counts, exact score sums (means), 1000-bin score histograms on a 1-in-8 row subsample
+(p95), an exact histogram for --concept, and the best-scoring flagged rows per concept.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import os
 import heapq
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +22,8 @@ from vlmaudit.reports import iter_batches, read_report_meta, read_stats, report_
 
 COLUMNS = ["shard", "sample_index", "status", "image_scores", "caption_scores"]
 BINS = 1000
+SUBSAMPLE = 8
+PROCESSES = min(2, os.cpu_count() or 1)
 
 
 @dataclass
@@ -32,6 +37,7 @@ class View:
     policy: object = None
     source: str = "scan"
     examples: int = 3
+    hist_concept: int | None = None
 
 
 @dataclass
@@ -41,28 +47,40 @@ class Counts:
     samples: int = 0
     flagged: int = 0
     status: dict = field(default_factory=dict)
-    agreement: np.ndarray = None  # both, image only, caption only
-    concept: np.ndarray = None  # [3, C]: any, image, caption
-    category: np.ndarray = None  # [4, K]: any, both, image only, caption only
-    hist: np.ndarray = None  # [2, C, BINS]
     shards: dict = field(default_factory=dict)
-    candidates: list = field(default_factory=list)  # per concept: heap of (score, shard, index, modality)
 
     def __post_init__(self):
-        self.agreement = np.zeros(3, np.int64)
-        self.concept = np.zeros((3, self.n_concepts), np.int64)
-        self.category = np.zeros((4, self.n_categories), np.int64)
-        self.hist = np.zeros((2, self.n_concepts, BINS), np.int64)
-        self.candidates = [[] for _ in range(self.n_concepts)]
+        self.agreement = np.zeros(3, np.int64)  # both, image only, caption only
+        self.concept = np.zeros((3, self.n_concepts), np.int64)  # any, image, caption
+        self.category = np.zeros((4, self.n_categories), np.int64)  # any, both, image only, caption only
+        self.sums = np.zeros((2, self.n_concepts), np.float64)  # image, caption score sums
+        self.scored = np.zeros(2, np.int64)  # rows with image / caption scores
+        self.hist = np.zeros((2, self.n_concepts, BINS), np.int64)  # subsampled
+        self.exact_hist = np.zeros((2, BINS), np.int64)  # the --concept, all rows
+        self.candidates = [[] for _ in range(self.n_concepts)]  # heaps of (score, shard, index, modality)
+
+    def merge(self, other: "Counts", keep: int) -> None:
+        self.samples += other.samples
+        self.flagged += other.flagged
+        for name in ("agreement", "concept", "category", "sums", "scored", "hist", "exact_hist"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for key, value in other.status.items():
+            self.status[key] = self.status.get(key, 0) + value
+        for key, (n, f) in other.shards.items():
+            entry = self.shards.setdefault(key, [0, 0])
+            entry[0] += n
+            entry[1] += f
+        for mine, theirs in zip(self.candidates, other.candidates):
+            for item in theirs:
+                (heapq.heappush if len(mine) < keep else heapq.heappushpop)(mine, item)
 
 
 def histogram(scores: np.ndarray) -> np.ndarray:
-    """[C, BINS] counts of the non-NaN scores of each concept."""
+    """[C, BINS] counts of the scores of each concept (rows with NaN must be removed first)."""
     n_concepts = scores.shape[1]
-    valid = ~np.isnan(scores[:, 0])
-    bins = np.clip((scores[valid] * BINS).astype(np.int64), 0, BINS - 1)
-    flat = bins + np.arange(n_concepts)[None, :] * BINS
-    return np.bincount(flat.ravel(), minlength=n_concepts * BINS).reshape(n_concepts, BINS)
+    bins = np.minimum((scores * BINS).astype(np.int32), BINS - 1)
+    bins += np.arange(n_concepts, dtype=np.int32)[None, :] * BINS
+    return np.bincount(bins.ravel(), minlength=n_concepts * BINS).reshape(n_concepts, BINS)
 
 
 def _flags(view: View, image, caption):
@@ -79,29 +97,44 @@ def _flags(view: View, image, caption):
 
 
 def add_batch(counts: Counts, batch, view: View, masks: np.ndarray) -> None:
-    import pyarrow.compute as pc
-
     n = counts.n_concepts
     image, caption = score_matrix(batch.column("image_scores"), n), score_matrix(batch.column("caption_scores"), n)
     img, cap = _flags(view, image, caption)
-    img &= view.concepts[None, :]
-    cap &= view.concepts[None, :]
+    if not view.concepts.all():
+        img &= view.concepts[None, :]
+        cap &= view.concepts[None, :]
     counts.samples += batch.num_rows
-    for item in pc.value_counts(batch.column("status")).to_pylist():
-        counts.status[item["values"]] = counts.status.get(item["values"], 0) + item["counts"]
+    _add_status(counts, batch.column("status"))
     img_any, cap_any = img.any(1), cap.any(1)
     flagged = img_any | cap_any
     counts.flagged += int(flagged.sum())
     counts.agreement += [(img_any & cap_any).sum(), (img_any & ~cap_any).sum(), (~img_any & cap_any).sum()]
-    counts.concept += np.stack([(img | cap).sum(0), img.sum(0), cap.sum(0)])
+    counts.concept += np.stack([np.count_nonzero(img | cap, 0), np.count_nonzero(img, 0), np.count_nonzero(cap, 0)])
     img_cat, cap_cat = F.category_flags(img, masks), F.category_flags(cap, masks)
     counts.category += np.stack([(img_cat | cap_cat).sum(0), (img_cat & cap_cat).sum(0),
                                  (img_cat & ~cap_cat).sum(0), (~img_cat & cap_cat).sum(0)])
-    counts.hist[0] += histogram(image)
-    counts.hist[1] += histogram(caption)
+    for m, scores in enumerate((image, caption)):
+        _add_distribution(counts, m, scores, view.hist_concept)
     _add_shards(counts, batch.column("shard"), flagged)
     if view.examples:
         _add_candidates(counts, batch, image, caption, img, cap, view.examples)
+
+
+def _add_status(counts: Counts, column) -> None:
+    import pyarrow.compute as pc
+
+    for item in pc.value_counts(column).to_pylist():
+        counts.status[item["values"]] = counts.status.get(item["values"], 0) + item["counts"]
+
+
+def _add_distribution(counts: Counts, modality: int, scores: np.ndarray, hist_concept: int | None) -> None:
+    valid = scores if not np.isnan(scores[:, 0]).any() else scores[~np.isnan(scores[:, 0])]
+    counts.scored[modality] += len(valid)
+    counts.sums[modality] += valid.sum(0)  # float32 per batch (pairwise), float64 across batches
+    counts.hist[modality] += histogram(valid[::SUBSAMPLE])
+    if hist_concept is not None:
+        column = np.minimum((valid[:, hist_concept] * BINS).astype(np.int32), BINS - 1)
+        counts.exact_hist[modality] += np.bincount(column, minlength=BINS)
 
 
 def _add_shards(counts: Counts, shard_column, flagged) -> None:
@@ -116,18 +149,22 @@ def _add_shards(counts: Counts, shard_column, flagged) -> None:
 
 
 def _add_candidates(counts: Counts, batch, image, caption, img, cap, keep: int) -> None:
-    shards, indices = None, None
-    best = np.where(img, image, -1.0)
-    best_cap = np.where(cap, caption, -1.0)
-    for c in np.nonzero((img | cap).any(0))[0]:
-        score = np.maximum(best[:, c], best_cap[:, c])
-        for row in np.argsort(-score)[:keep]:
-            if score[row] < 0:
-                break
-            if shards is None:
-                shards, indices = batch.column("shard").to_pylist(), batch.column("sample_index").to_pylist()
-            item = (float(score[row]), shards[row], indices[row], "image" if best[row, c] >= best_cap[row, c] else "caption")
-            heap = counts.candidates[c]
+    """Keep the `keep` best-scoring flagged rows per concept (heaps of (score, shard, index, modality))."""
+    rows, cols = np.nonzero(img | cap)
+    if not len(rows):
+        return
+    score_img = np.where(img[rows, cols], image[rows, cols], -1.0)
+    score_cap = np.where(cap[rows, cols], caption[rows, cols], -1.0)
+    score = np.maximum(score_img, score_cap)
+    order = np.lexsort((-score, cols))  # by concept, best first
+    starts = np.flatnonzero(np.r_[True, cols[order][1:] != cols[order][:-1]])
+    shards, indices = batch.column("shard"), batch.column("sample_index")
+    for start, end in zip(starts, np.r_[starts[1:], len(order)]):
+        heap = counts.candidates[cols[order[start]]]
+        for j in order[start:min(end, start + keep)]:
+            row = int(rows[j])
+            item = (float(score[j]), shards[row].as_py(), indices[row].as_py(),
+                    "image" if score_img[j] >= score_cap[j] else "caption")
             (heapq.heappush if len(heap) < keep else heapq.heappushpop)(heap, item)
 
 
@@ -142,13 +179,29 @@ def select_files(report_dir: Path, shard_glob: str | None) -> list[Path]:
     return files
 
 
-def count(report_dir: Path, view: View, files: list[Path], meta: dict) -> Counts:
+def count_files(files: list[Path], view: View, meta: dict) -> Counts:
     concept_cats = [meta["categories"].index(c) for c in meta["concept_categories"]]
     masks = F.category_masks(concept_cats, len(meta["categories"]))
     counts = Counts(len(meta["concepts"]), len(meta["categories"]))
     for batch in iter_batches(files, COLUMNS):
         add_batch(counts, batch, view, masks)
     return counts
+
+
+def count(view: View, files: list[Path], meta: dict) -> Counts:
+    """Split the files over PROCESSES forked workers (decoding and numpy scale with cores there,
+    not with threads) and merge their additive counters."""
+    parts = [files[i::PROCESSES] for i in range(PROCESSES) if files[i::PROCESSES]]
+    if len(parts) == 1:
+        return count_files(files, view, meta)
+    import multiprocessing
+
+    with ProcessPoolExecutor(len(parts), mp_context=multiprocessing.get_context("fork")) as pool:
+        results = list(pool.map(count_files, parts, [view] * len(parts), [meta] * len(parts)))
+    total = results[0]
+    for other in results[1:]:
+        total.merge(other, max(view.examples, 1))
+    return total
 
 
 def default_view(meta: dict, examples: int = 3) -> View:
@@ -160,11 +213,12 @@ def default_view(meta: dict, examples: int = 3) -> View:
 def summarize(report_dir: Path, top: int = 10, view: View | None = None, hist_concept: str | None = None) -> dict:
     from vlmaudit.summary_dict import build_summary
 
-    all_files = report_files(report_dir)
-    meta = read_report_meta(all_files)
+    meta = read_report_meta(report_files(report_dir))
     view = view or default_view(meta)
+    if hist_concept:
+        view.hist_concept = meta["concepts"].index(hist_concept)
     files = select_files(report_dir, view.shard_glob)
-    counts = count(report_dir, view, files, meta)
+    counts = count(view, files, meta)
     stats = {name: s for name, s in read_stats(report_dir).items()
              if not view.shard_glob or fnmatch.fnmatch(name, view.shard_glob)}
     return build_summary(meta, counts, stats, top, files, view, hist_concept)

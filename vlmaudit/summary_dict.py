@@ -64,13 +64,17 @@ def _categories(meta, counts: Counts) -> list[dict]:
     ]
 
 
-def _mean_p95(hist: np.ndarray) -> tuple[float | None, float | None]:
+def _mean(counts: Counts, modality: int, concept: int) -> float | None:
+    scored = counts.scored[modality]
+    return round(float(counts.sums[modality, concept] / scored), 4) if scored else None
+
+
+def _p95(hist: np.ndarray) -> float | None:
+    """95th percentile (upper bin edge) from a subsampled 1000-bin histogram."""
     total = hist.sum()
     if not total:
-        return None, None
-    centers = (np.arange(BINS) + 0.5) / BINS
-    p95_bin = int(np.searchsorted(np.cumsum(hist), 0.95 * total))
-    return round(float((hist * centers).sum() / total), 4), round(float((p95_bin + 1) / BINS), 4)
+        return None
+    return round(float((int(np.searchsorted(np.cumsum(hist), 0.95 * total)) + 1) / BINS), 4)
 
 
 def _top_concepts(meta, counts: Counts, top: int) -> list[dict]:
@@ -79,8 +83,8 @@ def _top_concepts(meta, counts: Counts, top: int) -> list[dict]:
     names = meta.get("concept_names", meta["concepts"])
     rows = []
     for i in order:
-        mean_img, p95_img = _mean_p95(counts.hist[0, i])
-        mean_cap, p95_cap = _mean_p95(counts.hist[1, i])
+        mean_img, mean_cap = (_mean(counts, m, i) for m in (0, 1))
+        p95_img, p95_cap = (_p95(counts.hist[m, i]) for m in (0, 1))
         rows.append({"id": meta["concepts"][i], "name": names[i], "category": meta["concept_categories"][i],
                      "flagged": int(any_[i]), "rate": _rate(any_[i], counts.samples), "image": int(image[i]),
                      "caption": int(caption[i]), "mean_image": mean_img, "p95_image": p95_img,
@@ -107,9 +111,8 @@ def _shard_rates(counts: Counts) -> list[float]:
 
 
 def _histogram(meta, counts: Counts, concept: str, bins: int = 20) -> dict:
-    i = meta["concepts"].index(concept)
     fold = lambda h: h.reshape(bins, BINS // bins).sum(1).tolist()  # noqa: E731
-    return {"concept": concept, "bins": bins, "image": fold(counts.hist[0, i]), "caption": fold(counts.hist[1, i])}
+    return {"concept": concept, "bins": bins, "image": fold(counts.exact_hist[0]), "caption": fold(counts.exact_hist[1])}
 
 
 def _examples(meta, counts: Counts, files, top: int) -> dict:
