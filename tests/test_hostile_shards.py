@@ -145,3 +145,23 @@ def test_pickle_weights_refused_unless_allowed(tmp_path, tiny_clip):
     result = run_cli(*scan_args([shard], tmp_path / "o", unsafe))
     assert result.exit_code == 2 and "--allow-unsafe-weights" in result.output
     assert run_cli(*scan_args([shard], tmp_path / "o", unsafe, "--allow-unsafe-weights")).exit_code == 0
+
+
+def test_an_unexpected_error_inside_a_shard_ends_only_that_shard(tmp_path, tiny_clip, monkeypatch):
+    import vlmaudit.worker as worker
+
+    real = worker.iter_samples
+
+    def exploding(stream, end, *args):
+        for i, sample in enumerate(real(stream, end, *args)):
+            if "boom" in stream.name and i == 1:
+                raise RuntimeError("kaboom")
+            yield sample
+
+    monkeypatch.setattr(worker, "iter_samples", exploding)
+    boom = write_shard(tmp_path / "boom.tar", [{"__key__": f"k{i}", "jpg": jpg(i)} for i in range(3)])
+    fine = write_shard(tmp_path / "fine.tar", [{"__key__": "a", "jpg": jpg(9)}])
+    result, rows, stats = scan(tmp_path, tiny_clip, [boom, fine])
+    assert result.exit_code == 0
+    assert stats["boom"]["status"] == "truncated" and "kaboom" in stats["boom"]["error"]
+    assert [r["key"] for r in rows if r["shard"] == "boom"] == ["k0"] and stats["fine"]["rows"] == 1

@@ -46,13 +46,18 @@ class PreparedBatch:
 
 
 def prepare_shard(job: ShardJob, preprocessor, settings: ScanSettings):
-    """Yield the shard's batches; the last one has final=True and the TarEnd."""
-    end, pending = TarEnd(), []
-    for sample in _samples_with_retries(job, end, settings):
-        pending.append(sample)
-        if len(pending) >= settings.batch_size:
-            yield prepare_batch(job, pending, preprocessor, settings)
-            pending = []
+    """Yield the shard's batches; the last one has final=True and the TarEnd. Whatever goes
+    wrong inside one shard ends that shard (truncated or failed), never the run."""
+    end, pending, yielded = TarEnd(), [], 0
+    try:
+        for sample in _samples_with_retries(job, end, settings):
+            pending.append(sample)
+            if len(pending) >= settings.batch_size:
+                yield prepare_batch(job, pending, preprocessor, settings)
+                yielded, pending = yielded + len(pending), []
+    except Exception as exc:  # a bug or an exotic error: record it on the shard
+        end.status = "truncated" if yielded or pending else "failed"
+        end.error = f"unexpected error: {type(exc).__name__}: {exc}"
     yield prepare_batch(job, pending, preprocessor, settings, final=True, end=end)
 
 
