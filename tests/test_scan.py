@@ -100,3 +100,50 @@ def test_user_errors_are_one_line_with_exit_code_2(tmp_path, demo_shards, args, 
     assert message in result.output and "Traceback" not in result.output
     assert result.output.strip().count("\n") == 0
     assert not (tmp_path / "r" / "run.json").exists()
+
+
+def test_siglip_family_scans_through_the_auto_classes(tmp_path, demo_shards):
+    from vlmaudit.checkpoints import build_random_siglip
+
+    model = build_random_siglip(tmp_path / "siglip")
+    out = tmp_path / "r"
+    assert run_cli(*scan_args(demo_shards[:1], out, model)).exit_code == 0
+    rows = read_all(out)
+    assert len(rows) == 7 and all(len(r["image_scores"]) == 75 and len(r["caption_scores"]) == 75 for r in rows)
+    assert json.loads((out / "run.json").read_text())["model_info"]["family"] == "siglip"
+
+
+def test_a_non_dual_encoder_model_is_refused_with_one_line(tmp_path, demo_shards):
+    from transformers import BertConfig
+
+    BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37).save_pretrained(tmp_path / "bert")
+    result = run_cli(*scan_args(demo_shards[:1], tmp_path / "r", tmp_path / "bert"))
+    assert result.exit_code == 2 and "needs a dual encoder" in result.output
+
+
+def test_pipe_and_http_shards_stream(tmp_path, tiny_clip, demo_shards):
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(demo_shards[0].parent))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        specs = [f"pipe:cat {demo_shards[0]}", "pipe:exit 3"]
+        try:
+            import aiohttp  # noqa: F401  (fsspec's http backend)
+
+            specs.append(f"http://127.0.0.1:{server.server_address[1]}/{demo_shards[1].name}")
+        except ImportError:
+            pass
+        result = run_cli(*scan_args(specs, tmp_path / "r", tiny_clip, "--retries", "1"))
+    finally:
+        server.shutdown()
+    stats = {p.name.split(".")[0]: json.loads(p.read_text()) for p in (tmp_path / "r").glob("*.stats.json")}
+    assert result.exit_code == 1  # the failing pipe
+    assert stats["00000"]["rows"] == 7 and stats["00000"]["status"] == "complete"
+    failed = [s for s in stats.values() if s["status"] == "failed"]
+    assert len(failed) == 1 and "exited with 3" in failed[0]["error"]
+    if len(specs) == 3:
+        assert stats["00001"]["rows"] == 7

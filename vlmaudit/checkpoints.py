@@ -24,6 +24,27 @@ def byte_level_vocab() -> dict[str, int]:
     return vocab
 
 
+def build_random_siglip(out_dir: Path, seed: int = 0) -> Path:
+    """A tiny random SigLIP (sigmoid dual encoder, logit_bias, max-length padding) with the same
+    byte-level tokenizer: exercises the SigLIP family's model, processor and loading path."""
+    import torch
+    from transformers import CLIPTokenizer, SiglipConfig, SiglipImageProcessor, SiglipModel, SiglipProcessor
+
+    vocab = byte_level_vocab()
+    common = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+    config = SiglipConfig(
+        text_config=dict(vocab_size=len(vocab), max_position_embeddings=64, bos_token_id=0, eos_token_id=1,
+                         pad_token_id=1, **common),
+        vision_config=dict(image_size=32, patch_size=8, **common),
+    )
+    torch.manual_seed(seed)
+    processor = SiglipProcessor(image_processor=SiglipImageProcessor(size={"height": 32, "width": 32}),
+                                tokenizer=CLIPTokenizer(vocab=vocab, merges=[], model_max_length=64))
+    SiglipModel(config).eval().save_pretrained(out_dir, safe_serialization=True)
+    processor.save_pretrained(out_dir)
+    return Path(out_dir)
+
+
 def build_random_clip(out_dir: Path, size: str = "tiny", seed: int = 0) -> Path:
     """Write config, safetensors weights, tokenizer and image processor of a random CLIP model."""
     import torch
