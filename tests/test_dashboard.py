@@ -116,3 +116,20 @@ def test_dashboard_in_a_real_pseudo_terminal(scanned):
     assert "█" in screen or "·" in screen
     child.close()
     assert child.exitstatus == 0
+
+
+def test_stored_flags_path_agrees_with_recomputing_from_scores(scanned):
+    from vlmaudit.reports import read_report_meta, report_files
+    from vlmaudit.summary import default_view, summarize
+
+    meta = read_report_meta(report_files(scanned))
+    fast = summarize(scanned, top=75)
+    view = default_view(meta)
+    view.source = "recompute"  # forces reading every score list
+    slow = summarize(scanned, top=75, view=view)
+    for key in ("categories", "top_concepts", "modality", "top_shards"):
+        strip = lambda rows: [{k: v for k, v in r.items() if not k.startswith(("mean", "p95"))} for r in rows]  # noqa: E731
+        assert (strip(fast[key]) if isinstance(fast[key], list) else fast[key]) == (
+            strip(slow[key]) if isinstance(slow[key], list) else slow[key])
+    assert fast["overview"]["flagged"] == slow["overview"]["flagged"]
+    assert fast["examples"] == slow["examples"]

@@ -88,6 +88,8 @@ class RowBuilder:
             "image_flagged": _masked(image_any, np.isnan(image).all(axis=1)),
             "caption_flagged": _masked(caption_any, np.isnan(caption).all(axis=1)),
             "flagged": (image_any | caption_any).tolist(),
+            "image_flagged_concepts": [self.concept_ids[:-1][row].tolist() for row in image_flags],
+            "caption_flagged_concepts": [self.concept_ids[:-1][row].tolist() for row in caption_flags],
             "flagged_categories": [self.category_ids[row].tolist() for row in categories],
         }
 

@@ -31,6 +31,7 @@ def report_schema(taxonomy, meta: dict | None = None):
         fields += [(category_column(modality, c), pa.float32()) for c in taxonomy.category_ids]
     fields += [
         ("image_flagged", pa.bool_()), ("caption_flagged", pa.bool_()), ("flagged", pa.bool_()),
+        ("image_flagged_concepts", pa.list_(pa.string())), ("caption_flagged_concepts", pa.list_(pa.string())),
         ("flagged_categories", pa.list_(pa.string())), ("model", pa.string()), ("taxonomy_version", pa.string()),
     ]
     metadata = {META_KEY: json.dumps(meta or {}).encode()}

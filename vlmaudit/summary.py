@@ -1,9 +1,9 @@
 """Aggregate report rows into dashboard numbers, recomputing every flag from the stored scores.
 
-A streaming pass over the Parquet files (only the needed columns, record batch by record batch,
-files split over forked worker processes) into additive counters:
-flag counts, exact score sums (means), 1000-bin score histograms on a 1-in-8 row subsample
-(p95), an exact histogram for --concept, and the best-scoring flagged rows per concept.
+A streaming pass over the Parquet files (row group by row group, files split over forked worker
+processes) into additive counters. With the scan's own thresholds the flags come from the small
+`*_flagged_concepts` columns and the score lists are read from every 8th row group only (mean and
+p95 are estimated there); re-thresholding, a policy or a --concept histogram read every score.
 """
 
 from __future__ import annotations
@@ -18,11 +18,14 @@ from pathlib import Path
 import numpy as np
 
 from vlmaudit import flags as F
-from vlmaudit.reports import iter_batches, read_report_meta, read_stats, report_files, score_matrix
+from vlmaudit.reports import read_report_meta, read_stats, report_files, score_matrix
 
-COLUMNS = ["shard", "sample_index", "status", "image_scores", "caption_scores"]
+BASE_COLUMNS = ["shard", "sample_index", "status"]
+FLAG_COLUMNS = ["image_flagged_concepts", "caption_flagged_concepts"]
+SCORE_COLUMNS = ["image_scores", "caption_scores"]
 BINS = 1000
 SUBSAMPLE = 8
+CANDIDATES = 8  # per concept; the examples pass re-reads only the top concepts' candidates
 PROCESSES = min(2, os.cpu_count() or 1)
 
 
@@ -38,6 +41,10 @@ class View:
     source: str = "scan"
     examples: int = 3
     hist_concept: int | None = None
+
+    @property
+    def needs_all_scores(self) -> bool:
+        return self.policy is not None or self.source != "scan" or self.hist_concept is not None
 
 
 @dataclass
@@ -96,10 +103,15 @@ def _flags(view: View, image, caption):
     return img, cap
 
 
-def add_batch(counts: Counts, batch, view: View, masks: np.ndarray) -> None:
+def add_batch(counts: Counts, batch, view: View, masks: np.ndarray, concept_ids: list[str]) -> None:
     n = counts.n_concepts
-    image, caption = score_matrix(batch.column("image_scores"), n), score_matrix(batch.column("caption_scores"), n)
-    img, cap = _flags(view, image, caption)
+    image = caption = None
+    if "image_scores" in batch.schema.names:
+        image, caption = score_matrix(batch.column("image_scores"), n), score_matrix(batch.column("caption_scores"), n)
+    if "image_flagged_concepts" in batch.schema.names:
+        img, cap = (flag_matrix(batch.column(c), concept_ids) for c in FLAG_COLUMNS)
+    else:
+        img, cap = _flags(view, image, caption)
     if not view.concepts.all():
         img &= view.concepts[None, :]
         cap &= view.concepts[None, :]
@@ -113,11 +125,27 @@ def add_batch(counts: Counts, batch, view: View, masks: np.ndarray) -> None:
     img_cat, cap_cat = F.category_flags(img, masks), F.category_flags(cap, masks)
     counts.category += np.stack([(img_cat | cap_cat).sum(0), (img_cat & cap_cat).sum(0),
                                  (img_cat & ~cap_cat).sum(0), (~img_cat & cap_cat).sum(0)])
-    for m, scores in enumerate((image, caption)):
-        _add_distribution(counts, m, scores, view.hist_concept)
+    if image is not None:
+        for m, scores in enumerate((image, caption)):
+            _add_distribution(counts, m, scores, view.hist_concept)
     _add_shards(counts, batch.column("shard"), flagged)
     if view.examples:
-        _add_candidates(counts, batch, image, caption, img, cap, view.examples)
+        _add_candidates(counts, batch, img, cap, image, caption)
+
+
+def flag_matrix(column, concept_ids: list[str]) -> np.ndarray:
+    """list<string> of flagged concept ids -> bool [n, C]."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    out = np.zeros((len(column), len(concept_ids)), bool)
+    flat = pc.list_flatten(column)
+    if len(flat):
+        rows = np.asarray(pc.list_parent_indices(column))
+        cols = np.asarray(pc.index_in(flat, value_set=pa.array(concept_ids)).fill_null(-1))
+        keep = cols >= 0
+        out[rows[keep], cols[keep]] = True
+    return out
 
 
 def _add_status(counts: Counts, column) -> None:
@@ -148,24 +176,27 @@ def _add_shards(counts: Counts, shard_column, flagged) -> None:
         entry[1] += int(f)
 
 
-def _add_candidates(counts: Counts, batch, image, caption, img, cap, keep: int) -> None:
-    """Keep the `keep` best-scoring flagged rows per concept (heaps of (score, shard, index, modality))."""
+def _add_candidates(counts: Counts, batch, img, cap, image, caption) -> None:
+    """Remember up to CANDIDATES flagged rows per concept, best score first where scores were
+    read (-1 where not); the examples pass re-reads their scores and ranks them."""
     rows, cols = np.nonzero(img | cap)
     if not len(rows):
         return
-    score_img = np.where(img[rows, cols], image[rows, cols], -1.0)
-    score_cap = np.where(cap[rows, cols], caption[rows, cols], -1.0)
-    score = np.maximum(score_img, score_cap)
+    if image is None:
+        score = np.full(len(rows), -1.0)
+    else:
+        score = np.maximum(np.where(img[rows, cols], image[rows, cols], -1.0),
+                           np.where(cap[rows, cols], caption[rows, cols], -1.0))
     order = np.lexsort((-score, cols))  # by concept, best first
     starts = np.flatnonzero(np.r_[True, cols[order][1:] != cols[order][:-1]])
     shards, indices = batch.column("shard"), batch.column("sample_index")
     for start, end in zip(starts, np.r_[starts[1:], len(order)]):
         heap = counts.candidates[cols[order[start]]]
-        for j in order[start:min(end, start + keep)]:
-            row = int(rows[j])
-            item = (float(score[j]), shards[row].as_py(), indices[row].as_py(),
-                    "image" if score_img[j] >= score_cap[j] else "caption")
-            (heapq.heappush if len(heap) < keep else heapq.heappushpop)(heap, item)
+        for j in order[start:min(end, start + CANDIDATES)]:
+            if len(heap) >= CANDIDATES and score[j] <= heap[0][0]:
+                break
+            item = (float(score[j]), shards[int(rows[j])].as_py(), indices[int(rows[j])].as_py())
+            (heapq.heappush if len(heap) < CANDIDATES else heapq.heappushpop)(heap, item)
 
 
 def select_files(report_dir: Path, shard_glob: str | None) -> list[Path]:
@@ -180,11 +211,21 @@ def select_files(report_dir: Path, shard_glob: str | None) -> list[Path]:
 
 
 def count_files(files: list[Path], view: View, meta: dict) -> Counts:
+    import pyarrow.parquet as pq
+
     concept_cats = [meta["categories"].index(c) for c in meta["concept_categories"]]
     masks = F.category_masks(concept_cats, len(meta["categories"]))
     counts = Counts(len(meta["concepts"]), len(meta["categories"]))
-    for batch in iter_batches(files, COLUMNS):
-        add_batch(counts, batch, view, masks)
+    for path in files:
+        parquet = pq.ParquetFile(path)
+        use_flags = not view.needs_all_scores and FLAG_COLUMNS[0] in parquet.schema_arrow.names
+        for group in range(parquet.num_row_groups):
+            columns = BASE_COLUMNS + (FLAG_COLUMNS if use_flags else [])
+            if not use_flags or group % SUBSAMPLE == 0:
+                columns += SCORE_COLUMNS
+            table = parquet.read_row_group(group, columns=columns, use_threads=False)
+            for batch in table.to_batches(max_chunksize=131072):
+                add_batch(counts, batch, view, masks, meta["concepts"])
     return counts
 
 
@@ -200,7 +241,7 @@ def count(view: View, files: list[Path], meta: dict) -> Counts:
         results = list(pool.map(count_files, parts, [view] * len(parts), [meta] * len(parts)))
     total = results[0]
     for other in results[1:]:
-        total.merge(other, max(view.examples, 1))
+        total.merge(other, CANDIDATES)
     return total
 
 

@@ -24,7 +24,7 @@ def build_summary(meta, counts: Counts, stats: dict, top: int, files, view: View
         "shard_rates": _shard_rates(counts),
         "failed_shards": sorted(n for n, s in stats.items() if s.get("status") == "failed"),
         "truncated_shards": sorted(n for n, s in stats.items() if s.get("status") == "truncated"),
-        "examples": _examples(meta, counts, files, top) if view.examples else {},
+        "examples": _examples(meta, counts, files, top, view.examples) if view.examples else {},
     }
     if hist_concept:
         summary["histogram"] = _histogram(meta, counts, hist_concept)
@@ -115,23 +115,31 @@ def _histogram(meta, counts: Counts, concept: str, bins: int = 20) -> dict:
     return {"concept": concept, "bins": bins, "image": fold(counts.exact_hist[0]), "caption": fold(counts.exact_hist[1])}
 
 
-def _examples(meta, counts: Counts, files, top: int) -> dict:
-    """Example rows for the top concepts, read back by (shard, sample_index)."""
+def _examples(meta, counts: Counts, files, top: int, keep: int) -> dict:
+    """Example rows for the top concepts: candidates re-read by (shard, sample_index), ranked by
+    the concept's best score over the two modalities."""
     import pyarrow.parquet as pq
 
     order = [i for i in np.argsort(-counts.concept[0], kind="stable") if counts.concept[0][i] > 0][:top]
-    wanted = {i: sorted(counts.candidates[i], reverse=True) for i in order}
     by_file = {}
-    for items in wanted.values():
-        for _, shard, index, _ in items:
+    for i in order:
+        for _, shard, index in counts.candidates[i]:
             by_file.setdefault(shard, set()).add(index)
-    rows = {}
-    paths = {f.stem: f for f in files}
+    rows, paths = {}, {f.stem: f for f in files}
     for shard, indices in by_file.items():
-        table = pq.read_table(paths[shard], columns=["sample_index", "key", "url", "caption"],
-                              filters=[("sample_index", "in", sorted(indices))])
-        for row in table.to_pylist():
-            rows[(shard, row["sample_index"])] = row
-    return {meta["concepts"][i]: [{"shard": s, "key": rows[(s, x)]["key"], "url": rows[(s, x)]["url"],
-                                   "caption": rows[(s, x)]["caption"], "score": round(score, 4), "modality": m}
-                                  for score, s, x, m in items] for i, items in wanted.items()}
+        columns = ["sample_index", "key", "url", "caption", "image_scores", "caption_scores"]
+        table = pq.read_table(paths[shard], columns=columns, filters=[("sample_index", "in", sorted(indices))])
+        rows.update({(shard, row["sample_index"]): row for row in table.to_pylist()})
+    return {meta["concepts"][i]: _ranked(i, counts.candidates[i], rows, keep) for i in order}
+
+
+def _ranked(concept: int, candidates, rows: dict, keep: int) -> list[dict]:
+    items = []
+    for _, shard, index in candidates:
+        row = rows[(shard, index)]
+        image = (row["image_scores"] or [None] * (concept + 1))[concept]
+        caption = (row["caption_scores"] or [None] * (concept + 1))[concept]
+        best, modality = max((image or -1.0, "image"), (caption or -1.0, "caption"))
+        items.append({"shard": shard, "key": row["key"], "url": row["url"], "caption": row["caption"],
+                      "score": round(best, 4), "modality": modality})
+    return sorted(items, key=lambda x: (-x["score"], x["shard"], x["key"]))[:keep]
