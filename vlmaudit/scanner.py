@@ -9,8 +9,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vlmaudit.rows import RowBuilder
 from vlmaudit.loader import iter_prepared
+from vlmaudit.rows import RowBuilder
 from vlmaudit.worker import PreparedBatch, ScanSettings, ShardJob
 from vlmaudit.writer import ShardWriter, parquet_path, stats_path, write_json_atomic
 
@@ -26,8 +26,6 @@ class ScanResult:
     shards: dict[str, str] = field(default_factory=dict)  # name -> complete/truncated/failed
     rows: int = 0
     flagged: int = 0
-    model_seconds: float = 0.0
-    prep_seconds: float = 0.0
 
     @property
     def failed(self) -> list[str]:

@@ -134,11 +134,10 @@ class ClipScorer:
             self._text_features({k: inputs[k] for k in ("input_ids", "attention_mask") if k in inputs})
 
     def describe(self) -> dict:
-        return {
-            "backend": self.name,
-            "model": self.options.model,
-            "revision": fingerprint(self.options.model, self.config),
-            "family": self.config.model_type,
-            "device": self.device,
-            "precision": self.precision,
-        }
+        if not hasattr(self, "_description"):
+            self._description = {
+                "backend": self.name, "model": self.options.model,
+                "revision": fingerprint(self.options.model, self.config), "family": self.config.model_type,
+                "device": self.device, "precision": self.precision,
+            }
+        return dict(self._description)
