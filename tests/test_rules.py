@@ -6,7 +6,6 @@ import yaml
 from conftest import run_cli
 from vlmaudit.errors import RulesError
 from vlmaudit.rules import load_rules, shipped_rules_dir
-from vlmaudit.thresholds import apply_overrides
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "taxonomy" / "unsafe_concepts.yaml"
 
@@ -58,7 +57,7 @@ def test_thresholds_file_and_overrides(tmp_path):
     t = rules.thresholds
     assert t.image[ids.index("swastika")] == pytest.approx(0.7)
     assert t.image[ids.index("ss-runes")] == pytest.approx(0.6) and t.caption[ids.index("ss-runes")] == 0.5
-    apply_overrides(t, rules.taxonomy, ["violence=0.9"])
+    t.set(rules.taxonomy, "violence", 0.9)
     assert t.caption[ids.index("torture")] == pytest.approx(0.9)
     (tmp_path / "thresholds.yaml").write_text("concepts: {nope: 0.7}\n")
     with pytest.raises(RulesError, match="concepts.nope"):

@@ -1,4 +1,4 @@
-"""Per-concept, per-modality flag thresholds (rules/thresholds.yaml and --threshold overrides)."""
+"""Per-concept, per-modality flag thresholds (rules/thresholds.yaml)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vlmaudit.errors import RulesError, UserError
+from vlmaudit.errors import RulesError
 from vlmaudit.taxonomy import Taxonomy
 from vlmaudit.yamlfile import check_mapping, check_unit_float, read_yaml
 
@@ -73,15 +73,3 @@ def load_thresholds(path: Path | None, taxonomy: Taxonomy, default: float = 0.8)
         for key, value in check_mapping(path, section, data.get(section) or {}, set(known)).items():
             result.set(taxonomy, key, value, path, f"{section}.{key}")
     return result
-
-
-def apply_overrides(thresholds: Thresholds, taxonomy: Taxonomy, overrides: list[str]) -> Thresholds:
-    """Apply CLI overrides: '0.7' (every concept) or 'ID=0.6' (a category or a concept), in order."""
-    for text in overrides:
-        target, _, value = text.rpartition("=")
-        try:
-            number = float(value)
-        except ValueError:
-            raise UserError(f"--threshold {text!r}: expected NUMBER or ID=NUMBER") from None
-        thresholds.set(taxonomy, target or "default", number, "--threshold", text)
-    return thresholds
