@@ -88,11 +88,10 @@ def load_thumbnails(report_dir, summary: dict, size: int = 128) -> dict:
         if not url:
             continue
         try:
-            for _, members in iter_raw_samples(url):
-                for info, data in members:
-                    key, ext = split_name(info.name[2:] if info.name.startswith("./") else info.name)
-                    if key in keys and ext in IMAGE_EXTS and (shard, key) not in out:
-                        out[(shard, key)] = _thumbnail(data, size)
+            for _, key, members in iter_raw_samples(url):
+                images = [m for m in members if split_name(m.name)[1] in IMAGE_EXTS]
+                if key in keys and images and (shard, key) not in out:
+                    out[(shard, key)] = _thumbnail(images[0].data, size)
         except Exception:
             continue  # shards moved or unreadable: the gallery shows "(no image)"
     return {k: v for k, v in out.items() if v}

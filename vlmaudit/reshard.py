@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import io
 import os
+import sys
 import tarfile
 from pathlib import Path
 
 from vlmaudit.reports import read_stats
-from vlmaudit.samples import split_name
-from vlmaudit.tario import open_stream
+from vlmaudit.samples import group_by_key
+from vlmaudit.tario import TarEnd, iter_members, open_stream
 
 
 def kept_indices(keep_file: Path, shard: str) -> set[int]:
@@ -21,24 +22,11 @@ def kept_indices(keep_file: Path, shard: str) -> set[int]:
 
 
 def iter_raw_samples(url: str):
-    """(sample_index, [(TarInfo, bytes)]) grouped exactly as the scanner groups members."""
+    """(sample_index, key, members) with every member's header and bytes, grouped exactly as the
+    scanner groups them; a damaged tar ends the iteration after its last intact member."""
     stream = open_stream(url)
     try:
-        tf = tarfile.open(fileobj=stream, mode="r|*")
-        current_key, members, index = None, [], -1
-        for info in tf:
-            tf.members = []
-            if not info.isfile():
-                continue
-            name = info.name[2:] if info.name.startswith("./") else info.name
-            key = split_name(name)[0]
-            if key != current_key:
-                if members:
-                    yield index, members
-                current_key, members, index = key, [], index + 1
-            members.append((info, tf.extractfile(info).read()))
-        if members:
-            yield index, members
+        yield from group_by_key(iter_members(stream, TarEnd(), lambda name: True, sys.maxsize))
     finally:
         stream.close()
 
@@ -47,10 +35,10 @@ def write_shard(url: str, keep: set[int], target: Path) -> int:
     partial = target.with_name(f".{target.name}.partial")
     written = 0
     with tarfile.open(partial, "w", format=tarfile.PAX_FORMAT) as out:
-        for index, members in iter_raw_samples(url):
+        for index, _, members in iter_raw_samples(url):
             if index in keep:
-                for info, data in members:
-                    out.addfile(info, io.BytesIO(data))
+                for member in members:
+                    out.addfile(member.info, io.BytesIO(member.data))
                 written += 1
     os.replace(partial, target)
     return written

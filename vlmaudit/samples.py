@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Iterable, Iterator
 
-from vlmaudit.tario import TarEnd, iter_members
+from vlmaudit.tario import Member, TarEnd, iter_members
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
 TEXT_EXTS = ("txt", "json")
@@ -45,21 +45,30 @@ def wanted_member(name: str) -> bool:
     return split_name(name)[1] in IMAGE_EXTS + TEXT_EXTS
 
 
+def group_by_key(members: Iterable[Member]) -> Iterator[tuple[int, str, list[Member]]]:
+    """(sample_index, key, members) for each run of consecutive members with the same key: the
+    one grouping rule shared by the scanner and the filtered-shard writer."""
+    index, key, group = -1, None, []
+    for member in members:
+        member_key = split_name(member.name)[0]
+        if group and member_key != key:
+            yield index, key, group
+            group = []
+        if not group:
+            index, key = index + 1, member_key
+        group.append(member)
+    if group:
+        yield index, key, group
+
+
 def iter_samples(stream, end: TarEnd, max_member_bytes: int, max_caption_chars: int) -> Iterator[Sample]:
     """Yield every sample of a tar stream in order; `end` says how the tar ended."""
     seen: set[str] = set()
-    current: Sample | None = None
-    index = 0
-    for name, data, problem in iter_members(stream, end, wanted_member, max_member_bytes):
-        key, ext = split_name(name)
-        if current is None or key != current.key:
-            if current is not None:
-                yield finish_sample(current, max_caption_chars)
-            current = _new_sample(key, index, seen)
-            index += 1
-        _add_member(current, ext, data, problem, end)
-    if current is not None:
-        yield finish_sample(current, max_caption_chars)
+    for index, key, members in group_by_key(iter_members(stream, end, wanted_member, max_member_bytes)):
+        sample = _new_sample(key, index, seen)
+        for member in members:
+            _add_member(sample, split_name(member.name)[1], member.data, member.problem, end)
+        yield finish_sample(sample, max_caption_chars)
 
 
 def _new_sample(key: str, index: int, seen: set[str]) -> Sample:

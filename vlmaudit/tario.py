@@ -11,7 +11,7 @@ from __future__ import annotations
 import subprocess
 import tarfile
 from dataclasses import dataclass, field
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO, Callable, Iterator, NamedTuple
 
 DATA_ERRORS = (tarfile.TarError, EOFError, OSError, ValueError)
 
@@ -29,6 +29,16 @@ class TarEnd:
     def ignore(self, kind: str) -> None:
         self.members_ignored += 1
         self.ignored_kinds[kind] = self.ignored_kinds.get(kind, 0) + 1
+
+
+class Member(NamedTuple):
+    """A regular-file member: its header, its name without './', its bytes (None when not wanted
+    or over the size limit) and the reason when it was too big."""
+
+    info: tarfile.TarInfo
+    name: str
+    data: bytes | None
+    problem: str | None
 
 
 class _RecordingTarInfo(tarfile.TarInfo):
@@ -77,8 +87,8 @@ class _PipeStream:
 
 def iter_members(
     stream: BinaryIO, end: TarEnd, wanted: Callable[[str], bool], max_bytes: int
-) -> Iterator[tuple[str, bytes | None, str | None]]:
-    """Yield (name, data, problem) for every regular file; data is None when not wanted or too big.
+) -> Iterator[Member]:
+    """Yield every regular file as a Member; its data is None when not wanted or too big.
 
     Non-file members (dirs, links, devices) are counted in `end`, never yielded. On damage,
     `end.status` becomes "truncated" and iteration stops after the last intact member.
@@ -103,14 +113,14 @@ def _member(tf, member, end: TarEnd, wanted, max_bytes):
         return
     name = member.name[2:] if member.name.startswith("./") else member.name
     if not wanted(name):
-        yield name, None, None
+        yield Member(member, name, None, None)
     elif member.size > max_bytes:
-        yield name, None, f"member is {member.size} bytes, over the {max_bytes}-byte limit"
+        yield Member(member, name, None, f"member is {member.size} bytes, over the {max_bytes}-byte limit")
     else:
         data = tf.extractfile(member).read()
         if len(data) != member.size:
             raise EOFError("unexpected end of data inside a member")
-        yield name, data, None
+        yield Member(member, name, data, None)
 
 
 def _record_stop(tf, end: TarEnd) -> None:
