@@ -36,20 +36,21 @@ class Thresholds:
 
     def set(self, taxonomy: Taxonomy, target: str, value, path="--threshold", field="") -> None:
         """Set `value` (number or {image, caption}) for 'default', a category id or a concept id."""
-        mask = target_mask(taxonomy, target, path, field or target)
+        categories = [c.category for c in taxonomy.concepts]
+        mask = target_mask(taxonomy.concept_ids, categories, target, path, field or target)
         per_modality = _per_modality(value, path, field or target)
         for modality, v in per_modality.items():
             getattr(self, modality)[mask] = v
 
 
-def target_mask(taxonomy: Taxonomy, target: str, path, field: str) -> np.ndarray:
+def target_mask(concept_ids: list[str], concept_categories: list[str], target: str, path, field: str) -> np.ndarray:
     """Boolean mask over concepts for 'default'/'*', a category id or a concept id."""
     if target in ("default", "*"):
-        return np.ones(len(taxonomy.concepts), bool)
-    if target in taxonomy.category_ids:
-        return np.array([c.category == target for c in taxonomy.concepts])
-    if target in taxonomy.concept_ids:
-        return np.array([c.id == target for c in taxonomy.concepts])
+        return np.ones(len(concept_ids), bool)
+    if target in concept_categories:
+        return np.array([c == target for c in concept_categories])
+    if target in concept_ids:
+        return np.array([c == target for c in concept_ids])
     raise RulesError(path, field, f"unknown category or concept {target!r}")
 
 

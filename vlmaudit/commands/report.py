@@ -6,9 +6,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from vlmaudit.errors import UserError
+from vlmaudit.thresholds import target_mask
 
 FORMATS = ("table", "json", "markdown", "html")
 
@@ -38,10 +37,9 @@ def build_view(request: ReportRequest, meta: dict):
     view = default_view(meta, request.examples)
     _check_id(request.category, meta["categories"], "--category")
     _check_id(request.concept, meta["concepts"], "--concept")
-    if request.category:
-        view.concepts = np.array([c == request.category for c in meta["concept_categories"]])
-    if request.concept:
-        view.concepts = np.array([c == request.concept for c in meta["concepts"]])
+    for option, value in (("--category", request.category), ("--concept", request.concept)):
+        if value:
+            view.concepts = target_mask(meta["concepts"], meta["concept_categories"], value, option, value)
     view.shard_glob = request.shard
     for text in request.thresholds:
         _override(view, meta, text)
@@ -69,14 +67,7 @@ def _override(view, meta: dict, text: str) -> None:
         raise UserError(f"--threshold {text!r}: expected NUMBER or ID=NUMBER") from None
     if not 0 <= number <= 1:
         raise UserError(f"--threshold {text!r}: must be between 0 and 1")
-    if not target:
-        mask = np.ones(len(meta["concepts"]), bool)
-    elif target in meta["categories"]:
-        mask = np.array([c == target for c in meta["concept_categories"]])
-    elif target in meta["concepts"]:
-        mask = np.array([c == target for c in meta["concepts"]])
-    else:
-        raise UserError(f"--threshold {text!r}: {target!r} is not a category or concept of this report")
+    mask = target_mask(meta["concepts"], meta["concept_categories"], target or "default", "--threshold", text)
     view.thr_image[mask] = number
     view.thr_caption[mask] = number
 
