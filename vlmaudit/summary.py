@@ -64,9 +64,9 @@ class Counts:
         self.scored = np.zeros(2, np.int64)  # rows with image / caption scores
         self.hist = np.zeros((2, self.n_concepts, BINS), np.int64)  # subsampled
         self.exact_hist = np.zeros((2, BINS), np.int64)  # the --concept, all rows
-        self.candidates = [[] for _ in range(self.n_concepts)]  # heaps of (score, shard, index, modality)
+        self.candidates = [[] for _ in range(self.n_concepts)]  # heaps of (score, shard, sample_index)
 
-    def merge(self, other: "Counts", keep: int) -> None:
+    def merge(self, other: "Counts") -> None:
         self.samples += other.samples
         self.flagged += other.flagged
         for name in ("agreement", "concept", "category", "sums", "scored", "hist", "exact_hist"):
@@ -79,7 +79,12 @@ class Counts:
             entry[1] += f
         for mine, theirs in zip(self.candidates, other.candidates):
             for item in theirs:
-                (heapq.heappush if len(mine) < keep else heapq.heappushpop)(mine, item)
+                _push_candidate(mine, item)
+
+
+def _push_candidate(heap: list, item: tuple) -> None:
+    """Keep the CANDIDATES highest-scoring items."""
+    (heapq.heappush if len(heap) < CANDIDATES else heapq.heappushpop)(heap, item)
 
 
 def histogram(scores: np.ndarray) -> np.ndarray:
@@ -195,8 +200,7 @@ def _add_candidates(counts: Counts, batch, img, cap, image, caption) -> None:
         for j in order[start:min(end, start + CANDIDATES)]:
             if len(heap) >= CANDIDATES and score[j] <= heap[0][0]:
                 break
-            item = (float(score[j]), shards[int(rows[j])].as_py(), indices[int(rows[j])].as_py())
-            (heapq.heappush if len(heap) < CANDIDATES else heapq.heappushpop)(heap, item)
+            _push_candidate(heap, (float(score[j]), shards[int(rows[j])].as_py(), indices[int(rows[j])].as_py()))
 
 
 def select_files(report_dir: Path, shard_glob: str | None) -> list[Path]:
@@ -241,7 +245,7 @@ def count(view: View, files: list[Path], meta: dict) -> Counts:
         results = list(pool.map(count_files, parts, [view] * len(parts), [meta] * len(parts)))
     total = results[0]
     for other in results[1:]:
-        total.merge(other, CANDIDATES)
+        total.merge(other)
     return total
 
 
