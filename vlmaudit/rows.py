@@ -90,6 +90,8 @@ class RowBuilder:
             "flagged": (image_any | caption_any).tolist(),
             "image_flagged_concepts": [self.concept_ids[:-1][row].tolist() for row in image_flags],
             "caption_flagged_concepts": [self.concept_ids[:-1][row].tolist() for row in caption_flags],
+            "image_flagged_scores": [s[row].tolist() for s, row in zip(image, image_flags)],
+            "caption_flagged_scores": [s[row].tolist() for s, row in zip(caption, caption_flags)],
             "flagged_categories": [self.category_ids[row].tolist() for row in categories],
         }
 

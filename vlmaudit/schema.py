@@ -32,6 +32,7 @@ def report_schema(taxonomy, meta: dict | None = None):
     fields += [
         ("image_flagged", pa.bool_()), ("caption_flagged", pa.bool_()), ("flagged", pa.bool_()),
         ("image_flagged_concepts", pa.list_(pa.string())), ("caption_flagged_concepts", pa.list_(pa.string())),
+        ("image_flagged_scores", pa.list_(pa.float32())), ("caption_flagged_scores", pa.list_(pa.float32())),
         ("flagged_categories", pa.list_(pa.string())), ("model", pa.string()), ("taxonomy_version", pa.string()),
     ]
     metadata = {META_KEY: json.dumps(meta or {}).encode()}

@@ -1,9 +1,10 @@
 """Aggregate report rows into dashboard numbers, recomputing every flag from the stored scores.
 
 A streaming pass over the Parquet files (row group by row group, files split over forked worker
-processes) into additive counters. With the scan's own thresholds the flags come from the small
-`*_flagged_concepts` columns and the score lists are read from every 8th row group only (mean and
-p95 are estimated there); re-thresholding, a policy or a --concept histogram read every score.
+processes) into additive counters. With the scan's own thresholds, flags and example candidates
+come from the small `*_flagged_concepts` / `*_flagged_scores` columns and the full score lists
+are read from every 8th row group only (counted across files; mean and p95 are estimated there);
+re-thresholding, a policy or a --concept histogram read every score.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from vlmaudit import flags as F
 from vlmaudit.reports import read_report_meta, read_stats, report_files, score_matrix
 
 BASE_COLUMNS = ["shard", "sample_index", "status"]
-FLAG_COLUMNS = ["image_flagged_concepts", "caption_flagged_concepts"]
+FLAG_COLUMNS = ["image_flagged_concepts", "caption_flagged_concepts", "image_flagged_scores", "caption_flagged_scores"]
 SCORE_COLUMNS = ["image_scores", "caption_scores"]
 BINS = 1000
 SUBSAMPLE = 8
@@ -114,12 +115,15 @@ def add_batch(counts: Counts, batch, view: View, masks: np.ndarray, concept_ids:
     if "image_scores" in batch.schema.names:
         image, caption = score_matrix(batch.column("image_scores"), n), score_matrix(batch.column("caption_scores"), n)
     if "image_flagged_concepts" in batch.schema.names:
-        img, cap = (flag_matrix(batch.column(c), concept_ids) for c in FLAG_COLUMNS)
+        pairs = [flag_pairs(batch.column(f"{m}_flagged_concepts"), batch.column(f"{m}_flagged_scores"),
+                             concept_ids, view.concepts) for m in ("image", "caption")]
+        img, cap = (pairs_matrix(p, batch.num_rows, n) for p in pairs)
+        candidates = _best_pairs(*pairs, n)
     else:
         img, cap = _flags(view, image, caption)
-    if not view.concepts.all():
         img &= view.concepts[None, :]
         cap &= view.concepts[None, :]
+        candidates = _dense_pairs(img, cap, image, caption)
     counts.samples += batch.num_rows
     _add_status(counts, batch.column("status"))
     img_any, cap_any = img.any(1), cap.any(1)
@@ -135,22 +139,45 @@ def add_batch(counts: Counts, batch, view: View, masks: np.ndarray, concept_ids:
             _add_distribution(counts, m, scores, view.hist_concept)
     _add_shards(counts, batch.column("shard"), flagged)
     if view.examples:
-        _add_candidates(counts, batch, img, cap, image, caption)
+        _add_candidates(counts, batch, *candidates)
 
 
-def flag_matrix(column, concept_ids: list[str]) -> np.ndarray:
-    """list<string> of flagged concept ids -> bool [n, C]."""
+def flag_pairs(ids, scores, concept_ids: list[str], wanted: np.ndarray):
+    """The stored flag lists of one modality -> (rows, concept columns, scores) of the wanted concepts."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    out = np.zeros((len(column), len(concept_ids)), bool)
-    flat = pc.list_flatten(column)
-    if len(flat):
-        rows = np.asarray(pc.list_parent_indices(column))
-        cols = np.asarray(pc.index_in(flat, value_set=pa.array(concept_ids)).fill_null(-1))
-        keep = cols >= 0
-        out[rows[keep], cols[keep]] = True
+    flat = pc.list_flatten(ids)
+    rows = np.asarray(pc.list_parent_indices(ids), dtype=np.int64)
+    cols = np.asarray(pc.index_in(flat, value_set=pa.array(concept_ids)).fill_null(-1), dtype=np.int64)
+    values = np.asarray(pc.list_flatten(scores), dtype=np.float64)
+    keep = cols >= 0
+    keep[keep] = wanted[cols[keep]]
+    return rows[keep], cols[keep], values[keep]
+
+
+def pairs_matrix(pairs, n_rows: int, n_concepts: int) -> np.ndarray:
+    out = np.zeros((n_rows, n_concepts), bool)
+    out[pairs[0], pairs[1]] = True
     return out
+
+
+def _best_pairs(image_pairs, caption_pairs, n_concepts: int):
+    """Merge both modalities' flagged (row, concept, score) into one best score per pair, in
+    row-major order (the order np.nonzero gives on the dense path)."""
+    keys = np.concatenate([image_pairs[0] * n_concepts + image_pairs[1], caption_pairs[0] * n_concepts + caption_pairs[1]])
+    scores = np.concatenate([image_pairs[2], caption_pairs[2]])
+    order = np.lexsort((-scores, keys))
+    keys, scores = keys[order], scores[order]
+    first = np.r_[True, keys[1:] != keys[:-1]] if len(keys) else np.zeros(0, bool)
+    return keys[first] // n_concepts, keys[first] % n_concepts, scores[first]
+
+
+def _dense_pairs(img, cap, image, caption):
+    rows, cols = np.nonzero(img | cap)
+    score = np.maximum(np.where(img[rows, cols], image[rows, cols], -1.0),
+                       np.where(cap[rows, cols], caption[rows, cols], -1.0))
+    return rows, cols, score
 
 
 def _add_status(counts: Counts, column) -> None:
@@ -181,17 +208,10 @@ def _add_shards(counts: Counts, shard_column, flagged) -> None:
         entry[1] += int(f)
 
 
-def _add_candidates(counts: Counts, batch, img, cap, image, caption) -> None:
-    """Remember up to CANDIDATES flagged rows per concept, best score first where scores were
-    read (-1 where not); the examples pass re-reads their scores and ranks them."""
-    rows, cols = np.nonzero(img | cap)
+def _add_candidates(counts: Counts, batch, rows, cols, score) -> None:
+    """Keep the CANDIDATES best-scoring flagged rows per concept (the examples pass re-reads them)."""
     if not len(rows):
         return
-    if image is None:
-        score = np.full(len(rows), -1.0)
-    else:
-        score = np.maximum(np.where(img[rows, cols], image[rows, cols], -1.0),
-                           np.where(cap[rows, cols], caption[rows, cols], -1.0))
     order = np.lexsort((-score, cols))  # by concept, best first
     starts = np.flatnonzero(np.r_[True, cols[order][1:] != cols[order][:-1]])
     shards, indices = batch.column("shard"), batch.column("sample_index")
@@ -220,13 +240,15 @@ def count_files(files: list[Path], view: View, meta: dict) -> Counts:
     concept_cats = [meta["categories"].index(c) for c in meta["concept_categories"]]
     masks = F.category_masks(concept_cats, len(meta["categories"]))
     counts = Counts(len(meta["concepts"]), len(meta["categories"]))
+    groups_seen = 0  # sampling counts row groups across files: shards hold only a few each
     for path in files:
         parquet = pq.ParquetFile(path)
-        use_flags = not view.needs_all_scores and FLAG_COLUMNS[0] in parquet.schema_arrow.names
+        use_flags = not view.needs_all_scores and set(FLAG_COLUMNS) <= set(parquet.schema_arrow.names)
         for group in range(parquet.num_row_groups):
             columns = BASE_COLUMNS + (FLAG_COLUMNS if use_flags else [])
-            if not use_flags or group % SUBSAMPLE == 0:
+            if not use_flags or groups_seen % SUBSAMPLE == 0:
                 columns += SCORE_COLUMNS
+            groups_seen += 1
             table = parquet.read_row_group(group, columns=columns, use_threads=False)
             for batch in table.to_batches(max_chunksize=131072):
                 add_batch(counts, batch, view, masks, meta["concepts"])
