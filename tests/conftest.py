@@ -54,3 +54,30 @@ def run_cli(*args: str):
 
 def scan_args(shards, out, model, *extra) -> list[str]:
     return ["scan", *map(str, shards), "--out", str(out), "--model", str(model), "--workers", "0", "-q", *extra]
+
+
+@pytest.fixture(scope="session")
+def tiny_vlms(tmp_path_factory):
+    """Tiny random image-text-to-text checkpoints of three families, built lazily and shared."""
+    from vlmaudit.vlm_checkpoints import build_random_vlm
+
+    built: dict[str, Path] = {}
+
+    def get(family: str) -> Path:
+        if family not in built:
+            built[family] = build_random_vlm(tmp_path_factory.mktemp("vlms") / family, family)
+        return built[family]
+
+    return get
+
+
+def rules_with_threshold(tmp_path: Path, value: float) -> Path:
+    """A copy of the shipped rules whose every threshold is VALUE."""
+    import shutil
+
+    from vlmaudit.rules import shipped_rules_dir
+
+    rules = tmp_path / "rules"
+    shutil.copytree(shipped_rules_dir(), rules)
+    (rules / "thresholds.yaml").write_text(f"default: {value}\n")
+    return rules

@@ -66,8 +66,8 @@ def concepts(rules: RulesOpt = None, as_json: Annotated[bool, typer.Option("--js
 def scan(
     shards: Annotated[list[str], typer.Argument(help="Shards: .tar/.tar.gz paths, dirs, globs, {a..b} ranges, URLs, pipe:CMD.")],
     out: Annotated[Path, typer.Option("--out", help="Report directory (one Parquet + stats JSON per shard).")],
-    model: Annotated[str, typer.Option(help="Hub id or local checkpoint directory.")] = DEFAULT_MODEL,
-    backend: Annotated[str, typer.Option(help="Scoring backend.")] = "clip",
+    model: Annotated[Optional[str], typer.Option(help="Hub id or local checkpoint directory (default: openai/clip-vit-large-patch14; llava-hf/llava-1.5-7b-hf for --backend vlm; the head's own vision model for --backend head).")] = None,
+    backend: Annotated[str, typer.Option(help="clip (CLIP/SigLIP scorer), vlm (VLM judge), head (trained safety head), cascade.")] = "clip",
     rules: RulesOpt = None,
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
     workers: Annotated[int, typer.Option(min=0, help="Decoding worker processes (0: in-process).")] = 2,
@@ -82,6 +82,12 @@ def scan(
     allow_unsafe_weights: Annotated[bool, typer.Option(help="Allow pickle-based (non-safetensors) weights.")] = False,
     trust_remote_code: Annotated[bool, typer.Option(help="Run model code from the checkpoint's repository.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    prompts: Annotated[str, typer.Option(help="VLM judge questions: a name in rules/prompts/ or a .yaml file.")] = "unsafeconcepts",
+    rationale: Annotated[bool, typer.Option(help="VLM judge: also generate a short explanation for flagged samples.")] = False,
+    head: Annotated[Optional[Path], typer.Option(help="Safety head directory (from `vlmaudit train-head`) for --backend head or cascade.")] = None,
+    judge_model: Annotated[Optional[str], typer.Option(help="Cascade: the VLM judge (default llava-hf/llava-1.5-7b-hf).")] = None,
+    escalate_above: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Cascade: judge samples whose top score is >= this.")] = None,
+    escalate_top: Annotated[Optional[float], typer.Option(min=0.0, max=100.0, help="Cascade: judge the top PERCENT of each shard by top score.")] = None,
 ):
     """Score every image and caption of SHARDS against every concept; write per-shard Parquet."""
     from vlmaudit.commands.scan import ScanRequest, run_scan_command
@@ -89,7 +95,7 @@ def scan(
     quiet_libraries()
     request = ScanRequest(shards, out, model, backend, rules, batch_size, workers, device, precision, num_shards,
                           shard_index, overwrite, retries, max_pixels, max_member_bytes, allow_unsafe_weights,
-                          trust_remote_code, quiet)
+                          trust_remote_code, quiet, prompts, rationale, head, judge_model, escalate_above, escalate_top)
     raise typer.Exit(run_scan_command(request))
 
 

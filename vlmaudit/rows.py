@@ -34,7 +34,8 @@ class RowBuilder:
         self.concept_ids = np.array(taxonomy.concept_ids + [None], dtype=object)  # index -1 -> None
         self.category_ids = np.array(taxonomy.category_ids, dtype=object)
 
-    def build(self, shard: str, metas: list[RowMeta], image_scores, caption_scores):
+    def build(self, shard: str, metas: list[RowMeta], image_scores, caption_scores, extras: dict | None = None,
+              decided_by: str | None = None):
         import pyarrow as pa
 
         image = self._align(metas, image_scores, "image_row")
@@ -45,7 +46,27 @@ class RowBuilder:
         columns.update(self._flag_columns(image, caption))
         columns["model"] = [self.model_tag] * len(metas)
         columns["taxonomy_version"] = [self.taxonomy.tag] * len(metas)
+        columns.update(self._judge_columns(metas, extras or {}, image, caption, decided_by))
         return pa.RecordBatch.from_pydict(columns, schema=self.schema)
+
+    def _judge_columns(self, metas, extras: dict, image, caption, decided_by) -> dict:
+        """Judge verdicts (P(unsafe)), rationale, which stage decided, and modality disagreement."""
+        image_flagged, caption_flagged = self.flagged_any(image, "image"), self.flagged_any(caption, "caption")
+        scored = ~np.isnan(image).all(axis=1) | ~np.isnan(caption).all(axis=1)
+        both = ~np.isnan(image).all(axis=1) & ~np.isnan(caption).all(axis=1)
+        image_why = _aligned_list(metas, extras.get("image_rationale"), "image_row")
+        caption_why = _aligned_list(metas, extras.get("caption_rationale"), "caption_row")
+        return {
+            "image_unsafe": _nullable(_aligned_values(metas, extras.get("image_unsafe"), "image_row")),
+            "caption_unsafe": _nullable(_aligned_values(metas, extras.get("caption_unsafe"), "caption_row")),
+            "modalities_disagree": [bool(i != c) if b else None for i, c, b in zip(image_flagged, caption_flagged, both)],
+            "decided_by": [decided_by if s else None for s in scored],
+            "screen_image_scores": [None] * len(metas), "screen_caption_scores": [None] * len(metas),
+            "rationale": [i if i is not None else c for i, c in zip(image_why, caption_why)],
+        }
+
+    def flagged_any(self, scores: np.ndarray, modality: str) -> np.ndarray:
+        return F.concept_flags(scores, getattr(self.thresholds, modality)).any(axis=1)
 
     def _align(self, metas, scores, attr) -> np.ndarray:
         out = np.full((len(metas), len(self.taxonomy.concepts)), np.nan, np.float32)
@@ -94,6 +115,21 @@ class RowBuilder:
             "caption_flagged_scores": [s[row].tolist() for s, row in zip(caption, caption_flags)],
             "flagged_categories": [self.category_ids[row].tolist() for row in categories],
         }
+
+
+def _aligned_values(metas, values, attr) -> np.ndarray:
+    out = np.full(len(metas), np.nan, np.float32)
+    if values is not None:
+        for i, meta in enumerate(metas):
+            if getattr(meta, attr) >= 0:
+                out[i] = values[getattr(meta, attr)]
+    return out
+
+
+def _aligned_list(metas, values, attr) -> list:
+    if values is None:
+        return [None] * len(metas)
+    return [values[getattr(m, attr)] if getattr(m, attr) >= 0 else None for m in metas]
 
 
 def _nullable(values: np.ndarray):

@@ -57,9 +57,9 @@ class Scanner:
         timing = self.timing[name]
         timing["prep"] += batch.prep_seconds
         started = time.perf_counter()
-        image_scores, caption_scores = self._score(batch)
+        image_scores, caption_scores, extras = self._score(batch)
         timing["model"] += time.perf_counter() - started
-        record = self.rows.build(name, batch.metas, image_scores, caption_scores)
+        record = self.rows.build(name, batch.metas, image_scores, caption_scores, extras, self.backend.name)
         writer.add(record)
         flagged = sum(1 for v in record.column("flagged").to_pylist() if v)
         result.rows, result.flagged = result.rows + record.num_rows, result.flagged + flagged
@@ -74,15 +74,16 @@ class Scanner:
 
     def _score(self, batch: PreparedBatch):
         if not batch.inputs:
-            return None, None
+            return None, None, {}
         try:
-            return self.backend.score(batch.inputs)
+            image, caption, *extras = self.backend.score(batch.inputs)
+            return image, caption, (extras[0] if extras else {})
         except Exception as exc:  # e.g. out of memory: the batch's rows record it, the run goes on
             for meta in batch.metas:
                 if meta.image_row >= 0 or meta.caption_row >= 0:
                     meta.status, meta.error = "inference_error", f"{type(exc).__name__}: {exc}"[:500]
                     meta.image_row = meta.caption_row = -1
-            return None, None
+            return None, None, {}
 
     def _finish(self, batch: PreparedBatch, writer: ShardWriter, result: ScanResult) -> None:
         name, end = batch.job.name, batch.end

@@ -34,6 +34,10 @@ def report_schema(taxonomy, meta: dict | None = None):
         ("image_flagged_concepts", pa.list_(pa.string())), ("caption_flagged_concepts", pa.list_(pa.string())),
         ("image_flagged_scores", pa.list_(pa.float32())), ("caption_flagged_scores", pa.list_(pa.float32())),
         ("flagged_categories", pa.list_(pa.string())), ("model", pa.string()), ("taxonomy_version", pa.string()),
+        # judges and cascades (null where the backend has no such output)
+        ("image_unsafe", pa.float32()), ("caption_unsafe", pa.float32()), ("modalities_disagree", pa.bool_()),
+        ("decided_by", pa.string()), ("screen_image_scores", scores), ("screen_caption_scores", scores),
+        ("rationale", pa.string()),
     ]
     metadata = {META_KEY: json.dumps(meta or {}).encode()}
     return pa.schema([pa.field(n, t) for n, t in fields], metadata=metadata)

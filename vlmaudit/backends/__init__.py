@@ -1,22 +1,63 @@
 """Scoring backends. Each turns prepared batches into per-concept scores in [0, 1].
 
 Interface (duck-typed, see ClipScorer):
-  preprocessor -> picklable object with .prepare(images, captions) -> dict of tensors; runs in
-                  DataLoader workers, so it must not hold the model
-  score(inputs) -> (image_scores[n_images, C], caption_scores[n_captions, C]) float32 numpy
+  preprocessor -> picklable object with .prepare(images, captions) -> dict of tensors and
+                  .draft_size; runs in DataLoader workers, so it must not hold the model
+  score(inputs) -> (image_scores[n_images, C], caption_scores[n_captions, C]) float32 numpy, and
+                  optionally a third item: extras {"image_unsafe": [n_images], "caption_unsafe":
+                  [n_captions], "image_rationale": [...], "caption_rationale": [...]}
+  forward_only(inputs) -> the bare model work (benchmark baseline)
   describe()    -> dict for run.json (model id, revision, family, device, precision)
 """
 
 from __future__ import annotations
 
-BACKENDS = ("clip",)
+from dataclasses import dataclass
+from pathlib import Path
+
+BACKENDS = ("clip", "vlm", "head", "cascade")
 
 
-def build_backend(name: str, taxonomy, options):
+@dataclass(frozen=True)
+class BackendOptions:
+    """Options beyond the model reference that only some backends use."""
+
+    prompts: str = "unsafeconcepts"  # vlm / cascade judge: prompt file name in rules/prompts/ or a .yaml path
+    rationale: bool = False  # vlm / cascade judge: explain flagged samples
+    head: Path | None = None  # head backend, or cascade with a head as the first stage
+    judge_model: str | None = None  # cascade: the VLM judge
+    escalate_above: float | None = None  # cascade: escalate samples whose top score is >= this
+    escalate_top: float | None = None  # cascade: or the top fraction of each shard
+
+
+def build_backend(name: str, rules, options, extra: BackendOptions | None = None):
+    """The backend NAME for these rules; every user-fixable problem raises before shards are read."""
+    from vlmaudit.errors import UserError
+
+    extra = extra or BackendOptions()
     if name == "clip":
         from vlmaudit.backends.clip import ClipScorer
 
-        return ClipScorer(taxonomy, options)
-    from vlmaudit.errors import UserError
+        return ClipScorer(rules.taxonomy, options)
+    if name == "vlm":
+        return build_judge(rules, options, extra)
+    if name == "head":
+        from vlmaudit.backends.head import HeadScorer
 
+        if extra.head is None:
+            raise UserError("--backend head needs --head HEAD_DIR (a directory written by `vlmaudit train-head`)")
+        return HeadScorer(rules.taxonomy, options, extra.head)
+    if name == "cascade":
+        from vlmaudit.backends.cascade import build_cascade
+
+        return build_cascade(rules, options, extra)
     raise UserError(f"--backend {name}: unknown backend (available: {', '.join(BACKENDS)})")
+
+
+def build_judge(rules, options, extra: BackendOptions):
+    from vlmaudit.backends.vlm import VlmJudge
+    from vlmaudit.prompts import load_prompts
+    from vlmaudit.rules import find_rule_file
+
+    prompts = load_prompts(find_rule_file("prompts", extra.prompts, rules.directory))
+    return VlmJudge(rules.taxonomy, options, prompts, rules.thresholds, extra.rationale)

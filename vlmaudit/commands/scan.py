@@ -12,7 +12,7 @@ from vlmaudit.worker import ScanSettings
 class ScanRequest:
     shards: list[str]
     out: Path
-    model: str
+    model: str | None
     backend: str = "clip"
     rules: Path | None = None
     batch_size: int = 32
@@ -28,6 +28,18 @@ class ScanRequest:
     allow_unsafe_weights: bool = False
     trust_remote_code: bool = False
     quiet: bool = False
+    prompts: str = "unsafeconcepts"
+    rationale: bool = False
+    head: Path | None = None
+    judge_model: str | None = None
+    escalate_above: float | None = None
+    escalate_top: float | None = None
+
+    def backend_options(self):
+        from vlmaudit.backends import BackendOptions
+
+        return BackendOptions(self.prompts, self.rationale, self.head, self.judge_model, self.escalate_above,
+                              self.escalate_top)
 
     def settings(self) -> ScanSettings:
         return ScanSettings(batch_size=self.batch_size, workers=self.workers, max_pixels=self.max_pixels,
@@ -49,9 +61,9 @@ def run_scan_command(request: ScanRequest) -> int:
     rules = load_rules(request.rules)
     jobs, planned = runinfo.plan_jobs(request.shards, request.num_shards, request.shard_index)
     runinfo.prepare_out_dir(request.out)
-    options = ModelOptions(request.model, request.device, request.precision,
+    options = ModelOptions(default_model(request), request.device, request.precision,
                            request.allow_unsafe_weights, request.trust_remote_code)
-    backend = build_backend(request.backend, rules.taxonomy, options)
+    backend = build_backend(request.backend, rules, options, request.backend_options())
     record = runinfo.run_record(backend.describe(), rules, _config(request), planned)
     runinfo.check_resume(request.out, record, request.overwrite)
     runinfo.write_run_record(request.out, record)
@@ -69,6 +81,16 @@ def run_scan_command(request: ScanRequest) -> int:
     return 0
 
 
+def default_model(request: ScanRequest) -> str | None:
+    """--model, else the backend's default (the head backend takes its vision model from the head)."""
+    from vlmaudit.backends.vlm import DEFAULT_JUDGE
+    from vlmaudit.cli import DEFAULT_MODEL
+
+    if request.model or request.backend == "head":
+        return request.model
+    return DEFAULT_JUDGE if request.backend == "vlm" else DEFAULT_MODEL
+
+
 def _run(scanner_cls, backend, rules, request, schema, jobs, console):
     if request.quiet or not jobs:
         return scanner_cls(backend, rules, request.out, request.settings(), schema).run(jobs)
@@ -81,4 +103,5 @@ def _run(scanner_cls, backend, rules, request, schema, jobs, console):
 def _config(request: ScanRequest) -> dict:
     config = asdict(request)
     config["out"], config["rules"] = str(request.out), str(request.rules) if request.rules else None
+    config["head"] = str(request.head) if request.head else None
     return config
