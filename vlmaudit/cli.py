@@ -144,6 +144,39 @@ def filter_(
     run_filter_command(report_dir, policy, out, on_failed, allow_partial, write_shards, rules)
 
 
+@app.command(name="train-head")
+@handle_errors
+def train_head(
+    data: Annotated[Path, typer.Option(help="Labelled images: Parquet (image, category, unsafe_concept) or a dir with a CSV/JSONL.")],
+    vision_model: Annotated[str, typer.Option(help="Frozen vision tower: CLIP/SigLIP hub id or dir, or a LLaVA-style VLM.")],
+    out: Annotated[Path, typer.Option("--out", help="Head directory: head.safetensors, head_config.json, metrics.json.")],
+    safe_images: Annotated[Optional[Path], typer.Option(help="A directory of safe images (the safe class).")] = None,
+    epochs: Annotated[int, typer.Option(min=1)] = 20,
+    batch_size: Annotated[int, typer.Option(min=1)] = 64,
+    lr: Annotated[float, typer.Option(min=0.0)] = 1e-3,
+    val_fraction: Annotated[float, typer.Option(min=0.0, max=0.9, help="Held-out share of each class.")] = 0.2,
+    tokens: Annotated[int, typer.Option(min=1, help="Learnable safety tokens.")] = 16,
+    dim: Annotated[int, typer.Option(min=8, help="Head width (a multiple of 8).")] = 256,
+    seed: int = 0,
+    device: str = "auto",
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Feature cache (default OUT/feature-cache).")] = None,
+    rules: RulesOpt = None,
+    allow_unsafe_weights: Annotated[bool, typer.Option(help="Allow pickle-based (non-safetensors) weights.")] = False,
+    trust_remote_code: Annotated[bool, typer.Option(help="Run model code from the checkpoint's repository.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+):
+    """Train the safety head (SafeVLM safety projector + tokens + head) on a frozen vision tower."""
+    from vlmaudit.commands.train_head import TrainHeadRequest, run_train_head
+    from vlmaudit.train_head import TrainSettings
+
+    quiet_libraries()
+    if dim % 8:
+        fail("--dim must be a multiple of 8 (8 attention heads)", 2)
+    request = TrainHeadRequest(data, vision_model, out, safe_images, rules, device, cache_dir, allow_unsafe_weights,
+                               trust_remote_code, quiet)
+    run_train_head(request, TrainSettings(epochs, batch_size, lr, val_fraction, dim, tokens, seed=seed))
+
+
 @app.command()
 @handle_errors
 def bench(

@@ -49,3 +49,56 @@ def build_demo_shards(out_dir: Path, shards: int = 4, per_shard: int = 50, seed:
                 sink.write(demo_sample(rng, f"{s:05d}{i:04d}"))
         paths.append(path)
     return paths
+
+
+SHAPE_CLASSES = {  # concept id -> colour: a learnable stand-in for real labelled data
+    "swastika": (220, 30, 30), "gun-violence": (30, 180, 40), "pornography": (40, 60, 220), "self-cutting": (230, 200, 20),
+}
+
+
+def build_shape_dataset(out_dir: Path, taxonomy, per_class: int = 40, seed: int = 0, size: int = 64) -> tuple[Path, Path]:
+    """A synthetic labelled set in the UnsafeConcepts layout: OUT/labelled/{labels.csv, *.png}
+    (image, category, unsafe_concept, by the taxonomy's names) and OUT/safe/*.png. Each concept is
+    a coloured shape on a grey, noisy background; safe images have grey shapes. MEANINGLESS as
+    safety data: it only shows that train-head learns what it is given."""
+    import csv
+
+    rng = random.Random(seed)
+    labelled, safe = Path(out_dir) / "labelled", Path(out_dir) / "safe"
+    labelled.mkdir(parents=True, exist_ok=True)
+    safe.mkdir(parents=True, exist_ok=True)
+    concepts = {c.id: c for c in taxonomy.concepts}
+    names = {c.id: c.name for c in taxonomy.categories}
+    with open(labelled / "labels.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image", "category", "unsafe_concept"])
+        for cid, colour in SHAPE_CLASSES.items():
+            for i in range(per_class):
+                name = f"{cid}-{i:04d}.png"
+                (labelled / name).write_bytes(_shape_image(rng, colour, size))
+                writer.writerow([name, names[concepts[cid].category], concepts[cid].name])
+    for i in range(per_class):
+        grey = rng.randrange(60, 200)
+        (safe / f"safe-{i:04d}.png").write_bytes(_shape_image(rng, (grey, grey, grey), size))
+    return labelled, safe
+
+
+def _shape_image(rng: random.Random, colour: tuple[int, int, int], size: int) -> bytes:
+    from PIL import Image, ImageDraw
+
+    base = rng.randrange(90, 170)
+    image = Image.new("RGB", (size, size), (base, base, base))
+    pixels = image.load()
+    for _ in range(size * 4):
+        x, y = rng.randrange(size), rng.randrange(size)
+        value = rng.randrange(256)
+        pixels[x, y] = (value, value, value)
+    draw = ImageDraw.Draw(image)
+    extent = rng.randrange(size // 3, size * 2 // 3)
+    x0, y0 = rng.randrange(size - extent), rng.randrange(size - extent)
+    shape = draw.ellipse if rng.random() < 0.5 else draw.rectangle
+    jitter = tuple(max(0, min(255, c + rng.randrange(-20, 21))) for c in colour)
+    shape((x0, y0, x0 + extent, y0 + extent), fill=jitter)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()

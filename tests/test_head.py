@@ -1,0 +1,103 @@
+"""The safety head: training on a learnable synthetic task, the data layouts, scanning with it,
+and refusing a head trained for another taxonomy."""
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import run_cli
+from vlmaudit.rules import load_rules
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    from vlmaudit.demo import build_shape_dataset
+
+    return build_shape_dataset(tmp_path_factory.mktemp("shapes"), load_rules().taxonomy, per_class=40)
+
+
+@pytest.fixture(scope="module")
+def trained_head(tmp_path_factory, shapes, tiny_clip):
+    labelled, safe = shapes
+    out = tmp_path_factory.mktemp("heads") / "head"
+    result = run_cli("train-head", "--data", labelled, "--safe-images", safe, "--vision-model", tiny_clip,
+                     "--out", out, "--epochs", "25", "--dim", "64", "-q")
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_train_head_learns_a_synthetic_task_to_90_percent_held_out(trained_head):
+    metrics = json.loads((trained_head / "metrics.json").read_text())
+    assert metrics["samples"] == 40  # 20% of 5 classes x 40 images, stratified
+    assert metrics["category_accuracy"] >= 0.9 and metrics["concept_accuracy"] >= 0.9
+    assert set(metrics["per_category"]) == set(load_rules().taxonomy.category_ids) | {"safe"}
+    assert metrics["per_category"]["hate"]["support"] == 8
+    config = json.loads((trained_head / "head_config.json").read_text())
+    assert config["concepts"] == load_rules().taxonomy.concept_ids and config["tokens"] == 16
+    assert (trained_head / "head.safetensors").is_file()
+    assert not list(trained_head.glob("*.bin")) and not list(trained_head.glob("*.pt"))
+
+
+def test_feature_cache_is_reused_by_a_second_run(tmp_path, shapes, tiny_clip, trained_head):
+    labelled, safe = shapes
+    result = run_cli("train-head", "--data", labelled, "--safe-images", safe, "--vision-model", tiny_clip,
+                     "--out", tmp_path / "again", "--epochs", "1", "--dim", "64",
+                     "--cache-dir", trained_head / "feature-cache")
+    assert result.exit_code == 0, result.output
+    assert "reusing the cache" in result.output
+
+
+def test_parquet_layout_like_the_hf_export_trains(tmp_path, shapes, tiny_clip):
+    import csv
+
+    labelled, safe = shapes
+    rows = list(csv.DictReader(open(labelled / "labels.csv")))[::8]
+    table = pa.table({
+        "image": [{"bytes": (labelled / r["image"]).read_bytes(), "path": r["image"]} for r in rows],
+        "category": [r["category"] for r in rows], "unsafe_concept": [r["unsafe_concept"] for r in rows],
+    })
+    pq.write_table(table, tmp_path / "train.parquet")
+    result = run_cli("train-head", "--data", tmp_path / "train.parquet", "--safe-images", safe, "--vision-model",
+                     tiny_clip, "--out", tmp_path / "head", "--epochs", "1", "--dim", "64", "-q")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "head" / "metrics.json").read_text())["train_samples"] > 0
+
+
+def test_unknown_concept_in_the_labels_is_one_clear_line(tmp_path, shapes, tiny_clip):
+    labelled, _ = shapes
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "labels.csv").write_text(
+        "image,category,unsafe_concept\n" + f"{labelled / 'swastika-0000.png'},Hate,Unicorns\n")
+    result = run_cli("train-head", "--data", tmp_path / "data", "--vision-model", tiny_clip, "--out", tmp_path / "h")
+    assert result.exit_code == 2 and "unknown unsafe_concept 'Unicorns'" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_scan_with_the_head_backend_is_readable_by_report(tmp_path, trained_head, demo_shards):
+    out = tmp_path / "reports"
+    result = run_cli("scan", *demo_shards, "--out", out, "--backend", "head", "--head", trained_head, "-q", "--workers", "0")
+    assert result.exit_code == 0, result.output
+    rows = pq.read_table(sorted(out.glob("*.parquet"))).to_pylist()
+    assert len(rows) == 21 and {r["decided_by"] for r in rows} == {"head"}
+    assert all(r["image_top_score"] == pytest.approx(r["image_unsafe"]) for r in rows)
+    assert all(r["caption_scores"] is None for r in rows)  # the head is an image classifier
+    report = run_cli("report", out, "--json")
+    assert report.exit_code == 0 and json.loads(report.output)["overview"]["backend"] == "head"
+
+
+def test_a_head_for_another_taxonomy_is_refused_before_reading_shards(tmp_path, trained_head, demo_shards):
+    import shutil
+
+    from vlmaudit.rules import shipped_rules_dir
+
+    rules = tmp_path / "rules"
+    shutil.copytree(shipped_rules_dir(), rules)
+    text = (rules / "taxonomy.yaml").read_text()
+    (rules / "taxonomy.yaml").write_text(text.replace("id: swastika", "id: swastika-symbol", 1))
+    out = tmp_path / "reports"
+    result = run_cli("scan", *demo_shards, "--out", out, "--backend", "head", "--head", trained_head,
+                     "--rules", rules, "-q", "--workers", "0")
+    assert result.exit_code == 2 and "trained for taxonomy" in result.output
+    assert not list(out.glob("*.parquet"))
