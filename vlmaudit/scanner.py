@@ -59,7 +59,8 @@ class Scanner:
         started = time.perf_counter()
         image_scores, caption_scores, extras = self._score(batch)
         timing["model"] += time.perf_counter() - started
-        record = self.rows.build(name, batch.metas, image_scores, caption_scores, extras, self.backend.name)
+        stage = getattr(self.backend, "stage", self.backend.name)
+        record = self.rows.build(name, batch.metas, image_scores, caption_scores, extras, stage)
         writer.add(record)
         flagged = sum(1 for v in record.column("flagged").to_pylist() if v)
         result.rows, result.flagged = result.rows + record.num_rows, result.flagged + flagged
@@ -68,7 +69,7 @@ class Scanner:
             self._finish(batch, writer, result)
 
     def _open(self, name: str) -> ShardWriter:
-        self.writers[name] = ShardWriter(self.out_dir, name, self.schema)
+        self.writers[name] = ShardWriter(self.out_dir, name, self.schema, hold=hasattr(self.backend, "refine_shard"))
         self.timing[name] = {"prep": 0.0, "model": 0.0, "wall_start": time.time()}
         return self.writers[name]
 
@@ -94,9 +95,23 @@ class Scanner:
             stats.update(rows=0, status_counts={}, flagged={"image": 0, "caption": 0, "any": 0})
             write_json_atomic(stats_path(self.out_dir, name), stats)
         else:
-            writer.commit(stats)
+            writer.commit(stats, self._refiner(batch.job, stats))
         result.shards[name] = end.status
         self.progress.shard_done(name, end.status)
+
+    def _refiner(self, job: ShardJob, stats: dict):
+        """The backend's shard-level second pass (cascade), timed into the shard's stats."""
+        if not hasattr(self.backend, "refine_shard"):
+            return None
+
+        def refine(table):
+            started = time.perf_counter()
+            table, info = self.backend.refine_shard(job, table, self.settings, self.rows)
+            stats["seconds"]["second_stage"] = round(time.perf_counter() - started, 4)
+            stats.update(info)
+            return table
+
+        return refine
 
     def _stats(self, job: ShardJob, end, timing: dict) -> dict:
         from vlmaudit import __version__

@@ -42,6 +42,7 @@ def _overview(meta, counts: Counts, stats: dict, files, view: View) -> dict:
         "model": meta.get("model", {}).get("model"), "backend": meta.get("model", {}).get("backend"),
         "taxonomy_version": meta.get("taxonomy_version"), "thresholds": _thresholds(view),
         "scan_seconds": round(span, 3), "samples_per_s": round(_rate(counts.samples, span), 2),
+        "judged": sum(s.get("judged", 0) for s in stats.values()) if any("judged" in s for s in stats.values()) else None,
     }
 
 

@@ -52,8 +52,10 @@ def shard_is_done(out_dir: Path, name: str) -> bool:
 class ShardWriter:
     """Buffers record batches into row groups of ~8k rows; counts rows per status and flags."""
 
-    def __init__(self, out_dir: Path, name: str, schema):
-        self.out_dir, self.name, self.schema = out_dir, name, schema
+    def __init__(self, out_dir: Path, name: str, schema, hold: bool = False):
+        """hold=True keeps the whole shard in memory until commit, so a refine step (the cascade's
+        second stage) can rewrite rows before anything is written."""
+        self.out_dir, self.name, self.schema, self.hold = out_dir, name, schema, hold
         self.partial = out_dir / f".{name}.parquet.partial"
         self.writer = open_parquet_writer(self.partial, schema)
         self.buffer, self.buffered = [], 0
@@ -64,6 +66,8 @@ class ShardWriter:
     def add(self, batch) -> None:
         self.buffer.append(batch)
         self.buffered += batch.num_rows
+        if self.hold:
+            return
         self._count(batch)
         if self.buffered >= ROW_GROUP_ROWS:
             self._flush()
@@ -84,7 +88,9 @@ class ShardWriter:
             self.writer.write_table(pa.Table.from_batches(self.buffer, schema=self.schema))
         self.buffer, self.buffered = [], 0
 
-    def commit(self, stats: dict) -> list[Path]:
+    def commit(self, stats: dict, refine=None) -> list[Path]:
+        if self.hold:
+            self._release(refine)
         self._flush()
         self.writer.close()
         with open(self.partial, "rb+") as handle:
@@ -94,6 +100,15 @@ class ShardWriter:
         stats.update(rows=self.rows, status_counts=self.status_counts, flagged=self.flagged)
         write_json_atomic(stats_path(self.out_dir, self.name), stats)
         return [final, stats_path(self.out_dir, self.name)]
+
+    def _release(self, refine) -> None:
+        import pyarrow as pa
+
+        table = pa.Table.from_batches(self.buffer, schema=self.schema)
+        table = refine(table) if refine is not None else table
+        self.buffer, self.buffered, self.hold = [], 0, False
+        for batch in table.to_batches(max_chunksize=ROW_GROUP_ROWS):
+            self.add(batch)
 
     def abort(self) -> None:
         try:

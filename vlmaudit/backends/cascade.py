@@ -1,0 +1,150 @@
+"""Cascade: a cheap first stage (CLIP scorer, or a safety head) on every sample; the VLM judge on
+the samples it escalates.
+
+Escalation is decided per shard once the first stage has scored all of it (the shard's rows are
+held in memory, ~1 KB each): every sample whose top score (image or caption) is >= --escalate-above,
+or the top --escalate-top percent of the shard's scored samples. The escalated samples are read
+again from the shard (only they are decoded) and judged; their rows carry the judge's scores,
+decided_by = "vlm", and the first stage's scores in screen_image_scores / screen_caption_scores.
+Other rows keep the first stage's scores with decided_by = its name.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from vlmaudit.errors import UserError
+
+
+def build_cascade(rules, options, extra):
+    from dataclasses import replace
+
+    from vlmaudit.backends import build_judge
+    from vlmaudit.backends.vlm import DEFAULT_JUDGE
+
+    if (extra.escalate_above is None) == (extra.escalate_top is None):
+        raise UserError("--backend cascade needs exactly one of --escalate-above SCORE or --escalate-top PERCENT")
+    if extra.head is not None:
+        from vlmaudit.backends.head import HeadScorer
+
+        screen = HeadScorer(rules.taxonomy, options, extra.head)
+    else:
+        from vlmaudit.backends.clip import ClipScorer
+
+        screen = ClipScorer(rules.taxonomy, options)
+    judge = build_judge(rules, replace(options, model=extra.judge_model or DEFAULT_JUDGE), extra)
+    return Cascade(screen, judge, extra.escalate_above, extra.escalate_top)
+
+
+class Cascade:
+    name = "cascade"
+
+    def __init__(self, screen, judge, above: float | None, top_percent: float | None):
+        self.screen, self.judge, self.above, self.top_percent = screen, judge, above, top_percent
+        self.preprocessor, self.stage = screen.preprocessor, screen.name
+        self.device, self.precision = screen.device, screen.precision
+
+    def score(self, inputs: dict):
+        return self.screen.score(inputs)
+
+    def forward_only(self, inputs: dict) -> None:
+        self.screen.forward_only(inputs)
+
+    def describe(self) -> dict:
+        screen, judge = self.screen.describe(), self.judge.describe()
+        rule = f"above={self.above}" if self.above is not None else f"top={self.top_percent}%"
+        return {"backend": self.name, "model": screen["model"], "revision": f"{screen['revision']}+{judge['revision']}+{rule}",
+                "family": screen["family"], "device": self.device, "precision": self.precision,
+                "screen": screen, "judge": judge, "escalate_above": self.above, "escalate_top_percent": self.top_percent}
+
+    # ---- the shard-level second stage -----------------------------------------------------
+    def escalated(self, table) -> np.ndarray:
+        """Sample indices to judge, from the first stage's top scores."""
+        top = _top_scores(table)
+        scored = ~np.isnan(top)
+        index = np.asarray(table.column("sample_index").to_numpy(zero_copy_only=False))
+        if self.above is not None:
+            return index[scored & (np.nan_to_num(top, nan=-1.0) >= self.above)]
+        count = math.ceil(self.top_percent / 100.0 * int(scored.sum()))
+        order = np.lexsort((index, -np.nan_to_num(top, nan=-np.inf)))  # highest first, ties in shard order
+        return np.sort(index[order[:count]])
+
+    def refine_shard(self, job, table, settings, rows):
+        """Judge the escalated samples of one shard; returns (table, stats additions)."""
+        wanted = self.escalated(table)
+        if wanted.size == 0:
+            return table, {"escalated": 0, "judged": 0}
+        judged = self._judge(job, set(wanted.tolist()), settings, rows)
+        merged = _merge(table, judged) if judged is not None else table
+        return merged, {"escalated": int(wanted.size), "judged": judged.num_rows if judged is not None else 0}
+
+    def _judge(self, job, wanted: set[int], settings, rows):
+        import pyarrow as pa
+
+        from vlmaudit.rows import RowBuilder
+
+        info = self.judge.describe()
+        builder = RowBuilder(rows.taxonomy, rows.thresholds, rows.schema, f"{info['model']}@{info['revision']}")
+        batches = []
+        for prepared in _prepared_subset(job, wanted, self.judge.preprocessor, settings):
+            image, caption, extras = self._score_or_fail(prepared)
+            batches.append(builder.build(job.name, prepared.metas, image, caption, extras, self.judge.name))
+        return pa.Table.from_batches(batches, schema=rows.schema) if batches else None
+
+    def _score_or_fail(self, prepared):
+        if not prepared.inputs:
+            return None, None, {}
+        try:
+            image, caption, *extras = self.judge.score(prepared.inputs)
+            return image, caption, (extras[0] if extras else {})
+        except Exception as exc:  # the judge failed on this batch: its rows say so
+            for meta in prepared.metas:
+                meta.status, meta.error = "inference_error", f"judge: {type(exc).__name__}: {exc}"[:500]
+                meta.image_row = meta.caption_row = -1
+            return None, None, {}
+
+
+def _top_scores(table) -> np.ndarray:
+    image = table.column("image_top_score").to_numpy(zero_copy_only=False).astype(np.float64)
+    caption = table.column("caption_top_score").to_numpy(zero_copy_only=False).astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        return np.fmax(image, caption)  # NaN only when neither modality was scored
+
+
+def _prepared_subset(job, wanted: set[int], preprocessor, settings):
+    """Read the shard again and prepare only the wanted samples, in batches."""
+    from vlmaudit.tario import TarEnd, open_stream
+    from vlmaudit.samples import iter_samples
+    from vlmaudit.worker import prepare_batch
+
+    pending, stream = [], open_stream(job.url)
+    try:
+        for sample in iter_samples(stream, TarEnd(), settings.max_member_bytes, settings.max_caption_chars):
+            if sample.index in wanted:
+                pending.append(sample)
+            if len(pending) >= settings.batch_size:
+                yield prepare_batch(job, pending, preprocessor, settings)
+                pending = []
+            if sample.index >= max(wanted):
+                break
+    finally:
+        stream.close()
+    if pending:
+        yield prepare_batch(job, pending, preprocessor, settings)
+
+
+def _merge(table, judged):
+    """Replace the judged samples' rows, keeping the first stage's scores beside the judge's."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    judged_index = judged.column("sample_index")
+    replaced = pc.is_in(table.column("sample_index"), value_set=judged_index)
+    screen = table.filter(replaced).sort_by("sample_index")
+    judged = judged.sort_by("sample_index")
+    for modality in ("image", "caption"):
+        column = f"screen_{modality}_scores"
+        judged = judged.set_column(judged.schema.get_field_index(column), column, screen.column(f"{modality}_scores"))
+    return pa.concat_tables([table.filter(pc.invert(replaced)), judged]).sort_by("sample_index")
