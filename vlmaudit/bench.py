@@ -21,8 +21,8 @@ def run_bench(model: str | None, size: str, shards: int, per_shard: int, batch_s
         paths = build_demo_shards(root / "shards", shards=shards, per_shard=per_shard)
         model = model or str(build_random_clip(root / "model", size=size))
         backend, rules = _backend(model, device, precision)
-        bare = _time_bare_forward(backend, paths, batch_size)
-        end_to_end = _time_scan(backend, rules, paths, root / "out", batch_size, workers)
+        bare = time_bare_forward(backend, paths, batch_size)
+        end_to_end = time_scan(backend, rules, paths, root / "out", batch_size, workers)
     samples = shards * per_shard
     return {
         "model": model if "vlmaudit-bench-" not in model else f"random {size}", "samples": samples,
@@ -50,7 +50,7 @@ def _prepared_batches(backend, paths, batch_size):
                     if b.inputs)
 
 
-def _time_bare_forward(backend, paths, batch_size) -> float:
+def time_bare_forward(backend, paths, batch_size) -> float:
     batches = list(_prepared_batches(backend, paths, batch_size))
     backend.forward_only(batches[0])  # warm-up
     started = time.perf_counter()
@@ -59,7 +59,7 @@ def _time_bare_forward(backend, paths, batch_size) -> float:
     return time.perf_counter() - started
 
 
-def _time_scan(backend, rules, paths, out: Path, batch_size: int, workers: int) -> float:
+def time_scan(backend, rules, paths, out: Path, batch_size: int, workers: int) -> float:
     from vlmaudit.scanner import Scanner
     from vlmaudit.schema import report_meta, report_schema
     from vlmaudit.worker import ScanSettings, ShardJob

@@ -31,7 +31,7 @@ GEMMA_TEMPLATE = (
     "{{ '<start_of_image>' }}{% elif content['type'] == 'text' %}{{ content['text'] }}{% endif %}{% endfor %}"
     "{{ '<end_of_turn>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
 )
-FAMILIES = ("llava", "llava_next", "gemma3", "qwen2_vl")
+FAMILIES = ("llava", "llava_next", "gemma3", "qwen2_vl", "llava-0.5b")
 
 
 def byte_bpe(words=ANSWER_WORDS, specials=()) -> tuple[dict[str, int], list[tuple[str, str]]]:
@@ -71,7 +71,8 @@ def build_random_vlm(out_dir: Path, family: str = "llava", hidden: int = 32, lay
     """Write a random image-text-to-text checkpoint of FAMILY (see FAMILIES) to OUT_DIR."""
     import torch
 
-    builders = {"llava": _llava, "llava_next": _llava_next, "gemma3": _gemma3, "qwen2_vl": _qwen2_vl}
+    builders = {"llava": _llava, "llava_next": _llava_next, "gemma3": _gemma3, "qwen2_vl": _qwen2_vl,
+                "llava-0.5b": lambda h, n: _llava(h, n, real_size=True)}
     if family not in builders:
         raise ValueError(f"unknown family {family!r}; choose from {', '.join(FAMILIES)}")
     torch.manual_seed(seed)
@@ -88,16 +89,24 @@ def _clip_vision(hidden: int, layers: int, image: int = 32, patch: int = 8) -> d
                 num_hidden_layers=layers, num_attention_heads=max(2, hidden // 16), image_size=image, patch_size=patch)
 
 
-def _llava(hidden: int, layers: int):
+def _llava(hidden: int, layers: int, real_size: bool = False):
+    """real_size: LLaVA-1.5's vision tower (CLIP ViT-L/14-336, 576 image tokens) on a 0.5B-class
+    LM (Qwen2-0.5B's width and depth; small vocabulary), for CPU/GPU benchmarks."""
     from transformers import CLIPImageProcessor, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
 
     tokenizer = _tokenizer(("<image>",))
-    config = LlavaConfig(vision_config=_clip_vision(hidden, layers), text_config=dict(
-        model_type="llama", **_text_config(len(tokenizer), hidden, layers)),
-        image_token_id=tokenizer.convert_tokens_to_ids("<image>"), vision_feature_layer=-2)
+    image, patch = (336, 14) if real_size else (32, 8)
+    vision = (dict(model_type="clip_vision_model", hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
+                   num_attention_heads=16, image_size=336, patch_size=14) if real_size else _clip_vision(hidden, layers))
+    text = _text_config(len(tokenizer), hidden, layers)
+    if real_size:
+        text.update(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+                    num_key_value_heads=2)
+    config = LlavaConfig(vision_config=vision, text_config=dict(model_type="llama", **text),
+                         image_token_id=tokenizer.convert_tokens_to_ids("<image>"), vision_feature_layer=-2)
     processor = LlavaProcessor(
-        image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
-        tokenizer=tokenizer, patch_size=8, vision_feature_select_strategy="default", num_additional_image_tokens=1,
+        image_processor=CLIPImageProcessor(size={"shortest_edge": image}, crop_size={"height": image, "width": image}),
+        tokenizer=tokenizer, patch_size=patch, vision_feature_select_strategy="default", num_additional_image_tokens=1,
         chat_template=LLAVA_TEMPLATE)
     return LlavaForConditionalGeneration(config), processor
 
