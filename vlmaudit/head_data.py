@@ -94,19 +94,20 @@ def _is_safe_label(label) -> bool:
 
 
 def _concept_index(value: str, taxonomy, origin: str) -> int:
-    key = value.strip().lower()
-    for i, concept in enumerate(taxonomy.concepts):
-        if key in (concept.id, concept.name.lower()):
-            return i
-    raise UserError(f"{origin}: unknown unsafe_concept {value!r} (not a concept name or id of the taxonomy)")
+    return _index_of(value, taxonomy.concepts, "unsafe_concept", origin)
 
 
 def _category_index(value: str, taxonomy, origin: str) -> int:
+    return _index_of(value, taxonomy.categories, "category", origin)
+
+
+def _index_of(value: str, items, field: str, origin: str) -> int:
+    """Position of the item whose id or name (case-insensitive) is VALUE."""
     key = value.strip().lower()
-    for i, category in enumerate(taxonomy.categories):
-        if key in (category.id, category.name.lower()):
+    for i, item in enumerate(items):
+        if key in (item.id, item.name.lower()):
             return i
-    raise UserError(f"{origin}: unknown category {value!r}")
+    raise UserError(f"{origin}: unknown {field} {value!r} (not a {field} name or id of the taxonomy)")
 
 
 def safe_examples(directory: Path) -> list[Example]:
