@@ -118,12 +118,7 @@ class RowBuilder:
 
 
 def _aligned_values(metas, values, attr) -> np.ndarray:
-    out = np.full(len(metas), np.nan, np.float32)
-    if values is not None:
-        for i, meta in enumerate(metas):
-            if getattr(meta, attr) >= 0:
-                out[i] = values[getattr(meta, attr)]
-    return out
+    return np.array([np.nan if v is None else v for v in _aligned_list(metas, values, attr)], np.float32)
 
 
 def _aligned_list(metas, values, attr) -> list:

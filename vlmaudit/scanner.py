@@ -57,7 +57,7 @@ class Scanner:
         timing = self.timing[name]
         timing["prep"] += batch.prep_seconds
         started = time.perf_counter()
-        image_scores, caption_scores, extras = self._score(batch)
+        image_scores, caption_scores, extras = score_batch(self.backend, batch)
         timing["model"] += time.perf_counter() - started
         stage = getattr(self.backend, "stage", self.backend.name)
         record = self.rows.build(name, batch.metas, image_scores, caption_scores, extras, stage)
@@ -72,19 +72,6 @@ class Scanner:
         self.writers[name] = ShardWriter(self.out_dir, name, self.schema, hold=hasattr(self.backend, "refine_shard"))
         self.timing[name] = {"prep": 0.0, "model": 0.0, "wall_start": time.time()}
         return self.writers[name]
-
-    def _score(self, batch: PreparedBatch):
-        if not batch.inputs:
-            return None, None, {}
-        try:
-            image, caption, *extras = self.backend.score(batch.inputs)
-            return image, caption, (extras[0] if extras else {})
-        except Exception as exc:  # e.g. out of memory: the batch's rows record it, the run goes on
-            for meta in batch.metas:
-                if meta.image_row >= 0 or meta.caption_row >= 0:
-                    meta.status, meta.error = "inference_error", f"{type(exc).__name__}: {exc}"[:500]
-                    meta.image_row = meta.caption_row = -1
-            return None, None, {}
 
     def _finish(self, batch: PreparedBatch, writer: ShardWriter, result: ScanResult) -> None:
         name, end = batch.job.name, batch.end
@@ -129,6 +116,22 @@ class Scanner:
         for writer in self.writers.values():
             writer.abort()
         self.writers.clear()
+
+
+def score_batch(backend, batch: PreparedBatch):
+    """(image scores, caption scores, extras) of a prepared batch. When the model fails (e.g. out
+    of memory) the batch's rows record it as inference_error and the run goes on."""
+    if not batch.inputs:
+        return None, None, {}
+    try:
+        image, caption, *extras = backend.score(batch.inputs)
+        return image, caption, (extras[0] if extras else {})
+    except Exception as exc:
+        for meta in batch.metas:
+            if meta.image_row >= 0 or meta.caption_row >= 0:
+                meta.status, meta.error = "inference_error", f"{type(exc).__name__}: {exc}"[:500]
+                meta.image_row = meta.caption_row = -1
+        return None, None, {}
 
 
 def scan_shard(job: ShardJob, backend, rules, out_dir: Path, settings: ScanSettings, schema) -> list[Path]:

@@ -45,12 +45,15 @@ class PreparedBatch:
     extra: dict = field(default_factory=dict)
 
 
-def prepare_shard(job: ShardJob, preprocessor, settings: ScanSettings):
+def prepare_shard(job: ShardJob, preprocessor, settings: ScanSettings, select=None):
     """Yield the shard's batches; the last one has final=True and the TarEnd. Whatever goes
-    wrong inside one shard ends that shard (truncated or failed), never the run."""
+    wrong inside one shard ends that shard (truncated or failed), never the run. `select`
+    (sample -> bool) keeps only some samples (the cascade's second read)."""
     end, pending, yielded = TarEnd(), [], 0
     try:
         for sample in _samples_with_retries(job, end, settings):
+            if select is not None and not select(sample):
+                continue
             pending.append(sample)
             if len(pending) >= settings.batch_size:
                 yield prepare_batch(job, pending, preprocessor, settings)

@@ -84,26 +84,18 @@ class Cascade:
         import pyarrow as pa
 
         from vlmaudit.rows import RowBuilder
+        from vlmaudit.scanner import score_batch
+        from vlmaudit.worker import prepare_shard
 
         info = self.judge.describe()
         builder = RowBuilder(rows.taxonomy, rows.thresholds, rows.schema, f"{info['model']}@{info['revision']}")
         batches = []
-        for prepared in _prepared_subset(job, wanted, self.judge.preprocessor, settings):
-            image, caption, extras = self._score_or_fail(prepared)
-            batches.append(builder.build(job.name, prepared.metas, image, caption, extras, self.judge.name))
+        select = lambda sample: sample.index in wanted  # noqa: E731
+        for prepared in prepare_shard(job, self.judge.preprocessor, settings, select):
+            if prepared.metas:
+                image, caption, extras = score_batch(self.judge, prepared)
+                batches.append(builder.build(job.name, prepared.metas, image, caption, extras, self.judge.name))
         return pa.Table.from_batches(batches, schema=rows.schema) if batches else None
-
-    def _score_or_fail(self, prepared):
-        if not prepared.inputs:
-            return None, None, {}
-        try:
-            image, caption, *extras = self.judge.score(prepared.inputs)
-            return image, caption, (extras[0] if extras else {})
-        except Exception as exc:  # the judge failed on this batch: its rows say so
-            for meta in prepared.metas:
-                meta.status, meta.error = "inference_error", f"judge: {type(exc).__name__}: {exc}"[:500]
-                meta.image_row = meta.caption_row = -1
-            return None, None, {}
 
 
 def _top_scores(table) -> np.ndarray:
@@ -111,28 +103,6 @@ def _top_scores(table) -> np.ndarray:
     caption = table.column("caption_top_score").to_numpy(zero_copy_only=False).astype(np.float64)
     with np.errstate(invalid="ignore"):
         return np.fmax(image, caption)  # NaN only when neither modality was scored
-
-
-def _prepared_subset(job, wanted: set[int], preprocessor, settings):
-    """Read the shard again and prepare only the wanted samples, in batches."""
-    from vlmaudit.tario import TarEnd, open_stream
-    from vlmaudit.samples import iter_samples
-    from vlmaudit.worker import prepare_batch
-
-    pending, stream = [], open_stream(job.url)
-    try:
-        for sample in iter_samples(stream, TarEnd(), settings.max_member_bytes, settings.max_caption_chars):
-            if sample.index in wanted:
-                pending.append(sample)
-            if len(pending) >= settings.batch_size:
-                yield prepare_batch(job, pending, preprocessor, settings)
-                pending = []
-            if sample.index >= max(wanted):
-                break
-    finally:
-        stream.close()
-    if pending:
-        yield prepare_batch(job, pending, preprocessor, settings)
 
 
 def _merge(table, judged):

@@ -14,7 +14,7 @@ import numpy as np
 
 from vlmaudit.backends import chat
 from vlmaudit.backends.verdicts import concept_scores, option_probabilities, yes_no_unsafe
-from vlmaudit.device import autocast_context, resolve_device, resolve_precision
+from vlmaudit.device import autocast_context, resolve_device, resolve_precision, weight_dtype
 from vlmaudit.errors import ModelError
 from vlmaudit.modelref import ModelOptions, fingerprint, from_pretrained, load_config
 from vlmaudit.prompts import PromptSet, category_options
@@ -84,7 +84,7 @@ class VlmJudge:
         self.tokenizer = processor.tokenizer
         self.device = resolve_device(options.device)
         self.precision = _vlm_precision(options.precision, self.device)
-        model = from_pretrained(AutoModelForImageTextToText, options.model, options, dtype=_dtype(self.device, self.precision))
+        model = from_pretrained(AutoModelForImageTextToText, options.model, options, dtype=weight_dtype(self.device, self.precision))
         self.model = model.to(self.device).eval()
         self.kv_reuse = self.config.model_type in KV_REUSE_FAMILIES
         self.concept_category = taxonomy.concept_category_index()
@@ -272,8 +272,3 @@ def _vlm_precision(precision: str, device: str) -> str:
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return resolve_precision(precision, device)
 
-
-def _dtype(device: str, precision: str):
-    from vlmaudit.device import weight_dtype
-
-    return weight_dtype(device, precision)
