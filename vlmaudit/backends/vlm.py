@@ -271,4 +271,3 @@ def _vlm_precision(precision: str, device: str) -> str:
     if precision == "auto" and device.startswith("cuda"):
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return resolve_precision(precision, device)
-
