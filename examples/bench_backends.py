@@ -38,12 +38,12 @@ def main() -> None:
 
 def run(root: Path, args) -> dict:
     from vlmaudit.backends import BackendOptions, build_backend
-    from vlmaudit.bench import time_bare_forward, time_scan
-    from vlmaudit.checkpoints import build_random_clip
-    from vlmaudit.demo import build_demo_shards
-    from vlmaudit.modelref import ModelOptions
-    from vlmaudit.rules import load_rules
-    from vlmaudit.vlm_checkpoints import build_random_vlm
+    from vlmaudit.commands.bench import time_bare_forward, time_scan
+    from vlmaudit.demo.checkpoints import build_random_clip
+    from vlmaudit.demo.build import build_demo_shards
+    from vlmaudit.backends.modelref import ModelOptions
+    from vlmaudit.rulebook.load import load_rules
+    from vlmaudit.demo.vlm_checkpoints import build_random_vlm
 
     rules = load_rules()
     paths = build_demo_shards(root / "shards", shards=args.shards, per_shard=args.samples // args.shards)
@@ -76,9 +76,9 @@ def run(root: Path, args) -> dict:
 
 def random_head(out: Path, clip: Path, taxonomy, device: str) -> Path:
     """An untrained head on the CLIP tower, saved exactly as train-head saves one."""
-    from vlmaudit.modelref import ModelOptions
-    from vlmaudit.safety_head import SafetyHead, save_head
-    from vlmaudit.vision import VisionTower
+    from vlmaudit.backends.modelref import ModelOptions
+    from vlmaudit.head.model import SafetyHead, save_head
+    from vlmaudit.backends.vision import VisionTower
 
     tower = VisionTower(ModelOptions(str(clip), device))
     head = SafetyHead(tower.width, len(taxonomy.concepts), len(taxonomy.categories))

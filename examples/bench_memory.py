@@ -14,8 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from vlmaudit.checkpoints import build_random_clip
-from vlmaudit.demo import build_demo_shards
+from vlmaudit.demo.checkpoints import build_random_clip
+from vlmaudit.demo.build import build_demo_shards
 
 
 def peak_rss_mib(args: list[str]) -> tuple[float, float]:

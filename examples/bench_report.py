@@ -19,10 +19,10 @@ import numpy as np
 
 
 def generate(out: Path, rows: int, files: int, seed: int = 0) -> None:
-    from vlmaudit.rules import load_rules
-    from vlmaudit.rows import RowBuilder, RowMeta
+    from vlmaudit.rulebook.load import load_rules
+    from vlmaudit.scan.rows import RowBuilder, RowMeta
     from vlmaudit.schema import report_meta, report_schema
-    from vlmaudit.writer import open_parquet_writer
+    from vlmaudit.scan.writer import open_parquet_writer
 
     rules = load_rules()
     meta = report_meta(rules.taxonomy, rules.thresholds, {"model": "synthetic", "backend": "synthetic", "revision": "0"})
@@ -48,7 +48,7 @@ def generate(out: Path, rows: int, files: int, seed: int = 0) -> None:
 
 
 def time_summary(report_dir: Path) -> None:
-    code = ("import json, sys, time; from vlmaudit.summary import summarize; t = time.perf_counter(); "
+    code = ("import json, sys, time; from vlmaudit.report.summary import summarize; t = time.perf_counter(); "
             "s = summarize(sys.argv[1]); print(json.dumps({'seconds': time.perf_counter() - t, "
             "'samples': s['overview']['samples'], 'flagged': s['overview']['flagged']}))")
     result = subprocess.run([sys.executable, "-c", code, str(report_dir)], capture_output=True, text=True, check=True)

@@ -19,10 +19,10 @@ scores use the default model (openai/clip-vit-large-patch14) on a machine with n
 import sys
 from pathlib import Path
 
-from vlmaudit.checkpoints import build_random_clip
-from vlmaudit.demo import build_demo_shards, build_shape_dataset
-from vlmaudit.rules import load_rules
-from vlmaudit.vlm_checkpoints import build_random_vlm
+from vlmaudit.demo.checkpoints import build_random_clip
+from vlmaudit.demo.build import build_demo_shards, build_shape_dataset
+from vlmaudit.rulebook.load import load_rules
+from vlmaudit.demo.vlm_checkpoints import build_random_vlm
 
 
 def main(out: str = "demo", shards: int = 4, per_shard: int = 50) -> None:

@@ -13,7 +13,7 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def tiny_clip(tmp_path_factory) -> Path:
     """A tiny random CLIP saved with save_pretrained; loaded through the real from_pretrained path."""
-    from vlmaudit.checkpoints import build_random_clip
+    from vlmaudit.demo.checkpoints import build_random_clip
 
     return build_random_clip(tmp_path_factory.mktemp("models") / "tiny-clip", size="tiny")
 
@@ -39,7 +39,7 @@ def write_shard(path: Path, samples: list[dict]) -> Path:
 
 @pytest.fixture
 def demo_shards(tmp_path) -> list[Path]:
-    from vlmaudit.demo import build_demo_shards
+    from vlmaudit.demo.build import build_demo_shards
 
     return build_demo_shards(tmp_path / "shards", shards=3, per_shard=7)
 
@@ -53,13 +53,15 @@ def run_cli(*args: str):
 
 
 def scan_args(shards, out, model, *extra) -> list[str]:
-    return ["scan", *map(str, shards), "--out", str(out), "--model", str(model), "--workers", "0", "-q", *extra]
+    """fp32 pinned: tests compare scores exactly, and auto picks bf16 on CPUs with native bf16."""
+    base = ["scan", *map(str, shards), "--out", str(out), "--model", str(model), "--workers", "0", "-q"]
+    return base + ([] if "--precision" in extra else ["--precision", "fp32"]) + list(extra)
 
 
 @pytest.fixture(scope="session")
 def tiny_vlms(tmp_path_factory):
     """Tiny random image-text-to-text checkpoints of three families, built lazily and shared."""
-    from vlmaudit.vlm_checkpoints import build_random_vlm
+    from vlmaudit.demo.vlm_checkpoints import build_random_vlm
 
     built: dict[str, Path] = {}
 
@@ -75,7 +77,7 @@ def rules_with_threshold(tmp_path: Path, value: float) -> Path:
     """A copy of the shipped rules whose every threshold is VALUE."""
     import shutil
 
-    from vlmaudit.rules import shipped_rules_dir
+    from vlmaudit.rulebook.load import shipped_rules_dir
 
     rules = tmp_path / "rules"
     shutil.copytree(shipped_rules_dir(), rules)

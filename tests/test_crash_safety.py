@@ -47,7 +47,7 @@ def wait_for(predicate, timeout=60):
 
 @pytest.fixture
 def many_shards(tmp_path):
-    from vlmaudit.demo import build_demo_shards
+    from vlmaudit.demo.build import build_demo_shards
 
     return build_demo_shards(tmp_path / "shards", shards=6, per_shard=30)
 
@@ -84,7 +84,7 @@ def test_ctrl_c_exits_130_and_resumes(tmp_path, tiny_clip, many_shards):
 def test_resume_with_other_thresholds_is_refused_unless_overwrite(tmp_path, tiny_clip, many_shards):
     import shutil
 
-    from vlmaudit.rules import shipped_rules_dir
+    from vlmaudit.rulebook.load import shipped_rules_dir
 
     out = tmp_path / "out"
     assert run_cli(*scan_args(many_shards[:1], out, tiny_clip)).exit_code == 0

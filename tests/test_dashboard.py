@@ -10,7 +10,7 @@ from test_report import hand_summary
 
 @pytest.fixture(scope="module")
 def scanned(tmp_path_factory, tiny_clip):
-    from vlmaudit.demo import build_demo_shards
+    from vlmaudit.demo.build import build_demo_shards
 
     root = tmp_path_factory.mktemp("dash")
     shards = build_demo_shards(root / "shards", shards=3, per_shard=8)
@@ -28,8 +28,8 @@ def summary_json(*args):
 def test_dashboard_fits_the_console_and_shows_every_panel(scanned, width):
     from rich.console import Console
 
-    from vlmaudit.dashboard import render
-    from vlmaudit.summary import summarize
+    from vlmaudit.report.dashboard import render
+    from vlmaudit.report.summary import summarize
 
     console = Console(record=True, width=width, force_terminal=True, color_system=None)
     render(summarize(scanned, top=5, hist_concept=None), console=console)
@@ -119,8 +119,8 @@ def test_dashboard_in_a_real_pseudo_terminal(scanned):
 
 
 def test_stored_flags_path_agrees_with_recomputing_from_scores(scanned):
-    from vlmaudit.reports import read_report_meta, report_files
-    from vlmaudit.summary import default_view, summarize
+    from vlmaudit.report.reading import read_report_meta, report_files
+    from vlmaudit.report.summary import default_view, summarize
 
     meta = read_report_meta(report_files(scanned))
     fast = summarize(scanned, top=75)

@@ -6,8 +6,8 @@ import pytest
 
 from conftest import run_cli, scan_args
 from vlmaudit.errors import RulesError
-from vlmaudit.policy import load_policy
-from vlmaudit.rules import load_rules, shipped_rules_dir
+from vlmaudit.rulebook.policy import load_policy
+from vlmaudit.rulebook.load import load_rules, shipped_rules_dir
 
 TAX = load_rules().taxonomy
 IDS, CATS = TAX.concept_ids, [c.category for c in TAX.concepts]

@@ -8,8 +8,8 @@ import tarfile
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vlmaudit.demo import synthetic_image
-from vlmaudit.worker import ScanSettings, ShardJob, prepare_shard
+from vlmaudit.demo.build import synthetic_image
+from vlmaudit.scan.worker import ScanSettings, ShardJob, prepare_shard
 
 N = 8
 

@@ -8,12 +8,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import run_cli
-from vlmaudit.rules import load_rules
+from vlmaudit.rulebook.load import load_rules
 
 
 @pytest.fixture(scope="module")
 def shapes(tmp_path_factory):
-    from vlmaudit.demo import build_shape_dataset
+    from vlmaudit.demo.build import build_shape_dataset
 
     return build_shape_dataset(tmp_path_factory.mktemp("shapes"), load_rules().taxonomy, per_class=40)
 
@@ -90,7 +90,7 @@ def test_scan_with_the_head_backend_is_readable_by_report(tmp_path, trained_head
 def test_a_head_for_another_taxonomy_is_refused_before_reading_shards(tmp_path, trained_head, demo_shards):
     import shutil
 
-    from vlmaudit.rules import shipped_rules_dir
+    from vlmaudit.rulebook.load import shipped_rules_dir
 
     rules = tmp_path / "rules"
     shutil.copytree(shipped_rules_dir(), rules)

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from conftest import run_cli, scan_args, write_shard, write_tar
-from vlmaudit.demo import synthetic_image
+from vlmaudit.demo.build import synthetic_image
 
 
 def jpg(seed=0, size=(48, 40)) -> bytes:
@@ -148,7 +148,7 @@ def test_pickle_weights_refused_unless_allowed(tmp_path, tiny_clip):
 
 
 def test_an_unexpected_error_inside_a_shard_ends_only_that_shard(tmp_path, tiny_clip, monkeypatch):
-    import vlmaudit.worker as worker
+    import vlmaudit.scan.worker as worker
 
     real = worker.iter_samples
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vlmaudit.imaging import ImageDecodeError, ImageTooLarge, decode_image
+from vlmaudit.scan.imaging import ImageDecodeError, ImageTooLarge, decode_image
 
 BIG = 10**8
 

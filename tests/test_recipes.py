@@ -7,7 +7,7 @@ from conftest import run_cli, scan_args
 
 @pytest.fixture(scope="module")
 def filtered(tmp_path_factory, tiny_clip):
-    from vlmaudit.demo import build_demo_shards
+    from vlmaudit.demo.build import build_demo_shards
 
     root = tmp_path_factory.mktemp("recipes")
     shards = build_demo_shards(root / "shards", shards=2, per_shard=10)

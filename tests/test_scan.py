@@ -5,7 +5,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import run_cli, scan_args, write_shard
-from vlmaudit.rules import load_rules
+from vlmaudit.rulebook.load import load_rules
 from vlmaudit.schema import read_meta
 
 
@@ -73,7 +73,7 @@ def test_array_partitions_cover_every_shard_once(tmp_path, tiny_clip, demo_shard
 
 
 def test_corrupt_sample_becomes_a_row_and_the_scan_goes_on(tmp_path, tiny_clip):
-    from vlmaudit.demo import demo_sample
+    from vlmaudit.demo.build import demo_sample
     import random
 
     rng = random.Random(1)
@@ -103,7 +103,7 @@ def test_user_errors_are_one_line_with_exit_code_2(tmp_path, demo_shards, args, 
 
 
 def test_siglip_family_scans_through_the_auto_classes(tmp_path, demo_shards):
-    from vlmaudit.checkpoints import build_random_siglip
+    from vlmaudit.demo.checkpoints import build_random_siglip
 
     model = build_random_siglip(tmp_path / "siglip")
     out = tmp_path / "r"
@@ -147,3 +147,23 @@ def test_pipe_and_http_shards_stream(tmp_path, tiny_clip, demo_shards):
     assert len(failed) == 1 and "exited with 3" in failed[0]["error"]
     if len(specs) == 3:
         assert stats["00001"]["rows"] == 7
+
+
+@pytest.mark.parametrize("native_bf16, expected", [(True, "bf16"), (False, "fp32")])
+def test_auto_precision_follows_the_cpu_and_run_json_records_it(tmp_path, tiny_clip, demo_shards, monkeypatch,
+                                                                native_bf16, expected):
+    from vlmaudit.backends import device
+
+    monkeypatch.setattr(device, "cpu_supports_bf16", lambda: native_bf16)
+    out = tmp_path / "auto"
+    result = run_cli(*scan_args(demo_shards[:1], out, tiny_clip, "--precision", "auto"))
+    assert result.exit_code == 0, result.output
+    run = json.loads((out / "run.json").read_text())
+    assert run["precision"] == expected and run["model_info"]["precision"] == expected
+    exact = tmp_path / "fp32"
+    assert run_cli(*scan_args(demo_shards[:1], exact, tiny_clip)).exit_code == 0
+    auto_rows = pq.read_table(sorted(out.glob("*.parquet"))).column("image_scores").to_pylist()
+    fp32_rows = pq.read_table(sorted(exact.glob("*.parquet"))).column("image_scores").to_pylist()
+    for a, b in zip(auto_rows, fp32_rows):
+        if a is not None:
+            assert np.allclose(a, b, atol=3e-2 if expected == "bf16" else 1e-6)

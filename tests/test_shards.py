@@ -1,7 +1,7 @@
 import pytest
 
 from vlmaudit.errors import ShardSpecError
-from vlmaudit.shards import expand_shard_specs, output_names, select_partition, shard_stem
+from vlmaudit.scan.shards import expand_shard_specs, output_names, select_partition, shard_stem
 
 
 def make(tmp_path, *names):

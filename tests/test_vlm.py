@@ -11,8 +11,8 @@ import torch
 from conftest import run_cli, scan_args
 from vlmaudit.backends import BackendOptions, build_backend
 from vlmaudit.backends.verdicts import concept_scores, option_probabilities, yes_no_unsafe
-from vlmaudit.modelref import ModelOptions
-from vlmaudit.rules import load_rules
+from vlmaudit.backends.modelref import ModelOptions
+from vlmaudit.rulebook.load import load_rules
 
 FAMILIES = ["llava", "llava_next", "gemma3"]
 EXPECTED_HEADS = {
@@ -23,8 +23,10 @@ EXPECTED_HEADS = {
 }
 
 
-def judge(model_dir, rules=None, **extra):
-    return build_backend("vlm", rules or load_rules(), ModelOptions(str(model_dir), "cpu"), BackendOptions(**extra))
+def judge(model_dir, rules=None, precision="fp32", **extra):
+    """fp32 unless asked: on CPUs with native bf16, auto would pick bf16 autocast."""
+    options = ModelOptions(str(model_dir), "cpu", precision=precision)
+    return build_backend("vlm", rules or load_rules(), options, BackendOptions(**extra))
 
 
 def images():
@@ -98,6 +100,19 @@ def test_batched_scores_equal_a_naive_per_sample_forward(tiny_vlms, family, kv_r
     assert extras["caption_unsafe"].shape == (2,) and np.all((caption >= 0) & (caption <= 1))
 
 
+@pytest.mark.parametrize("family", ["llava", "gemma3"])
+def test_bf16_autocast_stays_within_bf16_tolerance_of_fp32(tiny_vlms, family):
+    """Runs on every CPU: bf16 is forced, not left to auto (which picks fp32 on AVX2-only CPUs)."""
+    fp32, bf16 = judge(tiny_vlms(family)), judge(tiny_vlms(family), precision="bf16")
+    assert (fp32.precision, bf16.precision) == ("fp32", "bf16")
+    batch = images()
+    captions = ["a red square", "noise"]
+    _, _, exact = fp32.score(fp32.preprocessor.prepare(batch, captions))
+    _, _, approx = bf16.score(bf16.preprocessor.prepare(batch, captions))
+    for key in ("image_unsafe", "caption_unsafe"):
+        assert np.allclose(approx[key], exact[key], atol=3e-2), key  # bf16 keeps ~3 significant digits
+
+
 def test_scan_with_the_vlm_backend_writes_rows_report_reads(tmp_path, tiny_vlms, demo_shards):
     out = tmp_path / "reports"
     result = run_cli(*scan_args(demo_shards, out, tiny_vlms("llava"), "--backend", "vlm", "--batch-size", "4"))
@@ -115,7 +130,7 @@ def test_scan_with_the_vlm_backend_writes_rows_report_reads(tmp_path, tiny_vlms,
 
 
 def test_rationale_is_generated_for_flagged_samples_only(tiny_vlms):
-    from vlmaudit.thresholds import Thresholds
+    from vlmaudit.rulebook.thresholds import Thresholds
 
     backend = judge(tiny_vlms("llava"), rationale=True)
     inputs = backend.preprocessor.prepare(images(), [])
@@ -138,7 +153,7 @@ def test_not_an_image_text_to_text_model_fails_before_reading_shards(tmp_path, t
 
 
 def test_prompt_file_without_known_answer_tokens_is_one_clear_line(tmp_path, tiny_vlms, demo_shards):
-    from vlmaudit.rules import shipped_rules_dir
+    from vlmaudit.rulebook.load import shipped_rules_dir
 
     text = (shipped_rules_dir() / "prompts" / "unsafeconcepts.yaml").read_text()
     bad = tmp_path / "bad.yaml"
@@ -152,8 +167,8 @@ def test_prompt_file_without_known_answer_tokens_is_one_clear_line(tmp_path, tin
 
 
 def test_shipped_prompt_files_load(tiny_vlms):
-    from vlmaudit.prompts import load_prompts
-    from vlmaudit.rules import shipped_rules_dir
+    from vlmaudit.rulebook.prompts import load_prompts
+    from vlmaudit.rulebook.load import shipped_rules_dir
 
     for path in sorted((shipped_rules_dir() / "prompts").glob("*.yaml")):
         prompts = load_prompts(path)

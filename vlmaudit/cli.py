@@ -12,7 +12,6 @@ import typer
 
 from vlmaudit.errors import UserError
 
-DEFAULT_MODEL = "openai/clip-vit-large-patch14"
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Audit image-text webdataset shards for the 75 UnsafeConcepts.")
 
@@ -167,7 +166,7 @@ def train_head(
 ):
     """Train the safety head (SafeVLM safety projector + tokens + head) on a frozen vision tower."""
     from vlmaudit.commands.train_head import TrainHeadRequest, run_train_head
-    from vlmaudit.train_head import TrainSettings
+    from vlmaudit.head.training import TrainSettings
 
     quiet_libraries()
     if dim % 8:
@@ -193,7 +192,7 @@ def bench(
     """Time the scan end to end against the bare model forward on the same samples."""
     import json
 
-    from vlmaudit.bench import run_bench
+    from vlmaudit.commands.bench import run_bench
 
     quiet_libraries()
     result = run_bench(model, size, shards, per_shard, batch_size, workers, device, precision)

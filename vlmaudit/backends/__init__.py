@@ -56,8 +56,8 @@ def build_backend(name: str, rules, options, extra: BackendOptions | None = None
 
 def build_judge(rules, options, extra: BackendOptions):
     from vlmaudit.backends.vlm import VlmJudge
-    from vlmaudit.prompts import load_prompts
-    from vlmaudit.rules import find_rule_file
+    from vlmaudit.rulebook.prompts import load_prompts
+    from vlmaudit.rulebook.load import find_rule_file
 
     prompts = load_prompts(find_rule_file("prompts", extra.prompts, rules.directory))
     return VlmJudge(rules.taxonomy, options, prompts, rules.thresholds, extra.rationale)

@@ -3,8 +3,8 @@ the samples it escalates.
 
 Escalation is decided per shard once the first stage has scored all of it (the shard's rows are
 held in memory, ~1 KB each): every sample whose top score (image or caption) is >= --escalate-above,
-or the top --escalate-top percent of the shard's scored samples. The escalated samples are read
-again from the shard (only they are decoded) and judged; their rows carry the judge's scores,
+or the top --escalate-top percent of the shard's scored samples. scan/escalation.py reads the
+escalated samples again from the shard (only they are decoded) and judges them; their rows carry the judge's scores,
 decided_by = "vlm", and the first stage's scores in screen_image_scores / screen_caption_scores.
 Other rows keep the first stage's scores with decided_by = its name.
 """
@@ -59,7 +59,6 @@ class Cascade:
                 "family": screen["family"], "device": self.device, "precision": self.precision,
                 "screen": screen, "judge": judge, "escalate_above": self.above, "escalate_top_percent": self.top_percent}
 
-    # ---- the shard-level second stage -----------------------------------------------------
     def escalated(self, table) -> np.ndarray:
         """Sample indices to judge, from the first stage's top scores."""
         top = _top_scores(table)
@@ -71,50 +70,9 @@ class Cascade:
         order = np.lexsort((index, -np.nan_to_num(top, nan=-np.inf)))  # highest first, ties in shard order
         return np.sort(index[order[:count]])
 
-    def refine_shard(self, job, table, settings, rows):
-        """Judge the escalated samples of one shard; returns (table, stats additions)."""
-        wanted = self.escalated(table)
-        if wanted.size == 0:
-            return table, {"escalated": 0, "judged": 0}
-        judged = self._judge(job, set(wanted.tolist()), settings, rows)
-        merged = _merge(table, judged) if judged is not None else table
-        return merged, {"escalated": int(wanted.size), "judged": judged.num_rows if judged is not None else 0}
-
-    def _judge(self, job, wanted: set[int], settings, rows):
-        import pyarrow as pa
-
-        from vlmaudit.rows import RowBuilder
-        from vlmaudit.scanner import score_batch
-        from vlmaudit.worker import prepare_shard
-
-        info = self.judge.describe()
-        builder = RowBuilder(rows.taxonomy, rows.thresholds, rows.schema, f"{info['model']}@{info['revision']}")
-        batches = []
-        select = lambda sample: sample.index in wanted  # noqa: E731
-        for prepared in prepare_shard(job, self.judge.preprocessor, settings, select):
-            if prepared.metas:
-                image, caption, extras = score_batch(self.judge, prepared)
-                batches.append(builder.build(job.name, prepared.metas, image, caption, extras, self.judge.name))
-        return pa.Table.from_batches(batches, schema=rows.schema) if batches else None
-
 
 def _top_scores(table) -> np.ndarray:
     image = table.column("image_top_score").to_numpy(zero_copy_only=False).astype(np.float64)
     caption = table.column("caption_top_score").to_numpy(zero_copy_only=False).astype(np.float64)
     with np.errstate(invalid="ignore"):
         return np.fmax(image, caption)  # NaN only when neither modality was scored
-
-
-def _merge(table, judged):
-    """Replace the judged samples' rows, keeping the first stage's scores beside the judge's."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    judged_index = judged.column("sample_index")
-    replaced = pc.is_in(table.column("sample_index"), value_set=judged_index)
-    screen = table.filter(replaced).sort_by("sample_index")
-    judged = judged.sort_by("sample_index")
-    for modality in ("image", "caption"):
-        column = f"screen_{modality}_scores"
-        judged = judged.set_column(judged.schema.get_field_index(column), column, screen.column(f"{modality}_scores"))
-    return pa.concat_tables([table.filter(pc.invert(replaced)), judged]).sort_by("sample_index")

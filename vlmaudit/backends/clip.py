@@ -13,11 +13,13 @@ import math
 
 import numpy as np
 
-from vlmaudit.device import autocast_context, resolve_device, resolve_precision, weight_dtype
+from vlmaudit.backends.device import autocast_context, resolve_device, resolve_precision, weight_dtype
 from vlmaudit.errors import ModelError
-from vlmaudit.modelref import ModelOptions, fingerprint, from_pretrained, load_config
+from vlmaudit.backends.modelref import ModelOptions, fingerprint, from_pretrained, load_config
 
 SUPPORTED_TYPES = ("clip", "siglip", "siglip2", "chinese_clip", "altclip", "metaclip_2")
+
+DEFAULT_MODEL = "openai/clip-vit-large-patch14"
 
 
 class ClipPreprocessor:

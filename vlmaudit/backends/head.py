@@ -32,8 +32,8 @@ class HeadScorer:
     name = "head"
 
     def __init__(self, taxonomy, options, head_dir: Path):
-        from vlmaudit.safety_head import load_head, read_head_config
-        from vlmaudit.vision import VisionTower
+        from vlmaudit.head.model import load_head, read_head_config
+        from vlmaudit.backends.vision import VisionTower
 
         self.head_dir = Path(head_dir)
         self.head_config = read_head_config(self.head_dir)
@@ -83,7 +83,7 @@ class HeadScorer:
     def head_revision(self) -> str:
         import hashlib
 
-        from vlmaudit.safety_head import WEIGHTS_FILE
+        from vlmaudit.head.model import WEIGHTS_FILE
 
         return "head-" + hashlib.sha256((self.head_dir / WEIGHTS_FILE).read_bytes()).hexdigest()[:16]
 

@@ -14,10 +14,10 @@ import numpy as np
 
 from vlmaudit.backends import chat
 from vlmaudit.backends.verdicts import concept_scores, option_probabilities, yes_no_unsafe
-from vlmaudit.device import autocast_context, resolve_device, resolve_precision, weight_dtype
+from vlmaudit.backends.device import autocast_context, resolve_device, resolve_precision, weight_dtype
 from vlmaudit.errors import ModelError
-from vlmaudit.modelref import ModelOptions, fingerprint, from_pretrained, load_config
-from vlmaudit.prompts import PromptSet, category_options
+from vlmaudit.backends.modelref import ModelOptions, fingerprint, from_pretrained, load_config
+from vlmaudit.rulebook.prompts import PromptSet, category_options
 
 DEFAULT_JUDGE = "llava-hf/llava-1.5-7b-hf"
 KV_REUSE_FAMILIES = {"llava", "llava_next", "llava_onevision", "gemma3"}

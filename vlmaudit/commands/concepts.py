@@ -6,7 +6,7 @@ import json
 
 
 def show_concepts(rules_dir, as_json: bool) -> None:
-    from vlmaudit.rules import load_rules
+    from vlmaudit.rulebook.load import load_rules
 
     rules = load_rules(rules_dir)
     rows = _rows(rules)

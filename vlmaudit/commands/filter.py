@@ -9,10 +9,10 @@ from vlmaudit.errors import UserError
 
 def run_filter_command(report_dir: Path, policy_name: str, out: Path, on_failed: str, allow_partial: bool,
                        write_shards: Path | None, rules_dir: Path | None) -> None:
-    from vlmaudit.filtering import run_filter
-    from vlmaudit.policy import ACTIONS, load_policy
-    from vlmaudit.reports import read_report_meta, report_files
-    from vlmaudit.rules import find_rule_file
+    from vlmaudit.filter.lists import run_filter
+    from vlmaudit.rulebook.policy import ACTIONS, load_policy
+    from vlmaudit.report.reading import read_report_meta, report_files
+    from vlmaudit.rulebook.load import find_rule_file
 
     if on_failed not in ACTIONS:
         raise UserError(f"--on-failed {on_failed}: expected one of {', '.join(ACTIONS)}")
@@ -23,7 +23,7 @@ def run_filter_command(report_dir: Path, policy_name: str, out: Path, on_failed:
     print(f"{summary['samples']:,} samples: keep {counts['keep']:,}, review {counts['review']:,}, "
           f"drop {counts['drop']:,} (policy {policy.name}) -> {out}")
     if write_shards:
-        from vlmaudit.reshard import write_filtered_shards
+        from vlmaudit.filter.reshard import write_filtered_shards
 
         written = write_filtered_shards(report_dir, out / "keep.parquet", write_shards)
         print(f"wrote {len(written)} filtered shards with {sum(written.values()):,} samples -> {write_shards}")

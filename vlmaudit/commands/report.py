@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vlmaudit.errors import UserError
-from vlmaudit.thresholds import target_mask
+from vlmaudit.rulebook.thresholds import target_mask
 
 FORMATS = ("table", "json", "markdown", "html")
 
@@ -32,7 +32,7 @@ class ReportRequest:
 
 
 def build_view(request: ReportRequest, meta: dict):
-    from vlmaudit.summary import default_view
+    from vlmaudit.report.summary import default_view
 
     view = default_view(meta, request.examples)
     _check_id(request.category, meta["categories"], "--category")
@@ -46,8 +46,8 @@ def build_view(request: ReportRequest, meta: dict):
     if request.thresholds:
         view.source = "override: " + ", ".join(request.thresholds)
     if request.policy:
-        from vlmaudit.policy import load_policy
-        from vlmaudit.rules import find_rule_file
+        from vlmaudit.rulebook.policy import load_policy
+        from vlmaudit.rulebook.load import find_rule_file
 
         path = find_rule_file("policies", request.policy, request.rules)
         view.policy = load_policy(path, meta["concepts"], meta["concept_categories"])
@@ -86,8 +86,8 @@ def parse_limits(items: list[str], categories: list[str]) -> dict[str, float]:
 
 
 def run_report_command(request: ReportRequest) -> int:
-    from vlmaudit.reports import read_report_meta, report_files
-    from vlmaudit.summary import summarize
+    from vlmaudit.report.reading import read_report_meta, report_files
+    from vlmaudit.report.summary import summarize
 
     if request.fmt not in FORMATS:
         raise UserError(f"--format {request.fmt}: expected one of {', '.join(FORMATS)}")
@@ -103,8 +103,8 @@ def run_report_command(request: ReportRequest) -> int:
 
 
 def _add_comparison(summary: dict, request: ReportRequest) -> None:
-    from vlmaudit.reports import read_report_meta, report_files
-    from vlmaudit.summary import summarize
+    from vlmaudit.report.reading import read_report_meta, report_files
+    from vlmaudit.report.summary import summarize
 
     other_meta = read_report_meta(report_files(request.compare))
     other = summarize(request.compare, request.top, build_view(request, other_meta))
@@ -115,14 +115,14 @@ def _add_comparison(summary: dict, request: ReportRequest) -> None:
 
 
 def _emit(summary: dict, request: ReportRequest) -> None:
-    from vlmaudit import exports
+    from vlmaudit.report import exports
 
     if request.redact:
         for items in summary.get("examples", {}).values():
             for item in items:
                 item["caption"] = item["url"] = None
     if request.fmt == "table":
-        from vlmaudit.dashboard import render
+        from vlmaudit.report.dashboard import render
 
         render(summary, redact=request.redact)
         return

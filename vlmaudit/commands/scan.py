@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from vlmaudit.worker import ScanSettings
+from vlmaudit.scan.worker import ScanSettings
 
 
 @dataclass
@@ -50,12 +50,12 @@ def run_scan_command(request: ScanRequest) -> int:
     """Returns the exit code: 0, or 1 when any shard failed."""
     from rich.console import Console
 
-    from vlmaudit import runinfo
+    from vlmaudit.scan import runinfo
     from vlmaudit.backends import build_backend
-    from vlmaudit.modelref import ModelOptions
-    from vlmaudit.rules import load_rules
+    from vlmaudit.backends.modelref import ModelOptions
+    from vlmaudit.rulebook.load import load_rules
     from vlmaudit.schema import report_meta, report_schema
-    from vlmaudit.scanner import Scanner
+    from vlmaudit.scan.scanner import Scanner
 
     console = Console(stderr=True)
     rules = load_rules(request.rules)
@@ -84,7 +84,7 @@ def run_scan_command(request: ScanRequest) -> int:
 def default_model(request: ScanRequest) -> str | None:
     """--model, else the backend's default (the head backend takes its vision model from the head)."""
     from vlmaudit.backends.vlm import DEFAULT_JUDGE
-    from vlmaudit.cli import DEFAULT_MODEL
+    from vlmaudit.backends.clip import DEFAULT_MODEL
 
     if request.model or request.backend == "head":
         return request.model

@@ -25,12 +25,12 @@ class TrainHeadRequest:
 def run_train_head(request: TrainHeadRequest, settings) -> dict:
     from rich.console import Console
 
-    from vlmaudit import train_head as T
-    from vlmaudit.head_data import load_examples
-    from vlmaudit.modelref import ModelOptions
-    from vlmaudit.rules import load_rules
-    from vlmaudit.safety_head import save_head
-    from vlmaudit.vision import VisionTower
+    from vlmaudit.head import training as T
+    from vlmaudit.head.data import load_examples
+    from vlmaudit.backends.modelref import ModelOptions
+    from vlmaudit.rulebook.load import load_rules
+    from vlmaudit.head.model import save_head
+    from vlmaudit.backends.vision import VisionTower
 
     console = Console(stderr=True, quiet=request.quiet)
     rules = load_rules(request.rules)
@@ -55,7 +55,7 @@ def run_train_head(request: TrainHeadRequest, settings) -> dict:
 
 
 def _validation_metrics(head, features, concepts, categories, val_idx, taxonomy, device) -> dict:
-    from vlmaudit import train_head as T
+    from vlmaudit.head import training as T
 
     n_c, n_k = len(taxonomy.concepts), len(taxonomy.categories)
     truth_concept = np.where(concepts[val_idx] == -1, n_c, concepts[val_idx])
@@ -65,7 +65,7 @@ def _validation_metrics(head, features, concepts, categories, val_idx, taxonomy,
 
 
 def _head_config(tower, taxonomy, settings, shape, metrics) -> dict:
-    from vlmaudit.train_head import settings_dict
+    from vlmaudit.head.training import settings_dict
 
     return {
         "vision_model": tower.options.model, "vision_revision": tower.revision, "vision_dim": int(shape[2]),

@@ -9,9 +9,9 @@ import sys
 import tarfile
 from pathlib import Path
 
-from vlmaudit.reports import read_stats
-from vlmaudit.samples import group_by_key
-from vlmaudit.tario import TarEnd, iter_members, open_stream
+from vlmaudit.report.reading import read_stats
+from vlmaudit.scan.samples import group_by_key
+from vlmaudit.scan.tario import TarEnd, iter_members, open_stream
 
 
 def kept_indices(keep_file: Path, shard: str) -> set[int]:

@@ -9,10 +9,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from vlmaudit.imaging import ImageDecodeError, ImageTooLarge, decode_image
-from vlmaudit.rows import RowMeta
-from vlmaudit.samples import iter_samples
-from vlmaudit.tario import TarEnd, open_stream
+from vlmaudit.scan.imaging import ImageDecodeError, ImageTooLarge, decode_image
+from vlmaudit.scan.rows import RowMeta
+from vlmaudit.scan.samples import iter_samples
+from vlmaudit.scan.tario import TarEnd, open_stream
 
 EXTREME_ASPECT = 20.0
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import math
 
-from vlmaudit.device import resolve_device
+from vlmaudit.backends.device import resolve_device
 from vlmaudit.errors import ModelError
-from vlmaudit.modelref import ModelOptions, fingerprint, from_pretrained, load_config
+from vlmaudit.backends.modelref import ModelOptions, fingerprint, from_pretrained, load_config
 
 MAX_GRID = 16
 DUAL_ENCODERS = ("clip", "siglip", "siglip2", "chinese_clip", "altclip", "metaclip_2")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from vlmaudit.worker import ScanSettings, prepare_shard
+from vlmaudit.scan.worker import ScanSettings, prepare_shard
 
 
 class ShardStream(torch.utils.data.IterableDataset):

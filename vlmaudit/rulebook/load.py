@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vlmaudit.errors import UserError
-from vlmaudit.taxonomy import Taxonomy, load_taxonomy
-from vlmaudit.thresholds import Thresholds, load_thresholds
+from vlmaudit.rulebook.taxonomy import Taxonomy, load_taxonomy
+from vlmaudit.rulebook.thresholds import Thresholds, load_thresholds
 
 
 SINGULAR = {"policies": "policy", "prompts": "prompt"}
@@ -23,7 +23,7 @@ def shipped_rules_dir() -> Path:
             return installed
     except (ModuleNotFoundError, TypeError):
         pass
-    return Path(__file__).resolve().parent.parent / "rules"
+    return Path(__file__).resolve().parents[2] / "rules"
 
 
 @dataclass

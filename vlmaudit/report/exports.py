@@ -6,7 +6,7 @@ import base64
 import html
 import io
 
-from vlmaudit.dashboard import pct
+from vlmaudit.report.dashboard import pct
 
 
 def to_markdown(summary: dict) -> str:
@@ -74,9 +74,9 @@ def _gallery(concept: str, items: list, thumbnails: dict, blur: bool, redact: bo
 
 def load_thumbnails(report_dir, summary: dict, size: int = 128) -> dict:
     """Thumbnails (base64 JPEG) of the example samples, read from the original shards by key."""
-    from vlmaudit.reports import read_stats
-    from vlmaudit.reshard import iter_raw_samples
-    from vlmaudit.samples import IMAGE_EXTS, split_name
+    from vlmaudit.report.reading import read_stats
+    from vlmaudit.filter.reshard import iter_raw_samples
+    from vlmaudit.scan.samples import IMAGE_EXTS, split_name
 
     wanted = {}
     for items in summary.get("examples", {}).values():
@@ -98,7 +98,7 @@ def load_thumbnails(report_dir, summary: dict, size: int = 128) -> dict:
 
 
 def _thumbnail(data: bytes, size: int) -> str | None:
-    from vlmaudit.imaging import decode_image
+    from vlmaudit.scan.imaging import decode_image
 
     try:
         image, _ = decode_image(data, max_pixels=100_000_000, draft_size=size)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from vlmaudit.errors import RulesError
-from vlmaudit.yamlfile import check_mapping, check_str, check_unit_float, read_yaml
+from vlmaudit.rulebook.yamlfile import check_mapping, check_str, check_unit_float, read_yaml
 
 MODALITIES = ("image", "caption", "any", "both")
 ACTIONS = ("keep", "review", "drop")  # in increasing severity

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vlmaudit.summary import BINS, Counts, View
+from vlmaudit.report.counts import BINS, Counts, View
 
 SPARK_WIDTH = 48
 

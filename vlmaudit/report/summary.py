@@ -11,89 +11,20 @@ from __future__ import annotations
 
 import fnmatch
 import os
-import heapq
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from vlmaudit import flags as F
-from vlmaudit.reports import read_report_meta, read_stats, report_files, score_matrix
+from vlmaudit.report.counts import BINS, CANDIDATES, Counts, View, push_candidate, histogram
+from vlmaudit.report.reading import read_report_meta, read_stats, report_files, score_matrix
 
 BASE_COLUMNS = ["shard", "sample_index", "status"]
 FLAG_COLUMNS = ["image_flagged_concepts", "caption_flagged_concepts", "image_flagged_scores", "caption_flagged_scores"]
 SCORE_COLUMNS = ["image_scores", "caption_scores"]
-BINS = 1000
 SUBSAMPLE = 8
-CANDIDATES = 8  # per concept; the examples pass re-reads only the top concepts' candidates
 PROCESSES = min(2, os.cpu_count() or 1)
-
-
-@dataclass
-class View:
-    """What to count: thresholds (or a policy), which concepts, which shards."""
-
-    thr_image: np.ndarray
-    thr_caption: np.ndarray
-    concepts: np.ndarray  # bool mask of concepts that count
-    shard_glob: str | None = None
-    policy: object = None
-    source: str = "scan"
-    examples: int = 3
-    hist_concept: int | None = None
-
-    @property
-    def needs_all_scores(self) -> bool:
-        return self.policy is not None or self.source != "scan" or self.hist_concept is not None
-
-
-@dataclass
-class Counts:
-    n_concepts: int
-    n_categories: int
-    samples: int = 0
-    flagged: int = 0
-    status: dict = field(default_factory=dict)
-    shards: dict = field(default_factory=dict)
-
-    def __post_init__(self):
-        self.agreement = np.zeros(3, np.int64)  # both, image only, caption only
-        self.concept = np.zeros((3, self.n_concepts), np.int64)  # any, image, caption
-        self.category = np.zeros((4, self.n_categories), np.int64)  # any, both, image only, caption only
-        self.sums = np.zeros((2, self.n_concepts), np.float64)  # image, caption score sums
-        self.scored = np.zeros(2, np.int64)  # rows with image / caption scores
-        self.hist = np.zeros((2, self.n_concepts, BINS), np.int64)  # subsampled
-        self.exact_hist = np.zeros((2, BINS), np.int64)  # the --concept, all rows
-        self.candidates = [[] for _ in range(self.n_concepts)]  # heaps of (score, shard, sample_index)
-
-    def merge(self, other: "Counts") -> None:
-        self.samples += other.samples
-        self.flagged += other.flagged
-        for name in ("agreement", "concept", "category", "sums", "scored", "hist", "exact_hist"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        for key, value in other.status.items():
-            self.status[key] = self.status.get(key, 0) + value
-        for key, (n, f) in other.shards.items():
-            entry = self.shards.setdefault(key, [0, 0])
-            entry[0] += n
-            entry[1] += f
-        for mine, theirs in zip(self.candidates, other.candidates):
-            for item in theirs:
-                _push_candidate(mine, item)
-
-
-def _push_candidate(heap: list, item: tuple) -> None:
-    """Keep the CANDIDATES highest-scoring items."""
-    (heapq.heappush if len(heap) < CANDIDATES else heapq.heappushpop)(heap, item)
-
-
-def histogram(scores: np.ndarray) -> np.ndarray:
-    """[C, BINS] counts of the scores of each concept (rows with NaN must be removed first)."""
-    n_concepts = scores.shape[1]
-    bins = np.minimum((scores * BINS).astype(np.int32), BINS - 1)
-    bins += np.arange(n_concepts, dtype=np.int32)[None, :] * BINS
-    return np.bincount(bins.ravel(), minlength=n_concepts * BINS).reshape(n_concepts, BINS)
 
 
 def _flags(view: View, image, caption):
@@ -220,7 +151,7 @@ def _add_candidates(counts: Counts, batch, rows, cols, score) -> None:
         for j in order[start:min(end, start + CANDIDATES)]:
             if len(heap) >= CANDIDATES and score[j] <= heap[0][0]:
                 break
-            _push_candidate(heap, (float(score[j]), shards[int(rows[j])].as_py(), indices[int(rows[j])].as_py()))
+            push_candidate(heap, (float(score[j]), shards[int(rows[j])].as_py(), indices[int(rows[j])].as_py()))
 
 
 def select_files(report_dir: Path, shard_glob: str | None) -> list[Path]:
@@ -278,7 +209,7 @@ def default_view(meta: dict, examples: int = 3) -> View:
 
 
 def summarize(report_dir: Path, top: int = 10, view: View | None = None, hist_concept: str | None = None) -> dict:
-    from vlmaudit.summary_dict import build_summary
+    from vlmaudit.report.summary_dict import build_summary
 
     meta = read_report_meta(report_files(report_dir))
     view = view or default_view(meta)

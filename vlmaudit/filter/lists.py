@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from vlmaudit.errors import UserError
-from vlmaudit.policy import ACTIONS, MODALITIES, Policy
-from vlmaudit.reports import iter_batches, read_stats, report_files, score_matrix
-from vlmaudit.writer import write_json_atomic
+from vlmaudit.rulebook.policy import ACTIONS, MODALITIES, Policy
+from vlmaudit.report.reading import iter_batches, read_stats, report_files, score_matrix
+from vlmaudit.scan.writer import write_json_atomic
 
 COLUMNS = ["shard", "key", "sample_index", "url", "status", "image_scores", "caption_scores"]
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 def run_bench(model: str | None, size: str, shards: int, per_shard: int, batch_size: int, workers: int,
               device: str, precision: str) -> dict:
-    from vlmaudit.checkpoints import build_random_clip
-    from vlmaudit.demo import build_demo_shards
+    from vlmaudit.demo.checkpoints import build_random_clip
+    from vlmaudit.demo.build import build_demo_shards
 
     with tempfile.TemporaryDirectory(prefix="vlmaudit-bench-") as tmp:
         root = Path(tmp)
@@ -34,15 +34,15 @@ def run_bench(model: str | None, size: str, shards: int, per_shard: int, batch_s
 
 def _backend(model: str, device: str, precision: str):
     from vlmaudit.backends.clip import ClipScorer
-    from vlmaudit.modelref import ModelOptions
-    from vlmaudit.rules import load_rules
+    from vlmaudit.backends.modelref import ModelOptions
+    from vlmaudit.rulebook.load import load_rules
 
     rules = load_rules()
     return ClipScorer(rules.taxonomy, ModelOptions(model, device, precision)), rules
 
 
 def _prepared_batches(backend, paths, batch_size):
-    from vlmaudit.worker import ScanSettings, ShardJob, prepare_shard
+    from vlmaudit.scan.worker import ScanSettings, ShardJob, prepare_shard
 
     settings = ScanSettings(batch_size=batch_size, workers=0)
     for path in paths:
@@ -60,9 +60,9 @@ def time_bare_forward(backend, paths, batch_size) -> float:
 
 
 def time_scan(backend, rules, paths, out: Path, batch_size: int, workers: int) -> float:
-    from vlmaudit.scanner import Scanner
+    from vlmaudit.scan.scanner import Scanner
     from vlmaudit.schema import report_meta, report_schema
-    from vlmaudit.worker import ScanSettings, ShardJob
+    from vlmaudit.scan.worker import ScanSettings, ShardJob
 
     out.mkdir()
     schema = report_schema(rules.taxonomy, report_meta(rules.taxonomy, rules.thresholds, backend.describe()))

@@ -9,10 +9,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vlmaudit.loader import iter_prepared
-from vlmaudit.rows import RowBuilder
-from vlmaudit.worker import PreparedBatch, ScanSettings, ShardJob
-from vlmaudit.writer import ShardWriter, parquet_path, stats_path, write_json_atomic
+from vlmaudit.scan.escalation import has_second_stage, refine_shard
+from vlmaudit.scan.loader import iter_prepared
+from vlmaudit.scan.rows import RowBuilder
+from vlmaudit.scan.worker import PreparedBatch, ScanSettings, ShardJob
+from vlmaudit.scan.writer import ShardWriter, parquet_path, stats_path, write_json_atomic
 
 
 class NullProgress:
@@ -69,7 +70,7 @@ class Scanner:
             self._finish(batch, writer, result)
 
     def _open(self, name: str) -> ShardWriter:
-        self.writers[name] = ShardWriter(self.out_dir, name, self.schema, hold=hasattr(self.backend, "refine_shard"))
+        self.writers[name] = ShardWriter(self.out_dir, name, self.schema, hold=has_second_stage(self.backend))
         self.timing[name] = {"prep": 0.0, "model": 0.0, "wall_start": time.time()}
         return self.writers[name]
 
@@ -88,12 +89,12 @@ class Scanner:
 
     def _refiner(self, job: ShardJob, stats: dict):
         """The backend's shard-level second pass (cascade), timed into the shard's stats."""
-        if not hasattr(self.backend, "refine_shard"):
+        if not has_second_stage(self.backend):
             return None
 
         def refine(table):
             started = time.perf_counter()
-            table, info = self.backend.refine_shard(job, table, self.settings, self.rows)
+            table, info = refine_shard(self.backend, job, table, self.settings, self.rows, score_batch)
             stats["seconds"]["second_stage"] = round(time.perf_counter() - started, 4)
             stats.update(info)
             return table

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from vlmaudit.errors import RulesError
-from vlmaudit.yamlfile import check_list, check_mapping, check_str, read_yaml
+from vlmaudit.rulebook.yamlfile import check_list, check_mapping, check_str, read_yaml
 
 TOP_KEYS = {"version", "prompt_templates", "safe_prompts", "categories", "concepts"}
 CATEGORY_KEYS = {"id", "name", "description"}

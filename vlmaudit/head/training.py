@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vlmaudit.head_data import SAFE, Example, read_image
+from vlmaudit.head.data import SAFE, Example, read_image
 
 
 @dataclass
@@ -76,7 +76,7 @@ def train(features: np.ndarray, concepts: np.ndarray, categories: np.ndarray, n_
     """Returns (head, train indices, val indices). Labels use -1 for safe."""
     import torch
 
-    from vlmaudit.safety_head import SafetyHead
+    from vlmaudit.head.model import SafetyHead
 
     torch.manual_seed(settings.seed)
     concept_y = np.where(concepts == SAFE, n_concepts, concepts)

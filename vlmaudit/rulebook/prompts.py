@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vlmaudit.errors import RulesError
-from vlmaudit.yamlfile import check_list, check_mapping, check_str, read_yaml
+from vlmaudit.rulebook.yamlfile import check_list, check_mapping, check_str, read_yaml
 
 TOP_KEYS = {"version", "answers", "assistant_prefill", "image_questions", "caption", "category_question",
             "rationale_question"}

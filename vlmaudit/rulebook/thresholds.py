@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from vlmaudit.errors import RulesError
-from vlmaudit.taxonomy import Taxonomy
-from vlmaudit.yamlfile import check_mapping, check_unit_float, read_yaml
+from vlmaudit.rulebook.taxonomy import Taxonomy
+from vlmaudit.rulebook.yamlfile import check_mapping, check_unit_float, read_yaml
 
 MODALITIES = ("image", "caption")
 

@@ -121,7 +121,7 @@ def safe_examples(directory: Path) -> list[Example]:
 
 def read_image(example: Example, max_pixels: int = 50_000_000):
     """Decode with the scanner's hardened decoder (format allow-list, pixel limit, EXIF, modes)."""
-    from vlmaudit.imaging import ImageDecodeError, ImageTooLarge, decode_image
+    from vlmaudit.scan.imaging import ImageDecodeError, ImageTooLarge, decode_image
 
     try:
         data = example.image if isinstance(example.image, bytes) else Path(example.image).read_bytes()

@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 from vlmaudit.errors import ResumeConflict, UserError
-from vlmaudit.shards import expand_shard_specs, is_remote, output_names, select_partition
-from vlmaudit.worker import ShardJob
-from vlmaudit.writer import shard_is_done, write_json_atomic
+from vlmaudit.scan.shards import expand_shard_specs, is_remote, output_names, select_partition
+from vlmaudit.scan.worker import ShardJob
+from vlmaudit.scan.writer import shard_is_done, write_json_atomic
 
 RUN_FILE = "run.json"
 IDENTITY = ("backend", "model", "revision", "taxonomy_fingerprint", "thresholds_fingerprint")
@@ -62,7 +62,7 @@ def package_versions() -> dict:
 def run_record(backend_info: dict, rules, config: dict, planned: list[str]) -> dict:
     return {
         "planned_shards": planned,
-        **{k: backend_info.get(k) for k in ("backend", "model", "revision")},
+        **{k: backend_info.get(k) for k in ("backend", "model", "revision", "device", "precision")},
         "model_info": backend_info,
         "taxonomy_version": rules.taxonomy.tag,
         "taxonomy_fingerprint": rules.taxonomy.fingerprint(),

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
-from vlmaudit.tario import Member, TarEnd, iter_members
+from vlmaudit.scan.tario import Member, TarEnd, iter_members
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
 TEXT_EXTS = ("txt", "json")

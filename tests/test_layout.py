@@ -1,0 +1,75 @@
+"""The package layout follows the data flow: no import cycles, nothing imports a command."""
+
+import ast
+from pathlib import Path
+
+import vlmaudit
+
+PACKAGE = Path(vlmaudit.__file__).resolve().parent
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports_of(path: Path, known: set[str]) -> set[str]:
+    """Every vlmaudit module this file imports, at module level or inside functions."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("vlmaudit"):
+            for alias in node.names:
+                child = f"{node.module}.{alias.name}"
+                found.add(child if child in known else node.module)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("vlmaudit"))
+    return {name for name in found if name in known}
+
+
+def import_graph() -> dict[str, set[str]]:
+    files = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph = {name: imports_of(path, set(files)) for name, path in files.items()}
+    for name in graph:  # importing a.b.c runs a/__init__ and a/b/__init__ first
+        graph[name] -= {p for p in graph if name.startswith(p + ".")}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+
+    def visit(node, path):
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return path + [node, nxt]
+            if nxt not in state and (cycle := visit(nxt, path + [node])):
+                return cycle
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node, [])):
+            return cycle
+    return None
+
+
+def test_no_import_cycles():
+    assert find_cycle(import_graph()) is None
+
+
+def test_the_cycle_finder_finds_a_planted_cycle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+
+
+def test_nothing_outside_the_commands_imports_a_command():
+    for name, targets in import_graph().items():
+        if name.startswith(("vlmaudit.commands", "vlmaudit.cli", "vlmaudit.__main__")):
+            continue
+        assert not {t for t in targets if t.startswith(("vlmaudit.commands", "vlmaudit.cli"))}, name
+
+
+def test_stages_are_subpackages():
+    top = sorted(p.stem for p in PACKAGE.glob("*.py"))
+    assert top == ["__init__", "__main__", "cli", "errors", "flags", "progress", "schema"]
+    for stage in ("scan", "rulebook", "report", "filter", "head", "backends", "demo", "commands"):
+        assert (PACKAGE / stage / "__init__.py").is_file()
