@@ -83,3 +83,6 @@ def rules_with_threshold(tmp_path: Path, value: float) -> Path:
     shutil.copytree(shipped_rules_dir(), rules)
     (rules / "thresholds.yaml").write_text(f"default: {value}\n")
     return rules
+
+
+from s3_server import s3, s3_endpoint  # noqa: E402,F401  (fixtures: a moto S3 server on 127.0.0.1)
