@@ -206,6 +206,16 @@ def bench(
     typer.echo(f"ratio               {result['ratio']:9.2f}x")
 
 
+@app.command()
+@handle_errors
+def demo(directory: Annotated[Path, typer.Argument(help="Where the demo shards, model and reports go.")] = Path("vlmaudit-demo")):
+    """Offline demo: builds shards and a tiny RANDOM CLIP (meaningless scores), scans, shows the dashboard."""
+    from vlmaudit.commands.demo import run_demo
+
+    quiet_libraries()
+    raise typer.Exit(run_demo(directory))
+
+
 def main() -> None:
     app(prog_name="vlmaudit")
 

@@ -35,8 +35,21 @@ def demo_sample(rng: random.Random, key: str, unsafe_rate: float = 0.2) -> dict:
     return {"__key__": key, "jpg": synthetic_image(rng), "txt": caption.encode(), "json": json.dumps(meta).encode()}
 
 
-def build_demo_shards(out_dir: Path, shards: int = 4, per_shard: int = 50, seed: int = 0) -> list[Path]:
-    """Write `shards` tar files of `per_shard` samples each, keys numbered like img2dataset's."""
+def bad_samples(rng: random.Random, prefix: str) -> list[dict]:
+    """What real crawls contain: a sample whose image is missing, a broken JPEG, a very long caption."""
+    broken = synthetic_image(rng)[:200]  # a JPEG cut off after its headers
+    long_caption = ("buy cheap watches online " * 800).strip()
+    return [
+        {"__key__": f"{prefix}-noimage", "txt": b"a caption whose image failed to download"},
+        {"__key__": f"{prefix}-broken", "jpg": broken, "txt": b"a photo that arrived truncated"},
+        {"__key__": f"{prefix}-longcaption", "jpg": synthetic_image(rng), "txt": long_caption.encode()},
+    ]
+
+
+def build_demo_shards(out_dir: Path, shards: int = 4, per_shard: int = 50, seed: int = 0,
+                      with_bad_samples: bool = False) -> list[Path]:
+    """Write `shards` tar files of `per_shard` samples each, keys numbered like img2dataset's; with
+    `with_bad_samples`, the last shard also holds bad_samples()."""
     import webdataset as wds
 
     out_dir = Path(out_dir)
@@ -47,6 +60,8 @@ def build_demo_shards(out_dir: Path, shards: int = 4, per_shard: int = 50, seed:
         with wds.TarWriter(str(path)) as sink:
             for i in range(per_shard):
                 sink.write(demo_sample(rng, f"{s:05d}{i:04d}"))
+            for sample in bad_samples(rng, f"{s:05d}") if with_bad_samples and s == shards - 1 else []:
+                sink.write(sample)
         paths.append(path)
     return paths
 
