@@ -14,16 +14,13 @@ SINGULAR = {"policies": "policy", "prompts": "prompt"}
 
 
 def shipped_rules_dir() -> Path:
-    """rules/ as installed inside the package (wheel), or at the top of a source checkout."""
-    try:
-        from importlib.resources import files
-
-        installed = Path(str(files("vlmaudit.rules")))
-        if (installed / "taxonomy.yaml").is_file():
-            return installed
-    except (ModuleNotFoundError, TypeError):
-        pass
-    return Path(__file__).resolve().parents[2] / "rules"
+    """rules/ as installed inside the package (vlmaudit/rules in the wheel), or at the top of a
+    source checkout (editable installs and running from the tree)."""
+    package = Path(__file__).resolve().parents[1]
+    for candidate in (package / "rules", package.parent / "rules"):
+        if (candidate / "taxonomy.yaml").is_file():
+            return candidate
+    return package / "rules"
 
 
 @dataclass
