@@ -87,6 +87,7 @@ def scan(
     judge_model: Annotated[Optional[str], typer.Option(help="Cascade: the VLM judge (default llava-hf/llava-1.5-7b-hf).")] = None,
     escalate_above: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Cascade: judge samples whose top score is >= this.")] = None,
     escalate_top: Annotated[Optional[float], typer.Option(min=0.0, max=100.0, help="Cascade: judge the top PERCENT of each shard by top score.")] = None,
+    thresholds: Annotated[Optional[Path], typer.Option(help="Thresholds YAML (e.g. from `vlmaudit calibrate`) applied on top of the rules' thresholds.")] = None,
 ):
     """Score every image and caption of SHARDS against every concept; write per-shard Parquet."""
     from vlmaudit.commands.scan import ScanRequest, run_scan_command
@@ -94,7 +95,7 @@ def scan(
     quiet_libraries()
     request = ScanRequest(shards, out, model, backend, rules, batch_size, workers, device, precision, num_shards,
                           shard_index, overwrite, retries, max_pixels, max_member_bytes, allow_unsafe_weights,
-                          trust_remote_code, quiet, prompts, rationale, head, judge_model, escalate_above, escalate_top)
+                          trust_remote_code, quiet, prompts, rationale, head, judge_model, escalate_above, escalate_top, thresholds)
     raise typer.Exit(run_scan_command(request))
 
 
@@ -117,12 +118,13 @@ def report(
     blur: Annotated[bool, typer.Option(help="Blur HTML gallery thumbnails (click to reveal).")] = True,
     fail_above: Annotated[list[str], typer.Option(help="CATEGORY=RATE: exit 3 when exceeded (repeatable).")] = [],
     rules: RulesOpt = None,
+    thresholds_file: Annotated[Optional[Path], typer.Option("--thresholds", help="Re-threshold with a thresholds YAML (e.g. from `vlmaudit calibrate`); --threshold applies after it.")] = None,
 ):
     """Summarise scan reports (reads only the reports; the HTML gallery also reads the shards)."""
     from vlmaudit.commands.report import ReportRequest, run_report_command
 
     request = ReportRequest(report_dir, "json" if as_json else fmt, output, top, threshold, policy, category, concept,
-                            shard, compare, examples, redact, blur, fail_above, rules)
+                            shard, compare, examples, redact, blur, fail_above, rules, thresholds_file)
     raise typer.Exit(run_report_command(request))
 
 
@@ -204,6 +206,30 @@ def bench(
     typer.echo(f"bare model forward  {result['bare_forward_samples_per_s']:9.1f} samples/s")
     typer.echo(f"end to end          {result['end_to_end_samples_per_s']:9.1f} samples/s")
     typer.echo(f"ratio               {result['ratio']:9.2f}x")
+
+
+@app.command()
+@handle_errors
+def calibrate(
+    report_dir: Annotated[Path, typer.Argument(help="A directory written by `vlmaudit scan`.")],
+    labels: Annotated[Path, typer.Option(help="Human labels, CSV or Parquet: key, category (or concept), label (1/0).")],
+    target_precision: Annotated[float, typer.Option(help="Precision each threshold must reach on the labels.")],
+    out: Annotated[Path, typer.Option("--out", help="Thresholds YAML to write (for scan/report --thresholds).")],
+    per: Annotated[str, typer.Option(help="category or concept: one threshold per what the labels name.")] = "category",
+    modality: Annotated[str, typer.Option(help="image, caption or both (a sample's score is the max of both).")] = "both",
+    min_flagged: Annotated[int, typer.Option(min=1, help="Only thresholds that flag at least this many labelled samples.")] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+):
+    """Pick thresholds from stored scores and human labels; print precision / recall / support."""
+    import json
+
+    from vlmaudit.commands.calibrate import CalibrateRequest, print_calibration, run_calibrate
+
+    summary = run_calibrate(CalibrateRequest(report_dir, labels, target_precision, out, per, modality, min_flagged))
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+    else:
+        print_calibration(summary)
 
 
 def main() -> None:
