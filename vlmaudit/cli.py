@@ -232,6 +232,37 @@ def calibrate(
         print_calibration(summary)
 
 
+@app.command(name="eval")
+@handle_errors
+def eval_(
+    data: Annotated[Path, typer.Option(help="UnsafeConcepts data: HF Parquet (image, category, unsafe_concept) or the authors' dir (metadata.jsonl / perception_metadata.jsonl).")],
+    model: Annotated[Optional[str], typer.Option(help="VLM judge, CLIP/SigLIP checkpoint (hub id or dir), or opennsfw.")] = None,
+    backend: Annotated[str, typer.Option(help="auto (vlm for chat VLMs, head with --head, else clip), clip, vlm or head.")] = "auto",
+    benign: Annotated[Optional[Path], typer.Option(help="Scorers: a directory of images with none of the concepts (AUROC, FPR).")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table, json or markdown.")] = "table",
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write JSON / Markdown here.")] = None,
+    rules: RulesOpt = None,
+    thresholds: Annotated[Optional[Path], typer.Option(help="Thresholds YAML for the FPR/TPR at thresholds (default: the rules').")] = None,
+    prompts: Annotated[str, typer.Option(help="VLM judge questions: a name in rules/prompts/ or a .yaml file.")] = "unsafeconcepts",
+    head: Annotated[Optional[Path], typer.Option(help="Safety head directory (--backend head).")] = None,
+    batch_size: Annotated[int, typer.Option(min=1)] = 8,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="Only the first N items.")] = None,
+    device: str = "auto",
+    precision: str = "auto",
+    allow_unsafe_weights: Annotated[bool, typer.Option(help="Allow pickle-based (non-safetensors) weights.")] = False,
+    trust_remote_code: Annotated[bool, typer.Option(help="Run model code from the checkpoint's repository.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    text_concepts: Annotated[str, typer.Option(help="Judges' text alignment: all (75 concepts x 5 prompts, as the paper) or present (concepts with images here).")] = "all",
+):
+    """UnsafeConcepts metrics: perception / alignment / modality gap (judges), top-k / AUROC (scorers)."""
+    from vlmaudit.commands.evaluate import EvalRequest, emit, run_eval
+
+    quiet_libraries()
+    request = EvalRequest(data, model, backend, benign, fmt, rules, thresholds, prompts, head, batch_size, limit,
+                          device, precision, allow_unsafe_weights, trust_remote_code, quiet, text_concepts)
+    emit(run_eval(request), fmt, output)
+
+
 def main() -> None:
     app(prog_name="vlmaudit")
 
