@@ -263,6 +263,40 @@ def eval_(
     emit(run_eval(request), fmt, output)
 
 
+@app.command()
+@handle_errors
+def distill(
+    report_dir: Annotated[Path, typer.Argument(help="Reports of `scan --backend vlm` or `--backend cascade` (the judge's verdicts).")],
+    shards: Annotated[list[str], typer.Option("--shards", help="The shards those reports were scanned from (same specs as scan).")],
+    out: Annotated[Path, typer.Option("--out", help="Head directory (use with scan --backend cascade --head OUT).")],
+    vision_model: Annotated[Optional[str], typer.Option(help="Frozen vision tower (default: the cascade's CLIP screen).")] = None,
+    cutoff: Annotated[float, typer.Option(min=0.0, max=1.0, help="Judge P(unsafe) at or above this = unsafe.")] = 0.5,
+    max_samples: Annotated[Optional[int], typer.Option(min=1, help="Use at most this many judged samples.")] = None,
+    epochs: Annotated[int, typer.Option(min=1)] = 20,
+    batch_size: Annotated[int, typer.Option(min=1)] = 64,
+    lr: Annotated[float, typer.Option(min=0.0)] = 1e-3,
+    val_fraction: Annotated[float, typer.Option(min=0.0, max=0.9, help="Held-out share of each class.")] = 0.2,
+    tokens: Annotated[int, typer.Option(min=1, help="Learnable safety tokens.")] = 16,
+    dim: Annotated[int, typer.Option(min=8, help="Head width (a multiple of 8).")] = 256,
+    seed: int = 0,
+    device: str = "auto",
+    rules: RulesOpt = None,
+    allow_unsafe_weights: Annotated[bool, typer.Option(help="Allow pickle-based (non-safetensors) weights.")] = False,
+    trust_remote_code: Annotated[bool, typer.Option(help="Run model code from the checkpoint's repository.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+):
+    """Train the safety head on the VLM judge's stored verdicts over your own data (no labels)."""
+    from vlmaudit.commands.distill import DistillRequest, run_distill
+    from vlmaudit.head.training import TrainSettings
+
+    quiet_libraries()
+    if dim % 8:
+        fail("--dim must be a multiple of 8 (8 attention heads)", 2)
+    request = DistillRequest(report_dir, shards, out, vision_model, cutoff, max_samples, rules, device,
+                             allow_unsafe_weights, trust_remote_code, quiet)
+    run_distill(request, TrainSettings(epochs, batch_size, lr, val_fraction, dim, tokens, seed=seed))
+
+
 def main() -> None:
     app(prog_name="vlmaudit")
 
