@@ -97,6 +97,9 @@ def test_hostile_layout_is_a_one_line_error(repo_layout, taxonomy):
          "option_str": "A: x\nB: y", "correct_option": "A"}) + "\n")
     with pytest.raises(UserError, match="four lines"):
         load_eval_data(repo_layout, taxonomy)
+    (repo_layout / "perception_metadata.jsonl").write_text('{"image_filename": "' + "x" * 100_000 + '"}\n')
+    with pytest.raises(UserError, match="line 1: longer than"):
+        load_eval_data(repo_layout, taxonomy)
 
 
 class PlantedJudge:

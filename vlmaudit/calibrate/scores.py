@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 MODALITIES = {"image": ("image",), "caption": ("caption",), "both": ("image", "caption")}
 
 
-def labelled_scores(report_dir: Path, keys: np.ndarray, meta: dict, files) -> tuple[dict[str, int], np.ndarray, np.ndarray]:
+def labelled_scores(keys: np.ndarray, meta: dict, files) -> tuple[dict[str, int], np.ndarray, np.ndarray]:
     """(key -> row, image scores [m, C], caption scores [m, C]) for the report rows whose key is
     labelled; NaN where a modality was not scored. A key seen twice keeps its last row."""
     import pyarrow as pa

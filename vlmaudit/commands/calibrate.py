@@ -37,7 +37,7 @@ def run_calibrate(request: CalibrateRequest) -> dict:
     meta = read_report_meta(files)
     ids, names, members = _groups(meta, request.per)
     labels = load_labels(request.labels, request.per, ids, names)
-    found, image, caption = labelled_scores(request.report_dir, labels.keys, meta, files)
+    found, image, caption = labelled_scores(labels.keys, meta, files)
     rows = np.array([found.get(k, -1) for k in labels.keys])
     results = []
     for group in ids:

@@ -73,10 +73,12 @@ def _parquet_records(path: Path):
 def _jsonl_records(root: Path):
     name = "perception_metadata.jsonl" if (root / "perception_metadata.jsonl").is_file() else "metadata.jsonl"
     with open(root / name, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
+        number = 0
+        while line := handle.readline(MAX_LINE + 1):
+            number += 1
             origin = f"{name} line {number}"
             if len(line) > MAX_LINE:
-                raise UserError(f"{origin}: longer than {MAX_LINE} bytes")
+                raise UserError(f"{origin}: longer than {MAX_LINE} characters")
             if not line.strip():
                 continue
             try:
