@@ -235,3 +235,30 @@ def test_eval_cli_with_a_tiny_clip_and_benign_images_markdown(hf_layout, tiny_cl
 def test_eval_without_a_model_is_a_one_line_error(repo_layout):
     result = run_cli("eval", "--data", repo_layout)
     assert result.exit_code == 2 and result.output.startswith("error: eval needs --model")
+
+
+def test_eval_scorer_numbers_match_a_scan_of_the_same_images(repo_layout, tiny_clip, tmp_path, taxonomy):
+    """eval's scorer path and the scan pipeline (tar -> rows -> Parquet) give the same per-concept
+    scores, so the same top-k."""
+    from conftest import scan_args, write_shard
+
+    from vlmaudit.backends import build_backend
+    from vlmaudit.backends.modelref import ModelOptions
+    from vlmaudit.evaluate.data import load_eval_data
+    from vlmaudit.evaluate.probes import ScoreProbe
+    from vlmaudit.evaluate.run import evaluate_scorer, load_batch
+    from vlmaudit.rulebook.load import load_rules
+
+    samples = [{"__key__": f"{i:04d}", "png": (repo_layout / "images" / f"{i}.png").read_bytes(), "txt": "x"}
+               for i in range(len(ROWS))]
+    shard = write_shard(tmp_path / "00000.tar", samples)
+    assert run_cli(*scan_args([shard], tmp_path / "scan", tiny_clip)).exit_code == 0
+    scanned = np.array(pq.read_table(tmp_path / "scan" / "00000.parquet").column("image_scores").to_pylist())
+    items = load_eval_data(repo_layout, taxonomy)
+    probe = ScoreProbe(build_backend("clip", load_rules(), ModelOptions(str(tiny_clip), "cpu", "fp32")))
+    images, _ = load_batch([it.image for it in items], [it.origin for it in items])
+    assert probe.scores(images) == pytest.approx(scanned, abs=1e-5)
+    truth = np.array([it.concept for it in items])
+    rank = (scanned > scanned[np.arange(len(truth)), truth][:, None]).sum(axis=1)
+    overall = evaluate_scorer(probe, items, taxonomy, batch=4)["overall"]
+    assert overall["top1"] == pytest.approx((rank < 1).mean()) and overall["top5"] == pytest.approx((rank < 5).mean())
