@@ -87,6 +87,7 @@ def scan(
     judge_model: Annotated[Optional[str], typer.Option(help="Cascade: the VLM judge (default llava-hf/llava-1.5-7b-hf).")] = None,
     escalate_above: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Cascade: judge samples whose top score is >= this.")] = None,
     escalate_top: Annotated[Optional[float], typer.Option(min=0.0, max=100.0, help="Cascade: judge the top PERCENT of each shard by top score.")] = None,
+    thresholds: Annotated[Optional[Path], typer.Option(help="Thresholds YAML (e.g. from `vlmaudit calibrate`) applied on top of the rules' thresholds.")] = None,
 ):
     """Score every image and caption of SHARDS against every concept; write per-shard Parquet."""
     from vlmaudit.commands.scan import ScanRequest, run_scan_command
@@ -94,7 +95,7 @@ def scan(
     quiet_libraries()
     request = ScanRequest(shards, out, model, backend, rules, batch_size, workers, device, precision, num_shards,
                           shard_index, overwrite, retries, max_pixels, max_member_bytes, allow_unsafe_weights,
-                          trust_remote_code, quiet, prompts, rationale, head, judge_model, escalate_above, escalate_top)
+                          trust_remote_code, quiet, prompts, rationale, head, judge_model, escalate_above, escalate_top, thresholds)
     raise typer.Exit(run_scan_command(request))
 
 
@@ -117,12 +118,13 @@ def report(
     blur: Annotated[bool, typer.Option(help="Blur HTML gallery thumbnails (click to reveal).")] = True,
     fail_above: Annotated[list[str], typer.Option(help="CATEGORY=RATE: exit 3 when exceeded (repeatable).")] = [],
     rules: RulesOpt = None,
+    thresholds_file: Annotated[Optional[Path], typer.Option("--thresholds", help="Re-threshold with a thresholds YAML (e.g. from `vlmaudit calibrate`); --threshold applies after it.")] = None,
 ):
     """Summarise scan reports (reads only the reports; the HTML gallery also reads the shards)."""
     from vlmaudit.commands.report import ReportRequest, run_report_command
 
     request = ReportRequest(report_dir, "json" if as_json else fmt, output, top, threshold, policy, category, concept,
-                            shard, compare, examples, redact, blur, fail_above, rules)
+                            shard, compare, examples, redact, blur, fail_above, rules, thresholds_file)
     raise typer.Exit(run_report_command(request))
 
 
@@ -214,6 +216,95 @@ def demo(directory: Annotated[Path, typer.Argument(help="Where the demo shards, 
 
     quiet_libraries()
     raise typer.Exit(run_demo(directory))
+
+
+@app.command()
+@handle_errors
+def calibrate(
+    report_dir: Annotated[Path, typer.Argument(help="A directory written by `vlmaudit scan`.")],
+    labels: Annotated[Path, typer.Option(help="Human labels, CSV or Parquet: key, category (or concept), label (1/0).")],
+    target_precision: Annotated[float, typer.Option(help="Precision each threshold must reach on the labels.")],
+    out: Annotated[Path, typer.Option("--out", help="Thresholds YAML to write (for scan/report --thresholds).")],
+    per: Annotated[str, typer.Option(help="category or concept: one threshold per what the labels name.")] = "category",
+    modality: Annotated[str, typer.Option(help="image, caption or both (a sample's score is the max of both).")] = "both",
+    min_flagged: Annotated[int, typer.Option(min=1, help="Only thresholds that flag at least this many labelled samples.")] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+):
+    """Pick thresholds from stored scores and human labels; print precision / recall / support."""
+    import json
+
+    from vlmaudit.commands.calibrate import CalibrateRequest, print_calibration, run_calibrate
+
+    summary = run_calibrate(CalibrateRequest(report_dir, labels, target_precision, out, per, modality, min_flagged))
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+    else:
+        print_calibration(summary)
+
+
+@app.command(name="eval")
+@handle_errors
+def eval_(
+    data: Annotated[Path, typer.Option(help="UnsafeConcepts data: HF Parquet (image, category, unsafe_concept) or the authors' dir (metadata.jsonl / perception_metadata.jsonl).")],
+    model: Annotated[Optional[str], typer.Option(help="VLM judge, CLIP/SigLIP checkpoint (hub id or dir), or opennsfw.")] = None,
+    backend: Annotated[str, typer.Option(help="auto (vlm for chat VLMs, head with --head, else clip), clip, vlm or head.")] = "auto",
+    benign: Annotated[Optional[Path], typer.Option(help="Scorers: a directory of images with none of the concepts (AUROC, FPR).")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table, json or markdown.")] = "table",
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write JSON / Markdown here.")] = None,
+    rules: RulesOpt = None,
+    thresholds: Annotated[Optional[Path], typer.Option(help="Thresholds YAML for the FPR/TPR at thresholds (default: the rules').")] = None,
+    prompts: Annotated[str, typer.Option(help="VLM judge questions: a name in rules/prompts/ or a .yaml file.")] = "unsafeconcepts",
+    head: Annotated[Optional[Path], typer.Option(help="Safety head directory (--backend head).")] = None,
+    batch_size: Annotated[int, typer.Option(min=1)] = 8,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="Only the first N items.")] = None,
+    device: str = "auto",
+    precision: str = "auto",
+    allow_unsafe_weights: Annotated[bool, typer.Option(help="Allow pickle-based (non-safetensors) weights.")] = False,
+    trust_remote_code: Annotated[bool, typer.Option(help="Run model code from the checkpoint's repository.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    text_concepts: Annotated[str, typer.Option(help="Judges' text alignment: all (75 concepts x 5 prompts, as the paper) or present (concepts with images here).")] = "all",
+):
+    """UnsafeConcepts metrics: perception / alignment / modality gap (judges), top-k / AUROC (scorers)."""
+    from vlmaudit.commands.evaluate import EvalRequest, emit, run_eval
+
+    quiet_libraries()
+    request = EvalRequest(data, model, backend, benign, fmt, rules, thresholds, prompts, head, batch_size, limit,
+                          device, precision, allow_unsafe_weights, trust_remote_code, quiet, text_concepts)
+    emit(run_eval(request), fmt, output)
+
+
+@app.command()
+@handle_errors
+def distill(
+    report_dir: Annotated[Path, typer.Argument(help="Reports of `scan --backend vlm` or `--backend cascade` (the judge's verdicts).")],
+    shards: Annotated[list[str], typer.Option("--shards", help="The shards those reports were scanned from (same specs as scan).")],
+    out: Annotated[Path, typer.Option("--out", help="Head directory (use with scan --backend cascade --head OUT).")],
+    vision_model: Annotated[Optional[str], typer.Option(help="Frozen vision tower (default: the cascade's CLIP screen).")] = None,
+    cutoff: Annotated[float, typer.Option(min=0.0, max=1.0, help="Judge P(unsafe) at or above this = unsafe.")] = 0.5,
+    max_samples: Annotated[Optional[int], typer.Option(min=1, help="Use at most this many judged samples.")] = None,
+    epochs: Annotated[int, typer.Option(min=1)] = 20,
+    batch_size: Annotated[int, typer.Option(min=1)] = 64,
+    lr: Annotated[float, typer.Option(min=0.0)] = 1e-3,
+    val_fraction: Annotated[float, typer.Option(min=0.0, max=0.9, help="Held-out share of each class.")] = 0.2,
+    tokens: Annotated[int, typer.Option(min=1, help="Learnable safety tokens.")] = 16,
+    dim: Annotated[int, typer.Option(min=8, help="Head width (a multiple of 8).")] = 256,
+    seed: int = 0,
+    device: str = "auto",
+    rules: RulesOpt = None,
+    allow_unsafe_weights: Annotated[bool, typer.Option(help="Allow pickle-based (non-safetensors) weights.")] = False,
+    trust_remote_code: Annotated[bool, typer.Option(help="Run model code from the checkpoint's repository.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+):
+    """Train the safety head on the VLM judge's stored verdicts over your own data (no labels)."""
+    from vlmaudit.commands.distill import DistillRequest, run_distill
+    from vlmaudit.head.training import TrainSettings
+
+    quiet_libraries()
+    if dim % 8:
+        fail("--dim must be a multiple of 8 (8 attention heads)", 2)
+    request = DistillRequest(report_dir, shards, out, vision_model, cutoff, max_samples, rules, device,
+                             allow_unsafe_weights, trust_remote_code, quiet)
+    run_distill(request, TrainSettings(epochs, batch_size, lr, val_fraction, dim, tokens, seed=seed))
 
 
 def main() -> None:

@@ -36,9 +36,7 @@ def build_backend(name: str, rules, options, extra: BackendOptions | None = None
 
     extra = extra or BackendOptions()
     if name == "clip":
-        from vlmaudit.backends.clip import ClipScorer
-
-        return ClipScorer(rules.taxonomy, options)
+        return build_screen(rules.taxonomy, options)
     if name == "vlm":
         return build_judge(rules, options, extra)
     if name == "head":
@@ -52,6 +50,19 @@ def build_backend(name: str, rules, options, extra: BackendOptions | None = None
 
         return build_cascade(rules, options, extra)
     raise UserError(f"--backend {name}: unknown backend (available: {', '.join(BACKENDS)})")
+
+
+def build_screen(taxonomy, options):
+    """The CLIP/SigLIP scorer, or the open_nsfw model for --model opennsfw."""
+    from vlmaudit.backends.opennsfw import MODEL_NAME
+
+    if options.model == MODEL_NAME:
+        from vlmaudit.backends.opennsfw import OpenNsfwScorer
+
+        return OpenNsfwScorer(taxonomy, options)
+    from vlmaudit.backends.clip import ClipScorer
+
+    return ClipScorer(taxonomy, options)
 
 
 def build_judge(rules, options, extra: BackendOptions):

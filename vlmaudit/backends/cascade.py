@@ -21,7 +21,7 @@ from vlmaudit.errors import UserError
 def build_cascade(rules, options, extra):
     from dataclasses import replace
 
-    from vlmaudit.backends import build_judge
+    from vlmaudit.backends import build_judge, build_screen
     from vlmaudit.backends.vlm import DEFAULT_JUDGE
 
     if (extra.escalate_above is None) == (extra.escalate_top is None):
@@ -31,9 +31,7 @@ def build_cascade(rules, options, extra):
 
         screen = HeadScorer(rules.taxonomy, options, extra.head)
     else:
-        from vlmaudit.backends.clip import ClipScorer
-
-        screen = ClipScorer(rules.taxonomy, options)
+        screen = build_screen(rules.taxonomy, options)
     judge = build_judge(rules, replace(options, model=extra.judge_model or DEFAULT_JUDGE), extra)
     return Cascade(screen, judge, extra.escalate_above, extra.escalate_top)
 

@@ -172,6 +172,16 @@ class VlmJudge:
             texts[row] = text.strip()
         return texts
 
+    def image_prefix(self, images: list) -> dict:
+        """Model inputs (on the device) of the image prefix for these PIL images."""
+        return self._to_device(self.preprocessor.prepare(images, [])["image"])
+
+    def question_ids(self, question: str, prefill: bool = True) -> list[int]:
+        """Suffix token ids of a question asked after the image prefix (with the prompt file's
+        assistant prefill for yes/no questions; without it for option letters)."""
+        return chat.suffix_ids(self.tokenizer, self.layout, self.layout.image_head, question,
+                               self.prompts.prefill if prefill else "")
+
     def _to_device(self, inputs: dict) -> dict:
         import torch
 

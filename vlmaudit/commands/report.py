@@ -29,6 +29,7 @@ class ReportRequest:
     blur: bool = True
     fail_above: list[str] = field(default_factory=list)
     rules: Path | None = None
+    thresholds_file: Path | None = None  # a thresholds YAML (e.g. from `vlmaudit calibrate`)
 
 
 def build_view(request: ReportRequest, meta: dict):
@@ -41,10 +42,15 @@ def build_view(request: ReportRequest, meta: dict):
         if value:
             view.concepts = target_mask(meta["concepts"], meta["concept_categories"], value, option, value)
     view.shard_glob = request.shard
+    if request.thresholds_file:
+        from vlmaudit.rulebook.thresholds import apply_to_report
+
+        apply_to_report(request.thresholds_file, meta, view.thr_image, view.thr_caption)
     for text in request.thresholds:
         _override(view, meta, text)
-    if request.thresholds:
-        view.source = "override: " + ", ".join(request.thresholds)
+    overrides = ([f"file {request.thresholds_file.name}"] if request.thresholds_file else []) + request.thresholds
+    if overrides:
+        view.source = "override: " + ", ".join(overrides)
     if request.policy:
         from vlmaudit.rulebook.policy import load_policy
         from vlmaudit.rulebook.load import find_rule_file

@@ -34,6 +34,7 @@ class ScanRequest:
     judge_model: str | None = None
     escalate_above: float | None = None
     escalate_top: float | None = None
+    thresholds: Path | None = None  # a thresholds file (e.g. from `vlmaudit calibrate`) on top of the rules'
 
     def backend_options(self):
         from vlmaudit.backends import BackendOptions
@@ -59,6 +60,10 @@ def run_scan_command(request: ScanRequest) -> int:
 
     console = Console(stderr=True)
     rules = load_rules(request.rules)
+    if request.thresholds:
+        from vlmaudit.rulebook.thresholds import load_thresholds
+
+        rules.thresholds = load_thresholds(request.thresholds, rules.taxonomy, base=rules.thresholds)
     jobs, planned = runinfo.plan_jobs(request.shards, request.num_shards, request.shard_index)
     runinfo.prepare_out_dir(request.out)
     options = ModelOptions(default_model(request), request.device, request.precision,
@@ -104,4 +109,5 @@ def _config(request: ScanRequest) -> dict:
     config = asdict(request)
     config["out"], config["rules"] = str(request.out), str(request.rules) if request.rules else None
     config["head"] = str(request.head) if request.head else None
+    config["thresholds"] = str(request.thresholds) if request.thresholds else None
     return config

@@ -62,9 +62,11 @@ def _per_modality(value, path, field) -> dict[str, float]:
     return {m: v for m in MODALITIES}
 
 
-def load_thresholds(path: Path | None, taxonomy: Taxonomy, default: float = 0.8) -> Thresholds:
-    """Thresholds from a YAML file (default, then categories, then concepts), or uniform if None."""
-    result = Thresholds.uniform(taxonomy, default)
+def load_thresholds(path: Path | None, taxonomy: Taxonomy, default: float = 0.8,
+                    base: Thresholds | None = None) -> Thresholds:
+    """Thresholds from a YAML file (default, then categories, then concepts) on top of BASE (or a
+    uniform DEFAULT); uniform / BASE if no file."""
+    result = Thresholds(base.image.copy(), base.caption.copy()) if base else Thresholds.uniform(taxonomy, default)
     if path is None:
         return result
     data = check_mapping(path, "(top)", read_yaml(path) or {}, {"default", "categories", "concepts"})
@@ -74,3 +76,25 @@ def load_thresholds(path: Path | None, taxonomy: Taxonomy, default: float = 0.8)
         for key, value in check_mapping(path, section, data.get(section) or {}, set(known)).items():
             result.set(taxonomy, key, value, path, f"{section}.{key}")
     return result
+
+
+def apply_to_report(path: Path, meta: dict, image: np.ndarray, caption: np.ndarray) -> None:
+    """Apply a thresholds file to a report's threshold arrays (in place), using the taxonomy stored in
+    the report's metadata (report code never needs the rules)."""
+    from types import SimpleNamespace
+
+    concepts = tuple(SimpleNamespace(category=c) for c in meta["concept_categories"])
+    ids = SimpleNamespace(concepts=concepts, concept_ids=list(meta["concepts"]), category_ids=list(meta["categories"]))
+    loaded = load_thresholds(path, ids, base=Thresholds(image.astype(np.float32), caption.astype(np.float32)))
+    image[:], caption[:] = loaded.image, loaded.caption
+
+
+def thresholds_yaml(sections: dict[str, dict[str, dict[str, float]]], header: str = "") -> str:
+    """The YAML text of {"categories": {id: {modality: value}}, "concepts": {...}}: the format
+    load_thresholds reads (no default: what is not listed keeps the thresholds it is applied to)."""
+    import yaml
+
+    body = {name: {key: {m: float(v) for m, v in values.items()} for key, values in entries.items()}
+            for name, entries in sections.items() if entries}
+    comment = "".join(f"# {line}\n" for line in header.splitlines())
+    return comment + (yaml.safe_dump(body, sort_keys=False, default_flow_style=None) if body else "{}\n")

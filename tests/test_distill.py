@@ -1,0 +1,83 @@
+"""distill: a head trained on planted judge verdicts (a learnable colour signal) agrees with the
+judge on held-out samples, and then screens a cascade."""
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import run_cli, scan_args, write_shard
+
+
+@pytest.fixture(scope="module")
+def judged(tmp_path_factory):
+    """Two shards of coloured-shape images and a judge report whose verdicts follow the colours."""
+    from vlmaudit.demo.build import build_shape_dataset
+    from vlmaudit.rulebook.load import load_rules
+    from vlmaudit.scan.rows import RowBuilder, RowMeta
+    from vlmaudit.schema import report_meta, report_schema
+
+    root = tmp_path_factory.mktemp("distill")
+    rules = load_rules()
+    taxonomy = rules.taxonomy
+    labelled, safe = build_shape_dataset(root / "data", taxonomy, per_class=40)
+    concept_of = {c.name: i for i, c in enumerate(taxonomy.concepts)}
+    rows = [(p.read_bytes(), concept_of[line.split(",")[2]]) for line, p in
+            ((line, labelled / line.split(",")[0]) for line in (labelled / "labels.csv").read_text().splitlines()[1:])]
+    rows += [(p.read_bytes(), -1) for p in sorted(safe.glob("*.png"))]
+    order = np.random.default_rng(0).permutation(len(rows))
+    rows = [rows[i] for i in order]
+    schema = report_schema(taxonomy, report_meta(taxonomy, rules.thresholds, {"backend": "vlm", "model": "planted"}))
+    builder = RowBuilder(taxonomy, rules.thresholds, schema, "planted-judge")
+    category_of = np.array(taxonomy.concept_category_index())
+    shards, reports = [], root / "reports"
+    reports.mkdir()
+    (root / "shards").mkdir()
+    for s, part in enumerate((rows[: len(rows) // 2], rows[len(rows) // 2:])):
+        name = f"{s:05d}"
+        samples = [{"__key__": f"{name}{i:04d}", "png": data, "txt": "a shape"} for i, (data, _) in enumerate(part)]
+        shards.append(write_shard(root / "shards" / f"{name}.tar", samples))
+        scores = np.zeros((len(part), len(taxonomy.concepts)), np.float32)
+        unsafe = np.zeros(len(part), np.float32) + 0.05
+        for i, (_, concept) in enumerate(part):
+            if concept >= 0:
+                scores[i, category_of == category_of[concept]] = 0.9
+                scores[i, concept] = 0.9
+                unsafe[i] = 0.9
+        metas = [RowMeta(sm["__key__"], i, None, "a shape", "ok", image_row=i) for i, sm in enumerate(samples)]
+        batch = builder.build(name, metas, scores, None, {"image_unsafe": unsafe}, "vlm")
+        pq.write_table(pa.Table.from_batches([batch], schema), reports / f"{name}.parquet")
+    return shards, reports, rows
+
+
+def test_distilled_head_agrees_with_the_judge_and_screens_a_cascade(tmp_path, tiny_clip, tiny_vlms, judged):
+    shards, reports, rows = judged
+    out = tmp_path / "head"
+    result = run_cli("distill", reports, "--shards", shards[0], "--shards", shards[1], "--out", out,
+                     "--vision-model", tiny_clip, "--epochs", "60", "--dim", "64", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert "held-out agreement with the judge" in result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["samples"] >= 20 and metrics["train_samples"] + metrics["samples"] == len(rows)
+    assert metrics["unsafe_vs_safe_accuracy"] >= 0.9 and metrics["category_accuracy"] >= 0.9
+    scan = tmp_path / "scan"
+    result = run_cli(*scan_args(shards[:1], scan, tiny_clip, "--backend", "cascade", "--head", out, "--judge-model",
+                                tiny_vlms("llava"), "--escalate-top", "10", "--batch-size", "8"))
+    assert result.exit_code == 0, result.output
+    table = pq.read_table(scan / "00000.parquet").to_pylist()
+    stages = [r["decided_by"] for r in table]
+    assert set(stages) == {"head", "vlm"} and stages.count("vlm") == int(np.ceil(0.1 * len(table)))
+    screened = [r for r in table if r["decided_by"] == "head"]
+    truth = {f"00000{i:04d}": c >= 0 for i, (_, c) in enumerate(rows[: len(rows) // 2])}
+    agree = np.mean([(r["image_unsafe"] >= 0.5) == truth[r["key"]] for r in screened])
+    assert agree >= 0.9
+
+
+def test_distill_without_judge_verdicts_is_a_one_line_error(tmp_path, tiny_clip, demo_shards):
+    out = tmp_path / "clip"
+    assert run_cli(*scan_args(demo_shards[:1], out, tiny_clip)).exit_code == 0
+    result = run_cli("distill", out, "--shards", demo_shards[0], "--out", tmp_path / "head",
+                     "--vision-model", tiny_clip)
+    assert result.exit_code == 2 and result.output.startswith("error: no judge verdicts")

@@ -1,0 +1,1 @@
+"""`vlmaudit calibrate`: thresholds from stored scores and human labels (no rescan)."""

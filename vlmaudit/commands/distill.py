@@ -1,0 +1,79 @@
+"""`vlmaudit distill`: train the safety head on the judge's verdicts stored in reports (no human
+labels), report held-out agreement with the judge; the head then serves as the cascade's first
+stage (`scan --backend cascade --head OUT`)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from vlmaudit.errors import UserError
+
+
+@dataclass
+class DistillRequest:
+    report_dir: Path
+    shards: list[str]
+    out: Path
+    vision_model: str | None = None
+    cutoff: float = 0.5
+    max_samples: int | None = None
+    rules: Path | None = None
+    device: str = "auto"
+    allow_unsafe_weights: bool = False
+    trust_remote_code: bool = False
+    quiet: bool = False
+
+
+def run_distill(request: DistillRequest, settings) -> dict:
+    from rich.console import Console
+
+    from vlmaudit.backends.modelref import ModelOptions
+    from vlmaudit.backends.vision import VisionTower
+    from vlmaudit.commands.train_head import _head_config, _print_metrics, _validation_metrics
+    from vlmaudit.head import training as T
+    from vlmaudit.head.distill import judge_verdicts, judged_features
+    from vlmaudit.head.model import save_head
+    from vlmaudit.report.reading import read_report_meta, report_files
+    from vlmaudit.rulebook.load import load_rules
+    from vlmaudit.scan.runinfo import plan_jobs
+    from vlmaudit.scan.worker import ScanSettings
+
+    console = Console(stderr=True, quiet=request.quiet)
+    taxonomy = load_rules(request.rules).taxonomy
+    files = report_files(request.report_dir)
+    meta = read_report_meta(files)
+    verdicts = judge_verdicts(files, meta, taxonomy, request.cutoff, request.max_samples)
+    jobs, _ = plan_jobs(request.shards)
+    tower = VisionTower(ModelOptions(vision_model(request, meta), request.device, "fp32", request.allow_unsafe_weights,
+                                     request.trust_remote_code))
+    features, concepts, categories = judged_features(tower, jobs, verdicts, ScanSettings(batch_size=settings.extract_batch,
+                                                                                            workers=0), console.print)
+    console.print(f"{len(features)} judged images ({int((categories == -1).sum())} judged safe)")
+    head, train_idx, val_idx = T.train(features, concepts, categories, len(taxonomy.concepts),
+                                       len(taxonomy.categories), settings, tower.device, console.print)
+    metrics = _validation_metrics(head, features, concepts, categories, val_idx, taxonomy, tower.device)
+    metrics.update(train_samples=int(len(train_idx)), distilled_from=str(request.report_dir), cutoff=request.cutoff,
+                   judge=meta.get("model", {}).get("judge", meta.get("model", {})).get("model"))
+    save_head(head, request.out, _head_config(tower, taxonomy, settings, features.shape, metrics))
+    (request.out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    _print_metrics(console, metrics)
+    console.print(f"held-out agreement with the judge: unsafe vs safe {_fmt(metrics['unsafe_vs_safe_accuracy'])}, "
+                  f"category {_fmt(metrics['category_accuracy'])} on {metrics['samples']} samples")
+    console.print(f"head written to {request.out} (use: vlmaudit scan ... --backend cascade --head {request.out})")
+    return metrics
+
+
+def vision_model(request: DistillRequest, meta: dict) -> str:
+    """--vision-model, else the CLIP/SigLIP screen of the cascade that wrote the reports."""
+    if request.vision_model:
+        return request.vision_model
+    screen = meta.get("model", {}).get("screen", {})
+    if screen.get("backend") == "clip" and isinstance(screen.get("model"), str):
+        return screen["model"]
+    raise UserError("distill needs --vision-model (a CLIP/SigLIP checkpoint or LLaVA-style VLM) for these reports")
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.3f}"

@@ -1,0 +1,108 @@
+"""`vlmaudit eval`: UnsafeConcepts metrics of a backend on labelled data in either published layout."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from vlmaudit.errors import UserError
+
+FORMATS = ("table", "json", "markdown")
+
+
+@dataclass
+class EvalRequest:
+    data: Path
+    model: str | None
+    backend: str = "auto"
+    benign: Path | None = None
+    fmt: str = "table"
+    rules: Path | None = None
+    thresholds: Path | None = None
+    prompts: str = "unsafeconcepts"
+    head: Path | None = None
+    batch_size: int = 8
+    limit: int | None = None
+    device: str = "auto"
+    precision: str = "auto"
+    allow_unsafe_weights: bool = False
+    trust_remote_code: bool = False
+    quiet: bool = False
+    text_concepts: str = "all"
+
+
+def run_eval(request: EvalRequest) -> dict:
+    from rich.console import Console
+
+    from vlmaudit.evaluate import run
+    from vlmaudit.evaluate.data import benign_images, load_eval_data
+    from vlmaudit.rulebook.load import load_rules
+    from vlmaudit.rulebook.thresholds import load_thresholds
+
+    if request.text_concepts not in ("all", "present"):
+        raise UserError(f"--text-concepts {request.text_concepts}: expected all or present")
+    if request.fmt not in FORMATS:
+        raise UserError(f"--format {request.fmt}: expected one of {', '.join(FORMATS)}")
+    console = Console(stderr=True, quiet=request.quiet)
+    rules = load_rules(request.rules)
+    rules.thresholds = load_thresholds(request.thresholds, rules.taxonomy, base=rules.thresholds)
+    items = load_eval_data(request.data, rules.taxonomy)[:request.limit]
+    benign = benign_images(request.benign) if request.benign else None
+    probe = build_probe(request, rules)
+    log = console.print
+    if probe.kind == "judge":
+        if benign is not None:
+            console.print("[yellow]--benign is used with scorers (AUROC); a judge's metrics need no benign images")
+        result = run.evaluate_judge(probe, items, rules.taxonomy, request.batch_size, log, request.text_concepts)
+    else:
+        result = run.evaluate_scorer(probe, items, rules.taxonomy, benign, rules.thresholds.image, request.batch_size, log)
+    return {"model": probe.describe(), **result}
+
+
+def build_probe(request: EvalRequest, rules):
+    from vlmaudit.backends import BackendOptions, build_backend
+    from vlmaudit.backends.modelref import ModelOptions
+    from vlmaudit.evaluate.probes import JudgeProbe, ScoreProbe
+
+    if not request.model and request.head is None:
+        raise UserError("eval needs --model (a VLM judge, a CLIP/SigLIP checkpoint or opennsfw) or --head HEAD_DIR")
+    backend = _backend_name(request)
+    if backend == "cascade":
+        raise UserError("--backend cascade: evaluate its stages one at a time (clip/head/opennsfw, then vlm)")
+    options = ModelOptions(request.model, request.device, request.precision, request.allow_unsafe_weights,
+                           request.trust_remote_code)
+    built = build_backend(backend, rules, options, BackendOptions(prompts=request.prompts, head=request.head))
+    return JudgeProbe(built) if backend == "vlm" else ScoreProbe(built)
+
+
+def _backend_name(request: EvalRequest) -> str:
+    """auto: vlm for an image-text-to-text checkpoint, head with --head, else the clip scorer."""
+    if request.backend != "auto":
+        return request.backend
+    if request.head is not None:
+        return "head"
+    from vlmaudit.backends.opennsfw import MODEL_NAME
+
+    if request.model == MODEL_NAME:
+        return "clip"
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+    from vlmaudit.backends.modelref import load_config
+
+    config = load_config(request.model, request.trust_remote_code)
+    return "vlm" if config.model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES else "clip"
+
+
+def emit(result: dict, fmt: str, output: Path | None) -> None:
+    import json
+
+    from vlmaudit.evaluate.render import print_table, to_markdown
+
+    if fmt == "table" and output is None:
+        print_table(result)
+        return
+    text = json.dumps(result, indent=2) if fmt == "json" else to_markdown(result)
+    if output:
+        output.write_text(text + "\n", encoding="utf-8")
+    else:
+        print(text)

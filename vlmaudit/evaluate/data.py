@@ -1,0 +1,156 @@
+"""UnsafeConcepts evaluation data in its two published layouts:
+
+  - the Hugging Face dataset as Parquet (a file or a directory of them): `image` (bytes, or a struct
+    with `bytes` / `path`), `category`, `unsafe_concept`;
+  - the authors' repository layout: DIR/metadata.jsonl (`image_filename`, `category`,
+    `unsafe_concept`) and optionally DIR/perception_metadata.jsonl, which adds `option_str`
+    ("A: Swastika \\nB: ...") and `correct_option` ("A"); image paths are relative to DIR.
+
+Without perception metadata the 4 options are built here: the true concept and 3 concepts of other
+categories, drawn with a fixed seed. Untrusted input: at most MAX_ITEMS items, lines of at most
+MAX_LINE bytes, image paths that stay inside DIR.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from vlmaudit.errors import UserError
+
+LETTERS = "ABCD"
+MAX_ITEMS = 1_000_000
+MAX_LINE = 1 << 16
+OPTION_LINE = re.compile(r"^\s*([A-Z])\s*[:.)]\s*(.*?)\s*$")
+
+
+@dataclass(frozen=True)
+class EvalItem:
+    image: Path | bytes
+    concept: int  # taxonomy concept index
+    category: int  # taxonomy category index
+    options: tuple[str, ...]  # the 4 perception options (text)
+    correct: int  # index of the right option
+    origin: str
+
+
+def load_eval_data(data: Path, taxonomy, seed: int = 0) -> list[EvalItem]:
+    data = Path(data)
+    if not data.exists():
+        raise UserError(f"--data {data}: no such file or directory")
+    if data.suffix == ".parquet" or (data.is_dir() and any(data.glob("*.parquet"))):
+        records = _parquet_records(data)
+    elif data.is_dir() and ((data / "perception_metadata.jsonl").is_file() or (data / "metadata.jsonl").is_file()):
+        records = _jsonl_records(data)
+    else:
+        raise UserError(f"--data {data}: expected Parquet (the HF dataset) or a directory with metadata.jsonl / "
+                        "perception_metadata.jsonl (the authors' layout)")
+    rng, items = random.Random(seed), []
+    for record, origin in records:
+        items.append(_item(record, origin, taxonomy, rng))
+        if len(items) > MAX_ITEMS:
+            raise UserError(f"--data {data}: more than {MAX_ITEMS:,} items")
+    if not items:
+        raise UserError(f"--data {data}: no items")
+    return items
+
+
+def _parquet_records(path: Path):
+    import pyarrow.parquet as pq
+
+    for file in [path] if path.is_file() else sorted(path.glob("*.parquet")):
+        table = pq.read_table(file)
+        for i, row in enumerate(table.to_pylist()):
+            image = row.get("image")
+            if isinstance(image, dict):
+                image = image.get("bytes") or (_inside(file.parent, image["path"], file.name) if image.get("path") else None)
+            yield {**row, "image": image}, f"{file.name} row {i}"
+
+
+def _jsonl_records(root: Path):
+    name = "perception_metadata.jsonl" if (root / "perception_metadata.jsonl").is_file() else "metadata.jsonl"
+    with open(root / name, encoding="utf-8") as handle:
+        number = 0
+        while line := handle.readline(MAX_LINE + 1):
+            number += 1
+            origin = f"{name} line {number}"
+            if len(line) > MAX_LINE:
+                raise UserError(f"{origin}: longer than {MAX_LINE} characters")
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError:
+                raise UserError(f"{origin}: not JSON") from None
+            if not isinstance(row, dict) or not isinstance(row.get("image_filename"), str):
+                raise UserError(f"{origin}: no image_filename")
+            yield {**row, "image": _inside(root, row["image_filename"], origin)}, origin
+
+
+def _inside(root: Path, relative: str, origin: str) -> Path:
+    path = (root / relative).resolve()
+    if Path(relative).is_absolute() or not path.is_relative_to(root.resolve()):
+        raise UserError(f"{origin}: image path {relative[:100]!r} leaves the data directory")
+    return path
+
+
+def _item(record: dict, origin: str, taxonomy, rng: random.Random) -> EvalItem:
+    if record.get("image") is None:
+        raise UserError(f"{origin}: no image")
+    concept = _lookup(record.get("unsafe_concept"), taxonomy.concepts, "unsafe_concept", origin)
+    category = taxonomy.concept_category_index()[concept]
+    given = record.get("category")
+    if given is not None and _lookup(given, taxonomy.categories, "category", origin) != category:
+        raise UserError(f"{origin}: concept {record['unsafe_concept']!r} is not in category {given!r}")
+    if record.get("option_str") is not None:
+        options, correct = _parse_options(record["option_str"], record.get("correct_option"), origin)
+    else:
+        options, correct = _make_options(concept, taxonomy, rng)
+    return EvalItem(record["image"], concept, category, options, correct, origin)
+
+
+def _lookup(value, items, field: str, origin: str) -> int:
+    key = str(value or "").strip().lower()
+    for i, item in enumerate(items):
+        if key in (item.id, item.name.lower()):
+            return i
+    raise UserError(f"{origin}: unknown {field} {str(value)[:80]!r}")
+
+
+def _parse_options(text, correct, origin: str) -> tuple[tuple[str, ...], int]:
+    found = [OPTION_LINE.match(line) for line in str(text).splitlines() if line.strip()]
+    if len(found) != 4 or any(m is None for m in found) or "".join(m.group(1) for m in found) != LETTERS:
+        raise UserError(f"{origin}: option_str is not four lines 'A: ...' to 'D: ...'")
+    letter = str(correct or "").strip().upper()[:1]
+    if letter not in LETTERS:
+        raise UserError(f"{origin}: correct_option {str(correct)[:20]!r} is not A, B, C or D")
+    return tuple(m.group(2) for m in found), LETTERS.index(letter)
+
+
+def _make_options(concept: int, taxonomy, rng: random.Random) -> tuple[tuple[str, ...], int]:
+    own = taxonomy.concepts[concept]
+    others = [c.name for c in taxonomy.concepts if c.category != own.category]
+    options = rng.sample(others, 3) + [own.name]
+    rng.shuffle(options)
+    return tuple(options), options.index(own.name)
+
+
+def benign_images(directory: Path) -> list[Path]:
+    from vlmaudit.head.data import IMAGE_SUFFIXES
+
+    if not Path(directory).is_dir():
+        raise UserError(f"--benign {directory}: not a directory")
+    files = sorted(p for p in Path(directory).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise UserError(f"--benign {directory}: no images in it")
+    return files[:MAX_ITEMS]
+
+
+def read_eval_image(image: Path | bytes, origin: str):
+    """Decode with the scanner's hardened decoder; a bad image is a one-line error naming it."""
+    from vlmaudit.head.data import Example, read_image
+
+    return read_image(Example(image, -1, -1, origin))
