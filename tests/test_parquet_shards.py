@@ -204,6 +204,15 @@ def test_filter_writes_filtered_parquet_with_the_input_schema_and_metadata(tmp_p
     assert arrow.to_pylist() == saved.take([r["sample_index"] for r in keep if r["shard"] == SAVED]).to_pylist()
 
 
+
+def test_html_gallery_thumbnails_come_from_parquet_and_arrow_shards(built):
+    from vlmaudit.report.exports import load_thumbnails
+
+    items = [{"shard": "i2d", "key": "000000001"}, {"shard": SAVED, "key": f"{SAVED}/2"},
+             {"shard": "i2d", "key": "404a"}]  # no image: no thumbnail
+    thumbs = load_thumbnails(built["out"], {"examples": {"c": items}})
+    assert set(thumbs) == {("i2d", "000000001"), (SAVED, f"{SAVED}/2")}
+
 # ---- listing: files, directories, globs, img2dataset sidecars, hf://datasets/ ---------------------
 
 def test_directories_and_globs_list_parquet_and_arrow_beside_tars_but_not_img2dataset_sidecars(tmp_path):

@@ -215,6 +215,19 @@ def read_schema(url: str):
         stream.close()
 
 
+def iter_table_images(url: str, choice: ColumnChoice = ColumnChoice(), max_bytes: int = 64 << 20):
+    """(key, image bytes) of every row that has an image: the report gallery's thumbnails."""
+    from vlmaudit.scan.tario import open_stream
+
+    stream = open_stream(url)
+    try:
+        for sample in iter_table_samples(stream, url, TarEnd(), choice, max_bytes, 0):
+            if sample.image is not None:
+                yield sample.key, sample.image
+    finally:
+        stream.close()
+
+
 def iter_table_samples(stream, url: str, end: TarEnd, choice: ColumnChoice, max_bytes: int,
                        max_caption_chars: int) -> Iterator[Sample]:
     """Yield one Sample per row, in order. A file that cannot be read is `unreadable`; damage after
