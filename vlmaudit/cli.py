@@ -142,7 +142,7 @@ def filter_(
     out: Annotated[Path, typer.Option("--out", help="Where keep/drop/review.parquet and summary.json go.")] = Path("filtered"),
     on_failed: Annotated[str, typer.Option(help="Action for samples that were not scored ok: keep, drop, review.")] = "review",
     allow_partial: Annotated[bool, typer.Option(help="Filter even if some shards have no finished report.")] = False,
-    write_shards: Annotated[Optional[Path], typer.Option(help="Also write webdataset shards of the kept samples here.")] = None,
+    write_shards: Annotated[Optional[Path], typer.Option(help="Also write shards of the kept samples here (tars; Parquet/Arrow for such input).")] = None,
     rules: RulesOpt = None,
 ):
     """Decide keep / drop / review per sample from stored scores and a policy (no rescan)."""
