@@ -329,3 +329,85 @@ def test_memory_stays_flat_however_large_the_row_group(tmp_path):
                              check=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
         growth.append(int(out.stdout))
     assert growth[1] - growth[0] < 24 and growth[1] < 96, growth
+
+
+# ---- reading without a model: object storage, damaged bytes ------------------------------------------
+
+class NoModel:
+    """Stands in for the model's preprocessor: these properties are about reading and decoding."""
+
+    draft_size = None
+
+    def prepare(self, images, captions):
+        return {}
+
+
+def read_shard(url, **settings):
+    from vlmaudit.scan.worker import ScanSettings, ShardJob, prepare_shard
+
+    batches = list(prepare_shard(ShardJob(url, "t"), NoModel(), ScanSettings(batch_size=5, retries=0, **settings)))
+    return [m for b in batches for m in b.metas], batches[-1].end
+
+
+def small_i2d_bytes(tmp_path, rows=12):
+    from vlmaudit.demo.build import demo_sample
+
+    import random
+
+    rng = random.Random(1)
+    samples = [(s["__key__"], s["jpg"], s["txt"].decode(), f"https://x.invalid/{i}") for i, s in
+               enumerate(demo_sample(rng, f"k{i:03d}") for i in range(rows))]
+    path = tmp_path / "small.parquet"
+    rows_table = pa.Table.from_pylist([{"caption": c, "url": u, "key": k, "status": "success", "error_message": None,
+                                        "width": 96, "height": 80, "original_width": 96, "original_height": 80,
+                                        "sha256": None, "jpg": b} for k, b, c, u in samples], I2D_SCHEMA)
+    pq.write_table(rows_table, path, row_group_size=4)  # three row groups
+    return path.read_bytes()
+
+
+def test_parquet_on_s3_is_listed_by_glob_checked_and_streamed(tmp_path, s3):
+    import fsspec
+
+    from vlmaudit.errors import UserError
+    from vlmaudit.scan.parquet_source import ColumnChoice, check_table_shards
+    from vlmaudit.scan.shards import expand_shard_specs
+
+    _, bucket = s3
+    with fsspec.open(f"s3://{bucket}/d/00000.parquet", "wb") as f:
+        f.write(small_i2d_bytes(tmp_path))
+    urls = expand_shard_specs([f"s3://{bucket}/d/*.parquet"])
+    assert urls == [f"s3://{bucket}/d/00000.parquet"]
+    check_table_shards(urls, ColumnChoice())
+    metas, end = read_shard(urls[0])
+    assert end.status == "complete" and [m.key for m in metas] == [f"k{i:03d}" for i in range(12)]
+    assert all(m.status == "ok" and m.url.startswith("https://") for m in metas)
+    with fsspec.open(f"s3://{bucket}/meta/laion.parquet", "wb") as f:
+        pq.write_table(pa.table({"URL": ["https://x.invalid/a.jpg"], "TEXT": ["a"]}), f)
+    with pytest.raises(UserError, match="download the images first"):
+        check_table_shards([f"s3://{bucket}/meta/laion.parquet"], ColumnChoice())
+
+
+@pytest.mark.parametrize("cut", [0, 4, 100, 0.5, -9, -1])
+def test_a_truncated_parquet_is_a_failed_shard_never_a_crash(tmp_path, cut):
+    data = small_i2d_bytes(tmp_path)
+    path = tmp_path / "cut.parquet"
+    path.write_bytes(data[: int(len(data) * cut) if isinstance(cut, float) else cut])
+    metas, end = read_shard(str(path))
+    assert metas == [] and end.status == "failed" and "Parquet" in end.error
+
+
+def test_flipped_bytes_never_crash_the_reader(tmp_path):
+    """Damage inside the pages: rows up to the damage (possibly with undecodable images), then a
+    truncated or failed shard; never an exception out of the reader."""
+    import random
+
+    data, rng = small_i2d_bytes(tmp_path), random.Random(0)
+    path = tmp_path / "flip.parquet"
+    for _ in range(40):
+        damaged = bytearray(data)
+        for _ in range(rng.randrange(1, 4)):
+            damaged[rng.randrange(4, len(data) - 8)] ^= 1 << rng.randrange(8)
+        path.write_bytes(bytes(damaged))
+        metas, end = read_shard(str(path))
+        assert end.status in ("complete", "truncated", "failed") and len(metas) <= 12
+        assert all(m.status in ("ok", "decode_error", "missing_image", "too_large") for m in metas)
