@@ -160,6 +160,20 @@ def test_bad_tables_get_one_line_and_exit_2_before_the_model_loads(tmp_path, col
     one_line_error(result, "bad.parquet", *needles)
 
 
+def test_detection_prefers_a_usable_image_column_and_reads_datasets_metadata():
+    from vlmaudit.scan.parquet_source import ColumnChoice, resolve_columns
+
+    struct = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    schema = pa.schema([("image", pa.string()), ("jpg", pa.binary()), ("TEXT", pa.string()), ("id", pa.int64())])
+    columns = resolve_columns(schema, "x", ColumnChoice())
+    assert (columns.image, columns.image_kind, columns.caption, columns.key) == ("jpg", "binary", "TEXT", "id")
+    declared = pa.schema([("jpg", pa.binary()), ("photo", struct)],
+                         metadata={"huggingface": json.dumps({"info": {"features": {"photo": {"_type": "Image"}}}})})
+    assert resolve_columns(declared, "x", ColumnChoice()).image == "photo"  # the Image feature beats the name
+    img2dataset = resolve_columns(I2D_SCHEMA, "x", ColumnChoice())
+    assert (img2dataset.image, img2dataset.status, img2dataset.url) == ("jpg", "status", "url")
+
+
 def test_column_names_from_the_file_are_escaped(tmp_path):
     pq.write_table(pa.table({"\x1b[31mred": [1]}), tmp_path / "bad.parquet")
     result = run_cli(*scan_args([tmp_path / "bad.parquet"], tmp_path / "out", tmp_path / "m"))

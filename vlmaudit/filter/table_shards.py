@@ -25,7 +25,7 @@ def write_table_shard(url: str, keep: set[int], target: Path) -> int:
     stream = open_stream(url)
     try:
         schema, batches = open_table(stream, url)
-        with _writer(partial, schema, url) as sink:
+        with _TableWriter(partial, schema, url) as sink:
             written = sink.copy(_kept(batches(schema.names), keep))
     finally:
         stream.close()
@@ -47,7 +47,7 @@ def _kept(batches, keep: set[int]):
         return  # damaged after some rows: the report has no rows past the damage either
 
 
-class _writer:
+class _TableWriter:
     """Parquet: kept batches gathered into row groups of about ROW_GROUP_BYTES; Arrow: an IPC
     stream (what `datasets.save_to_disk` writes), whichever IPC flavour the input was."""
 

@@ -66,7 +66,8 @@ def _find(url: str, path: str) -> list[str]:
     from huggingface_hub import HfFileSystem
 
     try:
-        return HfFileSystem().find(path)
+        fs = HfFileSystem()
+        return fs.glob(path) if re.search(r"[*?\[]", path) else fs.find(path)
     except FileNotFoundError:
         raise ShardSpecError(f"{url}: no such dataset or path (or it is private and no token is set)") from None
     except Exception as exc:  # offline, network, auth: one line, never the token

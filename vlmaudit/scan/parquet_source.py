@@ -78,14 +78,14 @@ def _image_column(schema, where: str, chosen: str | None) -> str:
             raise UserError(f"{where}: --image-column {_show(chosen)} is {schema.field(chosen).type}, not image bytes "
                             "(binary, or a struct {bytes, path})")
         return chosen
-    for name in _hf_image_features(schema) + [n for n in IMAGE_NAMES if n in schema.names]:
-        if not _is_image_type(schema.field(name).type):
-            raise UserError(f"{where}: column {_show(name)} is {schema.field(name).type}, not image bytes (binary, or "
-                            f"a struct {{bytes, path}}); choose the image column with --image-column ({_listing(schema)})")
-        return name
-    structs = [f.name for f in schema if _is_image_struct(f.type)]
-    if structs:
-        return structs[0]
+    named = _hf_image_features(schema) + [n for n in IMAGE_NAMES if n in schema.names]
+    usable = [n for n in named if _is_image_type(schema.field(n).type)]
+    usable += [f.name for f in schema if _is_image_struct(f.type)]
+    if usable:
+        return usable[0]
+    if named:
+        raise UserError(f"{where}: column {_show(named[0])} is {schema.field(named[0]).type}, not image bytes (binary, "
+                        f"or a struct {{bytes, path}}); choose the image column with --image-column ({_listing(schema)})")
     raise UserError(_no_image_message(schema, where))
 
 
@@ -94,7 +94,7 @@ def _no_image_message(schema, where: str) -> str:
     if urls:
         return (f"{where}: no image bytes, only image URLs (column {_show(urls[0])}): this is metadata (LAION-style); "
                 "download the images first, e.g. with img2dataset (--output_format parquet or webdataset), "
-                "and scan what it writes")
+                "and scan what it writes (for img2dataset's metadata beside a .tar, scan the .tar)")
     return (f"{where}: no image column ({_listing(schema)}); choose one with --image-column "
             "(and --caption-column / --key-column)")
 
