@@ -161,7 +161,7 @@ def test_bad_tables_get_one_line_and_exit_2_before_the_model_loads(tmp_path, col
 
 
 def test_detection_prefers_a_usable_image_column_and_reads_datasets_metadata():
-    from vlmaudit.scan.parquet_source import ColumnChoice, resolve_columns
+    from vlmaudit.scan.table_columns import ColumnChoice, resolve_columns
 
     struct = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
     schema = pa.schema([("image", pa.string()), ("jpg", pa.binary()), ("TEXT", pa.string()), ("id", pa.int64())])
@@ -383,7 +383,8 @@ def test_parquet_on_s3_is_listed_by_glob_checked_and_streamed(tmp_path, s3):
     import fsspec
 
     from vlmaudit.errors import UserError
-    from vlmaudit.scan.parquet_source import ColumnChoice, check_table_shards
+    from vlmaudit.scan.parquet_source import check_table_shards
+    from vlmaudit.scan.table_columns import ColumnChoice
     from vlmaudit.scan.shards import expand_shard_specs
 
     _, bucket = s3

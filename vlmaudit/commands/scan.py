@@ -53,7 +53,7 @@ class ScanRequest:
                             max_member_bytes=self.max_member_bytes, retries=self.retries, columns=self.columns())
 
     def columns(self):
-        from vlmaudit.scan.parquet_source import ColumnChoice
+        from vlmaudit.scan.table_columns import ColumnChoice
 
         return ColumnChoice(self.image_column, self.caption_column, self.key_column)
 

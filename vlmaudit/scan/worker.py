@@ -10,7 +10,8 @@ import time
 from dataclasses import dataclass, field
 
 from vlmaudit.scan.imaging import ImageDecodeError, ImageTooLarge, decode_image
-from vlmaudit.scan.parquet_source import ColumnChoice, is_table_shard, iter_table_samples
+from vlmaudit.scan.parquet_source import is_table_shard, iter_table_samples
+from vlmaudit.scan.table_columns import ColumnChoice
 from vlmaudit.scan.rows import RowMeta
 from vlmaudit.scan.samples import iter_samples
 from vlmaudit.scan.tario import TarEnd, open_stream
