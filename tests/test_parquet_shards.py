@@ -426,3 +426,15 @@ def test_flipped_bytes_never_crash_the_reader(tmp_path):
         metas, end = read_shard(str(path))
         assert end.status in ("complete", "truncated", "failed") and len(metas) <= 12
         assert all(m.status in ("ok", "decode_error", "missing_image", "too_large") for m in metas)
+
+
+def test_a_damaged_row_group_truncates_the_shard_after_the_intact_rows(tmp_path):
+    data = bytearray(small_i2d_bytes(tmp_path))  # row groups of 4 rows
+    meta = pq.ParquetFile(pa.BufferReader(bytes(data))).metadata
+    chunk = meta.row_group(2).column(meta.schema.names.index("jpg"))
+    data[chunk.data_page_offset:chunk.data_page_offset + 16] = b"\xff" * 16  # page header of the third group
+    path = tmp_path / "damaged.parquet"
+    path.write_bytes(bytes(data))
+    metas, end = read_shard(str(path))
+    assert end.status == "truncated" and "damaged after 8 rows" in end.error
+    assert [m.key for m in metas] == [f"k{i:03d}" for i in range(8)] and all(m.status == "ok" for m in metas)

@@ -35,7 +35,12 @@ def open_table(stream, url: str):
     import pyarrow.parquet as pq
 
     parquet = pq.ParquetFile(stream, buffer_size=1 << 20, pre_buffer=False)
-    return parquet.schema_arrow, lambda columns: parquet.iter_batches(READ_ROWS, columns=columns, use_threads=False)
+
+    def batches(columns):  # row group by row group: damage in one loses no row of the groups before it
+        for group in range(parquet.num_row_groups):
+            yield from parquet.iter_batches(READ_ROWS, row_groups=[group], columns=columns, use_threads=False)
+
+    return parquet.schema_arrow, batches
 
 
 def _open_ipc(stream):
