@@ -63,7 +63,7 @@ def concepts(rules: RulesOpt = None, as_json: Annotated[bool, typer.Option("--js
 @app.command()
 @handle_errors
 def scan(
-    shards: Annotated[list[str], typer.Argument(help="Shards: .tar/.tar.gz paths, dirs, globs, {a..b} ranges, URLs, pipe:CMD.")],
+    shards: Annotated[list[str], typer.Argument(help="Shards: .tar/.tar.gz/.parquet/.arrow paths, dirs, globs, {a..b} ranges, URLs, pipe:CMD, hf://datasets/ORG/NAME.")],
     out: Annotated[Path, typer.Option("--out", help="Report directory (one Parquet + stats JSON per shard).")],
     model: Annotated[Optional[str], typer.Option(help="Hub id or local checkpoint directory (default: openai/clip-vit-large-patch14; llava-hf/llava-1.5-7b-hf for --backend vlm; the head's own vision model for --backend head).")] = None,
     backend: Annotated[str, typer.Option(help="clip (CLIP/SigLIP scorer), vlm (VLM judge), head (trained safety head), cascade.")] = "clip",
@@ -88,6 +88,12 @@ def scan(
     escalate_above: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Cascade: judge samples whose top score is >= this.")] = None,
     escalate_top: Annotated[Optional[float], typer.Option(min=0.0, max=100.0, help="Cascade: judge the top PERCENT of each shard by top score.")] = None,
     thresholds: Annotated[Optional[Path], typer.Option(help="Thresholds YAML (e.g. from `vlmaudit calibrate`) applied on top of the rules' thresholds.")] = None,
+    image_column: Annotated[Optional[str], typer.Option(help="Parquet/Arrow shards: the image column (binary, or a {bytes, path} struct).")] = None,
+    caption_column: Annotated[Optional[str], typer.Option(help="Parquet/Arrow shards: the caption column (default caption, text or TEXT).")] = None,
+    key_column: Annotated[Optional[str], typer.Option(help="Parquet/Arrow shards: the key column (default key or id; else FILE/ROW).")] = None,
+    split: Annotated[Optional[str], typer.Option(help="hf://datasets/ shards: only this split's files.")] = None,
+    config: Annotated[Optional[str], typer.Option(help="hf://datasets/ shards: only this config's files.")] = None,
+    revision: Annotated[Optional[str], typer.Option(help="hf://datasets/ shards: branch, tag or commit (e.g. refs/convert/parquet).")] = None,
 ):
     """Score every image and caption of SHARDS against every concept; write per-shard Parquet."""
     from vlmaudit.commands.scan import ScanRequest, run_scan_command
@@ -95,7 +101,9 @@ def scan(
     quiet_libraries()
     request = ScanRequest(shards, out, model, backend, rules, batch_size, workers, device, precision, num_shards,
                           shard_index, overwrite, retries, max_pixels, max_member_bytes, allow_unsafe_weights,
-                          trust_remote_code, quiet, prompts, rationale, head, judge_model, escalate_above, escalate_top, thresholds)
+                          trust_remote_code, quiet, prompts, rationale, head, judge_model, escalate_above, escalate_top,
+                          thresholds=thresholds, image_column=image_column, caption_column=caption_column,
+                          key_column=key_column, split=split, config=config, revision=revision)
     raise typer.Exit(run_scan_command(request))
 
 
@@ -136,7 +144,7 @@ def filter_(
     out: Annotated[Path, typer.Option("--out", help="Where keep/drop/review.parquet and summary.json go.")] = Path("filtered"),
     on_failed: Annotated[str, typer.Option(help="Action for samples that were not scored ok: keep, drop, review.")] = "review",
     allow_partial: Annotated[bool, typer.Option(help="Filter even if some shards have no finished report.")] = False,
-    write_shards: Annotated[Optional[Path], typer.Option(help="Also write webdataset shards of the kept samples here.")] = None,
+    write_shards: Annotated[Optional[Path], typer.Option(help="Also write shards of the kept samples here (tars; Parquet/Arrow for such input).")] = None,
     rules: RulesOpt = None,
 ):
     """Decide keep / drop / review per sample from stored scores and a policy (no rescan)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from vlmaudit.errors import UserError
 from vlmaudit.scan.worker import ScanSettings
 
 
@@ -35,6 +36,12 @@ class ScanRequest:
     escalate_above: float | None = None
     escalate_top: float | None = None
     thresholds: Path | None = None  # a thresholds file (e.g. from `vlmaudit calibrate`) on top of the rules'
+    image_column: str | None = None
+    caption_column: str | None = None
+    key_column: str | None = None
+    split: str | None = None
+    config: str | None = None
+    revision: str | None = None
 
     def backend_options(self):
         from vlmaudit.backends import BackendOptions
@@ -44,7 +51,19 @@ class ScanRequest:
 
     def settings(self) -> ScanSettings:
         return ScanSettings(batch_size=self.batch_size, workers=self.workers, max_pixels=self.max_pixels,
-                            max_member_bytes=self.max_member_bytes, retries=self.retries)
+                            max_member_bytes=self.max_member_bytes, retries=self.retries, columns=self.columns())
+
+    def columns(self):
+        from vlmaudit.scan.table_columns import ColumnChoice
+
+        return ColumnChoice(self.image_column, self.caption_column, self.key_column)
+
+    def hub(self):
+        from vlmaudit.scan.hfhub import HubSelection
+
+        if (self.split or self.config or self.revision) and not any(s.startswith("hf://datasets/") for s in self.shards):
+            raise UserError("--split, --config and --revision apply to hf://datasets/ORG/NAME shards only")
+        return HubSelection(self.split, self.config, self.revision)
 
 
 def run_scan_command(request: ScanRequest) -> int:
@@ -56,6 +75,7 @@ def run_scan_command(request: ScanRequest) -> int:
     from vlmaudit.backends.modelref import ModelOptions
     from vlmaudit.rulebook.load import load_rules
     from vlmaudit.schema import report_meta, report_schema
+    from vlmaudit.scan.parquet_source import check_table_shards
     from vlmaudit.scan.scanner import Scanner
 
     console = Console(stderr=True)
@@ -64,7 +84,8 @@ def run_scan_command(request: ScanRequest) -> int:
         from vlmaudit.rulebook.thresholds import load_thresholds
 
         rules.thresholds = load_thresholds(request.thresholds, rules.taxonomy, base=rules.thresholds)
-    jobs, planned = runinfo.plan_jobs(request.shards, request.num_shards, request.shard_index)
+    jobs, planned = runinfo.plan_jobs(request.shards, request.num_shards, request.shard_index, request.hub())
+    check_table_shards([job.url for job in jobs], request.columns())
     runinfo.prepare_out_dir(request.out)
     options = ModelOptions(default_model(request), request.device, request.precision,
                            request.allow_unsafe_weights, request.trust_remote_code)

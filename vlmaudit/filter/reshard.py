@@ -9,7 +9,9 @@ import sys
 import tarfile
 from pathlib import Path
 
+from vlmaudit.filter.table_shards import table_target, write_table_shard
 from vlmaudit.report.reading import read_stats
+from vlmaudit.scan.parquet_source import is_table_shard
 from vlmaudit.scan.samples import group_by_key
 from vlmaudit.scan.tario import TarEnd, iter_members, open_stream
 
@@ -61,6 +63,9 @@ def write_filtered_shards(report_dir: Path, keep_file: Path, out_dir: Path) -> d
         if stats.get("status") == "failed" or not (Path(report_dir) / f"{name}.parquet").is_file():
             continue
         keep = kept_indices(keep_file, name)
+        if is_table_shard(stats["url"]):  # Parquet/Arrow input: a filtered copy, every column kept
+            counts[name] = write_table_shard(stats["url"], keep, table_target(out_dir, name, stats["url"]))
+            continue
         counts[name] = write_shard(stats["url"], keep, out_dir / f"{name}.tar")  # uncompressed, even from .tar.gz
         write_kept_parquet(keep_file, name, out_dir / f"{name}.parquet")
     return counts

@@ -75,8 +75,6 @@ def _gallery(concept: str, items: list, thumbnails: dict, blur: bool, redact: bo
 def load_thumbnails(report_dir, summary: dict, size: int = 128) -> dict:
     """Thumbnails (base64 JPEG) of the example samples, read from the original shards by key."""
     from vlmaudit.report.reading import read_stats
-    from vlmaudit.filter.reshard import iter_raw_samples
-    from vlmaudit.scan.samples import IMAGE_EXTS, split_name
 
     wanted = {}
     for items in summary.get("examples", {}).values():
@@ -88,13 +86,28 @@ def load_thumbnails(report_dir, summary: dict, size: int = 128) -> dict:
         if not url:
             continue
         try:
-            for _, key, members in iter_raw_samples(url):
-                images = [m for m in members if split_name(m.name)[1] in IMAGE_EXTS]
-                if key in keys and images and (shard, key) not in out:
-                    out[(shard, key)] = _thumbnail(images[0].data, size)
+            for key, image in _shard_images(url):
+                if key in keys and (shard, key) not in out:
+                    out[(shard, key)] = _thumbnail(image, size)
         except Exception:
             continue  # shards moved or unreadable: the gallery shows "(no image)"
     return {k: v for k, v in out.items() if v}
+
+
+def _shard_images(url: str):
+    """(key, first image's bytes) of every sample of a tar or Parquet/Arrow shard that has an image."""
+    from vlmaudit.scan.parquet_source import is_table_shard, iter_table_images
+
+    if is_table_shard(url):
+        yield from iter_table_images(url)
+        return
+    from vlmaudit.filter.reshard import iter_raw_samples
+    from vlmaudit.scan.samples import IMAGE_EXTS, split_name
+
+    for _, key, members in iter_raw_samples(url):
+        images = [m for m in members if split_name(m.name)[1] in IMAGE_EXTS]
+        if images:
+            yield key, images[0].data
 
 
 def _thumbnail(data: bytes, size: int) -> str | None:

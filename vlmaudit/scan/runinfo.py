@@ -19,10 +19,10 @@ IDENTITY = ("backend", "model", "revision", "taxonomy_fingerprint", "thresholds_
 PACKAGES = ("vlmaudit", "torch", "transformers", "pyarrow", "webdataset", "pillow", "numpy", "tokenizers")
 
 
-def plan_jobs(specs: list[str], num_shards: int = 1, shard_index: int = 0) -> tuple[list[ShardJob], list[str]]:
+def plan_jobs(specs: list[str], num_shards: int = 1, shard_index: int = 0, hub=None) -> tuple[list[ShardJob], list[str]]:
     """(this job's shards, report names of the whole list). Names come from the full list, so
-    every array job agrees on them."""
-    shards = expand_shard_specs(specs)
+    every array job agrees on them. `hub`: --split/--config/--revision for hf://datasets/ specs."""
+    shards = expand_shard_specs(specs, hub)
     names = output_names(shards)
     jobs = [ShardJob(url if is_remote(url) else os.path.abspath(url), names[url])
             for url in select_partition(shards, num_shards, shard_index)]

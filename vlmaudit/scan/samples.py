@@ -105,10 +105,14 @@ def finish_sample(sample: Sample, max_caption_chars: int) -> Sample:
         sample.caption = _decode_text(members["txt"], sample.notes)
     else:
         sample.caption = _string_field(meta, "caption", sample.notes)
+    sample._members = {}
+    return cap_caption(sample, max_caption_chars)
+
+
+def cap_caption(sample: Sample, max_caption_chars: int) -> Sample:
     if sample.caption is not None and len(sample.caption) > max_caption_chars:
         sample.caption = sample.caption[:max_caption_chars]
         sample.notes.append("caption_capped")
-    sample._members = {}
     return sample
 
 

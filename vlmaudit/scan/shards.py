@@ -10,7 +10,8 @@ from pathlib import Path
 
 from vlmaudit.errors import ShardSpecError
 
-SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+SHARD_SUFFIXES = TAR_SUFFIXES + (".parquet", ".arrow")
 GLOB_CHARS = re.compile(r"[*?\[]")
 
 
@@ -18,12 +19,18 @@ def is_remote(spec: str) -> bool:
     return spec.startswith("pipe:") or "://" in spec
 
 
-def expand_shard_specs(specs: list[str]) -> list[str]:
-    """Expand braces, globs and directories; fail on anything that names no shard."""
+def expand_shard_specs(specs: list[str], hub=None) -> list[str]:
+    """Expand braces, globs, directories and hf://datasets/ names (`hub`: a scan.hfhub.HubSelection);
+    fail on anything that names no shard."""
     from braceexpand import braceexpand
 
     shards: list[str] = []
     for spec in specs:
+        if spec.startswith("hf://datasets/"):
+            from vlmaudit.scan.hfhub import HubSelection, list_hub_dataset
+
+            shards.extend(list_hub_dataset(spec, hub or HubSelection()))
+            continue
         for item in braceexpand(spec):
             shards.extend(_expand_one(item))
     if not shards:
@@ -37,15 +44,15 @@ def _expand_one(item: str) -> list[str]:
     if "://" in item:
         return _expand_remote_glob(item) if GLOB_CHARS.search(item) else [item]
     if GLOB_CHARS.search(item):
-        found = sorted(p for p in glob.glob(item) if _is_shard_file(Path(p)))
+        found = _without_sidecars(sorted(p for p in glob.glob(item) if _is_shard_file(Path(p))))
         if not found:
             raise ShardSpecError(f"{item}: no shard files match this pattern")
         return found
     path = Path(item)
     if path.is_dir():
-        found = sorted(str(p) for p in path.rglob("*") if _is_shard_file(p))
+        found = _without_sidecars(sorted(str(p) for p in path.rglob("*") if _is_shard_file(p)))
         if not found:
-            raise ShardSpecError(f"{item}: directory holds no .tar/.tar.gz/.tgz shards")
+            raise ShardSpecError(f"{item}: directory holds no .tar/.tar.gz/.tgz/.parquet/.arrow shards")
         return found
     if not path.exists():
         raise ShardSpecError(f"{item}: no such file or directory")
@@ -58,11 +65,22 @@ def _is_shard_file(path: Path) -> bool:
     return path.is_file() and path.name.lower().endswith(SHARD_SUFFIXES)
 
 
+def _without_sidecars(found: list[str]) -> list[str]:
+    """Drop NAME.parquet where NAME.tar is listed too: img2dataset's webdataset output writes a
+    metadata Parquet (no image bytes) beside every tar."""
+    tars = {_tar_stem(f) for f in found if f.lower().endswith(TAR_SUFFIXES)}
+    return [f for f in found if not (f.lower().endswith(".parquet") and f[: -len(".parquet")] in tars)]
+
+
+def _tar_stem(path: str) -> str:
+    return next(path[: -len(s)] for s in TAR_SUFFIXES if path.lower().endswith(s))
+
+
 def _expand_remote_glob(url: str) -> list[str]:
     import fsspec
 
     fs, _, paths = fsspec.get_fs_token_paths(url)
-    found = sorted(fs.unstrip_protocol(p) for p in paths if p.lower().endswith(SHARD_SUFFIXES))
+    found = _without_sidecars(sorted(fs.unstrip_protocol(p) for p in paths if p.lower().endswith(SHARD_SUFFIXES)))
     if not found:
         raise ShardSpecError(f"{url}: no shard files match this pattern")
     return found

@@ -10,6 +10,8 @@ import time
 from dataclasses import dataclass, field
 
 from vlmaudit.scan.imaging import ImageDecodeError, ImageTooLarge, decode_image
+from vlmaudit.scan.parquet_source import is_table_shard, iter_table_samples
+from vlmaudit.scan.table_columns import ColumnChoice
 from vlmaudit.scan.rows import RowMeta
 from vlmaudit.scan.samples import iter_samples
 from vlmaudit.scan.tario import TarEnd, open_stream
@@ -26,6 +28,7 @@ class ScanSettings:
     max_caption_chars: int = 4096
     retries: int = 2
     retry_wait: float = 1.0
+    columns: ColumnChoice = field(default_factory=ColumnChoice)  # Parquet/Arrow shards only
 
 
 @dataclass
@@ -75,7 +78,7 @@ def _samples_with_retries(job: ShardJob, end: TarEnd, settings: ScanSettings):
         else:
             yielded = 0
             try:
-                for sample in iter_samples(stream, end, settings.max_member_bytes, settings.max_caption_chars):
+                for sample in _read_samples(job.url, stream, end, settings):
                     yielded += 1
                     yield sample
             finally:
@@ -85,6 +88,14 @@ def _samples_with_retries(job: ShardJob, end: TarEnd, settings: ScanSettings):
             end.status = "failed"
         if attempt < settings.retries:
             time.sleep(settings.retry_wait * (2 ** attempt))
+
+
+def _read_samples(url: str, stream, end: TarEnd, settings: ScanSettings):
+    """The samples of a tar, or of a Parquet/Arrow table (one row, one sample)."""
+    if is_table_shard(url):
+        return iter_table_samples(stream, url, end, settings.columns, settings.max_member_bytes,
+                                  settings.max_caption_chars)
+    return iter_samples(stream, end, settings.max_member_bytes, settings.max_caption_chars)
 
 
 def _close_quietly(stream) -> None:
