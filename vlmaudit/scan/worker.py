@@ -26,6 +26,7 @@ class ScanSettings:
     max_caption_chars: int = 4096
     retries: int = 2
     retry_wait: float = 1.0
+    overwrite: bool = False  # rescan a shard that another writer finished while this run was going
 
 
 @dataclass
