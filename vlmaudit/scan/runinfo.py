@@ -21,11 +21,21 @@ PACKAGES = ("vlmaudit", "torch", "transformers", "pyarrow", "webdataset", "pillo
 def plan_jobs(specs: list[str], num_shards: int = 1, shard_index: int = 0) -> tuple[list[ShardJob], list[str]]:
     """(this job's shards, report names of the whole list). Names come from the full list, so
     every array job agrees on them."""
+    for spec in specs:
+        refuse_credentials(spec, "shard")
     shards = expand_shard_specs(specs)
     names = output_names(shards)
     jobs = [ShardJob(url if is_remote(url) else os.path.abspath(url), names[url])
             for url in select_partition(shards, num_shards, shard_index)]
     return jobs, [names[url] for url in shards]
+
+
+def refuse_credentials(url: str, what: str) -> None:
+    """user:password@ in a URL would end up in stats, run.json and logs: use the environment or
+    the fsspec/cloud configuration instead."""
+    if redact(url) != url:
+        raise UserError(f"{what} {redact(url)}: credentials in a URL are not accepted (they would be "
+                        "written to run.json and the stats); use environment variables or the cloud config")
 
 
 def split_done(jobs: list[ShardJob], out_dir, overwrite: bool) -> tuple[list[ShardJob], list[ShardJob]]:
@@ -39,6 +49,7 @@ def split_done(jobs: list[ShardJob], out_dir, overwrite: bool) -> tuple[list[Sha
 
 def prepare_out_dir(out_dir) -> None:
     """Fail early, in one line, when --out (a directory or an fsspec URL) cannot be written."""
+    refuse_credentials(str(out_dir), "--out")
     out = as_location(out_dir)
     probe = f".write-test-{os.getpid()}"
     try:

@@ -11,6 +11,7 @@ from vlmaudit.scan.escalation import has_second_stage, refine_shard
 from vlmaudit.scan.loader import iter_prepared
 from vlmaudit.scan.rows import RowBuilder
 from vlmaudit.scan.worker import PreparedBatch, ScanSettings, ShardJob
+from vlmaudit.storage.location import redact
 from vlmaudit.scan.writer import ShardWriter, as_location, parquet_name, stats_name
 
 
@@ -133,7 +134,7 @@ class Scanner:
 
         wall = time.time() - timing["wall_start"]
         return {
-            "shard": job.name, "url": job.url, "status": end.status, "error": end.error,
+            "shard": job.name, "url": redact(job.url), "status": end.status, "error": end.error and redact(end.error),
             "members_ignored": end.members_ignored, "ignored_kinds": end.ignored_kinds,
             "seconds": {"wall": round(wall, 4), "model": round(timing["model"], 4),
                         "decode_preprocess_workers": round(timing["prep"], 4)},
