@@ -1,0 +1,102 @@
+"""--engine ray: a real local Ray (2 CPUs, ~200 MB object store) shared by this module's tests."""
+
+import json
+import os
+import signal
+
+import pytest
+
+from conftest import run_cli, scan_args
+from test_crash_safety import rows, same_rows
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    import ray
+
+    ray.init(num_cpus=2, object_store_memory=200 * 1024**2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    from vlmaudit.demo.build import build_demo_shards
+
+    return build_demo_shards(tmp_path_factory.mktemp("ray-shards"), shards=5, per_shard=24)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, tiny_clip, shards):
+    out = tmp_path_factory.mktemp("local-reference")
+    assert run_cli(*scan_args(shards, out, tiny_clip, "--batch-size", "4")).exit_code == 0
+    return out
+
+
+def stats_of(out):
+    return {p.name: json.loads(p.read_text()) for p in sorted(out.glob("*.stats.json"))}
+
+
+def assert_each_shard_once(out, shards):
+    names = sorted(p.name for p in out.iterdir())
+    expected = sorted([f"{s.stem}.parquet" for s in shards] + [f"{s.stem}.stats.json" for s in shards] + ["run.json"])
+    assert names == expected  # no temporaries, no locks, no duplicates
+
+
+def test_ray_engine_writes_the_same_reports_as_the_local_engine(ray_session, tmp_path, tiny_clip, shards, reference):
+    out = tmp_path / "ray"
+    ray_args = ("--engine", "ray", "--workers", "2", "--batch-size", "4")
+    result = run_cli(*scan_args(shards, out, tiny_clip, *ray_args))
+    assert result.exit_code == 0, result.output
+    assert_each_shard_once(out, shards)
+    assert same_rows(rows(out), rows(reference))
+    statuses = lambda d: {k: (v["status"], v["rows"], v["status_counts"]) for k, v in stats_of(d).items()}  # noqa: E731
+    assert statuses(out) == statuses(reference)
+    assert json.loads((out / "run.json").read_text())["config"]["engine"] == "ray"
+    again = run_cli(*scan_args(shards, out, tiny_clip, *ray_args))
+    assert again.exit_code == 0 and "5 of 5 shards already done" in again.output
+
+
+class KillOnFirstShard:
+    """Progress that SIGKILLs the process of an actor still holding a shard, once."""
+
+    def __init__(self, pool, pids):
+        self.pool, self.pids, self.killed = pool, pids, None
+
+    def batch(self, rows, flagged): ...
+
+    def shard_done(self, name, status):
+        if self.killed is None and self.pool.busy:
+            index, _ = next(iter(self.pool.busy.values()))
+            self.killed = self.pids[index]
+            os.kill(self.killed, signal.SIGKILL)
+
+
+def test_an_actor_killed_mid_run_loses_and_duplicates_nothing(ray_session, tmp_path, tiny_clip, shards, reference):
+    from dataclasses import replace
+
+    from vlmaudit.backends import BackendOptions
+    from vlmaudit.backends.modelref import ModelOptions
+    from vlmaudit.engine.ray_engine import RayOptions, RayPool
+    from vlmaudit.scan.runinfo import plan_jobs
+    from vlmaudit.scan.spec import ScannerSpec
+    from vlmaudit.scan.worker import ScanSettings
+
+    out = tmp_path / "killed"
+    settings = replace(ScanSettings(), batch_size=4, workers=0)
+    spec = ScannerSpec("clip", ModelOptions(str(tiny_clip), "cpu", "fp32"), BackendOptions(), settings, str(out))
+    pool = RayPool(spec, RayOptions(workers=2))
+    try:
+        pool.describe()
+        pids = pool.pids()
+        progress = KillOnFirstShard(pool, pids)
+        result = pool.run(plan_jobs([str(s) for s in shards])[0], progress)
+        assert progress.killed in pids and progress.killed not in pool.pids()  # it died and was restarted
+    finally:
+        pool.close()
+    assert sorted(result.shards.values()) == ["complete"] * 5 and result.rows == 5 * 24
+    (out / "run.json").write_text("{}")
+    assert_each_shard_once(out, shards)
+    assert same_rows(rows(out), rows(reference))
