@@ -100,3 +100,26 @@ def test_an_actor_killed_mid_run_loses_and_duplicates_nothing(ray_session, tmp_p
     (out / "run.json").write_text("{}")
     assert_each_shard_once(out, shards)
     assert same_rows(rows(out), rows(reference))
+
+
+def test_core_scan_never_imports_ray_or_s3fs(tmp_path, tiny_clip, demo_shards):
+    import subprocess
+    import sys
+
+    code = ("import sys; from typer.testing import CliRunner; from vlmaudit.cli import app; "
+            f"r = CliRunner().invoke(app, {[str(a) for a in scan_args(demo_shards, tmp_path / 'out', tiny_clip)]!r}); "
+            "assert r.exit_code == 0, r.output; "
+            "print(sorted(m for m in ('ray', 's3fs', 'boto3') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_engine_ray_without_ray_installed_names_the_extra(tmp_path, tiny_clip, demo_shards, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` does when it is not installed
+    result = run_cli(*scan_args(demo_shards, tmp_path / "out", tiny_clip, "--engine", "ray"))
+    assert result.exit_code == 2
+    assert result.output.strip() == "error: 'ray' is needed for this; pip install 'vlmaudit[ray]'"
