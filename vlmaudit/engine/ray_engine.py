@@ -138,15 +138,10 @@ def connect(ray, address: str | None) -> bool:
     if ray.is_initialized():
         return False
     try:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {k: v for k, v in os.environ.items() if k in FORWARDED_ENV}})
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
     except (ConnectionError, ValueError, RuntimeError) as exc:
         raise UserError(f"--ray-address {address or '(auto)'}: cannot connect to Ray ({exc})") from None
     return True
-
-
-FORWARDED_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME", "PYTHONPATH", "AWS_ENDPOINT_URL",
-                 "AWS_DEFAULT_REGION")
 
 
 def default_workers(ray, gpus_per_worker: float) -> int:
