@@ -123,3 +123,28 @@ def test_engine_ray_without_ray_installed_names_the_extra(tmp_path, tiny_clip, d
     result = run_cli(*scan_args(demo_shards, tmp_path / "out", tiny_clip, "--engine", "ray"))
     assert result.exit_code == 2
     assert result.output.strip() == "error: 'ray' is needed for this; pip install 'vlmaudit[ray]'"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("gpus_per_worker", [1.0, 0.5])
+def test_actors_are_placed_on_gpus(ray_session, tmp_path, tiny_clip, gpus_per_worker):
+    """One actor per GPU (distinct devices), or two actors sharing a GPU at 0.5 each."""
+    from vlmaudit.backends import BackendOptions
+    from vlmaudit.backends.modelref import ModelOptions
+    from vlmaudit.engine.ray_engine import RayOptions, RayPool
+    from vlmaudit.scan.spec import ScannerSpec
+    from vlmaudit.scan.worker import ScanSettings
+
+    gpus = int(ray_session.cluster_resources().get("GPU", 0))
+    assert gpus >= 1, "run -m gpu on a machine with a CUDA GPU"
+    workers = gpus if gpus_per_worker == 1.0 else 2
+    spec = ScannerSpec("clip", ModelOptions(str(tiny_clip), "auto", "fp32"), BackendOptions(),
+                       ScanSettings(workers=0), str(tmp_path / "out"))
+    pool = RayPool(spec, RayOptions(workers=workers, gpus_per_worker=gpus_per_worker))
+    try:
+        places = [pool.call(actor.placement.remote()) for actor in pool.actors]
+    finally:
+        pool.close()
+    assert all(p["device"].startswith("cuda") and len(p["gpu_ids"]) == 1 for p in places)
+    ids = [p["gpu_ids"][0] for p in places]
+    assert len(set(ids)) == (workers if gpus_per_worker == 1.0 else 1)

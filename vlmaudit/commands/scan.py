@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import os
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from vlmaudit.errors import UserError
@@ -59,12 +60,18 @@ class ScanRequest:
         from vlmaudit.backends.modelref import ModelOptions
         from vlmaudit.scan.spec import ScannerSpec
 
-        options = ModelOptions(default_model(self), self.device, self.precision, self.allow_unsafe_weights,
+        from vlmaudit.storage.location import is_url
+
+        local = lambda p: p if p is None or is_url(str(p)) or not os.path.exists(p) else type(p)(os.path.abspath(p))  # noqa: E731
+        # absolute paths: Ray actors do not run in this directory
+        options = ModelOptions(local(default_model(self)), self.device, self.precision, self.allow_unsafe_weights,
                                self.trust_remote_code)
+        extra = replace(self.backend_options(), head=local(self.head), judge_model=local(self.judge_model))
         settings = self.settings()
         if self.engine == "ray":  # an actor decodes with the CPUs it reserved beyond its own
             settings.workers = max(0, int(self.cpus_per_worker) - 1)
-        return ScannerSpec(self.backend, options, self.backend_options(), settings, str(self.out), self.rules)
+        out = str(self.out) if is_url(str(self.out)) else os.path.abspath(self.out)
+        return ScannerSpec(self.backend, options, extra, settings, out, local(self.rules))
 
 
 def run_scan_command(request: ScanRequest) -> int:

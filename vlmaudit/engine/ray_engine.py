@@ -43,6 +43,14 @@ class ShardActor:
     def pid(self) -> int:
         return os.getpid()
 
+    def placement(self) -> dict:
+        """Where this actor runs: its GPUs as Ray assigned them and the model's device."""
+        import ray
+
+        return {"gpu_ids": [str(g) for g in ray.get_gpu_ids()], "node": ray.get_runtime_context().get_node_id(),
+                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                "device": str(getattr(self.scanner.backend, "device", None)) if self.scanner else None}
+
     def scan(self, job) -> ScanResult:
         self._check()
         return self.scanner.run([job])
