@@ -148,3 +148,35 @@ def test_actors_are_placed_on_gpus(ray_session, tmp_path, tiny_clip, gpus_per_wo
     assert all(p["device"].startswith("cuda") and len(p["gpu_ids"]) == 1 for p in places)
     ids = [p["gpu_ids"][0] for p in places]
     assert len(set(ids)) == (workers if gpus_per_worker == 1.0 else 1)
+
+
+def test_a_model_that_cannot_load_is_one_line_under_ray(ray_session, tmp_path, demo_shards):
+    result = run_cli(*scan_args(demo_shards, tmp_path / "out", tmp_path / "no-such-model", "--engine", "ray",
+                                "--workers", "1"))
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: ") and len(result.output.strip().splitlines()) == 1
+    assert "Traceback" not in result.output and not list((tmp_path / "out").glob("*.parquet"))
+
+
+def test_ctrl_c_on_the_ray_driver_leaves_an_out_that_resumes(tmp_path, tiny_clip, shards, reference):
+    """A separate driver process with its own local Ray (--ray-address local), interrupted."""
+    import subprocess
+    import sys
+
+    from test_crash_safety import wait_for
+
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "vlmaudit", *scan_args(shards, out, tiny_clip, "--batch-size", "1", "--engine", "ray",
+                                                        "--ray-address", "local", "--workers", "1")]
+    proc = subprocess.Popen(cmd, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert wait_for(lambda: len(list(out.glob("*.stats.json"))) >= 1 or proc.poll() is not None, timeout=240)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    if proc.returncode == 0:
+        pytest.skip("scan finished before the interrupt arrived")
+    assert proc.returncode == 130 and b"re-run the same command to resume" in err
+    resumed = run_cli(*scan_args(shards, out, tiny_clip, "--batch-size", "4"))  # the local engine resumes it
+    assert resumed.exit_code == 0 and "shards already done" in resumed.output
+    assert same_rows(rows(out), rows(reference))
+    assert_each_shard_once(out, shards)

@@ -92,16 +92,13 @@ class RayPool:
 
     def run(self, jobs, progress=None) -> ScanResult:
         progress, result, todo = progress or NullProgress(), ScanResult(), list(reversed(jobs))
-        live = list(range(len(self.actors)))
-        for index in live:
+        for index in range(len(self.actors)):
             self._submit(index, todo)
         while self.busy:
             [ref], _ = self.ray.wait(list(self.busy), num_returns=1)
             index, job = self.busy.pop(ref)
-            if not self._collect(ref, job, result, progress):
-                live.remove(index)  # gave up on this actor after MAX_RESTARTS
-                continue
-            self._submit(index, todo)
+            if self._collect(ref, job, result, progress):  # else: its actor died MAX_RESTARTS times
+                self._submit(index, todo)
         for job in reversed(todo):  # only when every actor died for good: left for a re-run
             result.shards[job.name] = "failed"
         return result
