@@ -71,5 +71,6 @@ def test_nothing_outside_the_commands_imports_a_command():
 def test_stages_are_subpackages():
     top = sorted(p.stem for p in PACKAGE.glob("*.py"))
     assert top == ["__init__", "__main__", "cli", "errors", "flags", "progress", "schema"]
-    for stage in ("scan", "rulebook", "report", "filter", "head", "backends", "demo", "commands"):
+    for stage in ("scan", "rulebook", "report", "filter", "head", "backends", "demo", "commands", "engine", "storage",
+                  "evaluate", "calibrate"):
         assert (PACKAGE / stage / "__init__.py").is_file()

@@ -64,12 +64,12 @@ def concepts(rules: RulesOpt = None, as_json: Annotated[bool, typer.Option("--js
 @handle_errors
 def scan(
     shards: Annotated[list[str], typer.Argument(help="Shards: .tar/.tar.gz/.parquet/.arrow paths, dirs, globs, {a..b} ranges, URLs, pipe:CMD, hf://datasets/ORG/NAME.")],
-    out: Annotated[Path, typer.Option("--out", help="Report directory (one Parquet + stats JSON per shard).")],
+    out: Annotated[str, typer.Option("--out", help="Report directory or fsspec URL (s3://bucket/prefix): one Parquet + stats JSON per shard.")],
     model: Annotated[Optional[str], typer.Option(help="Hub id or local checkpoint directory (default: openai/clip-vit-large-patch14; llava-hf/llava-1.5-7b-hf for --backend vlm; the head's own vision model for --backend head).")] = None,
     backend: Annotated[str, typer.Option(help="clip (CLIP/SigLIP scorer), vlm (VLM judge), head (trained safety head), cascade.")] = "clip",
     rules: RulesOpt = None,
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
-    workers: Annotated[int, typer.Option(min=0, help="Decoding worker processes (0: in-process).")] = 2,
+    workers: Annotated[Optional[int], typer.Option(min=0, help="Local engine: decoding worker processes (0: in-process; default 2). Ray engine: scorer actors (default: one per GPU, else 2).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     precision: Annotated[str, typer.Option(help="auto (fp16 on GPU, bf16 on CPUs that have it), fp32, fp16, bf16.")] = "auto",
     num_shards: Annotated[int, typer.Option(min=1, help="Split the shard list into N parts (array jobs).")] = 1,
@@ -94,16 +94,23 @@ def scan(
     split: Annotated[Optional[str], typer.Option(help="hf://datasets/ shards: only this split's files.")] = None,
     config: Annotated[Optional[str], typer.Option(help="hf://datasets/ shards: only this config's files.")] = None,
     revision: Annotated[Optional[str], typer.Option(help="hf://datasets/ shards: branch, tag or commit (e.g. refs/convert/parquet).")] = None,
+    engine: Annotated[str, typer.Option(help="local (this process) or ray (a pool of actors; pip install 'vlmaudit[ray]').")] = "local",
+    ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster to join (default: a running one, else start a local one).")] = None,
+    gpus_per_worker: Annotated[Optional[float], typer.Option(min=0.0, help="Ray: GPUs per actor, fractional allowed (default 1 if the cluster has GPUs, else 0).")] = None,
+    cpus_per_worker: Annotated[float, typer.Option(min=0.0, help="Ray: CPUs per actor; an actor decodes with int(N)-1 worker processes.")] = 1.0,
 ):
     """Score every image and caption of SHARDS against every concept; write per-shard Parquet."""
     from vlmaudit.commands.scan import ScanRequest, run_scan_command
 
     quiet_libraries()
-    request = ScanRequest(shards, out, model, backend, rules, batch_size, workers, device, precision, num_shards,
+    local_workers = 2 if workers is None or engine == "ray" else workers
+    request = ScanRequest(shards, out, model, backend, rules, batch_size, local_workers, device, precision, num_shards,
                           shard_index, overwrite, retries, max_pixels, max_member_bytes, allow_unsafe_weights,
                           trust_remote_code, quiet, prompts, rationale, head, judge_model, escalate_above, escalate_top,
                           thresholds=thresholds, image_column=image_column, caption_column=caption_column,
-                          key_column=key_column, split=split, config=config, revision=revision)
+                          key_column=key_column, split=split, config=config, revision=revision, engine=engine,
+                          ray_address=ray_address, gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker,
+                          ray_workers=workers if engine == "ray" else None)
     raise typer.Exit(run_scan_command(request))
 
 

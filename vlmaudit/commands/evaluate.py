@@ -37,15 +37,12 @@ def run_eval(request: EvalRequest) -> dict:
     from vlmaudit.evaluate import run
     from vlmaudit.evaluate.data import benign_images, load_eval_data
     from vlmaudit.rulebook.load import load_rules
-    from vlmaudit.rulebook.thresholds import load_thresholds
-
     if request.text_concepts not in ("all", "present"):
         raise UserError(f"--text-concepts {request.text_concepts}: expected all or present")
     if request.fmt not in FORMATS:
         raise UserError(f"--format {request.fmt}: expected one of {', '.join(FORMATS)}")
     console = Console(stderr=True, quiet=request.quiet)
-    rules = load_rules(request.rules)
-    rules.thresholds = load_thresholds(request.thresholds, rules.taxonomy, base=rules.thresholds)
+    rules = load_rules(request.rules, request.thresholds)
     items = load_eval_data(request.data, rules.taxonomy)[:request.limit]
     benign = benign_images(request.benign) if request.benign else None
     probe = build_probe(request, rules)

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import os
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from vlmaudit.errors import UserError
 from vlmaudit.scan.worker import ScanSettings
+from vlmaudit.storage.location import redact
+
+
+ENGINES = ("local", "ray")
 
 
 @dataclass
 class ScanRequest:
     shards: list[str]
-    out: Path
+    out: str | Path  # a directory or an fsspec URL (s3://bucket/prefix)
     model: str | None
     backend: str = "clip"
     rules: Path | None = None
@@ -42,6 +47,11 @@ class ScanRequest:
     split: str | None = None
     config: str | None = None
     revision: str | None = None
+    engine: str = "local"
+    ray_address: str | None = None
+    gpus_per_worker: float | None = None
+    cpus_per_worker: float = 1.0
+    ray_workers: int | None = None  # --workers under --engine ray: the number of actors
 
     def backend_options(self):
         from vlmaudit.backends import BackendOptions
@@ -51,7 +61,8 @@ class ScanRequest:
 
     def settings(self) -> ScanSettings:
         return ScanSettings(batch_size=self.batch_size, workers=self.workers, max_pixels=self.max_pixels,
-                            max_member_bytes=self.max_member_bytes, retries=self.retries, columns=self.columns())
+                            max_member_bytes=self.max_member_bytes, retries=self.retries, columns=self.columns(),
+                            overwrite=self.overwrite)
 
     def columns(self):
         from vlmaudit.scan.table_columns import ColumnChoice
@@ -65,46 +76,99 @@ class ScanRequest:
             raise UserError("--split, --config and --revision apply to hf://datasets/ORG/NAME shards only")
         return HubSelection(self.split, self.config, self.revision)
 
+    def spec(self):
+        from vlmaudit.backends.modelref import ModelOptions
+        from vlmaudit.scan.spec import ScannerSpec
+
+        from vlmaudit.storage.location import is_url
+
+        local = lambda p: p if p is None or is_url(str(p)) or not os.path.exists(p) else type(p)(os.path.abspath(p))  # noqa: E731
+        # absolute paths: Ray actors do not run in this directory
+        options = ModelOptions(local(default_model(self)), self.device, self.precision, self.allow_unsafe_weights,
+                               self.trust_remote_code)
+        extra = replace(self.backend_options(), head=local(self.head), judge_model=local(self.judge_model))
+        settings = self.settings()
+        if self.engine == "ray":  # an actor decodes with the CPUs it reserved beyond its own
+            settings.workers = max(0, int(self.cpus_per_worker) - 1)
+        out = str(self.out) if is_url(str(self.out)) else os.path.abspath(self.out)
+        return ScannerSpec(self.backend, options, extra, settings, out, local(self.rules), local(self.thresholds))
+
 
 def run_scan_command(request: ScanRequest) -> int:
     """Returns the exit code: 0, or 1 when any shard failed."""
     from rich.console import Console
 
-    from vlmaudit.scan import runinfo
-    from vlmaudit.backends import build_backend
-    from vlmaudit.backends.modelref import ModelOptions
     from vlmaudit.rulebook.load import load_rules
-    from vlmaudit.schema import report_meta, report_schema
     from vlmaudit.scan.parquet_source import check_table_shards
-    from vlmaudit.scan.scanner import Scanner
+    from vlmaudit.scan import runinfo
 
     console = Console(stderr=True)
-    rules = load_rules(request.rules)
-    if request.thresholds:
-        from vlmaudit.rulebook.thresholds import load_thresholds
-
-        rules.thresholds = load_thresholds(request.thresholds, rules.taxonomy, base=rules.thresholds)
+    if request.engine not in ENGINES:
+        raise UserError(f"--engine {request.engine}: expected one of {', '.join(ENGINES)}")
+    rules = load_rules(request.rules, request.thresholds)
     jobs, planned = runinfo.plan_jobs(request.shards, request.num_shards, request.shard_index, request.hub())
     check_table_shards([job.url for job in jobs], request.columns())
     runinfo.prepare_out_dir(request.out)
-    options = ModelOptions(default_model(request), request.device, request.precision,
-                           request.allow_unsafe_weights, request.trust_remote_code)
-    backend = build_backend(request.backend, rules, options, request.backend_options())
-    record = runinfo.run_record(backend.describe(), rules, _config(request), planned)
-    runinfo.check_resume(request.out, record, request.overwrite)
-    runinfo.write_run_record(request.out, record)
-    todo, done = runinfo.split_done(jobs, request.out, request.overwrite)
-    if done:
-        console.print(f"{len(done)} of {len(jobs)} shards already done in {request.out}; skipping them")
-    schema = report_schema(rules.taxonomy, report_meta(rules.taxonomy, rules.thresholds, backend.describe()))
-    result = _run(Scanner, backend, rules, request, schema, todo, console)
-    console.print(f"scanned {result.rows:,} samples in {len(result.shards)} shards, {result.flagged:,} flagged"
-                  f" -> {request.out}")
+    engine = RayEngine(request) if request.engine == "ray" else LocalEngine(request)
+    try:
+        record = runinfo.run_record(engine.describe(), rules, _config(request), planned)
+        runinfo.check_resume(request.out, record, request.overwrite)
+        runinfo.write_run_record(request.out, record)
+        todo, done = runinfo.split_done(jobs, request.out, request.overwrite)
+        if done:
+            console.print(f"{len(done)} of {len(jobs)} shards already done in {redact(str(request.out))}; skipping them")
+        result = _run(engine, request, todo, console)
+    finally:
+        engine.close()
+    return _summarize(result, request, console)
+
+
+def _summarize(result, request: ScanRequest, console) -> int:
+    console.print(f"scanned {result.rows:,} samples in {len(result.shards) - len(result.skipped)} shards, "
+                  f"{result.flagged:,} flagged -> {redact(str(request.out))}")
+    if result.skipped:
+        console.print(f"{len(result.skipped)} shard(s) skipped: another writer held or finished them")
     if result.failed:
         console.print(f"[red]{len(result.failed)} shard(s) failed: {', '.join(result.failed[:10])}; "
                       "re-run the same command to retry them")
         return 1
     return 0
+
+
+class LocalEngine:
+    """This process: the model here, DataLoader worker processes for decoding."""
+
+    def __init__(self, request: ScanRequest):
+        self.scanner = request.spec().build()
+
+    def describe(self) -> dict:
+        return self.scanner.backend.describe()
+
+    def run(self, jobs, progress=None):
+        self.scanner.progress = progress or self.scanner.progress
+        return self.scanner.run(jobs)
+
+    def close(self) -> None: ...
+
+
+class RayEngine:
+    """A pool of Ray actors, each with its own model (see engine/ray_engine.py)."""
+
+    def __init__(self, request: ScanRequest):
+        from vlmaudit.engine.ray_engine import RayOptions, RayPool
+
+        options = RayOptions(request.ray_address, request.ray_workers, request.gpus_per_worker,
+                             request.cpus_per_worker)
+        self.pool = RayPool(request.spec(), options)
+
+    def describe(self) -> dict:
+        return self.pool.describe()
+
+    def run(self, jobs, progress=None):
+        return self.pool.run(jobs, progress)
+
+    def close(self) -> None:
+        self.pool.close()
 
 
 def default_model(request: ScanRequest) -> str | None:
@@ -117,18 +181,20 @@ def default_model(request: ScanRequest) -> str | None:
     return DEFAULT_JUDGE if request.backend == "vlm" else DEFAULT_MODEL
 
 
-def _run(scanner_cls, backend, rules, request, schema, jobs, console):
+def _run(engine, request: ScanRequest, jobs, console):
     if request.quiet or not jobs:
-        return scanner_cls(backend, rules, request.out, request.settings(), schema).run(jobs)
+        return engine.run(jobs)
     from vlmaudit.progress import RichProgress
 
     with RichProgress(len(jobs), console) as progress:
-        return scanner_cls(backend, rules, request.out, request.settings(), schema, progress).run(jobs)
+        return engine.run(jobs, progress)
 
 
 def _config(request: ScanRequest) -> dict:
     config = asdict(request)
-    config["out"], config["rules"] = str(request.out), str(request.rules) if request.rules else None
+    config["out"], config["rules"] = redact(str(request.out)), str(request.rules) if request.rules else None
+    config["shards"] = [redact(spec) for spec in request.shards]
+    config["ray_address"] = redact(request.ray_address) if request.ray_address else None
     config["head"] = str(request.head) if request.head else None
     config["thresholds"] = str(request.thresholds) if request.thresholds else None
     return config

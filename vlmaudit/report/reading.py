@@ -2,49 +2,65 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 
 from vlmaudit.errors import UserError
 from vlmaudit.schema import read_meta
 
 
-def report_files(report_dir: Path) -> list[Path]:
-    report_dir = Path(report_dir)
-    if not report_dir.is_dir():
-        raise UserError(f"{report_dir}: not a directory")
-    files = sorted(p for p in report_dir.glob("*.parquet") if not p.name.startswith("."))
-    if not files:
-        raise UserError(f"{report_dir}: no Parquet reports here (run `vlmaudit scan ... --out {report_dir}` first)")
-    return files
+def report_files(report_dir) -> list:
+    """The reports' Parquet files: Paths for a local directory, redacted URL strings for an
+    fsspec URL (s3://bucket/prefix); open them with `open_report`."""
+    from vlmaudit.storage.location import Location
+
+    where = Location(report_dir)
+    if not where.is_dir():
+        raise UserError(f"{where}: not a directory")
+    names = where.names(".parquet")
+    if not names:
+        raise UserError(f"{where}: no Parquet reports here (run `vlmaudit scan ... --out {where}` first)")
+    return [where.local(n) if not where.remote else where.url(n) for n in names]
 
 
-def read_report_meta(files: list[Path]) -> dict:
+def open_report(path):
+    """A pyarrow-readable source for one report file: the path itself, or an fsspec file."""
+    from vlmaudit.storage.location import filesystem, is_url
+
+    if not is_url(str(path)):
+        return path
+    fs, inner = filesystem(str(path))
+    return fs.open(inner, "rb")
+
+
+def read_report_meta(files: list) -> dict:
     import pyarrow.parquet as pq
 
-    meta = read_meta(pq.read_schema(files[0]))
+    meta = read_meta(pq.read_schema(open_report(files[0])))
     if not meta.get("concepts"):
         raise UserError(f"{files[0]}: not a vlmaudit report (no taxonomy in its metadata)")
     return meta
 
 
-def read_stats(report_dir: Path) -> dict[str, dict]:
+def read_stats(report_dir) -> dict[str, dict]:
+    """Per-shard stats by shard name (a local directory or an fsspec URL); unreadable, oversized
+    or non-object files are left out."""
+    from vlmaudit.storage.location import Location
+
+    where = Location(report_dir)
     out = {}
-    for path in sorted(Path(report_dir).glob("*.stats.json")):
-        try:
-            out[path.name[: -len(".stats.json")]] = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
+    for name in where.names(".stats.json"):
+        stats = where.read_json(name)
+        if isinstance(stats, dict):
+            out[name[: -len(".stats.json")]] = stats
     return out
 
 
-def iter_batches(files: list[Path], columns: list[str], batch_size: int = 131072):
+def iter_batches(files: list, columns: list[str], batch_size: int = 131072):
     import pyarrow.parquet as pq
 
     for path in files:
-        yield from pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=columns, use_threads=False)
+        yield from pq.ParquetFile(open_report(path)).iter_batches(batch_size=batch_size, columns=columns,
+                                                                  use_threads=False)
 
 
 def score_matrix(column, n_concepts: int) -> np.ndarray:

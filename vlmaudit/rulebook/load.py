@@ -45,7 +45,9 @@ def find_rule_file(kind: str, name_or_path: str, rules_dir: Path | None = None) 
     raise UserError(f"no {SINGULAR.get(kind, kind)} named {name_or_path!r} (shipped: {', '.join(known)}); or give a .yaml path")
 
 
-def load_rules(directory: Path | None = None) -> Rules:
+def load_rules(directory: Path | None = None, thresholds_file: Path | None = None) -> Rules:
+    """The rules in DIRECTORY (default: shipped); `thresholds_file` (e.g. from `vlmaudit calibrate`)
+    overrides the directory's thresholds where it sets them."""
     directory = Path(directory) if directory else shipped_rules_dir()
     if not directory.is_dir():
         raise UserError(f"--rules {directory}: not a directory")
@@ -55,4 +57,6 @@ def load_rules(directory: Path | None = None) -> Rules:
     taxonomy = load_taxonomy(taxonomy_path)
     threshold_path = directory / "thresholds.yaml"
     thresholds = load_thresholds(threshold_path if threshold_path.is_file() else None, taxonomy)
+    if thresholds_file:
+        thresholds = load_thresholds(Path(thresholds_file), taxonomy, base=thresholds)
     return Rules(directory, taxonomy, thresholds)

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import sys
 import time
-from pathlib import Path
 
 from vlmaudit.errors import ResumeConflict, UserError
 from vlmaudit.scan.shards import expand_shard_specs, is_remote, output_names, select_partition
 from vlmaudit.scan.worker import ShardJob
-from vlmaudit.scan.writer import shard_is_done, write_json_atomic
+from vlmaudit.scan.writer import as_location, shard_is_done
+from vlmaudit.storage.location import redact
 
 RUN_FILE = "run.json"
 IDENTITY = ("backend", "model", "revision", "taxonomy_fingerprint", "thresholds_fingerprint")
@@ -22,6 +21,8 @@ PACKAGES = ("vlmaudit", "torch", "transformers", "pyarrow", "webdataset", "pillo
 def plan_jobs(specs: list[str], num_shards: int = 1, shard_index: int = 0, hub=None) -> tuple[list[ShardJob], list[str]]:
     """(this job's shards, report names of the whole list). Names come from the full list, so
     every array job agrees on them. `hub`: --split/--config/--revision for hf://datasets/ specs."""
+    for spec in specs:
+        refuse_credentials(spec, "shard")
     shards = expand_shard_specs(specs, hub)
     names = output_names(shards)
     jobs = [ShardJob(url if is_remote(url) else os.path.abspath(url), names[url])
@@ -29,22 +30,36 @@ def plan_jobs(specs: list[str], num_shards: int = 1, shard_index: int = 0, hub=N
     return jobs, [names[url] for url in shards]
 
 
-def split_done(jobs: list[ShardJob], out_dir: Path, overwrite: bool) -> tuple[list[ShardJob], list[ShardJob]]:
+def refuse_credentials(url: str, what: str) -> None:
+    """user:password@ in a URL would end up in stats, run.json and logs: use the environment or
+    the fsspec/cloud configuration instead."""
+    if redact(url) != url:
+        raise UserError(f"{what} {redact(url)}: credentials in a URL are not accepted (they would be "
+                        "written to run.json and the stats); use environment variables or the cloud config")
+
+
+def split_done(jobs: list[ShardJob], out_dir, overwrite: bool) -> tuple[list[ShardJob], list[ShardJob]]:
     if overwrite:
         return jobs, []
-    done = [job for job in jobs if shard_is_done(out_dir, job.name)]
+    out = as_location(out_dir)
+    done = [job for job in jobs if shard_is_done(out, job.name)]
     names = {job.name for job in done}
     return [job for job in jobs if job.name not in names], done
 
 
-def prepare_out_dir(out_dir: Path) -> None:
+def prepare_out_dir(out_dir) -> None:
+    """Fail early, in one line, when --out (a directory or an fsspec URL) cannot be written."""
+    refuse_credentials(str(out_dir), "--out")
+    out = as_location(out_dir)
+    probe = f".write-test-{os.getpid()}"
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"ok")
-        probe.unlink()
+        if not out.remote:
+            out.root.mkdir(parents=True, exist_ok=True)
+        with out.open(probe, "wb") as handle:
+            handle.write(b"ok")
+        out.remove(probe)
     except OSError as exc:
-        raise UserError(f"--out {out_dir}: cannot write there ({exc.strerror or exc})") from None
+        raise UserError(f"--out {out}: cannot write there ({redact(str(exc.strerror or exc))})") from None
 
 
 def package_versions() -> dict:
@@ -69,27 +84,24 @@ def run_record(backend_info: dict, rules, config: dict, planned: list[str]) -> d
         "thresholds_fingerprint": rules.thresholds.fingerprint(),
         "rules_dir": str(rules.directory),
         "config": config,
-        "command": sys.argv,
+        "command": [redact(arg) for arg in sys.argv],
         "packages": package_versions(),
         "created_at": time.time(),
     }
 
 
-def check_resume(out_dir: Path, record: dict, overwrite: bool) -> None:
+def check_resume(out_dir, record: dict, overwrite: bool) -> None:
     """Refuse to mix reports of different models, taxonomies or thresholds in one directory."""
-    path = out_dir / RUN_FILE
-    if overwrite or not path.is_file():
-        return
-    try:
-        previous = json.loads(path.read_text())
-    except (OSError, ValueError):
+    out = as_location(out_dir)
+    previous = None if overwrite else out.read_json(RUN_FILE)
+    if not isinstance(previous, dict):
         return
     changed = [k for k in IDENTITY if previous.get(k) != record.get(k)]
     if changed:
         raise ResumeConflict(
-            f"{out_dir} holds a run with a different {', '.join(changed)}; "
+            f"{out} holds a run with a different {', '.join(changed)}; "
             "use another --out, or --overwrite to rescan everything with the new settings")
 
 
-def write_run_record(out_dir: Path, record: dict) -> None:
-    write_json_atomic(out_dir / RUN_FILE, record)
+def write_run_record(out_dir, record: dict) -> None:
+    as_location(out_dir).write_json(RUN_FILE, record)

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-
 from vlmaudit.scan.escalation import has_second_stage, refine_shard
 from vlmaudit.scan.loader import iter_prepared
 from vlmaudit.scan.rows import RowBuilder
 from vlmaudit.scan.worker import PreparedBatch, ScanSettings, ShardJob
-from vlmaudit.scan.writer import ShardWriter, parquet_path, stats_path, write_json_atomic
+from vlmaudit.storage.location import redact
+from vlmaudit.scan.writer import ShardWriter, as_location, parquet_name, stats_name
 
 
 class NullProgress:
@@ -24,7 +23,7 @@ class NullProgress:
 
 @dataclass
 class ScanResult:
-    shards: dict[str, str] = field(default_factory=dict)  # name -> complete/truncated/failed
+    shards: dict[str, str] = field(default_factory=dict)  # name -> complete/truncated/failed/skipped
     rows: int = 0
     flagged: int = 0
 
@@ -32,15 +31,29 @@ class ScanResult:
     def failed(self) -> list[str]:
         return [name for name, status in self.shards.items() if status == "failed"]
 
+    @property
+    def skipped(self) -> list[str]:
+        """Shards another writer held (or finished) when this one reached them."""
+        return [name for name, status in self.shards.items() if status == SKIPPED]
+
+    def merge(self, other: ScanResult) -> None:
+        self.shards.update(other.shards)
+        self.rows, self.flagged = self.rows + other.rows, self.flagged + other.flagged
+
+
+SKIPPED = "skipped"
+
 
 class Scanner:
-    def __init__(self, backend, rules, out_dir: Path, settings: ScanSettings, schema, progress=None):
-        self.backend, self.out_dir, self.settings = backend, Path(out_dir), settings
+    def __init__(self, backend, rules, out_dir, settings: ScanSettings, schema, progress=None):
+        """out_dir: a local directory or an fsspec URL (s3://bucket/prefix)."""
+        self.backend, self.out, self.settings = backend, as_location(out_dir), settings
         info = backend.describe()
         model_tag = f"{info['model']}@{info['revision']}"
         self.rows = RowBuilder(rules.taxonomy, rules.thresholds, schema, model_tag)
         self.schema, self.progress = schema, progress or NullProgress()
         self.writers: dict[str, ShardWriter] = {}
+        self.skipping: set[str] = set()
         self.timing: dict[str, dict] = {}
 
     def run(self, jobs: list[ShardJob]) -> ScanResult:
@@ -55,6 +68,9 @@ class Scanner:
     def _handle(self, batch: PreparedBatch, result: ScanResult) -> None:
         name = batch.job.name
         writer = self.writers.get(name) or self._open(name)
+        if writer is None:
+            self._skip(batch, result)
+            return
         timing = self.timing[name]
         timing["prep"] += batch.prep_seconds
         started = time.perf_counter()
@@ -69,19 +85,31 @@ class Scanner:
         if batch.final:
             self._finish(batch, writer, result)
 
-    def _open(self, name: str) -> ShardWriter:
-        self.writers[name] = ShardWriter(self.out_dir, name, self.schema, hold=has_second_stage(self.backend))
+    def _open(self, name: str) -> ShardWriter | None:
+        if name in self.skipping:
+            return None
+        writer = ShardWriter.claim_shard(self.out, name, self.schema, hold=has_second_stage(self.backend),
+                                         rescan_done=self.settings.overwrite)
+        if writer is None:
+            self.skipping.add(name)
+            return None
+        self.writers[name] = writer
         self.timing[name] = {"prep": 0.0, "model": 0.0, "wall_start": time.time()}
-        return self.writers[name]
+        return writer
+
+    def _skip(self, batch: PreparedBatch, result: ScanResult) -> None:
+        """Another writer holds this shard (or finished it meanwhile): drop its batches."""
+        if batch.final:
+            self.skipping.discard(batch.job.name)
+            result.shards[batch.job.name] = SKIPPED
+            self.progress.shard_done(batch.job.name, SKIPPED)
 
     def _finish(self, batch: PreparedBatch, writer: ShardWriter, result: ScanResult) -> None:
         name, end = batch.job.name, batch.end
         stats = self._stats(batch.job, end, self.timing.pop(name))
         del self.writers[name]
         if end.status == "failed":
-            writer.abort()
-            stats.update(rows=0, status_counts={}, flagged={"image": 0, "caption": 0, "any": 0})
-            write_json_atomic(stats_path(self.out_dir, name), stats)
+            writer.fail(stats)
         else:
             writer.commit(stats, self._refiner(batch.job, stats))
         result.shards[name] = end.status
@@ -106,7 +134,7 @@ class Scanner:
 
         wall = time.time() - timing["wall_start"]
         return {
-            "shard": job.name, "url": job.url, "status": end.status, "error": end.error,
+            "shard": job.name, "url": redact(job.url), "status": end.status, "error": end.error and redact(end.error),
             "members_ignored": end.members_ignored, "ignored_kinds": end.ignored_kinds,
             "seconds": {"wall": round(wall, 4), "model": round(timing["model"], 4),
                         "decode_preprocess_workers": round(timing["prep"], 4)},
@@ -135,10 +163,10 @@ def score_batch(backend, batch: PreparedBatch):
         return None, None, {}
 
 
-def scan_shard(job: ShardJob, backend, rules, out_dir: Path, settings: ScanSettings, schema) -> list[Path]:
-    """Scan one shard in this process (no worker processes) and return the files written."""
+def scan_shard(job: ShardJob, backend, rules, out_dir, settings: ScanSettings, schema) -> list[str]:
+    """Scan one shard in this process (no worker processes) and return where its files are."""
     from dataclasses import replace
 
-    Scanner(backend, rules, out_dir, replace(settings, workers=0), schema).run([job])
-    files = [parquet_path(Path(out_dir), job.name), stats_path(Path(out_dir), job.name)]
-    return [f for f in files if f.exists()]
+    out = as_location(out_dir)
+    Scanner(backend, rules, out, replace(settings, workers=0), schema).run([job])
+    return [out.url(f) for f in (parquet_name(job.name), stats_name(job.name)) if out.exists(f)]

@@ -42,7 +42,7 @@ def _expand_one(item: str) -> list[str]:
     if item.startswith("pipe:"):
         return [item]
     if "://" in item:
-        return _expand_remote_glob(item) if GLOB_CHARS.search(item) else [item]
+        return _expand_remote_glob(item) if GLOB_CHARS.search(item) or item.endswith("/") else [item]
     if GLOB_CHARS.search(item):
         found = _without_sidecars(sorted(p for p in glob.glob(item) if _is_shard_file(Path(p))))
         if not found:
@@ -77,12 +77,17 @@ def _tar_stem(path: str) -> str:
 
 
 def _expand_remote_glob(url: str) -> list[str]:
-    import fsspec
+    """A glob, or a URL ending in / (a prefix listed recursively), on any fsspec filesystem."""
+    from vlmaudit.storage.location import filesystem, redact
 
-    fs, _, paths = fsspec.get_fs_token_paths(url)
+    fs, path = filesystem(url)
+    try:
+        paths = fs.find(path) if url.endswith("/") else fs.glob(path)
+    except OSError as exc:
+        raise ShardSpecError(f"{redact(url)}: cannot list ({type(exc).__name__}: {redact(str(exc))})") from None
     found = _without_sidecars(sorted(fs.unstrip_protocol(p) for p in paths if p.lower().endswith(SHARD_SUFFIXES)))
     if not found:
-        raise ShardSpecError(f"{url}: no shard files match this pattern")
+        raise ShardSpecError(f"{redact(url)}: no shard files match this pattern")
     return found
 
 

@@ -29,6 +29,7 @@ class ScanSettings:
     retries: int = 2
     retry_wait: float = 1.0
     columns: ColumnChoice = field(default_factory=ColumnChoice)  # Parquet/Arrow shards only
+    overwrite: bool = False  # rescan a shard that another writer finished while this run was going
 
 
 @dataclass

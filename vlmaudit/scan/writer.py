@@ -1,71 +1,112 @@
-"""Write one shard's report atomically: Parquet under a temporary name, renamed when complete,
-then the stats JSON, written last: its presence marks the shard done (img2dataset's convention)."""
+"""Write one shard's report so that crashes, retries and concurrent writers never corrupt it.
+
+The stats JSON is written last: its presence marks the shard done (img2dataset's convention).
+Local --out: the Parquet goes to a unique hidden temporary file (created exclusively, never
+through a symlink) and is renamed into place when complete; one writer claims a shard at a time
+(.NAME.lock with owner and staleness), and if two still race, the atomic rename keeps one whole
+file. Object stores (s3://...) have no rename: the Parquet is uploaded under its final name (an
+object appears whole or not at all), then the stats.
+"""
 
 from __future__ import annotations
 
-import json
 import os
-import time
 from pathlib import Path
 
+from vlmaudit.storage.localfiles import ShardClaim, create_exclusive, remove_abandoned_temps, temp_path, write_text_atomic
+from vlmaudit.storage.location import Location
+
 ROW_GROUP_ROWS = 8192
+DONE = ("complete", "truncated")
+
+
+def parquet_name(name: str) -> str:
+    return f"{name}.parquet"
+
+
+def stats_name(name: str) -> str:
+    return f"{name}.stats.json"
 
 
 def parquet_path(out_dir: Path, name: str) -> Path:
-    return out_dir / f"{name}.parquet"
+    return Path(out_dir) / parquet_name(name)
 
 
 def stats_path(out_dir: Path, name: str) -> Path:
-    return out_dir / f"{name}.stats.json"
+    return Path(out_dir) / stats_name(name)
 
 
-def open_parquet_writer(path: Path, schema):
+def as_location(out) -> Location:
+    return out if isinstance(out, Location) else Location(out)
+
+
+def open_parquet_writer(where, schema):
     """zstd everywhere; score lists byte-stream-split and not dictionary-encoded (floats: smaller
     files and ~25% faster reads than plain zstd)."""
     import pyarrow.parquet as pq
 
     scores = [f.name for f in schema if f.name.endswith("_scores")]
-    return pq.ParquetWriter(path, schema, compression="zstd",
+    return pq.ParquetWriter(where, schema, compression="zstd",
                             use_dictionary=[f.name for f in schema if f.name not in scores],
                             use_byte_stream_split=[f"{name}.list.element" for name in scores])
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, sort_keys=True)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    import json
+
+    write_text_atomic(Path(path), json.dumps(data, indent=2, sort_keys=True))
 
 
-def shard_is_done(out_dir: Path, name: str) -> bool:
-    stats = stats_path(out_dir, name)
-    if not stats.is_file() or not parquet_path(out_dir, name).is_file():
-        return False
-    try:
-        return json.loads(stats.read_text()).get("status") in ("complete", "truncated")
-    except (OSError, ValueError):
-        return False
+def shard_is_done(out, name: str) -> bool:
+    out = as_location(out)
+    stats = out.read_json(stats_name(name))
+    return isinstance(stats, dict) and stats.get("status") in DONE and out.exists(parquet_name(name))
 
 
 class ShardWriter:
-    """Buffers record batches into row groups of ~8k rows; counts rows per status and flags."""
+    """Buffers record batches into row groups of ~8k rows; counts rows per status and flags.
+    Build it with `claim`, which returns None when another live writer holds the shard."""
 
-    def __init__(self, out_dir: Path, name: str, schema, hold: bool = False):
+    def __init__(self, out: Location, name: str, schema, hold: bool, claim: ShardClaim | None):
         """hold=True keeps the whole shard in memory until commit, so a refine step (the cascade's
         second stage) can rewrite rows before anything is written."""
-        self.out_dir, self.name, self.schema, self.hold = out_dir, name, schema, hold
-        self.partial = out_dir / f".{name}.parquet.partial"
-        self.writer = open_parquet_writer(self.partial, schema)
+        self.out, self.name, self.schema, self.hold, self.claim = out, name, schema, hold, claim
+        self.handle, self.partial = self._open_target()
+        self.writer = open_parquet_writer(self.handle, schema)
         self.buffer, self.buffered = [], 0
         self.rows, self.status_counts = 0, {}
         self.flagged = {"image": 0, "caption": 0, "any": 0}
-        self.started = time.time()
+
+    @classmethod
+    def claim_shard(cls, out, name: str, schema, hold: bool = False, rescan_done: bool = True):
+        """A writer for shard NAME, or None when another live writer holds it (or, unless
+        rescan_done, when it is already done). Stale stats are removed first: until this writer
+        commits, the shard does not look done."""
+        out = as_location(out)
+        claim = None
+        if not out.remote:
+            out.root.mkdir(parents=True, exist_ok=True)
+            claim = ShardClaim.acquire(out.root, name)
+            if claim is None:
+                return None
+            remove_abandoned_temps(out.root, name)
+        if not rescan_done and shard_is_done(out, name):
+            claim and claim.release()
+            return None
+        out.remove(stats_name(name))
+        return cls(out, name, schema, hold, claim)
+
+    def _open_target(self):
+        if self.out.remote:
+            return self.out.open(parquet_name(self.name), "wb"), None
+        partial = temp_path(self.out.local(parquet_name(self.name)), "partial")
+        return create_exclusive(partial), partial
 
     def add(self, batch) -> None:
         self.buffer.append(batch)
         self.buffered += batch.num_rows
+        if self.claim is not None:
+            self.claim.heartbeat()
         if self.hold:
             return
         self._count(batch)
@@ -88,18 +129,34 @@ class ShardWriter:
             self.writer.write_table(pa.Table.from_batches(self.buffer, schema=self.schema))
         self.buffer, self.buffered = [], 0
 
-    def commit(self, stats: dict, refine=None) -> list[Path]:
+    def commit(self, stats: dict, refine=None) -> list[str]:
+        """Parquet into place, then the stats; returns where both are."""
         if self.hold:
             self._release(refine)
         self._flush()
         self.writer.close()
-        with open(self.partial, "rb+") as handle:
-            os.fsync(handle.fileno())
-        final = parquet_path(self.out_dir, self.name)
-        os.replace(self.partial, final)
+        if self.partial is not None:
+            self.handle.flush()
+            os.fsync(self.handle.fileno())
+        self.handle.close()
+        if self.partial is not None:
+            os.replace(self.partial, self.out.local(parquet_name(self.name)))
         stats.update(rows=self.rows, status_counts=self.status_counts, flagged=self.flagged)
-        write_json_atomic(stats_path(self.out_dir, self.name), stats)
-        return [final, stats_path(self.out_dir, self.name)]
+        self._finish(stats)
+        return [self.out.url(parquet_name(self.name)), self.out.url(stats_name(self.name))]
+
+    def fail(self, stats: dict) -> None:
+        """The shard could not be read at all: no Parquet, only stats saying so."""
+        self._discard()
+        stats.update(rows=0, status_counts={}, flagged={"image": 0, "caption": 0, "any": 0})
+        self._finish(stats)
+
+    def _finish(self, stats: dict) -> None:
+        try:
+            self.out.write_json(stats_name(self.name), stats)
+        finally:
+            if self.claim is not None:
+                self.claim.release()
 
     def _release(self, refine) -> None:
         import pyarrow as pa
@@ -112,6 +169,19 @@ class ShardWriter:
 
     def abort(self) -> None:
         try:
+            self._discard()
+        finally:
+            if self.claim is not None:
+                self.claim.release()
+
+    def _discard(self) -> None:
+        if self.partial is None:  # object store: abandon the upload instead of finishing it
             self.writer.close()
+            getattr(self.handle, "discard", lambda: None)()
+            self.handle.closed = True
+            return
+        try:
+            self.writer.close()
+            self.handle.close()
         finally:
             self.partial.unlink(missing_ok=True)

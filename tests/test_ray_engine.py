@@ -1,0 +1,182 @@
+"""--engine ray: a real local Ray (2 CPUs, ~200 MB object store) shared by this module's tests."""
+
+import json
+import os
+import signal
+
+import pytest
+
+from conftest import run_cli, scan_args
+from test_crash_safety import rows, same_rows
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    import ray
+
+    ray.init(num_cpus=2, object_store_memory=200 * 1024**2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    from vlmaudit.demo.build import build_demo_shards
+
+    return build_demo_shards(tmp_path_factory.mktemp("ray-shards"), shards=5, per_shard=24)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, tiny_clip, shards):
+    out = tmp_path_factory.mktemp("local-reference")
+    assert run_cli(*scan_args(shards, out, tiny_clip, "--batch-size", "4")).exit_code == 0
+    return out
+
+
+def stats_of(out):
+    return {p.name: json.loads(p.read_text()) for p in sorted(out.glob("*.stats.json"))}
+
+
+def assert_each_shard_once(out, shards):
+    names = sorted(p.name for p in out.iterdir())
+    expected = sorted([f"{s.stem}.parquet" for s in shards] + [f"{s.stem}.stats.json" for s in shards] + ["run.json"])
+    assert names == expected  # no temporaries, no locks, no duplicates
+
+
+def test_ray_engine_writes_the_same_reports_as_the_local_engine(ray_session, tmp_path, tiny_clip, shards, reference):
+    out = tmp_path / "ray"
+    ray_args = ("--engine", "ray", "--workers", "2", "--batch-size", "4")
+    result = run_cli(*scan_args(shards, out, tiny_clip, *ray_args))
+    assert result.exit_code == 0, result.output
+    assert_each_shard_once(out, shards)
+    assert same_rows(rows(out), rows(reference))
+    statuses = lambda d: {k: (v["status"], v["rows"], v["status_counts"]) for k, v in stats_of(d).items()}  # noqa: E731
+    assert statuses(out) == statuses(reference)
+    assert json.loads((out / "run.json").read_text())["config"]["engine"] == "ray"
+    again = run_cli(*scan_args(shards, out, tiny_clip, *ray_args))
+    assert again.exit_code == 0 and "5 of 5 shards already done" in again.output
+
+
+class KillOnFirstShard:
+    """Progress that SIGKILLs the process of an actor still holding a shard, once."""
+
+    def __init__(self, pool, pids):
+        self.pool, self.pids, self.killed = pool, pids, None
+
+    def batch(self, rows, flagged): ...
+
+    def shard_done(self, name, status):
+        if self.killed is None and self.pool.busy:
+            index, _ = next(iter(self.pool.busy.values()))
+            self.killed = self.pids[index]
+            os.kill(self.killed, signal.SIGKILL)
+
+
+def test_an_actor_killed_mid_run_loses_and_duplicates_nothing(ray_session, tmp_path, tiny_clip, shards, reference):
+    from dataclasses import replace
+
+    from vlmaudit.backends import BackendOptions
+    from vlmaudit.backends.modelref import ModelOptions
+    from vlmaudit.engine.ray_engine import RayOptions, RayPool
+    from vlmaudit.scan.runinfo import plan_jobs
+    from vlmaudit.scan.spec import ScannerSpec
+    from vlmaudit.scan.worker import ScanSettings
+
+    out = tmp_path / "killed"
+    settings = replace(ScanSettings(), batch_size=4, workers=0)
+    spec = ScannerSpec("clip", ModelOptions(str(tiny_clip), "cpu", "fp32"), BackendOptions(), settings, str(out))
+    pool = RayPool(spec, RayOptions(workers=2))
+    try:
+        pool.describe()
+        pids = pool.pids()
+        progress = KillOnFirstShard(pool, pids)
+        result = pool.run(plan_jobs([str(s) for s in shards])[0], progress)
+        assert progress.killed in pids and progress.killed not in pool.pids()  # it died and was restarted
+    finally:
+        pool.close()
+    assert sorted(result.shards.values()) == ["complete"] * 5 and result.rows == 5 * 24
+    (out / "run.json").write_text("{}")
+    assert_each_shard_once(out, shards)
+    assert same_rows(rows(out), rows(reference))
+
+
+def test_core_scan_never_imports_ray_or_s3fs(tmp_path, tiny_clip, demo_shards):
+    import subprocess
+    import sys
+
+    code = ("import sys; from typer.testing import CliRunner; from vlmaudit.cli import app; "
+            f"r = CliRunner().invoke(app, {[str(a) for a in scan_args(demo_shards, tmp_path / 'out', tiny_clip)]!r}); "
+            "assert r.exit_code == 0, r.output; "
+            "print(sorted(m for m in ('ray', 's3fs', 'boto3') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_engine_ray_without_ray_installed_names_the_extra(tmp_path, tiny_clip, demo_shards, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` does when it is not installed
+    result = run_cli(*scan_args(demo_shards, tmp_path / "out", tiny_clip, "--engine", "ray"))
+    assert result.exit_code == 2
+    assert result.output.strip() == "error: 'ray' is needed for this; pip install 'vlmaudit[ray]'"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("gpus_per_worker", [1.0, 0.5])
+def test_actors_are_placed_on_gpus(ray_session, tmp_path, tiny_clip, gpus_per_worker):
+    """One actor per GPU (distinct devices), or two actors sharing a GPU at 0.5 each."""
+    from vlmaudit.backends import BackendOptions
+    from vlmaudit.backends.modelref import ModelOptions
+    from vlmaudit.engine.ray_engine import RayOptions, RayPool
+    from vlmaudit.scan.spec import ScannerSpec
+    from vlmaudit.scan.worker import ScanSettings
+
+    gpus = int(ray_session.cluster_resources().get("GPU", 0))
+    assert gpus >= 1, "run -m gpu on a machine with a CUDA GPU"
+    workers = gpus if gpus_per_worker == 1.0 else 2
+    spec = ScannerSpec("clip", ModelOptions(str(tiny_clip), "auto", "fp32"), BackendOptions(),
+                       ScanSettings(workers=0), str(tmp_path / "out"))
+    pool = RayPool(spec, RayOptions(workers=workers, gpus_per_worker=gpus_per_worker))
+    try:
+        places = [pool.call(actor.placement.remote()) for actor in pool.actors]
+    finally:
+        pool.close()
+    assert all(p["device"].startswith("cuda") and len(p["gpu_ids"]) == 1 for p in places)
+    ids = [p["gpu_ids"][0] for p in places]
+    assert len(set(ids)) == (workers if gpus_per_worker == 1.0 else 1)
+
+
+def test_a_model_that_cannot_load_is_one_line_under_ray(ray_session, tmp_path, demo_shards):
+    result = run_cli(*scan_args(demo_shards, tmp_path / "out", tmp_path / "no-such-model", "--engine", "ray",
+                                "--workers", "1"))
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: ") and len(result.output.strip().splitlines()) == 1
+    assert "Traceback" not in result.output and not list((tmp_path / "out").glob("*.parquet"))
+
+
+def test_ctrl_c_on_the_ray_driver_leaves_an_out_that_resumes(tmp_path, tiny_clip, shards, reference):
+    """A separate driver process with its own local Ray (--ray-address local), interrupted."""
+    import subprocess
+    import sys
+
+    from test_crash_safety import wait_for
+
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "vlmaudit", *scan_args(shards, out, tiny_clip, "--batch-size", "1", "--engine", "ray",
+                                                        "--ray-address", "local", "--workers", "1")]
+    proc = subprocess.Popen(cmd, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert wait_for(lambda: len(list(out.glob("*.stats.json"))) >= 1 or proc.poll() is not None, timeout=240)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    if proc.returncode == 0:
+        pytest.skip("scan finished before the interrupt arrived")
+    assert proc.returncode == 130 and b"re-run the same command to resume" in err
+    resumed = run_cli(*scan_args(shards, out, tiny_clip, "--batch-size", "4"))  # the local engine resumes it
+    assert resumed.exit_code == 0 and "shards already done" in resumed.output
+    assert same_rows(rows(out), rows(reference))
+    assert_each_shard_once(out, shards)

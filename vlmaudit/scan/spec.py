@@ -1,0 +1,32 @@
+"""Everything needed to build a Scanner, in a small picklable record: the local engine builds it
+in-process, each Ray actor builds it once in its constructor, so both score shards identically."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from vlmaudit.scan.worker import ScanSettings
+
+
+@dataclass
+class ScannerSpec:
+    backend: str
+    model: object  # backends.modelref.ModelOptions
+    options: object  # backends.BackendOptions
+    settings: ScanSettings
+    out: str
+    rules_dir: Path | None = None
+    thresholds_file: Path | None = None  # scan --thresholds
+
+    def build(self, progress=None):
+        """Load the rules and the model, then return a ready Scanner (heavy: once per process)."""
+        from vlmaudit.backends import build_backend
+        from vlmaudit.rulebook.load import load_rules
+        from vlmaudit.scan.scanner import Scanner
+        from vlmaudit.schema import report_meta, report_schema
+
+        rules = load_rules(self.rules_dir, self.thresholds_file)
+        backend = build_backend(self.backend, rules, self.model, self.options)
+        schema = report_schema(rules.taxonomy, report_meta(rules.taxonomy, rules.thresholds, backend.describe()))
+        return Scanner(backend, rules, self.out, self.settings, schema, progress)
