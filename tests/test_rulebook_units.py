@@ -271,3 +271,11 @@ def test_load_rules_errors_and_missing_thresholds_file(tmp_path):
     assert rules.directory == tmp_path and np.all(rules.thresholds.image == np.float32(0.8))
     shipped = load_rules()
     assert shipped.thresholds.image[IDS.index("skull-and-crossbones")] == pytest.approx(0.9)
+
+
+def test_a_policy_over_no_concepts_keeps_every_row(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("default: {threshold: 0.5, modality: any, action: drop}\n")
+    empty = load_policy(path, [], [])
+    decided = empty.decide(empty.fired(np.zeros((3, 0), np.float32), np.zeros((3, 0), np.float32)))
+    assert decided.tolist() == [0, 0, 0] and decided.dtype == np.int64
