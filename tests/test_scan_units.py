@@ -309,3 +309,47 @@ def test_write_shard_keeps_exactly_the_chosen_samples_with_all_their_members(tmp
         assert [(m.name, tf.extractfile(m).read()) for m in tf.getmembers()] == [
             ("b.jpg", b"B"), ("b.json", b"{}"), ("b.cls", b"1"), ("a.jpg", b"A2")]
     assert not list(tmp_path.glob(".*partial"))
+
+
+def test_write_filtered_shards_skips_failed_and_unfinished_shards(tmp_path):
+    from vlmaudit.filter.reshard import write_filtered_shards
+
+    report = tmp_path / "report"
+    report.mkdir()
+    for name, status in (("s1", "complete"), ("s2", "truncated"), ("bad", "failed"), ("gone", "complete")):
+        shard = write_tar(tmp_path / f"{name}.tar", [(f"{name}-{i}.jpg", bytes([i])) for i in range(3)])
+        (report / f"{name}.stats.json").write_text(json.dumps({"status": status, "url": str(shard)}))
+        if name != "gone":
+            (report / f"{name}.parquet").write_bytes(b"rows")
+    keep_file = tmp_path / "keep.parquet"
+    pq.write_table(pa.table({"shard": ["s1", "s1", "s2", "bad"], "key": ["s1-0", "s1-2", "s2-1", "bad-0"],
+                             "url": ["u0", None, "u2", "u3"], "sample_index": [0, 2, 1, 0]}), keep_file)
+    out = tmp_path / "out"
+    assert write_filtered_shards(report, keep_file, out) == {"s1": 2, "s2": 1}
+    assert sorted(p.name for p in out.iterdir()) == ["s1.parquet", "s1.tar", "s2.parquet", "s2.tar"]
+    with tarfile.open(out / "s1.tar") as tf:
+        assert tf.getnames() == ["s1-0.jpg", "s1-2.jpg"]
+    assert pq.read_table(out / "s1.parquet").to_pylist() == [
+        {"key": "s1-0", "url": "u0", "sample_index": 0}, {"key": "s1-2", "url": None, "sample_index": 2}]
+
+
+def test_out_dir_checks_and_the_run_record(tmp_path):
+    from vlmaudit.errors import UserError
+    from vlmaudit.scan.runinfo import package_versions, prepare_out_dir, run_record
+
+    prepare_out_dir(tmp_path / "new" / "dir")
+    assert (tmp_path / "new" / "dir").is_dir() and list((tmp_path / "new" / "dir").iterdir()) == []
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="--out .*file: cannot write there"):
+        prepare_out_dir(tmp_path / "file")
+    versions = package_versions()
+    assert versions["numpy"] == np.__version__ and versions["python"].count(".") == 2 and "vlmaudit" in versions
+    rules = load_rules()
+    info = {"backend": "clip", "model": "m", "revision": "r", "device": "cpu", "precision": "fp32", "extra": 1}
+    record = run_record(info, rules, {"batch_size": 4}, ["a", "b"])
+    assert record["planned_shards"] == ["a", "b"] and record["model_info"] == info
+    assert {k: record[k] for k in ("backend", "model", "revision", "device", "precision")} == {
+        "backend": "clip", "model": "m", "revision": "r", "device": "cpu", "precision": "fp32"}
+    assert record["taxonomy_version"] == TAX.tag and record["taxonomy_fingerprint"] == TAX.fingerprint()
+    assert record["thresholds_fingerprint"] == rules.thresholds.fingerprint() and record["config"] == {"batch_size": 4}
+    assert record["rules_dir"] == str(rules.directory) and record["packages"]["numpy"] == np.__version__
