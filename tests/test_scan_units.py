@@ -353,3 +353,55 @@ def test_out_dir_checks_and_the_run_record(tmp_path):
     assert record["taxonomy_version"] == TAX.tag and record["taxonomy_fingerprint"] == TAX.fingerprint()
     assert record["thresholds_fingerprint"] == rules.thresholds.fingerprint() and record["config"] == {"batch_size": 4}
     assert record["rules_dir"] == str(rules.directory) and record["packages"]["numpy"] == np.__version__
+
+
+def test_8_bit_range_integer_images_keep_their_values_and_black_stays_black():
+    from PIL import Image
+
+    from vlmaudit.scan.imaging import decode_image
+
+    grey = np.array([[0, 200], [255, 17]], np.int32)
+    buffer = io.BytesIO()
+    Image.fromarray(grey, mode="I").save(buffer, format="TIFF")
+    image, size = decode_image(buffer.getvalue(), 100)
+    assert size == (2, 2) and image.mode == "RGB"
+    assert np.asarray(image)[..., 0].tolist() == [[0, 200], [255, 17]]
+
+
+def test_pipe_and_fsspec_streams(tmp_path):
+    from vlmaudit.scan.tario import open_stream
+
+    path = tmp_path / "x.bin"
+    path.write_bytes(b"payload")
+    for url in (f"pipe:cat {path}", f"file://{path}", str(path)):
+        stream = open_stream(url)
+        try:
+            assert stream.read() == b"payload", url
+        finally:
+            stream.close()
+    failing = open_stream("pipe:echo oops >&2; exit 3")
+    with pytest.raises(OSError, match="pipe:echo oops >&2; exit 3: command exited with 3: oops"):
+        failing.read()
+    failing.close()
+
+
+def test_report_names_of_pipe_and_plain_specs():
+    from vlmaudit.scan.shards import output_names, shard_stem
+
+    assert shard_stem("pipe:curl -s http://h/x/part-7.tar") == "part-7"
+    assert shard_stem("/data/we|ird.tar") == "we|ird"
+    assert output_names(["/d/Shard_a.b-1.tar", "/d/we|ird.tar"]) == {"/d/Shard_a.b-1.tar": "Shard_a.b-1",
+                                                                    "/d/we|ird.tar": "we_ird"}
+
+
+def test_abort_twice_and_after_commit_is_harmless(tmp_path):
+    from vlmaudit.scan.writer import ShardWriter
+
+    writer = ShardWriter(tmp_path, "s", builder().schema)
+    writer.add(batch_of(["ok"], [True]))
+    writer.commit({})
+    writer.abort()
+    other = ShardWriter(tmp_path, "t", builder().schema)
+    other.abort()
+    other.abort()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.parquet", "s.stats.json"]
