@@ -279,3 +279,19 @@ def test_a_policy_over_no_concepts_keeps_every_row(tmp_path):
     empty = load_policy(path, [], [])
     decided = empty.decide(empty.fired(np.zeros((3, 0), np.float32), np.zeros((3, 0), np.float32)))
     assert decided.tolist() == [0, 0, 0] and decided.dtype == np.int64
+
+
+def test_policy_thresholds_compare_in_float32_like_the_scores(tmp_path):
+    """0.7 is not exact in binary: a float64 threshold would miss a float32 score of 0.7."""
+    p = policy(tmp_path, "default: {threshold: 0.7, modality: image, action: drop}\n")
+    image = np.full((1, len(IDS)), np.float32(0.7))
+    assert p.threshold.dtype == np.float32 and p.fired(image, image).all()
+
+
+def test_threshold_set_errors_name_the_target_and_answers_need_both_lists(tmp_path):
+    t = Thresholds.uniform(TAX, 0.5)
+    assert error(t.set, TAX, "nope", 0.5) == "--threshold: nope: unknown category or concept 'nope'"
+    path = prompts_file(tmp_path, lambda d: d["answers"].pop("unsafe"))
+    assert error(load_prompts, path) == f"{path}: answers.unsafe: missing"
+    path = prompts_file(tmp_path, lambda d: d["category_question"].pop("none_option"))
+    assert error(load_prompts, path) == f"{path}: category_question.none_option: missing"

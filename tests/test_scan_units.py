@@ -125,6 +125,8 @@ def test_flag_math_on_known_scores():
     assert F.category_flags(flags, masks).tolist() == [[False] * 3, [False] * 3, [True, True, False]]
     index, top = F.top_concept(scores)
     assert index.tolist() == [1, -1, 3] and top[[0, 2]].tolist() == pytest.approx([0.7, 0.95]) and np.isnan(top[1])
+    index, top = F.top_concept(np.array([[np.nan, 0.3, 0.1, np.nan]], np.float32))  # NaN never wins
+    assert index.tolist() == [1] and top.tolist() == pytest.approx([0.3]) and top.dtype == np.float32
 
 
 def builder(image=0.5, caption=0.5) -> RowBuilder:
