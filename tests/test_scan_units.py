@@ -326,8 +326,9 @@ def test_write_filtered_shards_skips_failed_and_unfinished_shards(tmp_path):
     keep_file = tmp_path / "keep.parquet"
     pq.write_table(pa.table({"shard": ["s1", "s1", "s2", "bad"], "key": ["s1-0", "s1-2", "s2-1", "bad-0"],
                              "url": ["u0", None, "u2", "u3"], "sample_index": [0, 2, 1, 0]}), keep_file)
-    out = tmp_path / "out"
+    out = tmp_path / "out" / "nested"
     assert write_filtered_shards(report, keep_file, out) == {"s1": 2, "s2": 1}
+    assert write_filtered_shards(report, keep_file, out) == {"s1": 2, "s2": 1}  # a rerun overwrites
     assert sorted(p.name for p in out.iterdir()) == ["s1.parquet", "s1.tar", "s2.parquet", "s2.tar"]
     with tarfile.open(out / "s1.tar") as tf:
         assert tf.getnames() == ["s1-0.jpg", "s1-2.jpg"]
@@ -340,6 +341,7 @@ def test_out_dir_checks_and_the_run_record(tmp_path):
     from vlmaudit.scan.runinfo import package_versions, prepare_out_dir, run_record
 
     prepare_out_dir(tmp_path / "new" / "dir")
+    prepare_out_dir(tmp_path / "new" / "dir")  # resuming into it again
     assert (tmp_path / "new" / "dir").is_dir() and list((tmp_path / "new" / "dir").iterdir()) == []
     (tmp_path / "file").write_text("x")
     with pytest.raises(UserError, match="--out .*file: cannot write there"):
