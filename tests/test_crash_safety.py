@@ -36,7 +36,7 @@ def start_scan(shards, out, model):
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def wait_for(predicate, timeout=60):
+def wait_for(predicate, timeout=600):  # returns as soon as true; generous for loaded CI machines
     deadline = time.time() + timeout
     while time.time() < deadline:
         if predicate():
@@ -76,10 +76,10 @@ def test_ctrl_c_exits_130_and_resumes(tmp_path, tiny_clip, many_shards):
     out = tmp_path / "out"
     proc = start_scan(many_shards[:2] + [f"pipe:cat {fifo}"] + many_shards[2:], out, tiny_clip)
     try:
-        assert wait_for(lambda: len(list(out.glob("*.stats.json"))) >= 2 or proc.poll() is not None, timeout=600)
+        assert wait_for(lambda: len(list(out.glob("*.stats.json"))) >= 2 or proc.poll() is not None)
         assert proc.poll() is None, proc.communicate()[1][-2000:]
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
+        _, err = proc.communicate(timeout=300)
     finally:
         release(fifo)
     assert proc.returncode == 130 and b"re-run the same command to resume" in err
