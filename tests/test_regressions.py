@@ -114,11 +114,11 @@ def test_scan_and_report_flag_the_sample_whose_score_equals_the_threshold(tmp_pa
     top = max(max(r["image_scores"] or [0]) for r in rows)
     at = sum(1 for r in rows if r["image_scores"] and max(r["image_scores"]) == top)
     above = exact(np.nextafter(np.float32(top), np.float32(1)))
-    # the report re-thresholds from the stored scores (captions scored too: image only via a high caption bar)
+    # the report re-thresholds the stored scores; --threshold sets both modalities, so captions count too
     assert report_json(scanned, "--threshold", exact(top))["overview"]["flagged"] >= at >= 1
     assert report_json(scanned, "--threshold", above)["overview"]["flagged"] == sum(
         1 for r in rows if r["caption_scores"] and max(r["caption_scores"]) >= float(above))
-    # the scan itself, with the threshold in thresholds.yaml
+    # the scan itself, with the image threshold in thresholds.yaml (captions out of the way at 1.0)
     rules = rules_with_threshold(tmp_path, 0.0)
     (rules / "thresholds.yaml").write_text(
         f"default: {{image: {exact(top)}, caption: 1.0}}\n")
