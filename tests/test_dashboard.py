@@ -68,12 +68,21 @@ def test_slicing_by_category_concept_and_shard(scanned):
     assert summary_json(scanned, "--shard", "0000[01]")["overview"]["samples"] == 16
 
 
-def test_policy_and_compare_and_fail_above(scanned, tmp_path):
+def test_policy_and_compare_and_fail_above(scanned, tmp_path, tiny_clip):
+    from conftest import rules_with_threshold
+
     strict = summary_json(scanned, "--policy", "strict")
     assert strict["overview"]["thresholds"] == {"source": "policy:strict"}
     assert strict["overview"]["flagged"] >= summary_json(scanned)["overview"]["flagged"]
-    compared = summary_json(scanned, "--compare", scanned)
-    assert all(row["delta"] == 0 for row in compared["compare"])
+    other = tmp_path / "other"  # another run: one shard, every threshold 0, so every scored sample is flagged
+    shard = sorted((scanned.parent / "shards").glob("*.tar"))[:1]
+    assert run_cli(*scan_args(shard, other, tiny_clip, "--rules", rules_with_threshold(tmp_path, 0.0))).exit_code == 0
+    rates = {c["id"]: c["rate"] for c in summary_json(scanned)["categories"]}
+    other_rates = {c["id"]: c["rate"] for c in summary_json(other)["categories"]}
+    assert rates != other_rates
+    compared = summary_json(scanned, "--compare", other)
+    assert {row["id"]: row["other_rate"] for row in compared["compare"]} == pytest.approx(other_rates)
+    assert all(row["delta"] == pytest.approx(rates[row["id"]] - other_rates[row["id"]]) for row in compared["compare"])
     rate = next(c["rate"] for c in summary_json(scanned)["categories"] if c["id"] == "violence")
     assert run_cli("report", scanned, "--format", "json", "--fail-above", f"violence={rate / 2}").exit_code == 3
     assert run_cli("report", scanned, "--format", "json", "--fail-above", "violence=1").exit_code == 0

@@ -1,0 +1,411 @@
+"""Fast, model-free tests of the scan stage's pieces (samples, rows, flags, writer, run info,
+reshard): milliseconds each, so a mutation tool can run them for every mutant. Written to kill
+the mutants the CLI-level tests let survive."""
+
+import io
+import json
+import tarfile
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import write_tar
+from vlmaudit import flags as F
+from vlmaudit.rulebook.load import load_rules
+from vlmaudit.rulebook.thresholds import Thresholds
+from vlmaudit.scan.rows import RowBuilder, RowMeta
+from vlmaudit.scan.samples import group_by_key, iter_samples, split_name
+from vlmaudit.scan.tario import Member, TarEnd, iter_members
+from vlmaudit.schema import category_column, report_meta, report_schema
+
+TAX = load_rules().taxonomy
+N = len(TAX.concepts)
+CAT = TAX.concept_category_index()
+
+
+# ---- samples: names, grouping, members -> samples -------------------------------------------------
+
+@pytest.mark.parametrize("name, expected", [
+    ("dir/sub/000.jpg", ("dir/sub/000", "jpg")), ("a.b.JPG", ("a.b", "jpg")), ("noext", ("noext", "")),
+    (".hidden", (".hidden", "")), ("dir.x/file", ("dir.x/file", "")), ("x.", ("x", "")),
+])
+def test_split_name_takes_the_last_dot_of_the_file_name(name, expected):
+    assert split_name(name) == expected
+
+
+def member(name: str) -> Member:
+    return Member(tarfile.TarInfo(name), name, b"", None)
+
+
+def test_group_by_key_groups_runs_of_the_same_key_only():
+    names = ["a.jpg", "a.txt", "b.jpg", "a.json", "a.txt", "c.jpg"]
+    groups = [(i, k, [m.name for m in ms]) for i, k, ms in group_by_key(map(member, names))]
+    assert groups == [(0, "a", ["a.jpg", "a.txt"]), (1, "b", ["b.jpg"]), (2, "a", ["a.json", "a.txt"]),
+                      (3, "c", ["c.jpg"])]
+    assert list(group_by_key([])) == []
+
+
+def samples_of(tmp_path, members, max_bytes=1 << 20, max_chars=100):
+    path = write_tar(tmp_path / "s.tar", members)
+    end = TarEnd()
+    with open(path, "rb") as stream:
+        return list(iter_samples(stream, end, max_bytes, max_chars)), end
+
+
+def test_iter_samples_fills_every_field_and_notes_everything_odd(tmp_path):
+    samples, end = samples_of(tmp_path, [
+        ("a.jpg", b"A"), ("a.txt", b"caption a"), ("a.json", b'{"url": "http://a", "caption": "json caption"}'),
+        ("b.PNG", b"B"), ("b.json", b'{"caption": "from json", "url": 5}'),
+        ("c.txt", b"only text"),
+        ("d.jpg", b"D1"), ("d.jpeg", b"D2"), ("d.txt", b"one"), ("d.txt", b"two"),
+        ("e.jpg", b"E"), ("e.xyz", b"?"), ("e", b"no ext"),
+        ("f.jpg", b"F" * 300), ("f.json", b"{broken"),
+        ("g.jpg", b"G"), ("g.json", b"[1, 2]"), ("g.txt", "x".encode() * 150),
+        ("h.jpg", b"H"), ("h.txt", b"caf\xe9"),
+        ("a.jpg", b"A again"),
+    ], max_bytes=200)
+    by_key = {(s.key, s.index): s for s in samples}
+    assert [(s.index, s.key) for s in samples] == [(0, "a"), (1, "b"), (2, "c"), (3, "d"), (4, "e"), (5, "f"),
+                                                   (6, "g"), (7, "h"), (8, "a")]
+    a = by_key[("a", 0)]
+    assert (a.image, a.image_ext, a.caption, a.url, a.status, a.notes) == (b"A", "jpg", "caption a", "http://a", None, [])
+    b = by_key[("b", 1)]
+    assert (b.image, b.image_ext, b.caption, b.url, b.notes) == (b"B", "png", "from json", None, ["json_url_not_a_string"])
+    c = by_key[("c", 2)]
+    assert (c.image, c.caption, c.status) == (None, "only text", None)
+    d = by_key[("d", 3)]
+    assert (d.image, d.image_ext, d.caption) == (b"D1", "jpg", "one")
+    assert d.notes == ["extra_member:.jpeg", "extra_member:.txt"]
+    e = by_key[("e", 4)]
+    assert e.image == b"E" and e.notes == ["ignored_member:.xyz", "ignored_member:no_extension"]
+    f = by_key[("f", 5)]
+    assert (f.image, f.status) == (None, "too_large") and "over the 200-byte limit" in f.error
+    assert f.notes == ["oversized_member:.jpg", "json_malformed:JSONDecodeError"]
+    g = by_key[("g", 6)]
+    assert g.caption == "x" * 100 and g.notes == ["json_not_an_object", "caption_capped"]
+    h = by_key[("h", 7)]
+    assert h.caption == "caf\ufffd" and h.notes == ["caption_invalid_utf8"]
+    again = by_key[("a", 8)]
+    assert again.status == "duplicate_key" and "'a' reappears" in again.error and again.image == b"A again"
+    assert end.status == "complete" and end.members_ignored == 2
+    assert end.ignored_kinds == {".xyz": 1, "no extension": 1}
+
+
+def test_an_oversized_caption_member_does_not_make_the_sample_too_large(tmp_path):
+    samples, _ = samples_of(tmp_path, [("a.jpg", b"A"), ("a.txt", b"c" * 60)], max_bytes=40)
+    assert samples[0].status is None and samples[0].image == b"A" and samples[0].caption is None
+    assert samples[0].notes == ["oversized_member:.txt"]
+
+
+def test_members_of_damaged_and_non_tar_streams(tmp_path):
+    whole = write_tar(tmp_path / "w.tar", [("a.jpg", b"x" * 600), ("b.jpg", b"y" * 600)]).read_bytes()
+    end = TarEnd()
+    names = [m.name for m in iter_members(io.BytesIO(whole[:1536 + 100]), end, lambda n: True, 1 << 20)]
+    assert names == ["a.jpg"] and end.status == "truncated" and end.error
+    end = TarEnd()
+    assert list(iter_members(io.BytesIO(b"not a tar at all" * 64), end, lambda n: True, 1 << 20)) == []
+    assert end.status == "unreadable" and end.error.startswith("cannot read as tar")
+    end = TarEnd()
+    got = list(iter_members(io.BytesIO(whole), end, lambda n: n.startswith("b"), 1 << 20))
+    assert [(m.name, m.data) for m in got] == [("a.jpg", None), ("b.jpg", b"y" * 600)] and end.status == "complete"
+
+
+# ---- flags and rows -------------------------------------------------------------------------------
+
+def test_flag_math_on_known_scores():
+    masks = F.category_masks([0, 0, 1, 2], 3)
+    assert masks.tolist() == [[True, True, False, False], [False, False, True, False], [False, False, False, True]]
+    scores = np.array([[0.1, 0.7, 0.2, 0.0], [np.nan] * 4, [0.5, 0.5, 0.9, 0.95]], np.float32)
+    per_category = F.category_max(scores, masks)
+    assert per_category[0].tolist() == pytest.approx([0.7, 0.2, 0.0]) and np.isnan(per_category[1]).all()
+    flags = F.concept_flags(scores, np.array([0.5, 0.8, 0.9, 1.0], np.float32))
+    assert flags.tolist() == [[False, False, False, False], [False] * 4, [True, False, True, False]]
+    assert F.category_flags(flags, masks).tolist() == [[False] * 3, [False] * 3, [True, True, False]]
+    index, top = F.top_concept(scores)
+    assert index.tolist() == [1, -1, 3] and top[[0, 2]].tolist() == pytest.approx([0.7, 0.95]) and np.isnan(top[1])
+    index, top = F.top_concept(np.array([[np.nan, 0.3, 0.1, np.nan]], np.float32))  # NaN never wins
+    assert index.tolist() == [1] and top.tolist() == pytest.approx([0.3]) and top.dtype == np.float32
+
+
+def builder(image=0.5, caption=0.5) -> RowBuilder:
+    thresholds = Thresholds(np.full(N, image, np.float32), np.full(N, caption, np.float32))
+    schema = report_schema(TAX, report_meta(TAX, thresholds, {}))
+    return RowBuilder(TAX, thresholds, schema, "model@rev")
+
+
+def concept_in(category: int, nth: int = 0) -> int:
+    return [i for i, k in enumerate(CAT) if k == category][nth]
+
+
+def test_rows_carry_scores_tops_categories_flags_and_judge_columns():
+    """Row 0: image flags category 0, caption flags nothing; row 1: caption only, flagged;
+    row 2: not scored (decode error)."""
+    c0, c0b, c3 = concept_in(0), concept_in(0, 1), concept_in(3)
+    image = np.zeros((1, N), np.float32)
+    image[0, c0], image[0, c0b], image[0, c3] = 0.9, 0.6, 0.3
+    caption = np.zeros((2, N), np.float32)
+    caption[0, c3] = 0.4
+    caption[1, c3] = 0.7
+    metas = [RowMeta("k0", 0, "http://0", "cap0", "ok", width=4, height=3, image_row=0, caption_row=0),
+             RowMeta("k1", 1, None, "cap1", "missing_image", "no image", caption_row=1),
+             RowMeta("k2", 2, None, None, "decode_error", "bad", notes=["n"])]
+    extras = {"image_unsafe": np.array([0.9], np.float32), "caption_unsafe": np.array([0.4, 0.7], np.float32),
+              "image_rationale": ["because"], "caption_rationale": ["c0", "c1"]}
+    rows = builder().build("shard", metas, image, caption, extras, "vlm").to_pylist()
+    r0, r1, r2 = rows
+    assert (r0["shard"], r0["key"], r0["sample_index"], r0["url"], r0["caption"], r0["width"], r0["height"]) == (
+        "shard", "k0", 0, "http://0", "cap0", 4, 3)
+    assert (r2["status"], r2["error"], r2["notes"], r0["notes"]) == ("decode_error", "bad", ["n"], None)
+    assert r0["image_scores"] == pytest.approx(image[0].tolist()) and r0["caption_scores"] == pytest.approx(caption[0].tolist())
+    assert r1["image_scores"] is None and r1["caption_scores"] == pytest.approx(caption[1].tolist())
+    assert r2["image_scores"] is None and r2["caption_scores"] is None
+    ids = TAX.concept_ids
+    assert (r0["image_top_concept"], r0["image_top_score"]) == (ids[c0], pytest.approx(0.9))
+    assert (r0["caption_top_concept"], r0["caption_top_score"]) == (ids[c3], pytest.approx(0.4))
+    assert (r1["image_top_concept"], r1["image_top_score"]) == (None, None)
+    first, fourth = TAX.category_ids[0], TAX.category_ids[3]
+    assert r0[category_column("image", first)] == pytest.approx(0.9)
+    assert r0[category_column("image", fourth)] == pytest.approx(0.3)
+    assert r1[category_column("image", first)] is None and r1[category_column("caption", fourth)] == pytest.approx(0.7)
+    assert [(r["image_flagged"], r["caption_flagged"], r["flagged"]) for r in rows] == [
+        (True, False, True), (None, True, True), (None, None, False)]
+    assert r0["image_flagged_concepts"] == [ids[c0], ids[c0b]] and r0["caption_flagged_concepts"] == []
+    assert r0["image_flagged_scores"] == pytest.approx([0.9, 0.6]) and r1["caption_flagged_scores"] == pytest.approx([0.7])
+    assert r0["flagged_categories"] == [first] and r1["flagged_categories"] == [fourth] and r2["flagged_categories"] == []
+    assert [r["model"] for r in rows] == ["model@rev"] * 3 and r0["taxonomy_version"] == TAX.tag
+    assert [r["image_unsafe"] for r in rows] == [pytest.approx(0.9), None, None]
+    assert [r["caption_unsafe"] for r in rows] == [pytest.approx(0.4), pytest.approx(0.7), None]
+    assert [r["modalities_disagree"] for r in rows] == [True, None, None]
+    assert [r["decided_by"] for r in rows] == ["vlm", "vlm", None]
+    assert [r["rationale"] for r in rows] == ["because", "c1", None]
+    assert all(r["screen_image_scores"] is None and r["screen_caption_scores"] is None for r in rows)
+
+
+def test_modalities_agree_when_both_or_neither_flag():
+    c = concept_in(2)
+    image = np.zeros((2, N), np.float32)
+    caption = np.zeros((2, N), np.float32)
+    image[0, c] = caption[0, c] = 0.9
+    metas = [RowMeta(f"k{i}", i, None, "x", "ok", image_row=i, caption_row=i) for i in range(2)]
+    rows = builder().build("s", metas, image, caption).to_pylist()
+    assert [r["modalities_disagree"] for r in rows] == [False, False]
+    assert [r["flagged"] for r in rows] == [True, False] and rows[0]["decided_by"] is None
+
+
+def test_per_modality_thresholds_are_not_swapped():
+    c = concept_in(1)
+    scores = np.zeros((1, N), np.float32)
+    scores[0, c] = 0.6
+    metas = [RowMeta("k", 0, None, "x", "ok", image_row=0, caption_row=0)]
+    row = builder(image=0.5, caption=0.7).build("s", metas, scores, scores).to_pylist()[0]
+    assert (row["image_flagged"], row["caption_flagged"]) == (True, False)
+
+
+# ---- writer -----------------------------------------------------------------------------------------
+
+def batch_of(statuses: list[str], flagged: list[bool]):
+    metas = [RowMeta(f"k{i}", i, None, None, s, image_row=i if s == "ok" else -1) for i, s in enumerate(statuses)]
+    image = np.zeros((len(statuses), N), np.float32)
+    image[[i for i, f in enumerate(flagged) if f], 0] = 0.9
+    return builder().build("s", metas, image, None)
+
+
+def test_shard_writer_counts_commits_stats_last_and_aborts_cleanly(tmp_path):
+    from vlmaudit.scan.writer import ShardWriter, shard_is_done
+
+    schema = builder().schema
+    writer = ShardWriter(tmp_path, "s", schema)
+    writer.add(batch_of(["ok", "ok", "decode_error"], [True, False, False]))
+    writer.add(batch_of(["ok", "missing_image"], [True, False]))
+    assert not shard_is_done(tmp_path, "s") and (tmp_path / ".s.parquet.partial").exists()
+    files = writer.commit({"status": "complete"})
+    assert files == [tmp_path / "s.parquet", tmp_path / "s.stats.json"]
+    stats = json.loads((tmp_path / "s.stats.json").read_text())
+    assert stats["rows"] == 5 and stats["status_counts"] == {"ok": 3, "decode_error": 1, "missing_image": 1}
+    assert stats["flagged"] == {"image": 2, "caption": 0, "any": 2}
+    assert pq.read_table(tmp_path / "s.parquet").num_rows == 5 and shard_is_done(tmp_path, "s")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.parquet", "s.stats.json"]
+    aborted = ShardWriter(tmp_path, "t", schema)
+    aborted.add(batch_of(["ok"], [True]))
+    aborted.abort()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.parquet", "s.stats.json"]
+
+
+def test_shard_writer_flushes_row_groups_and_counts_after_a_refine(tmp_path, monkeypatch):
+    import pyarrow.compute as pc
+
+    from vlmaudit.scan import writer as W
+
+    monkeypatch.setattr(W, "ROW_GROUP_ROWS", 2)
+    plain = W.ShardWriter(tmp_path, "plain", builder().schema)
+    for _ in range(3):
+        plain.add(batch_of(["ok", "ok"], [True, False]))
+    plain.commit({})
+    assert pq.ParquetFile(tmp_path / "plain.parquet").metadata.num_row_groups == 3
+    held = W.ShardWriter(tmp_path, "held", builder().schema, hold=True)
+    held.add(batch_of(["ok", "ok", "ok"], [False, False, False]))
+
+    def refine(table):  # a second stage that flags the first row
+        flagged = pa.array([True, False, False])
+        return table.set_column(table.schema.get_field_index("flagged"), "flagged", flagged)
+
+    held.commit(stats := {}, refine)
+    table = pq.read_table(tmp_path / "held.parquet")
+    assert table.column("flagged").to_pylist() == [True, False, False]
+    assert stats["rows"] == 3 and stats["flagged"]["any"] == 1 and stats["flagged"]["image"] == 0
+    assert int(pc.sum(table.column("image_flagged").cast(pa.int8())).as_py()) == 0
+
+
+# ---- run info ---------------------------------------------------------------------------------------
+
+def test_resume_refuses_each_identity_change_and_allows_the_rest(tmp_path):
+    from vlmaudit.errors import ResumeConflict
+    from vlmaudit.scan.runinfo import IDENTITY, check_resume, write_run_record
+
+    record = {k: f"{k}-1" for k in IDENTITY} | {"device": "cpu", "created_at": 1}
+    check_resume(tmp_path, record, overwrite=False)  # nothing there yet
+    write_run_record(tmp_path, record)
+    check_resume(tmp_path, {**record, "device": "cuda", "created_at": 2}, overwrite=False)
+    for key in IDENTITY:
+        with pytest.raises(ResumeConflict, match=f"different {key};"):
+            check_resume(tmp_path, {**record, key: "other"}, overwrite=False)
+        check_resume(tmp_path, {**record, key: "other"}, overwrite=True)
+    (tmp_path / "run.json").write_text("{truncated")
+    check_resume(tmp_path, {**record, "model": "other"}, overwrite=False)
+
+
+def test_plan_and_split_done(tmp_path):
+    from vlmaudit.scan.runinfo import plan_jobs, split_done
+
+    shards = [write_tar(tmp_path / f"{i:02d}.tar", []) for i in range(5)]
+    jobs, names = plan_jobs([str(s) for s in shards], num_shards=2, shard_index=1)
+    assert names == ["00", "01", "02", "03", "04"] and [j.name for j in jobs] == ["01", "03"]
+    assert all(j.url == str(shards[int(j.name)]) for j in jobs)
+    out = tmp_path / "out"
+    out.mkdir()
+    for name, status in (("01", "complete"), ("03", "failed")):
+        (out / f"{name}.parquet").write_bytes(b"x")
+        (out / f"{name}.stats.json").write_text(json.dumps({"status": status}))
+    todo, done = split_done(jobs, out, overwrite=False)
+    assert [j.name for j in todo] == ["03"] and [j.name for j in done] == ["01"]
+    todo, done = split_done(jobs, out, overwrite=True)
+    assert [j.name for j in todo] == ["01", "03"] and done == []
+
+
+# ---- reshard ----------------------------------------------------------------------------------------
+
+def test_write_shard_keeps_exactly_the_chosen_samples_with_all_their_members(tmp_path):
+    from vlmaudit.filter.reshard import kept_indices, write_shard
+
+    members = [("./a.jpg", b"A"), ("./a.txt", b"a"), ("b.jpg", b"B"), ("b.json", b"{}"), ("b.cls", b"1"),
+               ("c.jpg", b"C"), ("a.jpg", b"A2")]
+    shard = write_tar(tmp_path / "s.tar", members)
+    keep_file = tmp_path / "keep.parquet"
+    pq.write_table(pa.table({"shard": ["s", "s", "other"], "sample_index": [1, 3, 0]}), keep_file)
+    keep = kept_indices(keep_file, "s")
+    assert keep == {1, 3}
+    assert write_shard(str(shard), keep, tmp_path / "out.tar") == 2
+    with tarfile.open(tmp_path / "out.tar") as tf:
+        assert [(m.name, tf.extractfile(m).read()) for m in tf.getmembers()] == [
+            ("b.jpg", b"B"), ("b.json", b"{}"), ("b.cls", b"1"), ("a.jpg", b"A2")]
+    assert not list(tmp_path.glob(".*partial"))
+
+
+def test_write_filtered_shards_skips_failed_and_unfinished_shards(tmp_path):
+    from vlmaudit.filter.reshard import write_filtered_shards
+
+    report = tmp_path / "report"
+    report.mkdir()
+    for name, status in (("s1", "complete"), ("s2", "truncated"), ("bad", "failed"), ("gone", "complete")):
+        shard = write_tar(tmp_path / f"{name}.tar", [(f"{name}-{i}.jpg", bytes([i])) for i in range(3)])
+        (report / f"{name}.stats.json").write_text(json.dumps({"status": status, "url": str(shard)}))
+        if name != "gone":
+            (report / f"{name}.parquet").write_bytes(b"rows")
+    keep_file = tmp_path / "keep.parquet"
+    pq.write_table(pa.table({"shard": ["s1", "s1", "s2", "bad"], "key": ["s1-0", "s1-2", "s2-1", "bad-0"],
+                             "url": ["u0", None, "u2", "u3"], "sample_index": [0, 2, 1, 0]}), keep_file)
+    out = tmp_path / "out" / "nested"
+    assert write_filtered_shards(report, keep_file, out) == {"s1": 2, "s2": 1}
+    assert write_filtered_shards(report, keep_file, out) == {"s1": 2, "s2": 1}  # a rerun overwrites
+    assert sorted(p.name for p in out.iterdir()) == ["s1.parquet", "s1.tar", "s2.parquet", "s2.tar"]
+    with tarfile.open(out / "s1.tar") as tf:
+        assert tf.getnames() == ["s1-0.jpg", "s1-2.jpg"]
+    assert pq.read_table(out / "s1.parquet").to_pylist() == [
+        {"key": "s1-0", "url": "u0", "sample_index": 0}, {"key": "s1-2", "url": None, "sample_index": 2}]
+
+
+def test_out_dir_checks_and_the_run_record(tmp_path):
+    from vlmaudit.errors import UserError
+    from vlmaudit.scan.runinfo import package_versions, prepare_out_dir, run_record
+
+    prepare_out_dir(tmp_path / "new" / "dir")
+    prepare_out_dir(tmp_path / "new" / "dir")  # resuming into it again
+    assert (tmp_path / "new" / "dir").is_dir() and list((tmp_path / "new" / "dir").iterdir()) == []
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="--out .*file: cannot write there"):
+        prepare_out_dir(tmp_path / "file")
+    versions = package_versions()
+    assert versions["numpy"] == np.__version__ and versions["python"].count(".") == 2 and "vlmaudit" in versions
+    rules = load_rules()
+    info = {"backend": "clip", "model": "m", "revision": "r", "device": "cpu", "precision": "fp32", "extra": 1}
+    record = run_record(info, rules, {"batch_size": 4}, ["a", "b"])
+    assert record["planned_shards"] == ["a", "b"] and record["model_info"] == info
+    assert {k: record[k] for k in ("backend", "model", "revision", "device", "precision")} == {
+        "backend": "clip", "model": "m", "revision": "r", "device": "cpu", "precision": "fp32"}
+    assert record["taxonomy_version"] == TAX.tag and record["taxonomy_fingerprint"] == TAX.fingerprint()
+    assert record["thresholds_fingerprint"] == rules.thresholds.fingerprint() and record["config"] == {"batch_size": 4}
+    assert record["rules_dir"] == str(rules.directory) and record["packages"]["numpy"] == np.__version__
+
+
+def test_8_bit_range_integer_images_keep_their_values_and_black_stays_black():
+    from PIL import Image
+
+    from vlmaudit.scan.imaging import decode_image
+
+    grey = np.array([[0, 200], [255, 17]], np.int32)
+    buffer = io.BytesIO()
+    Image.fromarray(grey, mode="I").save(buffer, format="TIFF")
+    image, size = decode_image(buffer.getvalue(), 100)
+    assert size == (2, 2) and image.mode == "RGB"
+    assert np.asarray(image)[..., 0].tolist() == [[0, 200], [255, 17]]
+
+
+def test_pipe_and_fsspec_streams(tmp_path):
+    from vlmaudit.scan.tario import open_stream
+
+    path = tmp_path / "x.bin"
+    path.write_bytes(b"payload")
+    for url in (f"pipe:cat {path}", f"file://{path}", str(path)):
+        stream = open_stream(url)
+        try:
+            assert stream.read() == b"payload", url
+        finally:
+            stream.close()
+    failing = open_stream("pipe:echo oops >&2; exit 3")
+    with pytest.raises(OSError, match="pipe:echo oops >&2; exit 3: command exited with 3: oops"):
+        failing.read()
+    failing.close()
+
+
+def test_report_names_of_pipe_and_plain_specs():
+    from vlmaudit.scan.shards import output_names, shard_stem
+
+    assert shard_stem("pipe:curl -s http://h/x/part-7.tar") == "part-7"
+    assert shard_stem("/data/we|ird.tar") == "we|ird"
+    assert output_names(["/d/Shard_a.b-1.tar", "/d/we|ird.tar"]) == {"/d/Shard_a.b-1.tar": "Shard_a.b-1",
+                                                                    "/d/we|ird.tar": "we_ird"}
+
+
+def test_abort_twice_and_after_commit_is_harmless(tmp_path):
+    from vlmaudit.scan.writer import ShardWriter
+
+    writer = ShardWriter(tmp_path, "s", builder().schema)
+    writer.add(batch_of(["ok"], [True]))
+    writer.commit({})
+    writer.abort()
+    other = ShardWriter(tmp_path, "t", builder().schema)
+    other.abort()
+    other.abort()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.parquet", "s.stats.json"]
