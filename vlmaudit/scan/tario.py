@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, Callable, Iterator, NamedTuple
 
 DATA_ERRORS = (tarfile.TarError, EOFError, OSError, ValueError)
+MAX_HEADER_BYTES = 64 << 10  # pax / GNU long-name headers: a long name is a few KiB at most
 
 
 @dataclass
@@ -42,7 +43,11 @@ class Member(NamedTuple):
 
 
 class _RecordingTarInfo(tarfile.TarInfo):
-    """Remembers the header error that made tarfile stop iterating."""
+    """Remembers the header error that made tarfile stop iterating, and skips (never loads)
+    pax or GNU long-name headers over MAX_HEADER_BYTES: the member after one keeps its short
+    ustar name and carries `vlmaudit_name_problem`."""
+
+    vlmaudit_name_problem = None
 
     @classmethod
     def fromtarfile(cls, tf):
@@ -51,6 +56,32 @@ class _RecordingTarInfo(tarfile.TarInfo):
         except tarfile.HeaderError as exc:
             tf.vlmaudit_stop = exc
             raise
+
+    def _proc_gnulong(self, tf):
+        if self.size <= MAX_HEADER_BYTES:
+            return super()._proc_gnulong(tf)
+        return self._skip_oversized(tf, "GNU long-name header")
+
+    def _proc_pax(self, tf):
+        if self.size <= MAX_HEADER_BYTES:
+            return super()._proc_pax(tf)
+        return self._skip_oversized(tf, "pax extended header")
+
+    def _skip_oversized(self, tf, what: str):
+        remaining = self._block(self.size)
+        while remaining:
+            chunk = tf.fileobj.read(min(remaining, 1 << 20))
+            if not chunk:
+                raise tarfile.ReadError(f"{what} cut short")
+            remaining -= len(chunk)
+        try:
+            member = self.fromtarfile(tf)
+        except tarfile.HeaderError as exc:
+            raise tarfile.SubsequentHeaderError(str(exc)) from None
+        member.offset = self.offset
+        member.vlmaudit_name_problem = (f"{what} of {self.size} bytes, over the {MAX_HEADER_BYTES}-byte limit: "
+                                        "skipped, name shortened")
+        return member
 
 
 def open_stream(url: str) -> BinaryIO:
