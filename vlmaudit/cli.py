@@ -29,7 +29,7 @@ def fail(message: str, code: int) -> None:
     raise typer.Exit(code)
 
 
-MACHINE_FAULTS = {28, 30, 122}  # ENOSPC, EROFS, EDQUOT: the disk, not a bug
+MACHINE_FAULTS = {27, 28, 30, 122}  # EFBIG, ENOSPC, EROFS, EDQUOT: the disk or its limits, not a bug
 
 
 def handle_errors(command):

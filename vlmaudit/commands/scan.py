@@ -55,6 +55,7 @@ def run_scan_command(request: ScanRequest) -> int:
     from vlmaudit.backends.modelref import ModelOptions
     from vlmaudit.rulebook.load import load_rules
     from vlmaudit.schema import report_meta, report_schema
+    from vlmaudit.report.safetext import rich_markup
     from vlmaudit.scan.scanner import Scanner
 
     console = Console(stderr=True)
@@ -69,16 +70,28 @@ def run_scan_command(request: ScanRequest) -> int:
     runinfo.write_run_record(request.out, record)
     todo, done = runinfo.split_done(jobs, request.out, request.overwrite)
     if done:
-        console.print(f"{len(done)} of {len(jobs)} shards already done in {request.out}; skipping them")
+        console.print(f"{len(done)} of {len(jobs)} shards already done in {rich_markup(request.out)}; skipping them")
     schema = report_schema(rules.taxonomy, report_meta(rules.taxonomy, rules.thresholds, backend.describe()))
     result = _run(Scanner, backend, rules, request, schema, todo, console)
     console.print(f"scanned {result.rows:,} samples in {len(result.shards)} shards, {result.flagged:,} flagged"
-                  f" -> {request.out}")
+                  f" -> {rich_markup(request.out)}")
     if result.failed:
-        console.print(f"[red]{len(result.failed)} shard(s) failed: {', '.join(result.failed[:10])}; "
-                      "re-run the same command to retry them")
+        _print_failures(console, result)
         return 1
     return 0
+
+
+def _print_failures(console, result) -> None:
+    from vlmaudit.report.safetext import rich_markup
+
+    permanent = [n for n in result.failed if n in result.permanent]
+    transient = [n for n in result.failed if n not in result.permanent]
+    if permanent:
+        console.print(f"[red]{len(permanent)} shard(s) failed: {rich_markup(', '.join(permanent[:10]))} (permanent: "
+                      "missing, unreadable or not a tar archive; re-running will not help, fix or remove them)")
+    if transient:
+        console.print(f"[red]{len(transient)} shard(s) failed: {rich_markup(', '.join(transient[:10]))} (transient: "
+                      "re-run the same command to retry them)")
 
 
 def default_model(request: ScanRequest) -> str | None:

@@ -9,9 +9,12 @@ reported as truncated instead of looking complete, and members are only read whe
 from __future__ import annotations
 
 import subprocess
+import sys
 import tarfile
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable, Iterator, NamedTuple
+
+from vlmaudit.scan.lifetime import die_with_parent
 
 DATA_ERRORS = (tarfile.TarError, EOFError, OSError, ValueError)
 MAX_HEADER_BYTES = 64 << 10  # pax / GNU long-name headers: a long name is a few KiB at most
@@ -20,10 +23,13 @@ MAX_HEADER_BYTES = 64 << 10  # pax / GNU long-name headers: a long name is a few
 @dataclass
 class TarEnd:
     """How reading a tar ended: complete, truncated (damage after some members), unreadable
-    (not a tar at all) or failed (could not be opened or read, after retries)."""
+    (not a tar at all) or failed (could not be opened or read, after retries). A failure is
+    permanent when re-running cannot help (a local file that is missing, unreadable or not a
+    tar), else transient (network, a pipe: command, an unexpected error)."""
 
     status: str = "complete"
     error: str | None = None
+    permanent: bool = False
     members_ignored: int = 0
     ignored_kinds: dict[str, int] = field(default_factory=dict)
 
@@ -87,7 +93,8 @@ class _RecordingTarInfo(tarfile.TarInfo):
 def open_stream(url: str) -> BinaryIO:
     """Open a shard for reading: local path, fsspec URL (http, s3, gs, ...) or pipe:CMD."""
     if url.startswith("pipe:"):
-        proc = subprocess.Popen(url[5:], shell=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(url[5:], shell=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                preexec_fn=die_with_parent if sys.platform.startswith("linux") else None)
         return _PipeStream(proc, url)
     if "://" in url:
         import fsspec

@@ -15,6 +15,7 @@ from vlmaudit.scan.samples import iter_samples
 from vlmaudit.scan.tario import TarEnd, open_stream
 
 EXTREME_ASPECT = 20.0
+PERMANENT_OPEN_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
 
 
 @dataclass
@@ -72,6 +73,9 @@ def _samples_with_retries(job: ShardJob, end: TarEnd, settings: ScanSettings):
             stream = open_stream(job.url)
         except Exception as exc:  # fsspec/network errors come in many types
             end.status, end.error = "failed", f"cannot open: {type(exc).__name__}: {exc}"
+            if _is_local(job.url) and isinstance(exc, PERMANENT_OPEN_ERRORS):
+                end.permanent = True
+                return
         else:
             yielded = 0
             try:
@@ -83,8 +87,15 @@ def _samples_with_retries(job: ShardJob, end: TarEnd, settings: ScanSettings):
             if yielded or end.status != "unreadable":
                 return
             end.status = "failed"
+            if _is_local(job.url):  # the bytes were read: they are not a tar, and will not become one
+                end.permanent = True
+                return
         if attempt < settings.retries:
             time.sleep(settings.retry_wait * (2 ** attempt))
+
+
+def _is_local(url: str) -> bool:
+    return not url.startswith("pipe:") and "://" not in url
 
 
 def _close_quietly(stream) -> None:
