@@ -44,7 +44,7 @@ def parquet(d):
     return d / f"{SHARD}.parquet"
 
 
-def rewrite(d, change_table=None, change_meta=None, name=SHARD):
+def rewrite(d, change_table=None, change_meta=None, name=SHARD, statistics=True):
     path = d / f"{name}.parquet"
     table = pq.read_table(path)
     meta = json.loads(table.schema.metadata[META_KEY])
@@ -53,7 +53,7 @@ def rewrite(d, change_table=None, change_meta=None, name=SHARD):
     if change_table:
         table = change_table(table)
     raw = meta if isinstance(meta, bytes) else json.dumps(meta).encode()
-    pq.write_table(table.replace_schema_metadata({META_KEY: raw}), path)
+    pq.write_table(table.replace_schema_metadata({META_KEY: raw}), path, write_statistics=statistics)
 
 
 def set_column(name, values, arrow_type=None):
@@ -133,6 +133,14 @@ DAMAGED = [
         "image_scores", lambda v: [None if r is None else r[:-1] for r in v])), "entries"),
     ("rows of another shard", lambda d: rewrite(d, change_table=set_column("shard", lambda v: ["elsewhere"] * len(v))),
      "rows of shard 'elsewhere'"),
+    ("no statistics, rows of another shard", lambda d: rewrite(d, change_table=set_column(
+        "shard", lambda v: v[:-1] + ["elsewhere"]), statistics=False), "rows of shard 'elsewhere'"),
+    ("no statistics, null status", lambda d: rewrite(d, change_table=set_column("status", lambda v: v[:-1] + [None]),
+                                                     statistics=False), "no status"),
+    ("no statistics, score above 1", lambda d: rewrite(d, change_table=first_score(1.5), statistics=False),
+     f"{SHARD}.parquet: a report holds scores that are NaN, infinite or outside [0, 1]"),
+    ("no statistics, NaN score", lambda d: rewrite(d, change_table=first_score(math.nan), statistics=False),
+     f"{SHARD}.parquet: a report holds scores that are NaN"),
     ("stats not JSON", lambda d: stats_file(d).write_text("{"), "not valid JSON"),
     ("stats a list", lambda d: stats_file(d).write_text("[]"), "expected a JSON object"),
     ("stats status unknown", edit_stats(lambda s: {**s, "status": "rm -rf /"}), "is not one of"),

@@ -60,7 +60,10 @@ def read_report_meta(files: list[Path]) -> dict:
     """The run metadata shared by every file, after checking each file's footer: a readable
     Parquet written by vlmaudit, the columns with the right types, one shard per file, scores
     within [0, 1] where the footer has statistics, and the same taxonomy in every file."""
-    metas = [check_report_file(path) for path in files]
+    return _shared_meta(files, [check_report_file(path) for path in files])
+
+
+def _shared_meta(files: list[Path], metas: list[dict]) -> dict:
     first = metas[0]
     for path, meta in zip(files[1:], metas[1:]):
         for key in ("concepts", "concept_categories", "categories"):
@@ -69,16 +72,15 @@ def read_report_meta(files: list[Path]) -> dict:
     return first
 
 
-def check_mixed(files: list[Path], allow_mixed: bool) -> None:
+def check_mixed(files: list[Path], metas: list[dict], allow_mixed: bool) -> None:
     """Refuse reports of different models or thresholds in one directory unless asked to mix."""
     if allow_mixed:
         return
-    metas = [(path, _file_meta(path)[1]) for path in files]
-    first_path, first = metas[0]
-    for path, meta in metas[1:]:
+    first = metas[0]
+    for path, meta in zip(files[1:], metas[1:]):
         for key, what in (("model", "model"), ("thresholds", "thresholds"), ("taxonomy_version", "taxonomy version")):
             if meta.get(key) != first.get(key):
-                raise DamagedReport(f"{path}: another {what} than {first_path.name}; reports of different runs "
+                raise DamagedReport(f"{path}: another {what} than {files[0].name}; reports of different runs "
                                     "are not summed together (pass --allow-mixed to do it anyway)")
 
 
@@ -175,15 +177,17 @@ def _kind(arrow_type) -> str:
 
 
 def _check_statistics(path: Path, parquet) -> None:
-    """From the footer only: one shard per file (its name), no null status, scores in [0, 1]."""
+    """From the footer: one shard per file (its name), no null status, scores in [0, 1]. Where
+    a row group has no statistics, the shard and status columns are read instead (small)."""
     metadata = parquet.metadata
     leaves = {metadata.schema.column(i).path: i for i in range(metadata.num_columns)}
+    complete = True
     for group in range(metadata.num_row_groups):
         row_group = metadata.row_group(group)
-        shard = _stats(row_group, leaves.get("shard"))
-        if shard is not None and shard.has_min_max and not shard.min == shard.max == path.stem:
-            raise DamagedReport(f"{path}: rows of shard {shard.min!r} in the report of {path.stem!r}")
-        status = _stats(row_group, leaves.get("status"))
+        shard, status = _stats(row_group, leaves.get("shard")), _stats(row_group, leaves.get("status"))
+        complete &= shard is not None and shard.has_min_max and status is not None
+        if shard is not None and shard.has_min_max:
+            _check_shard_names(path, shard.min, shard.max)
         if status is not None and status.null_count:
             raise DamagedReport(f"{path}: {status.null_count} row(s) have no status")
         for leaf in SCORE_LEAVES:
@@ -191,6 +195,31 @@ def _check_statistics(path: Path, parquet) -> None:
             if stats is not None and stats.has_min_max and not (0 <= stats.min and stats.max <= 1):
                 raise DamagedReport(f"{path}: {leaf.split('.')[0]} holds values outside [0, 1] "
                                     f"({stats.min} .. {stats.max})")
+    if not complete:
+        _check_columns_read(path, parquet)
+
+
+def _check_shard_names(path: Path, low, high) -> None:
+    if not low == high == path.stem:
+        shown = low if low != path.stem else high
+        raise DamagedReport(f"{path}: rows of shard {shown!r} in the report of {path.stem!r}")
+
+
+def _check_columns_read(path: Path, parquet) -> None:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        table = parquet.read(columns=["shard", "status"], use_threads=False)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise DamagedReport(f"{path}: cannot read its shard and status columns: {_short(exc)}") from None
+    if table.column("status").null_count:
+        raise DamagedReport(f"{path}: {table.column('status').null_count} row(s) have no status")
+    if table.num_rows:
+        if table.column("shard").null_count:
+            raise DamagedReport(f"{path}: rows without a shard name")
+        low_high = pc.min_max(table.column("shard"))
+        _check_shard_names(path, low_high["min"].as_py(), low_high["max"].as_py())
 
 
 def _stats(row_group, index):
@@ -257,8 +286,9 @@ def validate_reports(report_dir: Path, files: list[Path] | None = None, allow_mi
     """Every check a command runs before counting: the Parquet footers, the stats and run
     files, models not mixed. Returns the shared metadata."""
     files = files or report_files(report_dir)
-    meta = read_report_meta(files)
-    check_mixed(files, allow_mixed)
+    metas = [check_report_file(path) for path in files]
+    meta = _shared_meta(files, metas)
+    check_mixed(files, metas, allow_mixed)
     stats = read_stats(report_dir)
     read_run_file(report_dir)
     for path in files:
