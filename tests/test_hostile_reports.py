@@ -115,6 +115,7 @@ DAMAGED = [
      "thresholds.image"),
     ("threshold NaN", lambda d: rewrite(d, change_meta=lambda m: {**m, "thresholds": {
         "image": [math.nan] * len(m["concepts"]), "caption": m["thresholds"]["caption"]}}), "thresholds.image"),
+    ("model not an object", lambda d: rewrite(d, change_meta=lambda m: {**m, "model": "a string"}), "model (an object)"),
     ("unknown category", lambda d: rewrite(d, change_meta=lambda m: {**m, "concept_categories": ["nope"] * len(m["concepts"])}),
      "unknown categories"),
     ("missing score column", lambda d: rewrite(d, change_table=lambda t: t.drop_columns(["image_scores"])),
@@ -317,3 +318,20 @@ def test_rereads_honour_max_member_bytes(base, tmp_path):
     html = tmp_path / "r.html"
     run_cli("report", d, "--threshold", "0", "--format", "html", "--output", html, "--max-member-bytes", "200")
     assert "data:image/jpeg" not in html.read_text()
+
+
+def test_concept_names_from_user_rules_are_shown_as_text(tmp_path):
+    import yaml
+
+    from vlmaudit.rulebook.load import shipped_rules_dir
+
+    rules = tmp_path / "rules"
+    shutil.copytree(shipped_rules_dir(), rules)
+    taxonomy = yaml.safe_load((rules / "taxonomy.yaml").read_text())
+    taxonomy["concepts"][0]["name"] = "evil [/] \x1b]8;;https://x.invalid\x07link\x1b]8;;\x07 [link=https://x]y[/link]"
+    (rules / "taxonomy.yaml").write_text(yaml.safe_dump(taxonomy))
+    result = run_cli("concepts", "--rules", rules)
+    assert result.exit_code == 0, result.output
+    assert "\x1b" not in result.output and "\x07" not in result.output and "[/]" in result.output
+    as_json = run_cli("concepts", "--rules", rules, "--json")
+    assert "\x1b" not in as_json.output and json.loads(as_json.output)["concepts"][0]["name"].startswith("evil [/] \x1b")

@@ -132,6 +132,8 @@ def _check_meta(path: Path, meta: dict) -> None:
         raise DamagedReport(f"{path}: metadata names unknown categories {unknown[:3]}")
     if len(set(meta["concepts"])) != n:
         raise DamagedReport(f"{path}: metadata lists a concept twice")
+    if not isinstance(meta.get("model", {}), dict) or not isinstance(meta.get("taxonomy_version", ""), (str, type(None))):
+        raise DamagedReport(f"{path}: metadata fields model (an object) or taxonomy_version (a string) malformed")
     thresholds = meta.get("thresholds")
     if not isinstance(thresholds, dict):
         raise DamagedReport(f"{path}: metadata field thresholds is missing or not an object")
