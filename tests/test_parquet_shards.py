@@ -220,11 +220,13 @@ def test_filter_writes_filtered_parquet_with_the_input_schema_and_metadata(tmp_p
 
 
 def test_html_gallery_thumbnails_come_from_parquet_and_arrow_shards(built):
+    from vlmaudit.filter.reshard import ReReadOptions
     from vlmaudit.report.exports import load_thumbnails
 
     items = [{"shard": "i2d", "key": "000000001"}, {"shard": SAVED, "key": f"{SAVED}/2"},
              {"shard": "i2d", "key": "404a"}]  # no image: no thumbnail
-    thumbs = load_thumbnails(built["out"], {"examples": {"c": items}})
+    thumbs, refused = load_thumbnails(built["out"], {"examples": {"c": items}}, ReReadOptions())
+    assert not refused  # recorded sources are local files: allowed
     assert set(thumbs) == {("i2d", "000000001"), (SAVED, f"{SAVED}/2")}
 
 # ---- listing: files, directories, globs, img2dataset sidecars, hf://datasets/ ---------------------

@@ -16,11 +16,20 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Audit image-text webdataset shards for the 75 UnsafeConcepts.")
 
 RulesOpt = Annotated[Optional[Path], typer.Option("--rules", help="Rules directory (default: the shipped rules/).")]
+ShardsOpt = Annotated[list[str], typer.Option("--shards", help="Shards to re-read images from (as given to scan; repeatable). Default: the recorded local paths only.")]
+SchemeOpt = Annotated[list[str], typer.Option("--allow-scheme", help="Also re-read recorded sources with this URL scheme (s3, gs, https...; repeatable). pipe: never.")]
+MemberBytesOpt = Annotated[int, typer.Option("--max-member-bytes", min=1, help="Skip larger tar members when re-reading shards.")]
+MixedOpt = Annotated[bool, typer.Option("--allow-mixed", help="Summarise reports of different models together.")]
 
 
 def fail(message: str, code: int) -> None:
-    typer.echo(f"error: {message}", err=True)
+    from vlmaudit.report.safetext import safe_text
+
+    typer.echo(f"error: {safe_text(message)}", err=True)
     raise typer.Exit(code)
+
+
+MACHINE_FAULTS = {27, 28, 30, 122}  # EFBIG, ENOSPC, EROFS, EDQUOT: the disk or its limits, not a bug
 
 
 def handle_errors(command):
@@ -32,6 +41,10 @@ def handle_errors(command):
             return command(*args, **kwargs)
         except UserError as exc:
             fail(str(exc), exc.exit_code)
+        except OSError as exc:
+            if exc.errno not in MACHINE_FAULTS:
+                raise
+            fail(f"{exc.filename or 'output'}: {exc.strerror or exc}", 1)
         except KeyboardInterrupt:
             typer.echo("interrupted: finished shards are kept; re-run the same command to resume", err=True)
             raise typer.Exit(130)
@@ -134,12 +147,18 @@ def report(
     fail_above: Annotated[list[str], typer.Option(help="CATEGORY=RATE: exit 3 when exceeded (repeatable).")] = [],
     rules: RulesOpt = None,
     thresholds_file: Annotated[Optional[Path], typer.Option("--thresholds", help="Re-threshold with a thresholds YAML (e.g. from `vlmaudit calibrate`); --threshold applies after it.")] = None,
+    shards: ShardsOpt = [],
+    allow_scheme: SchemeOpt = [],
+    max_member_bytes: MemberBytesOpt = 64 << 20,
+    allow_mixed: MixedOpt = False,
 ):
     """Summarise scan reports (reads only the reports; the HTML gallery also reads the shards)."""
     from vlmaudit.commands.report import ReportRequest, run_report_command
+    from vlmaudit.filter.reshard import ReReadOptions
 
     request = ReportRequest(report_dir, "json" if as_json else fmt, output, top, threshold, policy, category, concept,
-                            shard, compare, examples, redact, blur, fail_above, rules, thresholds_file)
+                            shard, compare, examples, redact, blur, fail_above, rules, thresholds_file,
+                            ReReadOptions(shards, allow_scheme, max_member_bytes), allow_mixed)
     raise typer.Exit(run_report_command(request))
 
 
@@ -153,11 +172,17 @@ def filter_(
     allow_partial: Annotated[bool, typer.Option(help="Filter even if some shards have no finished report.")] = False,
     write_shards: Annotated[Optional[Path], typer.Option(help="Also write shards of the kept samples here (tars; Parquet/Arrow for such input).")] = None,
     rules: RulesOpt = None,
+    shards: ShardsOpt = [],
+    allow_scheme: SchemeOpt = [],
+    max_member_bytes: MemberBytesOpt = 64 << 20,
+    allow_mixed: MixedOpt = False,
 ):
     """Decide keep / drop / review per sample from stored scores and a policy (no rescan)."""
     from vlmaudit.commands.filter import run_filter_command
+    from vlmaudit.filter.reshard import ReReadOptions
 
-    run_filter_command(report_dir, policy, out, on_failed, allow_partial, write_shards, rules)
+    run_filter_command(report_dir, policy, out, on_failed, allow_partial, write_shards, rules,
+                       ReReadOptions(shards, allow_scheme, max_member_bytes), allow_mixed)
 
 
 @app.command(name="train-head")

@@ -9,6 +9,7 @@ STATUSES = {
     "missing_image": "no image member; the caption is still scored",
     "decode_error": "image bytes could not be decoded (empty, truncated, not an image); caption still scored",
     "too_large": "image over --max-pixels (from its header) or member over --max-member-bytes; caption still scored",
+    "bad_name": "a member name over the length limit (or behind an oversized tar header); shortened key, not scored",
     "duplicate_key": "a key that reappears after other keys (non-adjacent members); kept as its own row, not scored",
     "inference_error": "the model failed on this sample's batch; not scored",
 }

@@ -2,25 +2,26 @@
 
 from __future__ import annotations
 
-import json
-
 
 def show_concepts(rules_dir, as_json: bool) -> None:
+    from vlmaudit.report.safetext import json_text, rich_text
     from vlmaudit.rulebook.load import load_rules
 
     rules = load_rules(rules_dir)
     rows = _rows(rules)
     if as_json:
-        print(json.dumps({"taxonomy_version": rules.taxonomy.tag, "concepts": rows}, indent=2, ensure_ascii=False))
+        print(json_text({"taxonomy_version": rules.taxonomy.tag, "concepts": rows}))
         return
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{len(rows)} concepts, {len(rules.taxonomy.categories)} categories ({rules.taxonomy.tag})")
+    table = Table(title=rich_text(f"{len(rows)} concepts, {len(rules.taxonomy.categories)} categories "
+                                  f"({rules.taxonomy.tag})"))
     for column in ("category", "id", "name", "thr img", "thr cap", "prompts"):
         table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(row["category"], row["id"], row["name"], f"{row['threshold']['image']:.2f}",
+        table.add_row(rich_text(row["category"]), rich_text(row["id"]), rich_text(row["name"]),
+                      f"{row['threshold']['image']:.2f}",
                       f"{row['threshold']['caption']:.2f}", str(len(row["prompts"])))
     Console().print(table)
 

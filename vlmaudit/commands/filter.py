@@ -8,22 +8,27 @@ from vlmaudit.errors import UserError
 
 
 def run_filter_command(report_dir: Path, policy_name: str, out: Path, on_failed: str, allow_partial: bool,
-                       write_shards: Path | None, rules_dir: Path | None) -> None:
+                       write_shards: Path | None, rules_dir: Path | None, reread=None, allow_mixed: bool = False) -> None:
     from vlmaudit.filter.lists import run_filter
     from vlmaudit.rulebook.policy import ACTIONS, load_policy
-    from vlmaudit.report.reading import read_report_meta, report_files
+    from vlmaudit.report.reading import naming_damage, report_files, validate_reports
     from vlmaudit.rulebook.load import find_rule_file
 
     if on_failed not in ACTIONS:
         raise UserError(f"--on-failed {on_failed}: expected one of {', '.join(ACTIONS)}")
-    meta = read_report_meta(report_files(report_dir))
+    files = report_files(report_dir)
+    meta = validate_reports(report_dir, files, allow_mixed)
     policy = load_policy(find_rule_file("policies", policy_name, rules_dir), meta["concepts"], meta["concept_categories"])
-    summary = run_filter(report_dir, policy, out, on_failed, allow_partial)
+    with naming_damage(files, len(meta["concepts"])):
+        summary = run_filter(report_dir, policy, out, on_failed, allow_partial)
     counts = summary["counts"]
     print(f"{summary['samples']:,} samples: keep {counts['keep']:,}, review {counts['review']:,}, "
           f"drop {counts['drop']:,} (policy {policy.name}) -> {out}")
     if write_shards:
-        from vlmaudit.filter.reshard import write_filtered_shards
+        from vlmaudit.filter.reshard import ReReadOptions, write_filtered_shards
 
-        written = write_filtered_shards(report_dir, out / "keep.parquet", write_shards)
+        result = write_filtered_shards(report_dir, out / "keep.parquet", write_shards, reread or ReReadOptions())
+        written = result["samples"]
         print(f"wrote {len(written)} filtered shards with {sum(written.values()):,} samples -> {write_shards}")
+        if result["skipped_members"]:
+            print(f"left out {result['skipped_members']:,} member(s) over --max-member-bytes")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +29,8 @@ class ReportRequest:
     fail_above: list[str] = field(default_factory=list)
     rules: Path | None = None
     thresholds_file: Path | None = None  # a thresholds YAML (e.g. from `vlmaudit calibrate`)
+    reread: object = None  # filter.reshard.ReReadOptions: which shards the HTML gallery may open
+    allow_mixed: bool = False
 
 
 def build_view(request: ReportRequest, meta: dict):
@@ -92,28 +93,32 @@ def parse_limits(items: list[str], categories: list[str]) -> dict[str, float]:
 
 
 def run_report_command(request: ReportRequest) -> int:
-    from vlmaudit.report.reading import read_report_meta, report_files
-    from vlmaudit.report.summary import summarize
-
     if request.fmt not in FORMATS:
         raise UserError(f"--format {request.fmt}: expected one of {', '.join(FORMATS)}")
     if request.fmt == "html" and not request.output:
         raise UserError("--format html needs --output FILE")
-    meta = read_report_meta(report_files(request.report_dir))
+    summary, meta = _summarize(request, request.report_dir)
     limits = parse_limits(request.fail_above, meta["categories"])
-    summary = summarize(request.report_dir, request.top, build_view(request, meta), request.concept)
     if request.compare:
         _add_comparison(summary, request)
     _emit(summary, request)
     return _gate(summary, limits)
 
 
-def _add_comparison(summary: dict, request: ReportRequest) -> None:
-    from vlmaudit.report.reading import read_report_meta, report_files
+def _summarize(request: ReportRequest, report_dir: Path, histogram: bool = True) -> tuple[dict, dict]:
+    """(summary, metadata) of one report directory, after validating every file in it."""
+    from vlmaudit.report.reading import naming_damage, report_files, validate_reports
     from vlmaudit.report.summary import summarize
 
-    other_meta = read_report_meta(report_files(request.compare))
-    other = summarize(request.compare, request.top, build_view(request, other_meta))
+    files = report_files(report_dir)
+    meta = validate_reports(report_dir, files, request.allow_mixed)
+    view = build_view(request, meta)
+    with naming_damage(files, len(meta["concepts"])):
+        return summarize(report_dir, request.top, view, request.concept if histogram else None), meta
+
+
+def _add_comparison(summary: dict, request: ReportRequest) -> None:
+    other, _ = _summarize(request, request.compare, histogram=False)
     rates = {c["id"]: c["rate"] for c in other["categories"]}
     summary["compare_dir"] = str(request.compare)
     summary["compare"] = [{"id": c["id"], "name": c["name"], "rate": c["rate"], "other_rate": rates.get(c["id"], 0.0),
@@ -122,6 +127,7 @@ def _add_comparison(summary: dict, request: ReportRequest) -> None:
 
 def _emit(summary: dict, request: ReportRequest) -> None:
     from vlmaudit.report import exports
+    from vlmaudit.report.safetext import json_text
 
     if request.redact:
         for items in summary.get("examples", {}).values():
@@ -133,16 +139,29 @@ def _emit(summary: dict, request: ReportRequest) -> None:
         render(summary, redact=request.redact)
         return
     if request.fmt == "json":
-        text = json.dumps(summary, indent=2, ensure_ascii=False)
+        text = json_text(summary)
     elif request.fmt == "markdown":
         text = exports.to_markdown(summary)
     else:
-        thumbs = exports.load_thumbnails(request.report_dir, summary)
+        thumbs = _thumbnails(request, summary)
         text = exports.to_html(summary, thumbs, request.blur, request.redact)
     if request.output:
         request.output.write_text(text, encoding="utf-8")
     else:
         print(text)
+
+
+def _thumbnails(request: ReportRequest, summary: dict) -> dict:
+    import sys
+
+    from vlmaudit.filter.reshard import ReReadOptions
+    from vlmaudit.report.exports import load_thumbnails
+    from vlmaudit.report.safetext import safe_text
+
+    thumbs, refused = load_thumbnails(request.report_dir, summary, request.reread or ReReadOptions())
+    for name, why in list(refused.items())[:5]:
+        print(f"note: gallery shows no images of {safe_text(name)}: {why}", file=sys.stderr)
+    return thumbs
 
 
 def _gate(summary: dict, limits: dict[str, float]) -> int:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from vlmaudit.errors import UserError
 from vlmaudit.scan.worker import ScanSettings
+from vlmaudit.report.safetext import rich_markup
 from vlmaudit.storage.location import redact
 
 
@@ -116,7 +117,7 @@ def run_scan_command(request: ScanRequest) -> int:
         runinfo.write_run_record(request.out, record)
         todo, done = runinfo.split_done(jobs, request.out, request.overwrite)
         if done:
-            console.print(f"{len(done)} of {len(jobs)} shards already done in {redact(str(request.out))}; skipping them")
+            console.print(f"{len(done)} of {len(jobs)} shards already done in {rich_markup(redact(str(request.out)))}; skipping them")
         result = _run(engine, request, todo, console)
     finally:
         engine.close()
@@ -125,12 +126,11 @@ def run_scan_command(request: ScanRequest) -> int:
 
 def _summarize(result, request: ScanRequest, console) -> int:
     console.print(f"scanned {result.rows:,} samples in {len(result.shards) - len(result.skipped)} shards, "
-                  f"{result.flagged:,} flagged -> {redact(str(request.out))}")
+                  f"{result.flagged:,} flagged -> {rich_markup(redact(str(request.out)))}")
     if result.skipped:
         console.print(f"{len(result.skipped)} shard(s) skipped: another writer held or finished them")
     if result.failed:
-        console.print(f"[red]{len(result.failed)} shard(s) failed: {', '.join(result.failed[:10])}; "
-                      "re-run the same command to retry them")
+        _print_failures(console, result)
         return 1
     return 0
 
@@ -169,6 +169,19 @@ class RayEngine:
 
     def close(self) -> None:
         self.pool.close()
+
+
+def _print_failures(console, result) -> None:
+    from vlmaudit.report.safetext import rich_markup
+
+    permanent = [n for n in result.failed if n in result.permanent]
+    transient = [n for n in result.failed if n not in result.permanent]
+    if permanent:
+        console.print(f"[red]{len(permanent)} shard(s) failed: {rich_markup(', '.join(permanent[:10]))} (permanent: "
+                      "missing, unreadable or not a tar archive; re-running will not help, fix or remove them)")
+    if transient:
+        console.print(f"[red]{len(transient)} shard(s) failed: {rich_markup(', '.join(transient[:10]))} (transient: "
+                      "re-run the same command to retry them)")
 
 
 def default_model(request: ScanRequest) -> str | None:

@@ -1,19 +1,76 @@
 """Write filtered webdataset shards: the kept samples' members copied byte for byte, streaming,
-each shard under a temporary name renamed when complete, plus an img2dataset-style Parquet."""
+each shard under a temporary name renamed when complete, plus an img2dataset-style Parquet.
+
+Which shards are re-read is decided by the command line, never by the report: the shards named
+with `--shards`, else the source recorded in a shard's stats only when it is a local regular
+file or uses a URL scheme allowed with `--allow-scheme`. A recorded `pipe:` is never run.
+"""
 
 from __future__ import annotations
 
 import io
 import os
-import sys
 import tarfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from vlmaudit.errors import UserError
 from vlmaudit.filter.table_shards import table_target, write_table_shard
 from vlmaudit.report.reading import read_stats
 from vlmaudit.scan.parquet_source import is_table_shard
 from vlmaudit.scan.samples import group_by_key
 from vlmaudit.scan.tario import TarEnd, iter_members, open_stream
+
+
+@dataclass
+class ReReadOptions:
+    """Where shards may be re-read from and how big a member may be."""
+
+    shards: list[str] = field(default_factory=list)
+    allow_schemes: list[str] = field(default_factory=list)
+    max_member_bytes: int = 64 << 20
+
+
+def shard_sources(report_dir: Path, names: list[str], options: ReReadOptions) -> tuple[dict, dict]:
+    """({report name: source to open}, {report name: why it is not opened}) for `names`."""
+    given = _named_on_command_line(options.shards)
+    stats = read_stats(report_dir)
+    sources, refused = {}, {}
+    for name in names:
+        if name in given:
+            sources[name] = given[name]
+            continue
+        recorded = stats.get(name, {}).get("url")
+        problem = recorded_source_problem(recorded, options.allow_schemes)
+        if problem:
+            refused[name] = problem
+        else:
+            sources[name] = recorded
+    return sources, refused
+
+
+def _named_on_command_line(specs: list[str]) -> dict[str, str]:
+    if not specs:
+        return {}
+    from vlmaudit.scan.shards import expand_shard_specs, output_names
+
+    return {name: url for url, name in output_names(expand_shard_specs(specs)).items()}
+
+
+def recorded_source_problem(url, allow_schemes: list[str]) -> str | None:
+    """None when a source recorded in a report may be opened, else the reason it is not."""
+    if not isinstance(url, str) or not url:
+        return "no source recorded"
+    if url.startswith("pipe:"):
+        return "recorded source is a pipe: command; never run from a report (name the shards with --shards)"
+    if "://" in url:
+        scheme = url.split("://", 1)[0].lower()
+        if scheme in {s.lower() for s in allow_schemes}:
+            return None
+        return f"recorded source uses {scheme}://; allow it with --allow-scheme {scheme} or name the shards with --shards"
+    if not Path(url).is_file():
+        return "recorded source is not a regular local file (name the shards with --shards)"
+    return None
 
 
 def kept_indices(keep_file: Path, shard: str) -> set[int]:
@@ -23,49 +80,76 @@ def kept_indices(keep_file: Path, shard: str) -> set[int]:
     return set(table.column("sample_index").to_pylist())
 
 
-def iter_raw_samples(url: str):
+def iter_raw_samples(url: str, max_member_bytes: int):
     """(sample_index, key, members) with every member's header and bytes, grouped exactly as the
-    scanner groups them; a damaged tar ends the iteration after its last intact member."""
+    scanner groups them; a member over `max_member_bytes` has data None; a damaged tar ends the
+    iteration after its last intact member."""
     stream = open_stream(url)
     try:
-        yield from group_by_key(iter_members(stream, TarEnd(), lambda name: True, sys.maxsize))
+        yield from group_by_key(iter_members(stream, TarEnd(), lambda name: True, max_member_bytes))
     finally:
         stream.close()
 
 
-def write_shard(url: str, keep: set[int], target: Path) -> int:
-    partial = target.with_name(f".{target.name}.partial")
-    written = 0
-    with tarfile.open(partial, "w", format=tarfile.PAX_FORMAT) as out:
-        for index, _, members in iter_raw_samples(url):
-            if index in keep:
-                for member in members:
-                    out.addfile(member.info, io.BytesIO(member.data))
-                written += 1
-    os.replace(partial, target)
-    return written
+def write_shard(url: str, keep: set[int], target: Path, max_member_bytes: int) -> tuple[int, int]:
+    """(samples written, members left out because they were over the size limit)."""
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    written = skipped = 0
+    try:
+        with _exclusive(partial) as handle, tarfile.open(fileobj=handle, mode="w", format=tarfile.PAX_FORMAT) as out:
+            for index, _, members in iter_raw_samples(url, max_member_bytes):
+                if index in keep:
+                    for member in members:
+                        if member.data is None:
+                            skipped += 1
+                            continue
+                        out.addfile(member.info, io.BytesIO(member.data))
+                    written += 1
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+    return written, skipped
+
+
+def _exclusive(path: Path):
+    """A new file opened for writing; fails rather than following a planted symlink."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    return os.fdopen(fd, "wb")
 
 
 def write_kept_parquet(keep_file: Path, shard: str, target: Path) -> None:
     import pyarrow.parquet as pq
 
     table = pq.read_table(keep_file, columns=["key", "url", "sample_index"], filters=[("shard", "=", shard)])
-    partial = target.with_name(f".{target.name}.partial")
-    pq.write_table(table, partial)
-    os.replace(partial, target)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    try:
+        with _exclusive(partial) as handle:
+            pq.write_table(table, handle)
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
-def write_filtered_shards(report_dir: Path, keep_file: Path, out_dir: Path) -> dict[str, int]:
-    """For every finished shard of the report: NAME.tar with the kept samples, NAME.parquet."""
+def write_filtered_shards(report_dir: Path, keep_file: Path, out_dir: Path, options: ReReadOptions) -> dict:
+    """For every finished shard of the report: NAME.tar with the kept samples, NAME.parquet.
+    Returns {"samples": {name: written}, "skipped_members": n}."""
+    stats = read_stats(report_dir)
+    names = [n for n, s in stats.items() if s.get("status") != "failed" and (Path(report_dir) / f"{n}.parquet").is_file()]
+    sources, refused = shard_sources(report_dir, names, options)
+    if refused:
+        shown = "; ".join(f"{n}: {why}" for n, why in list(refused.items())[:3])
+        raise UserError(f"--write-shards: {len(refused)} shard(s) will not be re-read: {shown}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    counts = {}
-    for name, stats in read_stats(report_dir).items():
-        if stats.get("status") == "failed" or not (Path(report_dir) / f"{name}.parquet").is_file():
-            continue
+    counts, skipped = {}, 0
+    for name in names:
         keep = kept_indices(keep_file, name)
-        if is_table_shard(stats["url"]):  # Parquet/Arrow input: a filtered copy, every column kept
-            counts[name] = write_table_shard(stats["url"], keep, table_target(out_dir, name, stats["url"]))
+        if is_table_shard(sources[name]):  # Parquet/Arrow input: a filtered copy, every column kept
+            counts[name] = write_table_shard(sources[name], keep, table_target(out_dir, name, sources[name]))
             continue
-        counts[name] = write_shard(stats["url"], keep, out_dir / f"{name}.tar")  # uncompressed, even from .tar.gz
+        try:
+            counts[name], left_out = write_shard(sources[name], keep, out_dir / f"{name}.tar", options.max_member_bytes)
+        except OSError as exc:
+            raise UserError(f"{name}: cannot re-read {sources[name]}: {exc.strerror or exc}") from None
+        skipped += left_out
         write_kept_parquet(keep_file, name, out_dir / f"{name}.parquet")
-    return counts
+    return {"samples": counts, "skipped_members": skipped}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from vlmaudit.report.safetext import rich_text, safe_text
+
 SPARKS = "▁▂▃▄▅▆▇█"
 
 
@@ -19,9 +21,10 @@ def sparkline(values: list[float]) -> str:
     return "".join(SPARKS[0 if peak <= 0 else min(7, int(v / peak * 7.999))] for v in values)
 
 
-def clip(text: str | None, width: int) -> str:
-    text = " ".join((text or "").split())
-    return text if len(text) <= width else text[: width - 1] + "…"
+def clip(text: str | None, width: int):
+    """Data text shortened to `width`, control characters replaced, shown literally (a rich Text)."""
+    text = " ".join(safe_text(text).split())
+    return rich_text(text if len(text) <= width else text[: width - 1] + "…")
 
 
 def make_console(width: int | None = None, file=None):
@@ -50,7 +53,7 @@ def _table(title: str, columns: list[tuple[str, str]], plain: bool):
     from rich import box
     from rich.table import Table
 
-    table = Table(title=title, title_justify="left", box=box.ASCII if plain else box.SIMPLE_HEAVY, pad_edge=False)
+    table = Table(title=rich_text(title), title_justify="left", box=box.ASCII if plain else box.SIMPLE_HEAVY, pad_edge=False)
     for name, justify in columns:
         table.add_column(name, justify=justify, overflow="fold")
     return table
@@ -66,16 +69,18 @@ def overview(summary: dict, width: int, plain: bool):
     lines = [
         f"samples {o['samples']:,}  failed {o['failed']:,} ({pct(o['failed_rate'])})  "
         f"flagged {o['flagged']:,} ({pct(o['flagged_rate'])})",
-        f"model {o['model']} ({o['backend']})",
-        f"taxonomy {o['taxonomy_version']}  shards {o['shards']:,}",
-        f"thresholds {thr_text}",
+        f"model {safe_text(o['model'])} ({safe_text(o['backend'])})",
+        f"taxonomy {safe_text(o['taxonomy_version'])}  shards {o['shards']:,}",
+        f"thresholds {safe_text(thr_text)}",
         f"scan time {o['scan_seconds']:,.1f} s  throughput {o['samples_per_s']:,.1f} samples/s",
     ]
     if summary["failed_shards"]:
-        lines.append(f"FAILED shards: {', '.join(summary['failed_shards'][:10])}")
+        lines.append(f"FAILED shards: {', '.join(map(safe_text, summary['failed_shards'][:10]))}")
     if summary["truncated_shards"]:
-        lines.append(f"truncated shards: {', '.join(summary['truncated_shards'][:10])}")
-    return Panel("\n".join(lines), title="vlmaudit report", box=box.ASCII if plain else box.ROUNDED)
+        lines.append(f"truncated shards: {', '.join(map(safe_text, summary['truncated_shards'][:10]))}")
+    from rich.text import Text
+
+    return Panel(Text("\n").join(rich_text(line) for line in lines), title="vlmaudit report", box=box.ASCII if plain else box.ROUNDED)
 
 
 def categories(summary: dict, width: int, plain: bool):
@@ -84,7 +89,7 @@ def categories(summary: dict, width: int, plain: bool):
     bar_width = max(10, min(40, width - 56))
     peak = max((c["rate"] for c in summary["categories"]), default=0)
     for c in summary["categories"]:
-        table.add_row(c["name"], bar(c["rate"], peak, bar_width), pct(c["rate"]), f"{c['flagged']:,}")
+        table.add_row(clip(c["name"], 60), bar(c["rate"], peak, bar_width), pct(c["rate"]), f"{c['flagged']:,}")
     return table
 
 
@@ -96,7 +101,7 @@ def concepts(summary: dict, width: int, plain: bool):
     table = _table("top concepts", columns, plain)
     fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
     for c in summary["top_concepts"]:
-        row = [clip(c["name"], 40 if wide else 24)] + ([c["category"]] if wide else []) + [
+        row = [clip(c["name"], 40 if wide else 24)] + ([clip(c["category"], 40)] if wide else []) + [
             f"{c['flagged']:,}", pct(c["rate"]), f"{c['image']:,}", f"{c['caption']:,}", fmt(c["mean_image"]),
             fmt(c["p95_image"])] + ([fmt(c["mean_caption"]), fmt(c["p95_caption"])] if wide else [])
         table.add_row(*row)
@@ -109,7 +114,7 @@ def modality_gap(summary: dict, width: int, plain: bool):
                    [("category", "left"), ("both", "right"), ("image only", "right"), ("caption only", "right"),
                     ("agreement", "right")], plain)
     for c in summary["categories"]:
-        table.add_row(c["name"], f"{c['both']:,}", f"{c['image_only']:,}", f"{c['caption_only']:,}", pct(c["agreement"]))
+        table.add_row(clip(c["name"], 60), f"{c['both']:,}", f"{c['image_only']:,}", f"{c['caption_only']:,}", pct(c["agreement"]))
     table.add_row("all", f"{m['both']:,}", f"{m['image_only']:,}", f"{m['caption_only']:,}", pct(m["agreement"]))
     return table
 
@@ -121,7 +126,7 @@ def shards(summary: dict, width: int, plain: bool):
         table.add_row(clip(s["shard"], 40), f"{s['samples']:,}", f"{s['flagged']:,}", pct(s["rate"]))
     rates = summary.get("shard_rates") or []
     if rates:
-        table.caption = f"rate across shards (name order): {sparkline(rates)}"
+        table.caption = rich_text(f"rate across shards (name order): {sparkline(rates)}")
     return table
 
 
@@ -147,7 +152,7 @@ def compare(summary: dict, width: int, plain: bool):
     table = _table(f"compared with {summary['compare_dir']}", [("category", "left"), ("this", "right"),
                                                                ("other", "right"), ("delta", "right")], plain)
     for r in rows:
-        table.add_row(r["name"], pct(r["rate"]), pct(r["other_rate"]), f"{100 * r['delta']:+.2f} pts")
+        table.add_row(clip(r["name"], 60), pct(r["rate"]), pct(r["other_rate"]), f"{100 * r['delta']:+.2f} pts")
     return table
 
 
@@ -157,7 +162,7 @@ def examples(summary: dict, width: int, plain: bool, redact: bool):
     text_width = max(16, width - 50)
     for concept, items in summary["examples"].items():
         for item in items:
-            text = "[redacted]" if redact else clip(f"{item['caption'] or ''}  {item['url'] or ''}", text_width)
+            text = rich_text("[redacted]") if redact else clip(f"{item['caption'] or ''}  {item['url'] or ''}", text_width)
             table.add_row(clip(concept, 20), clip(f"{item['shard']}/{item['key']}", 20),
                           f"{item['score']:.3f} {item['modality'][:3]}", text)
     return table

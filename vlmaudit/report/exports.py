@@ -7,6 +7,7 @@ import html
 import io
 
 from vlmaudit.report.dashboard import pct
+from vlmaudit.report.safetext import markdown_text as md
 
 
 def to_markdown(summary: dict) -> str:
@@ -15,19 +16,19 @@ def to_markdown(summary: dict) -> str:
         "# vlmaudit report", "",
         f"- samples: {o['samples']:,}; failed: {o['failed']:,} ({pct(o['failed_rate'])}); "
         f"flagged: {o['flagged']:,} ({pct(o['flagged_rate'])})",
-        f"- model: `{o['model']}` ({o['backend']}); taxonomy: `{o['taxonomy_version']}`; "
-        f"thresholds: {o['thresholds']['source']}", "",
+        f"- model: {md(o['model'])} ({md(o['backend'])}); taxonomy: {md(o['taxonomy_version'])}; "
+        f"thresholds: {md(o['thresholds']['source'])}", "",
         "## Flagged rate per category", "", "| category | flagged | rate | both | image only | caption only |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
-    lines += [f"| {c['name']} | {c['flagged']:,} | {pct(c['rate'])} | {c['both']:,} | {c['image_only']:,} | "
+    lines += [f"| {md(c['name'])} | {c['flagged']:,} | {pct(c['rate'])} | {c['both']:,} | {c['image_only']:,} | "
               f"{c['caption_only']:,} |" for c in summary["categories"]]
     lines += ["", "## Top concepts", "", "| concept | category | samples | rate | image | caption |",
               "| --- | --- | ---: | ---: | ---: | ---: |"]
-    lines += [f"| {c['name']} | {c['category']} | {c['flagged']:,} | {pct(c['rate'])} | {c['image']:,} | "
+    lines += [f"| {md(c['name'])} | {md(c['category'])} | {c['flagged']:,} | {pct(c['rate'])} | {c['image']:,} | "
               f"{c['caption']:,} |" for c in summary["top_concepts"]]
     lines += ["", "## Shard hot spots", "", "| shard | samples | flagged | rate |", "| --- | ---: | ---: | ---: |"]
-    lines += [f"| {s['shard']} | {s['samples']:,} | {s['flagged']:,} | {pct(s['rate'])} |" for s in summary["top_shards"]]
+    lines += [f"| {md(s['shard'])} | {s['samples']:,} | {s['flagged']:,} | {pct(s['rate'])} |" for s in summary["top_shards"]]
     return "\n".join(lines) + "\n"
 
 
@@ -72,40 +73,41 @@ def _gallery(concept: str, items: list, thumbnails: dict, blur: bool, redact: bo
     return f"<h3>{html.escape(concept)}</h3><div class='gallery'>{''.join(figures)}</div>"
 
 
-def load_thumbnails(report_dir, summary: dict, size: int = 128) -> dict:
-    """Thumbnails (base64 JPEG) of the example samples, read from the original shards by key."""
-    from vlmaudit.report.reading import read_stats
+def load_thumbnails(report_dir, summary: dict, reread, size: int = 128) -> tuple[dict, dict]:
+    """(thumbnails {(shard, key): base64 JPEG}, {shard: why it was not re-read}) of the example
+    samples, read from the shards the command line allows (see filter.reshard.shard_sources)."""
+    from vlmaudit.filter.reshard import shard_sources
 
     wanted = {}
     for items in summary.get("examples", {}).values():
         for item in items:
             wanted.setdefault(item["shard"], set()).add(item["key"])
-    stats, out = read_stats(report_dir), {}
-    for shard, keys in wanted.items():
-        url = stats.get(shard, {}).get("url")
-        if not url:
-            continue
+    sources, refused = shard_sources(report_dir, sorted(wanted), reread)
+    out = {}
+    for shard, url in sources.items():
+        keys = wanted[shard]
         try:
-            for key, image in _shard_images(url):
+            for key, image in _shard_images(url, reread.max_member_bytes):
                 if key in keys and (shard, key) not in out:
                     out[(shard, key)] = _thumbnail(image, size)
         except Exception:
             continue  # shards moved or unreadable: the gallery shows "(no image)"
-    return {k: v for k, v in out.items() if v}
+    return {k: v for k, v in out.items() if v}, refused
 
 
-def _shard_images(url: str):
-    """(key, first image's bytes) of every sample of a tar or Parquet/Arrow shard that has an image."""
+def _shard_images(url: str, max_member_bytes: int):
+    """(key, first image's bytes) of every sample of a tar or Parquet/Arrow shard that has an image;
+    members over `max_member_bytes` are not read."""
     from vlmaudit.scan.parquet_source import is_table_shard, iter_table_images
 
     if is_table_shard(url):
-        yield from iter_table_images(url)
+        yield from iter_table_images(url, max_bytes=max_member_bytes)
         return
     from vlmaudit.filter.reshard import iter_raw_samples
     from vlmaudit.scan.samples import IMAGE_EXTS, split_name
 
-    for _, key, members in iter_raw_samples(url):
-        images = [m for m in members if split_name(m.name)[1] in IMAGE_EXTS]
+    for _, key, members in iter_raw_samples(url, max_member_bytes):
+        images = [m for m in members if split_name(m.name)[1] in IMAGE_EXTS and m.data is not None]
         if images:
             yield key, images[0].data
 
@@ -114,7 +116,7 @@ def _thumbnail(data: bytes, size: int) -> str | None:
     from vlmaudit.scan.imaging import decode_image
 
     try:
-        image, _ = decode_image(data, max_pixels=100_000_000, draft_size=size)
+        image, _ = decode_image(data, max_pixels=50_000_000, draft_size=size)
     except Exception:
         return None
     image.thumbnail((size, size))

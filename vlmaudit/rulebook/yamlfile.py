@@ -8,17 +8,68 @@ from typing import Any
 from vlmaudit.errors import RulesError
 
 
+MAX_YAML_BYTES = 1 << 20  # the shipped taxonomy is ~20 KB
+MAX_YAML_NODES = 200_000  # counted with aliases expanded: an alias bomb expands to billions
+
+
 def read_yaml(path: Path) -> Any:
+    """Parse a YAML file with the safe loader, refusing files over MAX_YAML_BYTES and documents
+    whose aliases would expand to more than MAX_YAML_NODES nodes (before constructing anything)."""
     import yaml
 
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_YAML_BYTES + 1)
+        text = data.decode("utf-8")
     except OSError as exc:
         raise RulesError(path, "(file)", f"cannot read: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise RulesError(path, "(file)", f"not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    if len(data) > MAX_YAML_BYTES:
+        raise RulesError(path, "(file)", f"over the {MAX_YAML_BYTES}-byte limit for a rules file")
     try:
-        return yaml.safe_load(text)
+        return _load_bounded(yaml, text, path)
     except yaml.YAMLError as exc:
         raise RulesError(path, "(file)", f"invalid YAML: {' '.join(str(exc).split())}") from exc
+    except RecursionError:
+        raise RulesError(path, "(file)", "nested too deeply") from None
+
+
+def _load_bounded(yaml, text: str, path):
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        expanded = _expanded_size(node, {}, set())
+        if expanded > MAX_YAML_NODES:
+            raise RulesError(path, "(file)", f"aliases expand to over {MAX_YAML_NODES} nodes (a YAML alias bomb?)")
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(node, sizes: dict, active: set) -> int:
+    """Node count with every alias expanded, memoised per node, so shared subtrees are counted
+    as often as they are referenced without walking them again; capped at just over the limit."""
+    import yaml
+
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in active:  # a recursive structure: its expansion is infinite
+        return MAX_YAML_NODES + 1
+    total = 1
+    if isinstance(node, (yaml.SequenceNode, yaml.MappingNode)):
+        active.add(key)
+        children = node.value if isinstance(node, yaml.SequenceNode) else [n for pair in node.value for n in pair]
+        for child in children:
+            total += _expanded_size(child, sizes, active)
+            if total > MAX_YAML_NODES:
+                break
+        active.discard(key)
+    sizes[key] = min(total, MAX_YAML_NODES + 1)
+    return sizes[key]
 
 
 def check_mapping(path, field: str, value, allowed: set[str], required: set[str] = frozenset()) -> dict:

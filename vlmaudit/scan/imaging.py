@@ -1,4 +1,11 @@
-"""Decode untrusted image bytes into an RGB PIL image, checking the size from the header first."""
+"""Decode untrusted image bytes into an RGB PIL image, checking the size from the header first.
+
+Memory budget: an image over --max-pixels is refused from its header, before any pixel is
+decoded. Below that, JPEG is decoded at a reduced scale (libjpeg's draft mode) and every other
+format (PNG, WebP, TIFF, GIF, BMP) is reduced by an integer factor right after decoding, before
+any mode conversion, so only one full-size image exists at a time per worker and a batch holds
+model-sized images only.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +14,7 @@ import io
 import numpy as np
 
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+TRANSPOSE = {2: 0, 3: 3, 4: 1, 5: 5, 6: 4, 7: 6, 8: 2}  # EXIF orientation -> PIL.Image.Transpose value
 
 
 class ImageTooLarge(Exception):
@@ -47,7 +55,25 @@ def _load_oriented(image, draft_size):
     if draft_size and image.format == "JPEG":
         image.draft("RGB", (draft_size, draft_size))  # decode at a reduced scale: much faster
     image.load()
-    return ImageOps.exif_transpose(image)
+    small = shrink(image, draft_size) if draft_size else image
+    if small is image:
+        return ImageOps.exif_transpose(image)
+    method = TRANSPOSE.get(image.getexif().get(0x0112, 1))  # reduce() drops EXIF: orient from the original
+    return small.transpose(method) if method is not None else small
+
+
+def shrink(image, target: int):
+    """Reduce by the largest integer factor that keeps the short side >= target (box filter;
+    nearest for palette, 1-bit and 16-bit modes, which the box filter does not take)."""
+    from PIL import Image
+
+    width, height = image.size
+    factor = min(width, height) // max(1, target)
+    if factor < 2:
+        return image
+    if image.mode in ("P", "1") or image.mode.startswith("I;16"):
+        return image.resize((width // factor, height // factor), Image.NEAREST)
+    return image.reduce(factor)
 
 
 def _oriented_size(image, width: int, height: int) -> tuple[int, int]:

@@ -1,9 +1,18 @@
-"""torch DataLoader over shard jobs: decoding and preprocessing run in worker processes."""
+"""torch DataLoader over shard jobs: decoding and preprocessing run in worker processes.
+
+Workers never outlive the scan: on Linux each asks the kernel for SIGKILL when its parent dies
+(PR_SET_PDEATHSIG), and everywhere a watchdog thread exits it once its parent is gone (torch's
+own check only runs between items, not while a worker is blocked reading a shard).
+"""
 
 from __future__ import annotations
 
+import functools
+import os
+
 import torch
 
+from vlmaudit.scan.lifetime import die_with_parent, watch_parent
 from vlmaudit.scan.worker import ScanSettings, prepare_shard
 
 
@@ -26,10 +35,16 @@ def _identity(batch):
     return batch
 
 
+def _worker_init(parent_pid: int, worker_id: int) -> None:
+    die_with_parent()
+    watch_parent(parent_pid)
+
+
 def iter_prepared(jobs, preprocessor, settings: ScanSettings):
     workers = min(settings.workers, len(jobs))
     loader = torch.utils.data.DataLoader(
         ShardStream(jobs, preprocessor, settings), batch_size=None, num_workers=workers,
         collate_fn=_identity, prefetch_factor=4 if workers else None,
+        worker_init_fn=functools.partial(_worker_init, os.getpid()) if workers else None,
     )
     return iter(loader)

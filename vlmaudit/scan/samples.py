@@ -9,6 +9,7 @@ earlier sample: its members become a row of their own with status `duplicate_key
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
@@ -17,6 +18,9 @@ from vlmaudit.scan.tario import Member, TarEnd, iter_members
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
 TEXT_EXTS = ("txt", "json")
+MAX_NAME_CHARS = 4096  # longer member names become a `bad_name` row with a shortened key
+KEPT_KEY_CHARS = 200
+MAX_EXT_CHARS = 16
 
 
 @dataclass
@@ -41,6 +45,23 @@ def split_name(name: str) -> tuple[str, str]:
     return head + slash + stem, ext.lower()
 
 
+def member_key(name: str) -> tuple[str, str]:
+    """(key, extension) of a member name, both within budget: an over-long key keeps its
+    first KEPT_KEY_CHARS characters plus a hash of the rest, so distinct keys stay distinct."""
+    key, ext = split_name(name)
+    if len(ext) > MAX_EXT_CHARS:
+        ext = ext[:MAX_EXT_CHARS] + "…"
+    if len(name) > MAX_NAME_CHARS:
+        key = f"{key[:KEPT_KEY_CHARS]}…{hashlib.sha1(key.encode('utf-8', 'replace')).hexdigest()[:16]}"
+    return key, ext
+
+
+def name_problem(member: Member) -> str | None:
+    if len(member.name) > MAX_NAME_CHARS:
+        return f"member name of {len(member.name)} characters, over the {MAX_NAME_CHARS}-character limit"
+    return getattr(member.info, "vlmaudit_name_problem", None)
+
+
 def wanted_member(name: str) -> bool:
     return split_name(name)[1] in IMAGE_EXTS + TEXT_EXTS
 
@@ -50,12 +71,12 @@ def group_by_key(members: Iterable[Member]) -> Iterator[tuple[int, str, list[Mem
     one grouping rule shared by the scanner and the filtered-shard writer."""
     index, key, group = -1, None, []
     for member in members:
-        member_key = split_name(member.name)[0]
-        if group and member_key != key:
+        this_key = member_key(member.name)[0]
+        if group and this_key != key:
             yield index, key, group
             group = []
         if not group:
-            index, key = index + 1, member_key
+            index, key = index + 1, this_key
         group.append(member)
     if group:
         yield index, key, group
@@ -67,7 +88,8 @@ def iter_samples(stream, end: TarEnd, max_member_bytes: int, max_caption_chars: 
     for index, key, members in group_by_key(iter_members(stream, end, wanted_member, max_member_bytes)):
         sample = _new_sample(key, index, seen)
         for member in members:
-            _add_member(sample, split_name(member.name)[1], member.data, member.problem, end)
+            _add_member(sample, member_key(member.name)[1], member.data, member.problem, end)
+            _check_name(sample, member)
         yield finish_sample(sample, max_caption_chars)
 
 
@@ -78,6 +100,13 @@ def _new_sample(key: str, index: int, seen: set[str]) -> Sample:
         sample.error = f"key {key!r} reappears after other keys (members not adjacent); not merged, not scored"
     seen.add(key)
     return sample
+
+
+def _check_name(sample: Sample, member: Member) -> None:
+    problem = name_problem(member)
+    if problem and sample.status is None:
+        sample.status, sample.error = "bad_name", problem
+        sample.image = None
 
 
 def _add_member(sample: Sample, ext: str, data: bytes | None, problem: str | None, end: TarEnd) -> None:

@@ -26,6 +26,7 @@ class ScanResult:
     shards: dict[str, str] = field(default_factory=dict)  # name -> complete/truncated/failed/skipped
     rows: int = 0
     flagged: int = 0
+    permanent: set = field(default_factory=set)  # failed shards that a re-run cannot fix
 
     @property
     def failed(self) -> list[str]:
@@ -111,8 +112,14 @@ class Scanner:
         if end.status == "failed":
             writer.fail(stats)
         else:
-            writer.commit(stats, self._refiner(batch.job, stats))
+            try:
+                writer.commit(stats, self._refiner(batch.job, stats))
+            except BaseException:
+                _abort_quietly(writer)  # e.g. the disk is full: no temporary file left, nothing marked done
+                raise
         result.shards[name] = end.status
+        if end.status == "failed" and end.permanent:
+            result.permanent.add(name)
         self.progress.shard_done(name, end.status)
 
     def _refiner(self, job: ShardJob, stats: dict):
@@ -135,6 +142,7 @@ class Scanner:
         wall = time.time() - timing["wall_start"]
         return {
             "shard": job.name, "url": redact(job.url), "status": end.status, "error": end.error and redact(end.error),
+            "failure": None if end.status != "failed" else "permanent" if end.permanent else "transient",
             "members_ignored": end.members_ignored, "ignored_kinds": end.ignored_kinds,
             "seconds": {"wall": round(wall, 4), "model": round(timing["model"], 4),
                         "decode_preprocess_workers": round(timing["prep"], 4)},
@@ -145,6 +153,13 @@ class Scanner:
         for writer in self.writers.values():
             writer.abort()
         self.writers.clear()
+
+
+def _abort_quietly(writer: ShardWriter) -> None:
+    try:
+        writer.abort()
+    except Exception:
+        pass  # the original error is the one to report
 
 
 def score_batch(backend, batch: PreparedBatch):

@@ -50,7 +50,7 @@ def _expand_one(item: str) -> list[str]:
         return found
     path = Path(item)
     if path.is_dir():
-        found = _without_sidecars(sorted(str(p) for p in path.rglob("*") if _is_shard_file(p)))
+        found = _without_sidecars(_walk_shards(item))
         if not found:
             raise ShardSpecError(f"{item}: directory holds no .tar/.tar.gz/.tgz/.parquet/.arrow shards")
         return found
@@ -59,6 +59,20 @@ def _expand_one(item: str) -> list[str]:
     if not os.access(path, os.R_OK):
         raise ShardSpecError(f"{item}: not readable (permission denied)")
     return [item]
+
+
+def _walk_shards(top: str) -> list[str]:
+    """Every shard file under `top`, recursively; a subdirectory that cannot be read is an error
+    (naming it), not a silent gap in the scan."""
+    found, errors = [], []
+    for folder, _, files in os.walk(top, onerror=errors.append):
+        found += [str(Path(folder) / f) for f in files if _is_shard_file(Path(folder) / f)]
+    if errors:
+        first = errors[0]
+        more = f" and {len(errors) - 1} more" if len(errors) > 1 else ""
+        raise ShardSpecError(f"{top}: cannot read {first.filename} ({first.strerror or first}){more}; "
+                             "fix its permissions or name the shards to scan")
+    return sorted(found)
 
 
 def _is_shard_file(path: Path) -> bool:

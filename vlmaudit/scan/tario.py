@@ -9,20 +9,27 @@ reported as truncated instead of looking complete, and members are only read whe
 from __future__ import annotations
 
 import subprocess
+import sys
 import tarfile
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable, Iterator, NamedTuple
 
+from vlmaudit.scan.lifetime import die_with_parent
+
 DATA_ERRORS = (tarfile.TarError, EOFError, OSError, ValueError)
+MAX_HEADER_BYTES = 64 << 10  # pax / GNU long-name headers: a long name is a few KiB at most
 
 
 @dataclass
 class TarEnd:
     """How reading a tar ended: complete, truncated (damage after some members), unreadable
-    (not a tar at all) or failed (could not be opened or read, after retries)."""
+    (not a tar at all) or failed (could not be opened or read, after retries). A failure is
+    permanent when re-running cannot help (a local file that is missing, unreadable or not a
+    tar), else transient (network, a pipe: command, an unexpected error)."""
 
     status: str = "complete"
     error: str | None = None
+    permanent: bool = False
     members_ignored: int = 0
     ignored_kinds: dict[str, int] = field(default_factory=dict)
 
@@ -42,7 +49,11 @@ class Member(NamedTuple):
 
 
 class _RecordingTarInfo(tarfile.TarInfo):
-    """Remembers the header error that made tarfile stop iterating."""
+    """Remembers the header error that made tarfile stop iterating, and skips (never loads)
+    pax or GNU long-name headers over MAX_HEADER_BYTES: the member after one keeps its short
+    ustar name and carries `vlmaudit_name_problem`."""
+
+    vlmaudit_name_problem = None
 
     @classmethod
     def fromtarfile(cls, tf):
@@ -52,11 +63,38 @@ class _RecordingTarInfo(tarfile.TarInfo):
             tf.vlmaudit_stop = exc
             raise
 
+    def _proc_gnulong(self, tf):
+        if self.size <= MAX_HEADER_BYTES:
+            return super()._proc_gnulong(tf)
+        return self._skip_oversized(tf, "GNU long-name header")
+
+    def _proc_pax(self, tf):
+        if self.size <= MAX_HEADER_BYTES:
+            return super()._proc_pax(tf)
+        return self._skip_oversized(tf, "pax extended header")
+
+    def _skip_oversized(self, tf, what: str):
+        remaining = self._block(self.size)
+        while remaining:
+            chunk = tf.fileobj.read(min(remaining, 1 << 20))
+            if not chunk:
+                raise tarfile.ReadError(f"{what} cut short")
+            remaining -= len(chunk)
+        try:
+            member = self.fromtarfile(tf)
+        except tarfile.HeaderError as exc:
+            raise tarfile.SubsequentHeaderError(str(exc)) from None
+        member.offset = self.offset
+        member.vlmaudit_name_problem = (f"{what} of {self.size} bytes, over the {MAX_HEADER_BYTES}-byte limit: "
+                                        "skipped, name shortened")
+        return member
+
 
 def open_stream(url: str) -> BinaryIO:
     """Open a shard for reading: local path, fsspec URL (http, s3, gs, ...) or pipe:CMD."""
     if url.startswith("pipe:"):
-        proc = subprocess.Popen(url[5:], shell=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(url[5:], shell=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                preexec_fn=die_with_parent if sys.platform.startswith("linux") else None)
         return _PipeStream(proc, url)
     if "://" in url:
         import fsspec

@@ -17,6 +17,7 @@ from vlmaudit.scan.samples import iter_samples
 from vlmaudit.scan.tario import TarEnd, open_stream
 
 EXTREME_ASPECT = 20.0
+PERMANENT_OPEN_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
 
 
 @dataclass
@@ -76,6 +77,9 @@ def _samples_with_retries(job: ShardJob, end: TarEnd, settings: ScanSettings):
             stream = open_stream(job.url)
         except Exception as exc:  # fsspec/network errors come in many types
             end.status, end.error = "failed", f"cannot open: {type(exc).__name__}: {exc}"
+            if _is_local(job.url) and isinstance(exc, PERMANENT_OPEN_ERRORS):
+                end.permanent = True
+                return
         else:
             yielded = 0
             try:
@@ -87,6 +91,9 @@ def _samples_with_retries(job: ShardJob, end: TarEnd, settings: ScanSettings):
             if yielded or end.status != "unreadable":
                 return
             end.status = "failed"
+            if _is_local(job.url):  # the bytes were read: they are not a tar, and will not become one
+                end.permanent = True
+                return
         if attempt < settings.retries:
             time.sleep(settings.retry_wait * (2 ** attempt))
 
@@ -97,6 +104,10 @@ def _read_samples(url: str, stream, end: TarEnd, settings: ScanSettings):
         return iter_table_samples(stream, url, end, settings.columns, settings.max_member_bytes,
                                   settings.max_caption_chars)
     return iter_samples(stream, end, settings.max_member_bytes, settings.max_caption_chars)
+
+
+def _is_local(url: str) -> bool:
+    return not url.startswith("pipe:") and "://" not in url
 
 
 def _close_quietly(stream) -> None:
