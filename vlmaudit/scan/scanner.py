@@ -39,6 +39,7 @@ class ScanResult:
 
     def merge(self, other: ScanResult) -> None:
         self.shards.update(other.shards)
+        self.permanent |= other.permanent
         self.rows, self.flagged = self.rows + other.rows, self.flagged + other.flagged
 
 
