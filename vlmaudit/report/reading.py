@@ -11,7 +11,33 @@ from vlmaudit.errors import UserError
 from vlmaudit.schema import read_meta
 
 
+def is_url(path) -> bool:
+    return "://" in str(path)
+
+
+def open_input(path):
+    """A binary file object for a local path or an fsspec URL (s3://...)."""
+    if is_url(path):
+        import fsspec
+
+        return fsspec.open(str(path), "rb").open()
+    return open(path, "rb")
+
+
+def _url_listing(report_dir: str, pattern: str) -> list[str]:
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(report_dir.rstrip("/"))
+    protocol = report_dir.split("://", 1)[0]
+    return sorted(f"{protocol}://{p}" for p in fs.glob(f"{root}/{pattern}") if not p.rsplit("/", 1)[-1].startswith("."))
+
+
 def report_files(report_dir: Path) -> list[Path]:
+    if is_url(report_dir):
+        files = _url_listing(str(report_dir), "*.parquet")
+        if not files:
+            raise UserError(f"{report_dir}: no Parquet reports here")
+        return files
     report_dir = Path(report_dir)
     if not report_dir.is_dir():
         raise UserError(f"{report_dir}: not a directory")
@@ -24,7 +50,8 @@ def report_files(report_dir: Path) -> list[Path]:
 def read_report_meta(files: list[Path]) -> dict:
     import pyarrow.parquet as pq
 
-    meta = read_meta(pq.read_schema(files[0]))
+    with open_input(files[0]) as handle:
+        meta = read_meta(pq.read_schema(handle))
     if not meta.get("concepts"):
         raise UserError(f"{files[0]}: not a vlmaudit report (no taxonomy in its metadata)")
     return meta
@@ -32,9 +59,11 @@ def read_report_meta(files: list[Path]) -> dict:
 
 def read_stats(report_dir: Path) -> dict[str, dict]:
     out = {}
-    for path in sorted(Path(report_dir).glob("*.stats.json")):
+    paths = _url_listing(str(report_dir), "*.stats.json") if is_url(report_dir) else sorted(Path(report_dir).glob("*.stats.json"))
+    for path in paths:
         try:
-            out[path.name[: -len(".stats.json")]] = json.loads(path.read_text())
+            with open_input(path) as handle:
+                out[str(path).rsplit("/", 1)[-1][: -len(".stats.json")]] = json.loads(handle.read())
         except (OSError, ValueError):
             continue
     return out
