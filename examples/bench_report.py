@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 WORKLOADS = ("summary", "rethreshold", "filter")
-THREADS_MEMORY = "SET threads = {threads}; SET memory_limit = '640MB'; SET preserve_insertion_order = true;"
+THREADS_MEMORY = ("SET threads = {threads}; SET memory_limit = '640MB'; SET preserve_insertion_order = true; "
+                  "SET temp_directory = '{tmp}';")
 
 
 def generate(out: Path, rows: int, files: int, seed: int = 0) -> None:
@@ -80,6 +81,7 @@ def run_engine(report_dir: str, workload: str) -> dict:
 
 def hand_sql(report_dir: str, workload: str) -> dict:
     import os
+    import tempfile
 
     import duckdb
     import pyarrow.parquet as pq
@@ -89,7 +91,8 @@ def hand_sql(report_dir: str, workload: str) -> dict:
     files = sorted(str(p) for p in Path(report_dir).glob("*.parquet"))
     meta = read_meta(pq.read_schema(files[0]))
     con = duckdb.connect()
-    con.execute(THREADS_MEMORY.format(threads=min(os.cpu_count() or 1, 16)))
+    con.execute(THREADS_MEMORY.format(threads=min(os.cpu_count() or 1, 16),
+                                      tmp=os.path.join(tempfile.gettempdir(), f"bench-sql-{os.getpid()}")))
     con.execute(f"CREATE VIEW src AS SELECT * FROM read_parquet({files})")
     con.execute("CREATE TABLE concepts AS SELECT unnest(range(1, 76)) AS i, unnest(?::VARCHAR[]) AS concept, "
                 "unnest(?::VARCHAR[]) AS category", [meta["concepts"], meta["concept_categories"]])

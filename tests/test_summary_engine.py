@@ -296,3 +296,16 @@ def test_reports_on_object_storage_give_the_same_summary(reports, s3):
     local = report_json(reports, "--top", "75")
     remote = report_json(f"s3://{bucket}/reports", "--top", "75")
     assert remote == local and remote["overview"]["samples"] == 360
+
+
+def test_a_damaged_report_file_is_one_error_line_not_a_traceback(reports, tmp_path):
+    import shutil
+
+    copy = tmp_path / "reports"
+    shutil.copytree(reports, copy)
+    (copy / "zzz.parquet").write_bytes(b"PAR1 not really parquet \x1b[31m PAR1")
+    for args in (["report", copy], ["filter", copy, "--out", tmp_path / "f", "--allow-partial"]):
+        result = run_cli(*args)
+        assert result.exit_code == 2, result.output
+        assert "cannot read the reports" in result.output and "Traceback" not in result.output
+        assert "\x1b" not in result.output

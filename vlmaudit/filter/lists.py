@@ -63,8 +63,7 @@ def write_decisions(files: list, policy: Policy, on_failed: int, out_dir: Path) 
     out_dir.mkdir(parents=True, exist_ok=True)
     decided = out_dir / ".decided.parquet.partial"
     partial = {a: out_dir / f".{a}.parquet.partial" for a in ACTIONS}
-    con = engine.connect(files)
-    try:
+    with engine.session(files, "filter") as con:
         con.execute(f"COPY ({decided_sql(policy, on_failed, files)}) TO {engine.text(decided)} "
                     "(FORMAT parquet, COMPRESSION zstd)")
         for action, path in partial.items():
@@ -74,8 +73,6 @@ def write_decisions(files: list, policy: Policy, on_failed: int, out_dir: Path) 
                                   "GROUP BY action").fetchall())
         fired = con.execute(f"SELECT r.rule, count(*) FROM (SELECT unnest(reasons) AS r FROM read_parquet("
                             f"{engine.text(decided)})) WHERE starts_with(r.rule, 'concept:') GROUP BY r.rule").fetchall()
-    finally:
-        con.close()
     for action, path in partial.items():
         os.replace(path, out_dir / f"{action}.parquet")
     decided.unlink()

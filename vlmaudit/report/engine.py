@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from contextlib import contextmanager
 
 from vlmaudit.report.reading import is_url
 
@@ -29,6 +30,25 @@ def connect(files=()):
 
         con.register_filesystem(fsspec.filesystem(protocol))
     return con
+
+
+@contextmanager
+def session(files, what: str):
+    """connect() for a with-block: a DuckDB error (damaged or mismatched report files, storage
+    unreachable, out of memory) becomes one UserError line naming what was being read."""
+    import duckdb
+
+    from vlmaudit.errors import UserError
+
+    con = connect(files)
+    try:
+        yield con
+    except duckdb.Error as error:
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+        shown = "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in first)  # data never reaches the terminal raw
+        raise UserError(f"{what}: cannot read the reports: {shown}") from None
+    finally:
+        con.close()
 
 
 def source(files, columns_union: bool = False) -> str:

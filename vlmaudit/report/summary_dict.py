@@ -110,7 +110,9 @@ def _examples(meta, counts: Counts, rows: dict, top: int, keep: int) -> dict:
 def _ranked(concept: int, candidates, rows: dict, keep: int) -> list[dict]:
     items = []
     for shard, index in candidates:
-        row = rows[(shard, index)]
+        row = rows.get((shard, index))
+        if row is None:  # not found again (a shard column that differs from its file name)
+            continue
         image = (row["image_scores"] or [None] * (concept + 1))[concept]
         caption = (row["caption_scores"] or [None] * (concept + 1))[concept]
         best, modality = max((image or -1.0, "image"), (caption or -1.0, "caption"))
