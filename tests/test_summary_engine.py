@@ -309,3 +309,13 @@ def test_a_damaged_report_file_is_one_error_line_not_a_traceback(reports, tmp_pa
         assert result.exit_code == 2, result.output
         assert "cannot read the reports" in result.output and "Traceback" not in result.output
         assert "\x1b" not in result.output
+
+
+def test_report_file_names_are_never_globs(reports, tmp_path):
+    import shutil
+
+    copy = tmp_path / "reports"
+    shutil.copytree(reports, copy)
+    (copy / "00000.parquet").rename(copy / "0000[0-2].parquet")  # would match 00001 and 00002 again
+    result = run_cli("report", copy)
+    assert result.exit_code == 2 and "not supported" in result.output

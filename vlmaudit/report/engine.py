@@ -51,12 +51,20 @@ def session(files, what: str):
         con.close()
 
 
-def source(files, columns_union: bool = False) -> str:
-    """read_parquet over exactly these files (no globbing: names are quoted literals)."""
+GLOB_CHARS = set("*?[")
+
+
+def source(files) -> str:
+    """read_parquet over exactly these files. DuckDB expands glob characters even in a list of
+    names, so a name holding one (which could match other files) is refused."""
+    from vlmaudit.errors import UserError
+
     if not files:
         raise ValueError("no files")
-    names = ", ".join(text(str(f)) for f in files)
-    return f"read_parquet([{names}], union_by_name = {'true' if columns_union else 'false'})"
+    for name in map(str, files):
+        if GLOB_CHARS & set(name.split("://", 1)[-1]):
+            raise UserError(f"{ascii(name)}: report file names with *, ? or [ are not supported; rename the file")
+    return f"read_parquet([{', '.join(text(str(f)) for f in files)}])"
 
 
 def text(value: str) -> str:

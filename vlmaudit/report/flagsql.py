@@ -66,18 +66,6 @@ def side_flags(rules: Rules, side: str) -> str:
                     _filtered(np.flatnonzero(own & paired), f"{hit(rules, side, 'i')} AND {hit(rules, other, 'i')}")])
 
 
-def concept_flag(rules: Rules, side: str, concept: int) -> str:
-    """SQL: one (0-based) concept is flagged on this side (the per-row test of side_flags)."""
-    other = SIDES[1 - SIDES.index(side)]
-    if not (rules.counted[concept] and rules.uses[side][concept]):
-        return "false"
-    k = concept + 1
-    own = f"coalesce({side}_scores[{k}] >= {float(rules.threshold[side][concept])!r}::FLOAT, false)"
-    if rules.needs_both[concept] and rules.uses[other][concept]:
-        return f"({own} AND coalesce({other}_scores[{k}] >= {float(rules.threshold[other][concept])!r}::FLOAT, false))"
-    return own
-
-
 def fired(rules: Rules) -> str:
     """SQL list of every concept whose rule fires (the filter's reasons), counted or not."""
     img, cap, both = rules.uses["image"], rules.uses["caption"], rules.needs_both
