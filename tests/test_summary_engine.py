@@ -286,7 +286,7 @@ def test_filter_matches_the_reference(reports, tmp_path):
     assert [(r["shard"], r["sample_index"]) for r in keep] == sorted((r["shard"], r["sample_index"]) for r in keep)
 
 
-def test_reports_on_object_storage_give_the_same_summary(reports, s3):
+def test_reports_on_object_storage_give_the_same_summary_and_filter(reports, s3, tmp_path):
     import fsspec
 
     endpoint, bucket = s3
@@ -296,6 +296,14 @@ def test_reports_on_object_storage_give_the_same_summary(reports, s3):
     local = report_json(reports, "--top", "75")
     remote = report_json(f"s3://{bucket}/reports", "--top", "75")
     assert remote == local and remote["overview"]["samples"] == 360
+    for source, out in ((reports, tmp_path / "local"), (f"s3://{bucket}/reports", tmp_path / "remote")):
+        result = run_cli("filter", source, "--policy", "strict", "--out", out)
+        assert result.exit_code == 0, result.output
+    for action in ACTIONS:
+        assert pq.read_table(tmp_path / "remote" / f"{action}.parquet") == pq.read_table(tmp_path / "local" / f"{action}.parquet")
+    fs.rm_file(f"{bucket}/reports/00001.parquet")  # a shard with stats but no report: refused, named
+    result = run_cli("filter", f"s3://{bucket}/reports", "--out", tmp_path / "again")
+    assert result.exit_code == 2 and "00001 (not scanned)" in result.output
 
 
 def test_a_damaged_report_file_is_one_error_line_not_a_traceback(reports, tmp_path):

@@ -15,18 +15,35 @@ from vlmaudit.rulebook.policy import ACTIONS, MODALITIES, Policy
 from vlmaudit.report.reading import read_stats, report_files
 from vlmaudit.scan.writer import write_json_atomic
 
-def incomplete_shards(report_dir: Path) -> list[str]:
+
+def _planned(report_dir) -> list[str]:
+    """run.json's planned shards (local dir or URL); none when absent or unreadable."""
+    from vlmaudit.report.reading import open_input
+
+    try:
+        with open_input(f"{str(report_dir).rstrip('/')}/run.json") as handle:
+            return list(json.loads(handle.read()).get("planned_shards", []))
+    except (OSError, ValueError, AttributeError):
+        return []
+
+
+def incomplete_shards(report_dir) -> list[str]:
     """Shards planned in run.json (or with stats) that have no finished report, and partial files."""
-    report_dir = Path(report_dir)
+    from vlmaudit.report.reading import is_url
+    from vlmaudit.report.engine import stem
+
     stats = read_stats(report_dir)
-    run_file = report_dir / "run.json"
-    planned = json.loads(run_file.read_text()).get("planned_shards", []) if run_file.is_file() else []
+    try:
+        present = {stem(f) for f in report_files(report_dir)}
+    except UserError:
+        present = set()
     problems = []
-    for name in dict.fromkeys(planned + sorted(stats)):
+    for name in dict.fromkeys(_planned(report_dir) + sorted(stats)):
         status = stats.get(name, {}).get("status")
-        if status is None or not (report_dir / f"{name}.parquet").is_file():
+        if status is None or name not in present:
             problems.append(f"{name} ({'failed' if status == 'failed' else 'not scanned'})")
-    problems += [f"{p.name} (unfinished)" for p in sorted(report_dir.glob(".*.partial"))]
+    if not is_url(report_dir):
+        problems += [f"{p.name} (unfinished)" for p in sorted(Path(report_dir).glob(".*.partial"))]
     return problems
 
 

@@ -54,6 +54,12 @@ def session(files, what: str):
 GLOB_CHARS = set("*?[")
 
 
+def stem(path) -> str:
+    """A report file's shard name: its file name without .parquet (paths and URLs alike)."""
+    name = str(path).rstrip("/").rsplit("/", 1)[-1]
+    return name[: -len(".parquet")] if name.endswith(".parquet") else name
+
+
 def source(files) -> str:
     """read_parquet over exactly these files. DuckDB expands glob characters even in a list of
     names, so a name holding one (which could match other files) is refused."""

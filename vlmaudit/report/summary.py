@@ -9,13 +9,9 @@ import fnmatch
 import numpy as np
 
 from vlmaudit.report import codes, details, engine
+from vlmaudit.report.engine import stem
 from vlmaudit.report.counts import Counts, View
 from vlmaudit.report.reading import read_report_meta, read_stats, report_files
-
-
-def stem(path) -> str:
-    name = str(path).rstrip("/").rsplit("/", 1)[-1]
-    return name[: -len(".parquet")] if name.endswith(".parquet") else name
 
 
 def select_files(report_dir, shard_glob: str | None) -> list:
