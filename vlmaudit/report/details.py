@@ -1,7 +1,7 @@
 """Pass 2 of a summary: the top concepts' score distributions (mean, 1000-bin histogram -> p95).
 
 DuckDB extracts the concepts' scores from the score lists; numpy folds the Arrow batches (a loop
-over batches, never over rows). Up to SAMPLE_ROWS rows every row counts; above, every k-th file.
+over batches, never over rows). Below 2 * SAMPLE_ROWS rows every row counts; above, every k-th file.
 """
 
 from __future__ import annotations
@@ -50,7 +50,8 @@ class DetailAccumulator:
 
 
 def sample_files(files: list, rows: int, exact: bool) -> list:
-    """The files whose score lists give the means and p95: all of them up to SAMPLE_ROWS rows (or
-    when exact), else every k-th file, k chosen so that the sample keeps at least SAMPLE_ROWS rows."""
+    """The files whose score lists give the means and p95: all of them below 2 * SAMPLE_ROWS rows
+    (or when exact), else every k-th file with k = rows // SAMPLE_ROWS (about SAMPLE_ROWS rows or
+    more when the files hold similar numbers of rows)."""
     step = 1 if exact else max(1, rows // SAMPLE_ROWS)
     return files[::step]
