@@ -327,3 +327,12 @@ def test_report_file_names_are_never_globs(reports, tmp_path):
     (copy / "00000.parquet").rename(copy / "0000[0-2].parquet")  # would match 00001 and 00002 again
     result = run_cli("report", copy)
     assert result.exit_code == 2 and "not supported" in result.output
+
+
+def test_mean_and_p95_read_every_row_below_4m_rows_and_every_kth_file_above():
+    from vlmaudit.report.details import sample_files
+
+    files = [f"{i:05d}.parquet" for i in range(100)]
+    assert sample_files(files, 3_999_999, exact=False) == files
+    assert sample_files(files, 10_000_000, exact=False) == files[::5]
+    assert sample_files(files, 10_000_000, exact=True) == files
