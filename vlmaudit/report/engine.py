@@ -25,6 +25,7 @@ def connect(files=()):
     con = duckdb.connect(config={"threads": min(os.cpu_count() or 1, MAX_THREADS), "memory_limit": MEMORY_LIMIT,
                                  "temp_directory": os.path.join(tempfile.gettempdir(), f"vlmaudit-duckdb-{os.getpid()}"),
                                  "autoinstall_known_extensions": False, "autoload_known_extensions": False})
+    con.execute("SET enable_progress_bar = false")  # stderr belongs to the command, not to DuckDB
     for protocol in sorted({str(f).split("://", 1)[0] for f in files if is_url(f)}):
         import fsspec
 
