@@ -55,10 +55,12 @@ def example_rows(files: list, counts: Counts, concepts: list[int]) -> dict:
     shards = {shard for shard, _ in wanted}
     stems = {stem(f) for f in files}
     chosen = [f for f in files if stem(f) in shards] if shards <= stems else files  # else: names differ
+    indices = ", ".join(sorted({str(int(i)) for _, i in wanted}))
     pairs = ", ".join(f"({engine.text(s)}, {int(i)})" for s, i in sorted(wanted))
-    with engine.session(chosen, "examples") as con:
+    with engine.session(chosen, "examples") as con:  # sample_index IN (...) lets row-group statistics skip
         result = con.execute(f"SELECT shard, sample_index, key, url, caption, image_scores, caption_scores "
-                             f"FROM {engine.source(chosen)} WHERE (shard, sample_index) IN ({pairs})")
+                             f"FROM {engine.source(chosen)} WHERE sample_index IN ({indices}) "
+                             f"AND (shard, sample_index) IN ({pairs})")
         names = [d[0] for d in result.description]
         return {(r[0], r[1]): dict(zip(names, r)) for r in result.fetchall()}
 
