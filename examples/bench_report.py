@@ -1,10 +1,13 @@
-"""Scale benchmark for `vlmaudit report`: generate a large synthetic report, time the summary.
+"""Scale benchmark for `vlmaudit report` and `vlmaudit filter` against hand-written DuckDB SQL.
 
-    python examples/bench_report.py DIR --rows 10000000 --files 100     # generate (once)
-    python examples/bench_report.py DIR --time                          # time summary + peak RSS
+    python examples/bench_report.py DIR --rows 10000000 --files 100   # generate DIR (once), then time
+    python examples/bench_report.py DIR --time                        # time an existing DIR
 
-Rows use the real report schema; scores are drawn from a skewed distribution so a few percent
-of rows are flagged. Nothing here needs the model or any shard.
+Rows use the real report schema, written by the scanner's own row builder and writer; scores are
+drawn from a skewed distribution so a few percent of rows are flagged. Three workloads, each run
+by vlmaudit's engine and by equivalent hand-written DuckDB SQL over the same files, every run in a
+fresh process (peak RSS is that process's): the default summary, a re-threshold (--threshold 0.5)
+and a filter (default policy). Both sides compute the same numbers; a few are cross-checked.
 """
 
 import argparse
@@ -16,6 +19,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+WORKLOADS = ("summary", "rethreshold", "filter")
+THREADS_MEMORY = ("SET threads = {threads}; SET memory_limit = '640MB'; SET preserve_insertion_order = true; "
+                  "SET temp_directory = '{tmp}';")
 
 
 def generate(out: Path, rows: int, files: int, seed: int = 0) -> None:
@@ -47,14 +54,187 @@ def generate(out: Path, rows: int, files: int, seed: int = 0) -> None:
     print()
 
 
-def time_summary(report_dir: Path) -> None:
-    code = ("import json, sys, time; from vlmaudit.report.summary import summarize; t = time.perf_counter(); "
-            "s = summarize(sys.argv[1]); print(json.dumps({'seconds': time.perf_counter() - t, "
-            "'samples': s['overview']['samples'], 'flagged': s['overview']['flagged']}))")
-    result = subprocess.run([sys.executable, "-c", code, str(report_dir)], capture_output=True, text=True, check=True)
-    numbers = json.loads(result.stdout.strip().splitlines()[-1])
-    numbers["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    print(json.dumps(numbers))
+# ---------------------------------------------------------------- vlmaudit's engine (child process)
+
+def run_engine(report_dir: str, workload: str) -> dict:
+    from vlmaudit.commands.report import ReportRequest, build_view
+    from vlmaudit.report.reading import read_report_meta, report_files
+    from vlmaudit.report.summary import summarize
+
+    meta = read_report_meta(report_files(report_dir))
+    if workload == "filter":
+        from vlmaudit.filter.lists import run_filter
+        from vlmaudit.rulebook.load import shipped_rules_dir
+        from vlmaudit.rulebook.policy import load_policy
+
+        policy = load_policy(shipped_rules_dir() / "policies" / "default.yaml", meta["concepts"], meta["concept_categories"])
+        summary = run_filter(Path(report_dir), policy, Path(report_dir).parent / "bench-filter-engine", "review", True)
+        return {"samples": summary["samples"], "counts": summary["counts"]}
+    thresholds = ["0.5"] if workload == "rethreshold" else []
+    summary = summarize(report_dir, 10, build_view(ReportRequest(Path(report_dir), thresholds=thresholds), meta))
+    return {"samples": summary["overview"]["samples"], "flagged": summary["overview"]["flagged"],
+            "categories": [c["flagged"] for c in summary["categories"]],
+            "top": [(c["id"], c["flagged"], c["mean_image"], c["p95_image"]) for c in summary["top_concepts"]]}
+
+
+# ---------------------------------------------------------------- hand-written DuckDB SQL (child process)
+
+def hand_sql(report_dir: str, workload: str) -> dict:
+    import os
+    import tempfile
+
+    import duckdb
+    import pyarrow.parquet as pq
+
+    from vlmaudit.schema import read_meta
+
+    files = sorted(str(p) for p in Path(report_dir).glob("*.parquet"))
+    meta = read_meta(pq.read_schema(files[0]))
+    con = duckdb.connect()
+    con.execute(THREADS_MEMORY.format(threads=min(os.cpu_count() or 1, 16),
+                                      tmp=os.path.join(tempfile.gettempdir(), f"bench-sql-{os.getpid()}")))
+    con.execute(f"CREATE VIEW src AS SELECT * FROM read_parquet({files})")
+    con.execute("CREATE TABLE concepts AS SELECT unnest(range(1, 76)) AS i, unnest(?::VARCHAR[]) AS concept, "
+                "unnest(?::VARCHAR[]) AS category", [meta["concepts"], meta["concept_categories"]])
+    if workload == "filter":
+        return hand_filter(con, meta, Path(report_dir).parent / "bench-filter-sql")
+    if workload == "summary":  # the stored flag columns: (concept, score) per flagged modality
+        con.execute("""CREATE TEMP TABLE hits AS
+            SELECT shard, sample_index, concept, bool_or(side = 'image') AS img, bool_or(side = 'caption') AS cap,
+                   max(score) AS score FROM (
+              SELECT shard, sample_index, 'image' AS side, unnest(image_flagged_concepts) AS concept,
+                     unnest(image_flagged_scores) AS score FROM src
+              UNION ALL
+              SELECT shard, sample_index, 'caption', unnest(caption_flagged_concepts), unnest(caption_flagged_scores)
+              FROM src) GROUP BY ALL""")
+    else:  # --threshold 0.5: every score list
+        con.execute("""CREATE TEMP TABLE hits AS
+            SELECT shard, sample_index, concept, bool_or(side = 'image') AS img, bool_or(side = 'caption') AS cap,
+                   max(score) AS score
+            FROM (SELECT shard, sample_index, 'image' AS side, i, image_scores[i] AS score
+                  FROM (SELECT shard, sample_index, image_scores,
+                               unnest(list_filter(range(1, 76), lambda i: image_scores[i] >= 0.5)) AS i FROM src)
+                  UNION ALL
+                  SELECT shard, sample_index, 'caption', i, caption_scores[i]
+                  FROM (SELECT shard, sample_index, caption_scores,
+                               unnest(list_filter(range(1, 76), lambda i: caption_scores[i] >= 0.5)) AS i FROM src))
+            JOIN concepts USING (i) GROUP BY ALL""")
+    return hand_summary(con, files)
+
+
+def hand_summary(con, files) -> dict:
+    rows = con.execute("SELECT shard, status, count(*) FROM src GROUP BY ALL").fetchall()
+    flagged_rows = con.execute("""SELECT shard, count(*) AS n, count_if(i AND c), count_if(i AND NOT c), count_if(c AND NOT i)
+        FROM (SELECT shard, sample_index, bool_or(img) AS i, bool_or(cap) AS c FROM hits GROUP BY ALL) GROUP BY shard""").fetchall()
+    concepts = con.execute("SELECT concept, count(*), count_if(img), count_if(cap) FROM hits GROUP BY concept").fetchall()
+    categories = dict((k, n) for k, n, *_ in con.execute("""SELECT category, count(*), count_if(i AND c), count_if(i AND NOT c),
+        count_if(c AND NOT i) FROM (SELECT shard, sample_index, category, bool_or(img) AS i, bool_or(cap) AS c
+        FROM hits JOIN concepts USING (concept) GROUP BY ALL) GROUP BY category""").fetchall())
+    index = dict(con.execute("SELECT concept, i FROM concepts").fetchall())
+    top = sorted(concepts, key=lambda r: (-r[1], index[r[0]]))[:10]
+    names = [r[0] for r in top]
+    candidates = con.execute("""SELECT concept, max_by({'shard': shard, 'i': sample_index},
+        {'s': score, 'shard': shard, 'i': sample_index}, 8) FROM hits WHERE list_contains(?, concept) GROUP BY concept""",
+                             [names]).fetchall()
+    total = sum(n for *_, n in rows)
+    sampled = files[::max(1, total // 2_000_000)]
+    binned = lambda x: f"greatest(least(trunc({x} * 1000.0::FLOAT)::INTEGER, 999), 0)"  # noqa: E731
+    stats = ", ".join(f"avg(image_scores[{index[c]}]), histogram({binned(f'image_scores[{index[c]}]')}), "
+                      f"avg(caption_scores[{index[c]}]), histogram({binned(f'caption_scores[{index[c]}]')})" for c in names)
+    details = con.execute(f"SELECT {stats} FROM read_parquet({sampled})").fetchone() if names else ()
+    wanted = sorted({(p["shard"], p["i"]) for _, items in candidates for p in items})
+    if wanted:
+        con.execute("SELECT shard, sample_index, key, url, caption, image_scores, caption_scores FROM src "
+                    "WHERE (shard, sample_index) IN (SELECT unnest(?), unnest(?))",
+                    [[s for s, _ in wanted], [i for _, i in wanted]]).fetchall()
+    p95 = []
+    for k in range(0, len(details), 4):
+        hist = np.zeros(1000, np.int64)
+        for b, n in details[k + 1].items():
+            hist[b] = n
+        p95.append(round((int(np.searchsorted(np.cumsum(hist), 0.95 * hist.sum())) + 1) / 1000, 4))
+    flagged = sum(r[1] for r in flagged_rows)
+    return {"samples": total, "flagged": flagged, "categories": categories,
+            "top": [(c[0], c[1], round(details[4 * k], 4), p95[k]) for k, c in enumerate(top)]}
+
+
+def hand_filter(con, meta, out: Path) -> dict:
+    import shutil
+
+    from vlmaudit.rulebook.load import shipped_rules_dir
+    from vlmaudit.rulebook.policy import ACTIONS, MODALITIES, load_policy
+
+    policy = load_policy(shipped_rules_dir() / "policies" / "default.yaml", meta["concepts"], meta["concept_categories"])
+    con.execute("CREATE TABLE rules AS SELECT unnest(?::FLOAT[]) AS t, unnest(?::VARCHAR[]) AS mode, "
+                "unnest(?::INTEGER[]) AS severity, unnest(?::VARCHAR[]) AS action",
+                [policy.threshold.tolist(), [MODALITIES[m] for m in policy.modality], policy.action.tolist(),
+                 [ACTIONS[a] for a in policy.action]])
+    t, mode, sev, act = (con.execute(f"SELECT list({c}) FROM rules").fetchone()[0] for c in ("t", "mode", "severity", "action"))
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    hit = "coalesce({s}_scores[i] >= $t[i], false)"
+    fires = (f"CASE $mode[i] WHEN 'image' THEN {hit.format(s='image')} WHEN 'caption' THEN {hit.format(s='caption')} "
+             f"WHEN 'any' THEN {hit.format(s='image')} OR {hit.format(s='caption')} "
+             f"ELSE {hit.format(s='image')} AND {hit.format(s='caption')} END")
+    con.execute(f"""COPY (SELECT shard, key, sample_index, url, status,
+            ['keep', 'review', 'drop'][1 + greatest(coalesce(list_max(list_transform(fired, lambda i: $sev[i])), 0),
+                                                    CASE WHEN status <> 'ok' THEN 1 ELSE 0 END)] AS action,
+            list_concat(CASE WHEN status <> 'ok' THEN [{{'rule': 'status:' || status, 'action': 'review',
+                'modality': NULL::VARCHAR, 'threshold': NULL::FLOAT, 'image_score': NULL::FLOAT,
+                'caption_score': NULL::FLOAT}}] ELSE [] END,
+                list_transform(fired, lambda i: {{'rule': 'concept:' || $names[i], 'action': $act[i],
+                'modality': $mode[i], 'threshold': $t[i], 'image_score': image_scores[i],
+                'caption_score': caption_scores[i]}})) AS reasons
+          FROM (SELECT *, list_filter(range(1, 76), lambda i: {fires}) AS fired FROM src))
+        TO '{out}/all.parquet' (FORMAT parquet, COMPRESSION zstd)""".replace("$t", f"({t}::FLOAT[])")
+                .replace("$mode", f"({mode}::VARCHAR[])").replace("$sev", f"({sev}::INTEGER[])")
+                .replace("$act", f"({act}::VARCHAR[])").replace("$names", f"({meta['concepts']}::VARCHAR[])"))
+    for action in ACTIONS:
+        con.execute(f"COPY (SELECT * FROM '{out}/all.parquet' WHERE action = '{action}') TO '{out}/{action}.parquet' "
+                    "(FORMAT parquet, COMPRESSION zstd)")
+    counts = dict(con.execute(f"SELECT action, count(*) FROM '{out}/all.parquet' GROUP BY action").fetchall())
+    con.execute(f"SELECT r.rule, count(*) FROM (SELECT unnest(reasons) AS r FROM '{out}/all.parquet') "
+                "WHERE starts_with(r.rule, 'concept:') GROUP BY ALL").fetchall()
+    return {"samples": sum(counts.values()), "counts": {a: counts.get(a, 0) for a in ACTIONS}}
+
+
+# ---------------------------------------------------------------- driver
+
+def child(report_dir: str, side: str, workload: str) -> None:
+    started = time.perf_counter()
+    result = (run_engine if side == "vlmaudit" else hand_sql)(report_dir, workload)
+    seconds = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"seconds": seconds, "peak_rss_mib": peak, "result": result}))
+
+
+def measure(report_dir: Path, side: str, workload: str) -> dict:
+    out = subprocess.run([sys.executable, __file__, str(report_dir), "--child", side, workload],
+                         capture_output=True, text=True)
+    if out.returncode:
+        raise SystemExit(f"{side} {workload} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def same_numbers(engine: dict, sql: dict, workload: str) -> bool:
+    if workload == "filter":
+        return engine == sql
+    categories = sorted(sql["categories"].values(), reverse=True)
+    return (engine["samples"], engine["flagged"], engine["top"]) == (sql["samples"], sql["flagged"],
+                                                                       [tuple(t) for t in sql["top"]]) \
+        and sorted((c for c in engine["categories"] if c), reverse=True) == categories
+
+
+def time_all(report_dir: Path, workloads) -> None:
+    print(f"{'workload':<12} {'vlmaudit s':>10} {'SQL s':>8} {'ratio':>6} {'vlmaudit RSS':>13} {'SQL RSS':>9}  same numbers")
+    for workload in workloads:
+        sql = measure(report_dir, "sql", workload)
+        engine = measure(report_dir, "vlmaudit", workload)
+        if "top" in engine["result"]:
+            engine["result"]["top"] = [tuple(t) for t in engine["result"]["top"]]
+        print(f"{workload:<12} {engine['seconds']:>10.2f} {sql['seconds']:>8.2f} {engine['seconds'] / sql['seconds']:>6.2f} "
+              f"{engine['peak_rss_mib']:>9.0f} MiB {sql['peak_rss_mib']:>5.0f} MiB  "
+              f"{same_numbers(engine['result'], sql['result'], workload)}", flush=True)
 
 
 def main() -> None:
@@ -62,13 +242,17 @@ def main() -> None:
     parser.add_argument("dir", type=Path)
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--files", type=int, default=100)
-    parser.add_argument("--time", action="store_true", help="time the summary of an existing DIR")
+    parser.add_argument("--time", action="store_true", help="time an existing DIR (no generation)")
+    parser.add_argument("--only", choices=WORKLOADS, action="append", help="time only these workloads")
+    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        return child(str(args.dir), *args.child)
     if not args.time:
         started = time.perf_counter()
         generate(args.dir, args.rows, args.files)
         print(f"generated {args.rows:,} rows in {time.perf_counter() - started:.0f} s")
-    time_summary(args.dir)
+    time_all(args.dir, args.only or WORKLOADS)
 
 
 if __name__ == "__main__":

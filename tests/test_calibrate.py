@@ -24,6 +24,7 @@ def write_report(out_dir, image, caption, keys=None, shard="00000"):
     batch = RowBuilder(rules.taxonomy, rules.thresholds, schema, "planted").build(shard, metas, image, caption)
     out_dir.mkdir(parents=True, exist_ok=True)
     pq.write_table(__import__("pyarrow").Table.from_batches([batch], schema), out_dir / f"{shard}.parquet")
+    (out_dir / f"{shard}.stats.json").write_text('{"status": "complete", "url": null}')  # the shard finished
     return rules.taxonomy, keys
 
 

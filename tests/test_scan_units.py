@@ -212,22 +212,28 @@ def batch_of(statuses: list[str], flagged: list[bool]):
     return builder().build("s", metas, image, None)
 
 
+def new_writer(out, name, schema, hold=False):
+    """A writer as the scanner gets one: claimed (lock file) and writing to a unique temporary."""
+    from vlmaudit.scan.writer import ShardWriter
+
+    return ShardWriter.claim_shard(out, name, schema, hold=hold)
+
+
 def test_shard_writer_counts_commits_stats_last_and_aborts_cleanly(tmp_path):
-    from vlmaudit.scan.writer import ShardWriter, shard_is_done
+    from vlmaudit.scan.writer import shard_is_done
 
     schema = builder().schema
-    writer = ShardWriter(tmp_path, "s", schema)
+    writer = new_writer(tmp_path, "s", schema)
     writer.add(batch_of(["ok", "ok", "decode_error"], [True, False, False]))
     writer.add(batch_of(["ok", "missing_image"], [True, False]))
-    assert not shard_is_done(tmp_path, "s") and (tmp_path / ".s.parquet.partial").exists()
-    files = writer.commit({"status": "complete"})
-    assert files == [tmp_path / "s.parquet", tmp_path / "s.stats.json"]
+    assert not shard_is_done(tmp_path, "s") and list(tmp_path.glob(".s.parquet.*.partial"))
+    writer.commit({"status": "complete"})
     stats = json.loads((tmp_path / "s.stats.json").read_text())
     assert stats["rows"] == 5 and stats["status_counts"] == {"ok": 3, "decode_error": 1, "missing_image": 1}
     assert stats["flagged"] == {"image": 2, "caption": 0, "any": 2}
     assert pq.read_table(tmp_path / "s.parquet").num_rows == 5 and shard_is_done(tmp_path, "s")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.parquet", "s.stats.json"]
-    aborted = ShardWriter(tmp_path, "t", schema)
+    aborted = new_writer(tmp_path, "t", schema)
     aborted.add(batch_of(["ok"], [True]))
     aborted.abort()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.parquet", "s.stats.json"]
@@ -239,12 +245,12 @@ def test_shard_writer_flushes_row_groups_and_counts_after_a_refine(tmp_path, mon
     from vlmaudit.scan import writer as W
 
     monkeypatch.setattr(W, "ROW_GROUP_ROWS", 2)
-    plain = W.ShardWriter(tmp_path, "plain", builder().schema)
+    plain = new_writer(tmp_path, "plain", builder().schema)
     for _ in range(3):
         plain.add(batch_of(["ok", "ok"], [True, False]))
     plain.commit({})
     assert pq.ParquetFile(tmp_path / "plain.parquet").metadata.num_row_groups == 3
-    held = W.ShardWriter(tmp_path, "held", builder().schema, hold=True)
+    held = new_writer(tmp_path, "held", builder().schema, hold=True)
     held.add(batch_of(["ok", "ok", "ok"], [False, False, False]))
 
     def refine(table):  # a second stage that flags the first row
@@ -306,7 +312,7 @@ def test_write_shard_keeps_exactly_the_chosen_samples_with_all_their_members(tmp
     pq.write_table(pa.table({"shard": ["s", "s", "other"], "sample_index": [1, 3, 0]}), keep_file)
     keep = kept_indices(keep_file, "s")
     assert keep == {1, 3}
-    assert write_shard(str(shard), keep, tmp_path / "out.tar") == 2
+    assert write_shard(str(shard), keep, tmp_path / "out.tar", 64 << 20) == (2, 0)
     with tarfile.open(tmp_path / "out.tar") as tf:
         assert [(m.name, tf.extractfile(m).read()) for m in tf.getmembers()] == [
             ("b.jpg", b"B"), ("b.json", b"{}"), ("b.cls", b"1"), ("a.jpg", b"A2")]
@@ -314,7 +320,7 @@ def test_write_shard_keeps_exactly_the_chosen_samples_with_all_their_members(tmp
 
 
 def test_write_filtered_shards_skips_failed_and_unfinished_shards(tmp_path):
-    from vlmaudit.filter.reshard import write_filtered_shards
+    from vlmaudit.filter.reshard import ReReadOptions, write_filtered_shards
 
     report = tmp_path / "report"
     report.mkdir()
@@ -327,8 +333,9 @@ def test_write_filtered_shards_skips_failed_and_unfinished_shards(tmp_path):
     pq.write_table(pa.table({"shard": ["s1", "s1", "s2", "bad"], "key": ["s1-0", "s1-2", "s2-1", "bad-0"],
                              "url": ["u0", None, "u2", "u3"], "sample_index": [0, 2, 1, 0]}), keep_file)
     out = tmp_path / "out" / "nested"
-    assert write_filtered_shards(report, keep_file, out) == {"s1": 2, "s2": 1}
-    assert write_filtered_shards(report, keep_file, out) == {"s1": 2, "s2": 1}  # a rerun overwrites
+    written = {"samples": {"s1": 2, "s2": 1}, "skipped_members": 0}
+    assert write_filtered_shards(report, keep_file, out, ReReadOptions()) == written
+    assert write_filtered_shards(report, keep_file, out, ReReadOptions()) == written  # a rerun overwrites
     assert sorted(p.name for p in out.iterdir()) == ["s1.parquet", "s1.tar", "s2.parquet", "s2.tar"]
     with tarfile.open(out / "s1.tar") as tf:
         assert tf.getnames() == ["s1-0.jpg", "s1-2.jpg"]
@@ -399,13 +406,11 @@ def test_report_names_of_pipe_and_plain_specs():
 
 
 def test_abort_twice_and_after_commit_is_harmless(tmp_path):
-    from vlmaudit.scan.writer import ShardWriter
-
-    writer = ShardWriter(tmp_path, "s", builder().schema)
+    writer = new_writer(tmp_path, "s", builder().schema)
     writer.add(batch_of(["ok"], [True]))
     writer.commit({})
     writer.abort()
-    other = ShardWriter(tmp_path, "t", builder().schema)
+    other = new_writer(tmp_path, "t", builder().schema)
     other.abort()
     other.abort()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.parquet", "s.stats.json"]

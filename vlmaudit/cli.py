@@ -127,10 +127,15 @@ def scan(
     raise typer.Exit(run_scan_command(request))
 
 
+def report_location(text: str):
+    """Report dirs: a local Path, or an fsspec URL kept as text (Path would fold its '//')."""
+    return text if "://" in text else Path(text)
+
+
 @app.command()
 @handle_errors
 def report(
-    report_dir: Annotated[Path, typer.Argument(help="A directory written by `vlmaudit scan`.")],
+    report_dir: Annotated[str, typer.Argument(help="A directory written by `vlmaudit scan` (or an s3://... URL).")],
     fmt: Annotated[str, typer.Option("--format", help="table, json, markdown or html.")] = "table",
     as_json: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the export to this file.")] = None,
@@ -140,7 +145,7 @@ def report(
     category: Annotated[Optional[str], typer.Option(help="Only this category's concepts count.")] = None,
     concept: Annotated[Optional[str], typer.Option(help="Only this concept counts; adds its score histogram.")] = None,
     shard: Annotated[Optional[str], typer.Option(help="Only shards whose name matches this glob.")] = None,
-    compare: Annotated[Optional[Path], typer.Option(help="Another report dir: per-category deltas.")] = None,
+    compare: Annotated[Optional[str], typer.Option(help="Another report dir or URL: per-category deltas.")] = None,
     examples: Annotated[int, typer.Option(min=0, help="Example samples per top concept.")] = 3,
     redact: Annotated[bool, typer.Option(help="Hide captions and URLs of examples.")] = False,
     blur: Annotated[bool, typer.Option(help="Blur HTML gallery thumbnails (click to reveal).")] = True,
@@ -156,16 +161,17 @@ def report(
     from vlmaudit.commands.report import ReportRequest, run_report_command
     from vlmaudit.filter.reshard import ReReadOptions
 
-    request = ReportRequest(report_dir, "json" if as_json else fmt, output, top, threshold, policy, category, concept,
-                            shard, compare, examples, redact, blur, fail_above, rules, thresholds_file,
-                            ReReadOptions(shards, allow_scheme, max_member_bytes), allow_mixed)
+    request = ReportRequest(report_location(report_dir), "json" if as_json else fmt, output, top, threshold, policy,
+                            category, concept, shard, compare and report_location(compare), examples, redact, blur,
+                            fail_above, rules, thresholds_file, ReReadOptions(shards, allow_scheme, max_member_bytes),
+                            allow_mixed)
     raise typer.Exit(run_report_command(request))
 
 
 @app.command(name="filter")
 @handle_errors
 def filter_(
-    report_dir: Annotated[Path, typer.Argument(help="A directory written by `vlmaudit scan`.")],
+    report_dir: Annotated[str, typer.Argument(help="A directory written by `vlmaudit scan` (or an s3://... URL).")],
     policy: Annotated[str, typer.Option(help="Policy name (default, strict, permissive) or a YAML file.")] = "default",
     out: Annotated[Path, typer.Option("--out", help="Where keep/drop/review.parquet and summary.json go.")] = Path("filtered"),
     on_failed: Annotated[str, typer.Option(help="Action for samples that were not scored ok: keep, drop, review.")] = "review",
@@ -181,7 +187,7 @@ def filter_(
     from vlmaudit.commands.filter import run_filter_command
     from vlmaudit.filter.reshard import ReReadOptions
 
-    run_filter_command(report_dir, policy, out, on_failed, allow_partial, write_shards, rules,
+    run_filter_command(report_location(report_dir), policy, out, on_failed, allow_partial, write_shards, rules,
                        ReReadOptions(shards, allow_scheme, max_member_bytes), allow_mixed)
 
 

@@ -1,4 +1,6 @@
-"""Apply a policy to scan reports: keep / drop / review lists with the reasons, and a summary."""
+"""Apply a policy to scan reports: keep / drop / review lists with the reasons, and a summary.
+
+One DuckDB pass over the reports decides every row (rules from rulebook.policy via report.flagsql)."""
 
 from __future__ import annotations
 
@@ -10,57 +12,89 @@ import numpy as np
 
 from vlmaudit.errors import UserError
 from vlmaudit.rulebook.policy import ACTIONS, MODALITIES, Policy
-from vlmaudit.report.reading import iter_batches, read_stats, report_files, score_matrix
+from vlmaudit.report.reading import read_stats, report_files
 from vlmaudit.scan.writer import write_json_atomic
 
-COLUMNS = ["shard", "key", "sample_index", "url", "status", "image_scores", "caption_scores"]
+
+def _planned(report_dir) -> list[str]:
+    """run.json's planned shards (local dir or URL); none when absent or unreadable."""
+    from vlmaudit.report.reading import open_input
+
+    try:
+        with open_input(f"{str(report_dir).rstrip('/')}/run.json") as handle:
+            return list(json.loads(handle.read()).get("planned_shards", []))
+    except (OSError, ValueError, AttributeError):
+        return []
 
 
-def incomplete_shards(report_dir: Path) -> list[str]:
+def incomplete_shards(report_dir) -> list[str]:
     """Shards planned in run.json (or with stats) that have no finished report, and partial files."""
-    report_dir = Path(report_dir)
+    from vlmaudit.report.reading import is_url
+    from vlmaudit.report.engine import stem
+
     stats = read_stats(report_dir)
-    run_file = report_dir / "run.json"
-    planned = json.loads(run_file.read_text()).get("planned_shards", []) if run_file.is_file() else []
+    try:
+        present = {stem(f) for f in report_files(report_dir)}
+    except UserError:
+        present = set()
     problems = []
-    for name in dict.fromkeys(planned + sorted(stats)):
+    for name in dict.fromkeys(_planned(report_dir) + sorted(stats)):
         status = stats.get(name, {}).get("status")
-        if status is None or not (report_dir / f"{name}.parquet").is_file():
+        if status is None or name not in present:
             problems.append(f"{name} ({'failed' if status == 'failed' else 'not scanned'})")
-    problems += [f"{p.name} (unfinished)" for p in sorted(report_dir.glob(".*.partial"))]
+    if not is_url(report_dir):
+        problems += [f"{p.name} (unfinished)" for p in sorted(Path(report_dir).glob(".*.partial"))]
     return problems
 
 
-def output_schema():
-    import pyarrow as pa
+def decided_sql(policy: Policy, on_failed: int, files: list) -> str:
+    """Every row with its action and reasons: the most severe fired rule, at least --on-failed
+    for rows whose status is not ok; failed rows carry a status reason first."""
+    from vlmaudit.report import engine, flagsql
 
-    reason = pa.struct([("rule", pa.string()), ("action", pa.string()), ("modality", pa.string()),
-                        ("threshold", pa.float32()), ("image_score", pa.float32()), ("caption_score", pa.float32())])
-    return pa.schema([("shard", pa.string()), ("key", pa.string()), ("sample_index", pa.int32()),
-                      ("url", pa.string()), ("status", pa.string()), ("action", pa.string()),
-                      ("reasons", pa.list_(reason))])
+    rules = flagsql.Rules.from_policy(policy, np.ones(len(policy.concepts), bool))
+    severity = engine.ints(policy.action)
+    status_reason = (f"CASE WHEN failed THEN [{{'rule': 'status:' || status, 'action': {engine.text(ACTIONS[on_failed])}, "
+                     f"'modality': NULL::VARCHAR, 'threshold': NULL::FLOAT, 'image_score': NULL::FLOAT, "
+                     f"'caption_score': NULL::FLOAT}}] ELSE [] END")
+    concept_reason = (f"list_transform(fired, lambda i: {{'rule': 'concept:' || {engine.texts(policy.concepts)}[i], "
+                      f"'action': {engine.texts([ACTIONS[a] for a in policy.action])}[i], "
+                      f"'modality': {engine.texts([MODALITIES[m] for m in policy.modality])}[i], "
+                      f"'threshold': {engine.floats(policy.threshold)}[i], 'image_score': image_scores[i], "
+                      f"'caption_score': caption_scores[i]}})")
+    return f"""
+        SELECT shard, key, sample_index, url, status,
+               {engine.texts(ACTIONS)}[1 + greatest(coalesce(list_max(list_transform(fired, lambda i: {severity}[i])), 0),
+                                                 CASE WHEN failed THEN {on_failed} ELSE 0 END)] AS action,
+               list_concat({status_reason}, {concept_reason}) AS reasons
+        FROM (SELECT shard, key, sample_index, url, status, image_scores, caption_scores,
+                     coalesce(status, '') <> 'ok' AS failed, {flagsql.fired(rules)} AS fired
+              FROM {engine.source(files)})"""
 
 
-class DecisionWriter:
-    """Three Parquet files written under temporary names and renamed together at the end."""
+def write_decisions(files: list, policy: Policy, on_failed: int, out_dir: Path) -> tuple[dict, dict]:
+    """One pass over the reports into a temporary Parquet of decisions, split by action into
+    keep/review/drop.parquet (temporary names, renamed together); returns the counts."""
+    from vlmaudit.report import engine
 
-    def __init__(self, out_dir: Path):
-        import pyarrow.parquet as pq
-
-        out_dir.mkdir(parents=True, exist_ok=True)
-        self.out_dir, self.schema = out_dir, output_schema()
-        self.partial = {a: out_dir / f".{a}.parquet.partial" for a in ACTIONS}
-        self.writers = {a: pq.ParquetWriter(p, self.schema, compression="zstd") for a, p in self.partial.items()}
-
-    def write(self, action: str, rows: dict) -> None:
-        import pyarrow as pa
-
-        self.writers[action].write_table(pa.Table.from_pydict(rows, schema=self.schema))
-
-    def commit(self) -> None:
-        for action, writer in self.writers.items():
-            writer.close()
-            os.replace(self.partial[action], self.out_dir / f"{action}.parquet")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    decided = out_dir / ".decided.parquet.partial"
+    partial = {a: out_dir / f".{a}.parquet.partial" for a in ACTIONS}
+    with engine.session(files, "filter") as con:
+        engine.check_scores(con, files, len(policy.action))
+        con.execute(f"COPY ({decided_sql(policy, on_failed, files)}) TO {engine.text(decided)} "
+                    "(FORMAT parquet, COMPRESSION zstd)")
+        for action, path in partial.items():
+            con.execute(f"COPY (SELECT * FROM read_parquet({engine.text(decided)}) WHERE action = {engine.text(action)}) "
+                        f"TO {engine.text(path)} (FORMAT parquet, COMPRESSION zstd)")
+        counts = dict(con.execute(f"SELECT action, count(*) FROM read_parquet({engine.text(decided)}) "
+                                  "GROUP BY action").fetchall())
+        fired = con.execute(f"SELECT r.rule, count(*) FROM (SELECT unnest(reasons) AS r FROM read_parquet("
+                            f"{engine.text(decided)})) WHERE starts_with(r.rule, 'concept:') GROUP BY r.rule").fetchall()
+    for action, path in partial.items():
+        os.replace(path, out_dir / f"{action}.parquet")
+    decided.unlink()
+    return {a: counts.get(a, 0) for a in ACTIONS}, dict(fired)
 
 
 def run_filter(report_dir: Path, policy: Policy, out_dir: Path, on_failed: str, allow_partial: bool) -> dict:
@@ -70,50 +104,10 @@ def run_filter(report_dir: Path, policy: Policy, out_dir: Path, on_failed: str, 
         raise UserError(f"{report_dir}: {len(missing)} shard(s) have no finished report: {shown}; "
                         "finish the scan or pass --allow-partial")
     files = report_files(report_dir)
-    writer = DecisionWriter(Path(out_dir))
-    counts = {a: 0 for a in ACTIONS}
-    rule_counts: dict[str, int] = {}
-    for batch in iter_batches(files, COLUMNS):
-        _filter_batch(batch, policy, ACTIONS.index(on_failed), writer, counts, rule_counts)
-    writer.commit()
+    counts, rule_counts = write_decisions(files, policy, ACTIONS.index(on_failed), Path(out_dir))
     summary = {"policy": policy.name, "policy_fingerprint": policy.fingerprint, "on_failed": on_failed,
                "report_dir": str(report_dir), "samples": sum(counts.values()), "counts": counts,
                "rules_fired": dict(sorted(rule_counts.items(), key=lambda kv: (-kv[1], kv[0]))),
                "incomplete_shards": missing}
     write_json_atomic(Path(out_dir) / "summary.json", summary)
     return summary
-
-
-def _filter_batch(batch, policy: Policy, on_failed: int, writer, counts: dict, rule_counts: dict) -> None:
-    n = len(policy.concepts)
-    image, caption = score_matrix(batch.column("image_scores"), n), score_matrix(batch.column("caption_scores"), n)
-    fired = policy.fired(image, caption)
-    status = np.asarray(batch.column("status").to_numpy(zero_copy_only=False), dtype=object)
-    failed = status != "ok"
-    action = np.where(failed, np.maximum(policy.decide(fired), on_failed), policy.decide(fired))
-    reasons = [_reasons(policy, fired[i], image[i], caption[i], status[i], failed[i], on_failed, rule_counts)
-               for i in range(len(status))]
-    base = {c: batch.column(c).to_pylist() for c in ("shard", "key", "sample_index", "url", "status")}
-    for index, name in enumerate(ACTIONS):
-        rows = np.nonzero(action == index)[0]
-        counts[name] += len(rows)
-        if len(rows):
-            chosen = {c: [values[i] for i in rows] for c, values in base.items()}
-            writer.write(name, {**chosen, "action": [name] * len(rows), "reasons": [reasons[i] for i in rows]})
-
-
-def _reasons(policy, fired_row, image_row, caption_row, status, failed, on_failed, rule_counts) -> list[dict]:
-    out = []
-    if failed:
-        out.append({"rule": f"status:{status}", "action": ACTIONS[on_failed]})
-    for c in np.nonzero(fired_row)[0]:
-        rule = f"concept:{policy.concepts[c]}"
-        rule_counts[rule] = rule_counts.get(rule, 0) + 1
-        out.append({"rule": rule, "action": ACTIONS[policy.action[c]], "modality": MODALITIES[policy.modality[c]],
-                    "threshold": float(policy.threshold[c]), "image_score": _num(image_row[c]),
-                    "caption_score": _num(caption_row[c])})
-    return out
-
-
-def _num(value) -> float | None:
-    return None if np.isnan(value) else float(value)

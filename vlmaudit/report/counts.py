@@ -1,14 +1,13 @@
-"""Additive counters of a report summary, and what to count (the view)."""
+"""What a report summary counts (the view) and the numbers it comes back with (named fields)."""
 
 from __future__ import annotations
 
-import heapq
 from dataclasses import dataclass, field
 
 import numpy as np
 
-BINS = 1000
-CANDIDATES = 8  # per concept; the examples pass re-reads only the top concepts' candidates
+BINS = 1000  # score histograms: bin b holds scores in [b / BINS, (b + 1) / BINS)
+CANDIDATES = 8  # example candidates kept per top concept; the examples pass re-reads them
 
 
 @dataclass
@@ -26,52 +25,68 @@ class View:
 
     @property
     def needs_all_scores(self) -> bool:
-        return self.policy is not None or self.source != "scan" or self.hist_concept is not None
+        """Flags must be recomputed from the score lists (not read from the stored flag columns)."""
+        return self.policy is not None or self.source != "scan"
+
+
+@dataclass
+class ConceptCounts:
+    """Per concept (report order): rows where it is flagged in either modality, the image, the caption."""
+
+    any: np.ndarray
+    image: np.ndarray
+    caption: np.ndarray
+
+
+@dataclass
+class CategoryCounts:
+    """Per category (report order): rows flagged in either modality, in both, in only one."""
+
+    any: np.ndarray
+    both: np.ndarray
+    image_only: np.ndarray
+    caption_only: np.ndarray
+
+
+@dataclass
+class ConceptDetail:
+    """Score distribution of one concept over the scored rows (or the sampled files' rows)."""
+
+    mean_image: float | None = None
+    mean_caption: float | None = None
+    hist_image: np.ndarray = field(default_factory=lambda: np.zeros(BINS, np.int64))
+    hist_caption: np.ndarray = field(default_factory=lambda: np.zeros(BINS, np.int64))
 
 
 @dataclass
 class Counts:
-    n_concepts: int
-    n_categories: int
     samples: int = 0
     flagged: int = 0
-    status: dict = field(default_factory=dict)
-    shards: dict = field(default_factory=dict)
+    both: int = 0  # flagged rows with a flag in both modalities
+    image_only: int = 0
+    caption_only: int = 0
+    status: dict = field(default_factory=dict)  # status -> rows
+    shards: dict = field(default_factory=dict)  # shard -> (rows, flagged rows)
+    concept: ConceptCounts | None = None
+    category: CategoryCounts | None = None
+    candidates: dict = field(default_factory=dict)  # concept index -> [(shard, sample_index)], best first
+    details: dict = field(default_factory=dict)  # concept index -> ConceptDetail (top concepts, --concept)
 
-    def __post_init__(self):
-        self.agreement = np.zeros(3, np.int64)  # both, image only, caption only
-        self.concept = np.zeros((3, self.n_concepts), np.int64)  # any, image, caption
-        self.category = np.zeros((4, self.n_categories), np.int64)  # any, both, image only, caption only
-        self.sums = np.zeros((2, self.n_concepts), np.float64)  # image, caption score sums
-        self.scored = np.zeros(2, np.int64)  # rows with image / caption scores
-        self.hist = np.zeros((2, self.n_concepts, BINS), np.int64)  # subsampled
-        self.exact_hist = np.zeros((2, BINS), np.int64)  # the --concept, all rows
-        self.candidates = [[] for _ in range(self.n_concepts)]  # heaps of (score, shard, sample_index)
+    @classmethod
+    def empty(cls, n_concepts: int, n_categories: int) -> "Counts":
+        zeros = lambda n: np.zeros(n, np.int64)  # noqa: E731
+        return cls(concept=ConceptCounts(zeros(n_concepts), zeros(n_concepts), zeros(n_concepts)),
+                   category=CategoryCounts(*(zeros(n_categories) for _ in range(4))))
 
-    def merge(self, other: "Counts") -> None:
-        self.samples += other.samples
-        self.flagged += other.flagged
-        for name in ("agreement", "concept", "category", "sums", "scored", "hist", "exact_hist"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        for key, value in other.status.items():
-            self.status[key] = self.status.get(key, 0) + value
-        for key, (n, f) in other.shards.items():
-            entry = self.shards.setdefault(key, [0, 0])
-            entry[0] += n
-            entry[1] += f
-        for mine, theirs in zip(self.candidates, other.candidates):
-            for item in theirs:
-                push_candidate(mine, item)
+    def top_concepts(self, top: int) -> list[int]:
+        """Indices of the most flagged concepts, ties in report order, flagged at least once."""
+        order = np.argsort(-self.concept.any, kind="stable")
+        return [int(i) for i in order if self.concept.any[i] > 0][:top]
 
 
-def push_candidate(heap: list, item: tuple) -> None:
-    """Keep the CANDIDATES highest-scoring items."""
-    (heapq.heappush if len(heap) < CANDIDATES else heapq.heappushpop)(heap, item)
-
-
-def histogram(scores: np.ndarray) -> np.ndarray:
-    """[C, BINS] counts of the scores of each concept (rows with NaN must be removed first)."""
-    n_concepts = scores.shape[1]
-    bins = np.minimum((scores * BINS).astype(np.int32), BINS - 1)
-    bins += np.arange(n_concepts, dtype=np.int32)[None, :] * BINS
-    return np.bincount(bins.ravel(), minlength=n_concepts * BINS).reshape(n_concepts, BINS)
+def p95(hist: np.ndarray) -> float | None:
+    """95th percentile of a BINS-bin histogram, as the upper edge of the bin holding it."""
+    total = int(hist.sum())
+    if not total:
+        return None
+    return round(float((int(np.searchsorted(np.cumsum(hist), 0.95 * total)) + 1) / BINS), 4)

@@ -31,6 +31,20 @@ SCORE_LEAVES = ("image_scores.list.element", "caption_scores.list.element",
                 "image_flagged_scores.list.element", "caption_flagged_scores.list.element")
 
 
+def is_url(path) -> bool:
+    return "://" in str(path)
+
+
+def open_input(path):
+    """A binary file object for a local path or an fsspec URL (s3://...)."""
+    if is_url(path):
+        from vlmaudit.storage.location import filesystem
+
+        fs, inner = filesystem(str(path))
+        return fs.open(inner, "rb")
+    return open(path, "rb")
+
+
 class DamagedReport(UserError):
     """A report file is damaged, foreign or inconsistent with the others."""
 
@@ -38,9 +52,7 @@ class DamagedReport(UserError):
 def report_files(report_dir) -> list:
     """The reports' Parquet files: Paths for a local directory, redacted URL strings for an fsspec
     URL (s3://bucket/prefix); open them with `open_report`."""
-    from vlmaudit.storage.location import is_url
-
-    if is_url(str(report_dir)):
+    if is_url(report_dir):
         return _remote_report_files(str(report_dir))
     report_dir = Path(report_dir)
     if not report_dir.is_dir():
@@ -76,12 +88,7 @@ def _remote_report_files(url: str) -> list[str]:
 
 def open_report(path):
     """A pyarrow-readable source for one report file: the path itself, or an fsspec file."""
-    from vlmaudit.storage.location import filesystem, is_url
-
-    if not is_url(str(path)):
-        return path
-    fs, inner = filesystem(str(path))
-    return fs.open(inner, "rb")
+    return open_input(path) if is_url(path) else path
 
 
 def file_stem(path) -> str:

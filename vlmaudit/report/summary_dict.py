@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vlmaudit.report.counts import BINS, Counts, View
+from vlmaudit.report.counts import BINS, Counts, View, p95
 
 SPARK_WIDTH = 48
 
@@ -13,18 +13,18 @@ def _rate(count, total) -> float:
     return float(count) / total if total else 0.0
 
 
-def build_summary(meta, counts: Counts, stats: dict, top: int, files, view: View, hist_concept) -> dict:
+def build_summary(meta, counts: Counts, stats: dict, top: int, files, view: View, hist_concept, examples: dict) -> dict:
     summary = {
         "overview": _overview(meta, counts, stats, files, view),
         "categories": _categories(meta, counts),
         "top_concepts": _top_concepts(meta, counts, top),
-        "modality": {"both": int(counts.agreement[0]), "image_only": int(counts.agreement[1]),
-                     "caption_only": int(counts.agreement[2]), "agreement": _rate(counts.agreement[0], counts.flagged)},
+        "modality": {"both": counts.both, "image_only": counts.image_only, "caption_only": counts.caption_only,
+                     "agreement": _rate(counts.both, counts.flagged)},
         "top_shards": _top_shards(counts, top),
         "shard_rates": _shard_rates(counts),
         "failed_shards": sorted(n for n, s in stats.items() if s.get("status") == "failed"),
         "truncated_shards": sorted(n for n, s in stats.items() if s.get("status") == "truncated"),
-        "examples": _examples(meta, counts, files, top, view.examples) if view.examples else {},
+        "examples": _examples(meta, counts, examples, top, view.examples) if view.examples else {},
     }
     if hist_concept:
         summary["histogram"] = _histogram(meta, counts, hist_concept)
@@ -55,41 +55,25 @@ def _thresholds(view: View) -> dict:
 
 
 def _categories(meta, counts: Counts) -> list[dict]:
-    any_, both, image_only, caption_only = counts.category
+    cat = counts.category
     names = meta.get("category_names", meta["categories"])
     return [
-        {"id": cid, "name": names[k], "flagged": int(any_[k]), "rate": _rate(any_[k], counts.samples),
-         "both": int(both[k]), "image_only": int(image_only[k]), "caption_only": int(caption_only[k]),
-         "agreement": _rate(both[k], any_[k])}
+        {"id": cid, "name": names[k], "flagged": int(cat.any[k]), "rate": _rate(cat.any[k], counts.samples),
+         "both": int(cat.both[k]), "image_only": int(cat.image_only[k]), "caption_only": int(cat.caption_only[k]),
+         "agreement": _rate(cat.both[k], cat.any[k])}
         for k, cid in enumerate(meta["categories"])
     ]
 
 
-def _mean(counts: Counts, modality: int, concept: int) -> float | None:
-    scored = counts.scored[modality]
-    return round(float(counts.sums[modality, concept] / scored), 4) if scored else None
-
-
-def _p95(hist: np.ndarray) -> float | None:
-    """95th percentile (upper bin edge) from a subsampled 1000-bin histogram."""
-    total = hist.sum()
-    if not total:
-        return None
-    return round(float((int(np.searchsorted(np.cumsum(hist), 0.95 * total)) + 1) / BINS), 4)
-
-
 def _top_concepts(meta, counts: Counts, top: int) -> list[dict]:
-    any_, image, caption = counts.concept
-    order = [i for i in np.argsort(-any_, kind="stable") if any_[i] > 0][:top]
     names = meta.get("concept_names", meta["concepts"])
     rows = []
-    for i in order:
-        mean_img, mean_cap = (_mean(counts, m, i) for m in (0, 1))
-        p95_img, p95_cap = (_p95(counts.hist[m, i]) for m in (0, 1))
+    for i in counts.top_concepts(top):
+        d, any_ = counts.details[i], counts.concept.any[i]
         rows.append({"id": meta["concepts"][i], "name": names[i], "category": meta["concept_categories"][i],
-                     "flagged": int(any_[i]), "rate": _rate(any_[i], counts.samples), "image": int(image[i]),
-                     "caption": int(caption[i]), "mean_image": mean_img, "p95_image": p95_img,
-                     "mean_caption": mean_cap, "p95_caption": p95_cap})
+                     "flagged": int(any_), "rate": _rate(any_, counts.samples), "image": int(counts.concept.image[i]),
+                     "caption": int(counts.concept.caption[i]), "mean_image": d.mean_image, "p95_image": p95(d.hist_image),
+                     "mean_caption": d.mean_caption, "p95_caption": p95(d.hist_caption)})
     return rows
 
 
@@ -112,32 +96,23 @@ def _shard_rates(counts: Counts) -> list[float]:
 
 
 def _histogram(meta, counts: Counts, concept: str, bins: int = 20) -> dict:
-    fold = lambda h: h.reshape(bins, BINS // bins).sum(1).tolist()  # noqa: E731
-    return {"concept": concept, "bins": bins, "image": fold(counts.exact_hist[0]), "caption": fold(counts.exact_hist[1])}
+    fold = lambda h: [int(n) for n in h.reshape(bins, BINS // bins).sum(1)]  # noqa: E731
+    detail = counts.details[meta["concepts"].index(concept)]
+    return {"concept": concept, "bins": bins, "image": fold(detail.hist_image), "caption": fold(detail.hist_caption)}
 
 
-def _examples(meta, counts: Counts, files, top: int, keep: int) -> dict:
-    """Example rows for the top concepts: candidates re-read by (shard, sample_index), ranked by
-    the concept's best score over the two modalities."""
-    import pyarrow.parquet as pq
-
-    order = [i for i in np.argsort(-counts.concept[0], kind="stable") if counts.concept[0][i] > 0][:top]
-    by_file = {}
-    for i in order:
-        for _, shard, index in counts.candidates[i]:
-            by_file.setdefault(shard, set()).add(index)
-    rows, paths = {}, {f.stem: f for f in files}
-    for shard, indices in by_file.items():
-        columns = ["sample_index", "key", "url", "caption", "image_scores", "caption_scores"]
-        table = pq.read_table(paths[shard], columns=columns, filters=[("sample_index", "in", sorted(indices))])
-        rows.update({(shard, row["sample_index"]): row for row in table.to_pylist()})
-    return {meta["concepts"][i]: _ranked(i, counts.candidates[i], rows, keep) for i in order}
+def _examples(meta, counts: Counts, rows: dict, top: int, keep: int) -> dict:
+    """Example rows for the top concepts: the candidates (re-read by the engine), ranked by the
+    concept's best score over the two modalities."""
+    return {meta["concepts"][i]: _ranked(i, counts.candidates.get(i, []), rows, keep) for i in counts.top_concepts(top)}
 
 
 def _ranked(concept: int, candidates, rows: dict, keep: int) -> list[dict]:
     items = []
-    for _, shard, index in candidates:
-        row = rows[(shard, index)]
+    for shard, index in candidates:
+        row = rows.get((shard, index))
+        if row is None:  # not found again (a shard column that differs from its file name)
+            continue
         image = (row["image_scores"] or [None] * (concept + 1))[concept]
         caption = (row["caption_scores"] or [None] * (concept + 1))[concept]
         best, modality = max((image or -1.0, "image"), (caption or -1.0, "caption"))

@@ -16,6 +16,14 @@ ACTIONS = ("keep", "review", "drop")  # in increasing severity
 RULE_KEYS = {"threshold", "modality", "action"}
 
 
+def rule_parts(modality: int) -> tuple[bool, bool, bool]:
+    """The modality rule, coded once: (looks at the image score, looks at the caption score,
+    needs every score it looks at). A rule fires when its scores reach the threshold, all of
+    them when it needs both, any of them otherwise; report and filter both build on this."""
+    name = MODALITIES[modality]
+    return name != "caption", name != "image", name != "any"
+
+
 @dataclass
 class Policy:
     """Arrays in report concept order: threshold (float32), modality and action (index arrays)."""
@@ -32,8 +40,10 @@ class Policy:
         """Boolean [n, C]: which concept rules fire for each row (NaN scores never fire)."""
         with np.errstate(invalid="ignore"):
             img, cap = image >= self.threshold, caption >= self.threshold
-        mode = self.modality[None, :]
-        return np.where(mode == 0, img, np.where(mode == 1, cap, np.where(mode == 2, img | cap, img & cap)))
+        uses_image, uses_caption, needs_both = (np.array(v)[None, :] for v in zip(*map(rule_parts, self.modality)))
+        img_part, cap_part = img | ~uses_image, cap | ~uses_caption
+        either = (img & uses_image) | (cap & uses_caption)
+        return np.where(needs_both, img_part & cap_part, either)
 
     def decide(self, fired: np.ndarray) -> np.ndarray:
         """Action index per row: the most severe among fired rules, keep when none fired."""

@@ -1,0 +1,112 @@
+"""The columnar engine behind `report` and `filter`: a DuckDB connection with bounded memory that
+reads local Parquet files and fsspec URLs (s3://, gs://, ...) in place, and SQL literal helpers.
+
+DuckDB's httpfs extension is never loaded (it would be downloaded); object storage goes through
+the fsspec filesystem registered for the URL's protocol instead.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+
+from vlmaudit.report.reading import is_url
+
+MEMORY_LIMIT = "640MB"  # DuckDB's own buffers; with Python and Arrow the process stays under 1 GB
+MAX_THREADS = 16
+
+
+def connect(files=()):
+    """A fresh in-memory DuckDB connection: bounded threads and memory, spills to a private
+    temporary directory, and the fsspec filesystems the given URLs need."""
+    import duckdb
+
+    con = duckdb.connect(config={"threads": min(os.cpu_count() or 1, MAX_THREADS), "memory_limit": MEMORY_LIMIT,
+                                 "temp_directory": os.path.join(tempfile.gettempdir(), f"vlmaudit-duckdb-{os.getpid()}"),
+                                 "autoinstall_known_extensions": False, "autoload_known_extensions": False})
+    con.execute("SET enable_progress_bar = false")  # stderr belongs to the command, not to DuckDB
+    for protocol in sorted({str(f).split("://", 1)[0] for f in files if is_url(f)}):
+        import fsspec
+
+        con.register_filesystem(fsspec.filesystem(protocol))
+    return con
+
+
+@contextmanager
+def session(files, what: str):
+    """connect() for a with-block: a DuckDB error (damaged or mismatched report files, storage
+    unreachable, out of memory) becomes one UserError line naming what was being read."""
+    import duckdb
+
+    from vlmaudit.errors import UserError
+
+    con = connect(files)
+    try:
+        yield con
+    except duckdb.Error as error:
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+        shown = "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in first)  # data never reaches the terminal raw
+        raise UserError(f"{what}: cannot read the reports: {shown}") from None
+    finally:
+        con.close()
+
+
+GLOB_CHARS = set("*?[")
+
+
+def stem(path) -> str:
+    """A report file's shard name: its file name without .parquet (paths and URLs alike)."""
+    name = str(path).rstrip("/").rsplit("/", 1)[-1]
+    return name[: -len(".parquet")] if name.endswith(".parquet") else name
+
+
+def source(files, filename: bool = False) -> str:
+    """read_parquet over exactly these files. DuckDB expands glob characters even in a list of
+    names, so a name holding one (which could match other files) is refused."""
+    from vlmaudit.errors import UserError
+
+    if not files:
+        raise ValueError("no files")
+    for name in map(str, files):
+        if GLOB_CHARS & set(name.split("://", 1)[-1]):
+            raise UserError(f"{ascii(name)}: report file names with *, ? or [ are not supported; rename the file")
+    names = ", ".join(text(str(f)) for f in files)
+    return f"read_parquet([{names}], filename = true)" if filename else f"read_parquet([{names}])"
+
+
+def check_scores(con, files, n_concepts: int) -> None:
+    """Refuse score lists of another length, or holding NaN, infinities or values outside [0, 1]
+    (DuckDB orders NaN above every number), naming the first damaged file: one pass over the
+    score columns, before anything is counted from them."""
+    from vlmaudit.report.reading import BadScores
+
+    bad = " OR ".join(f"({side} IS NOT NULL AND (len({side}) != {n_concepts} OR list_max({side}) > 1 "
+                      f"OR list_min({side}) < 0))" for side in ("image_scores", "caption_scores"))
+    found = con.execute(f"SELECT filename FROM {source(files, filename=True)} WHERE {bad} LIMIT 1").fetchone()
+    if found:
+        raise BadScores(f"{found[0]}: holds score lists that are NaN, infinite, outside [0, 1] or not "
+                        f"{n_concepts} long")
+
+
+def text(value: str) -> str:
+    """A SQL string literal."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def texts(values) -> str:
+    return "([" + ", ".join(text(v) for v in values) + "]::VARCHAR[])"
+
+
+def floats(values) -> str:
+    """A FLOAT[] literal whose items are exactly the given float32 values (repr of the float64
+    widening round-trips, and the cast back to FLOAT is exact)."""
+    return "([" + ", ".join(repr(float(v)) for v in values) + "]::FLOAT[])"
+
+
+def ints(values) -> str:
+    return "([" + ", ".join(str(int(v)) for v in values) + "]::INTEGER[])"
+
+
+def bools(values) -> str:
+    return "([" + ", ".join("true" if v else "false" for v in values) + "]::BOOLEAN[])"
