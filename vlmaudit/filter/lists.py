@@ -72,28 +72,41 @@ def decided_sql(policy: Policy, on_failed: int, files: list) -> str:
               FROM {engine.source(files)})"""
 
 
+def _private_temp(target: Path) -> Path:
+    """A hidden, unique sibling of TARGET, created empty and exclusively (never through a planted
+    symlink) before DuckDB writes into it."""
+    from vlmaudit.storage.localfiles import create_exclusive, temp_path
+
+    path = temp_path(target, "partial")
+    create_exclusive(path).close()
+    return path
+
+
 def write_decisions(files: list, policy: Policy, on_failed: int, out_dir: Path) -> tuple[dict, dict]:
     """One pass over the reports into a temporary Parquet of decisions, split by action into
     keep/review/drop.parquet (temporary names, renamed together); returns the counts."""
     from vlmaudit.report import engine
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    decided = out_dir / ".decided.parquet.partial"
-    partial = {a: out_dir / f".{a}.parquet.partial" for a in ACTIONS}
-    with engine.session(files, "filter") as con:
-        engine.check_scores(con, files, len(policy.action))
-        con.execute(f"COPY ({decided_sql(policy, on_failed, files)}) TO {engine.text(decided)} "
-                    "(FORMAT parquet, COMPRESSION zstd)")
+    decided = _private_temp(out_dir / "decided.parquet")
+    partial = {a: _private_temp(out_dir / f"{a}.parquet") for a in ACTIONS}
+    try:
+        with engine.session(files, "filter") as con:
+            engine.check_scores(con, files, len(policy.action))
+            con.execute(f"COPY ({decided_sql(policy, on_failed, files)}) TO {engine.text(decided)} "
+                        "(FORMAT parquet, COMPRESSION zstd)")
+            for action, path in partial.items():
+                con.execute(f"COPY (SELECT * FROM read_parquet({engine.text(decided)}) WHERE action = "
+                            f"{engine.text(action)}) TO {engine.text(path)} (FORMAT parquet, COMPRESSION zstd)")
+            counts = dict(con.execute(f"SELECT action, count(*) FROM read_parquet({engine.text(decided)}) "
+                                      "GROUP BY action").fetchall())
+            fired = con.execute(f"SELECT r.rule, count(*) FROM (SELECT unnest(reasons) AS r FROM read_parquet("
+                                f"{engine.text(decided)})) WHERE starts_with(r.rule, 'concept:') GROUP BY r.rule").fetchall()
         for action, path in partial.items():
-            con.execute(f"COPY (SELECT * FROM read_parquet({engine.text(decided)}) WHERE action = {engine.text(action)}) "
-                        f"TO {engine.text(path)} (FORMAT parquet, COMPRESSION zstd)")
-        counts = dict(con.execute(f"SELECT action, count(*) FROM read_parquet({engine.text(decided)}) "
-                                  "GROUP BY action").fetchall())
-        fired = con.execute(f"SELECT r.rule, count(*) FROM (SELECT unnest(reasons) AS r FROM read_parquet("
-                            f"{engine.text(decided)})) WHERE starts_with(r.rule, 'concept:') GROUP BY r.rule").fetchall()
-    for action, path in partial.items():
-        os.replace(path, out_dir / f"{action}.parquet")
-    decided.unlink()
+            os.replace(path, out_dir / f"{action}.parquet")
+    finally:
+        for path in [decided, *partial.values()]:
+            path.unlink(missing_ok=True)
     return {a: counts.get(a, 0) for a in ACTIONS}, dict(fired)
 
 
