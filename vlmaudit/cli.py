@@ -87,6 +87,8 @@ def scan(
     judge_model: Annotated[Optional[str], typer.Option(help="Cascade: the VLM judge (default llava-hf/llava-1.5-7b-hf).")] = None,
     escalate_above: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Cascade: judge samples whose top score is >= this.")] = None,
     escalate_top: Annotated[Optional[float], typer.Option(min=0.0, max=100.0, help="Cascade: judge the top PERCENT of each shard by top score.")] = None,
+    decode: Annotated[str, typer.Option(help="JPEG decoding: auto (gpu when the model is on CUDA and torchvision is installed), cpu, gpu.")] = "auto",
+    compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the model (clip backend; slow first batch).")] = False,
 ):
     """Score every image and caption of SHARDS against every concept; write per-shard Parquet."""
     from vlmaudit.commands.scan import ScanRequest, run_scan_command
@@ -94,7 +96,8 @@ def scan(
     quiet_libraries()
     request = ScanRequest(shards, out, model, backend, rules, batch_size, workers, device, precision, num_shards,
                           shard_index, overwrite, retries, max_pixels, max_member_bytes, allow_unsafe_weights,
-                          trust_remote_code, quiet, prompts, rationale, head, judge_model, escalate_above, escalate_top)
+                          trust_remote_code, quiet, prompts, rationale, head, judge_model, escalate_above, escalate_top,
+                          decode, compile_model)
     raise typer.Exit(run_scan_command(request))
 
 
@@ -180,30 +183,28 @@ def train_head(
 @handle_errors
 def bench(
     model: Annotated[Optional[str], typer.Option(help="Checkpoint to time (default: a random-weight model of --size).")] = None,
-    size: Annotated[str, typer.Option(help="Random model size: tiny, vit-b-32, vit-l-14.")] = "vit-b-32",
+    size: Annotated[str, typer.Option(help="Random model size: tiny, vit-b-32, vit-l-14 (clip); tiny, llava-0.5b (vlm).")] = "vit-b-32",
+    backend: Annotated[str, typer.Option(help="clip (scorer) or vlm (judge).")] = "clip",
     shards: Annotated[int, typer.Option(min=1)] = 4,
     per_shard: Annotated[int, typer.Option(min=1)] = 64,
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
     workers: Annotated[int, typer.Option(min=0)] = 2,
     device: str = "auto",
     precision: str = "auto",
+    decode: Annotated[str, typer.Option(help="auto, cpu or gpu JPEG decoding.")] = "auto",
+    compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
+    peak_tflops: Annotated[Optional[float], typer.Option(help="Peak TFLOP/s for MFU (default: the GPU's dense fp16/bf16 peak from a table).")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ):
-    """Time the scan end to end against the bare model forward on the same samples."""
+    """Time the scan end to end against the bare model forward; FLOPs per sample, TFLOP/s, MFU."""
     import json
 
-    from vlmaudit.commands.bench import run_bench
+    from vlmaudit.commands.bench import BenchRequest, format_bench, run_bench
 
     quiet_libraries()
-    result = run_bench(model, size, shards, per_shard, batch_size, workers, device, precision)
-    if as_json:
-        typer.echo(json.dumps(result, indent=2))
-        return
-    typer.echo(f"{result['model']} on {result['device']} ({result['precision']}), {result['samples']} samples, "
-               f"batch {result['batch_size']}, {result['workers']} workers")
-    typer.echo(f"bare model forward  {result['bare_forward_samples_per_s']:9.1f} samples/s")
-    typer.echo(f"end to end          {result['end_to_end_samples_per_s']:9.1f} samples/s")
-    typer.echo(f"ratio               {result['ratio']:9.2f}x")
+    result = run_bench(BenchRequest(model, size, backend, shards, per_shard, batch_size, workers, device, precision,
+                                    decode, compile_model, peak_tflops))
+    typer.echo(json.dumps(result, indent=2) if as_json else format_bench(result))
 
 
 def main() -> None:

@@ -34,6 +34,8 @@ class ScanRequest:
     judge_model: str | None = None
     escalate_above: float | None = None
     escalate_top: float | None = None
+    decode: str = "auto"
+    compile: bool = False
 
     def backend_options(self):
         from vlmaudit.backends import BackendOptions
@@ -55,15 +57,21 @@ def run_scan_command(request: ScanRequest) -> int:
     from vlmaudit.backends.modelref import ModelOptions
     from vlmaudit.rulebook.load import load_rules
     from vlmaudit.schema import report_meta, report_schema
+    from vlmaudit.errors import UserError
+    from vlmaudit.scan.gpu_decode import DECODE_MODES, resolve_decode
     from vlmaudit.scan.scanner import Scanner
 
     console = Console(stderr=True)
     rules = load_rules(request.rules)
     jobs, planned = runinfo.plan_jobs(request.shards, request.num_shards, request.shard_index)
     runinfo.prepare_out_dir(request.out)
+    if request.decode not in DECODE_MODES:
+        raise UserError(f"--decode {request.decode}: expected one of {', '.join(DECODE_MODES)}")
     options = ModelOptions(default_model(request), request.device, request.precision,
-                           request.allow_unsafe_weights, request.trust_remote_code)
+                           request.allow_unsafe_weights, request.trust_remote_code, request.compile)
     backend = build_backend(request.backend, rules, options, request.backend_options())
+    settings = request.settings()
+    settings.decode = resolve_decode(request.decode, backend)
     record = runinfo.run_record(backend.describe(), rules, _config(request), planned)
     runinfo.check_resume(request.out, record, request.overwrite)
     runinfo.write_run_record(request.out, record)
@@ -71,7 +79,7 @@ def run_scan_command(request: ScanRequest) -> int:
     if done:
         console.print(f"{len(done)} of {len(jobs)} shards already done in {request.out}; skipping them")
     schema = report_schema(rules.taxonomy, report_meta(rules.taxonomy, rules.thresholds, backend.describe()))
-    result = _run(Scanner, backend, rules, request, schema, todo, console)
+    result = _run(Scanner, backend, rules, request, settings, schema, todo, console)
     console.print(f"scanned {result.rows:,} samples in {len(result.shards)} shards, {result.flagged:,} flagged"
                   f" -> {request.out}")
     if result.failed:
@@ -91,13 +99,13 @@ def default_model(request: ScanRequest) -> str | None:
     return DEFAULT_JUDGE if request.backend == "vlm" else DEFAULT_MODEL
 
 
-def _run(scanner_cls, backend, rules, request, schema, jobs, console):
+def _run(scanner_cls, backend, rules, request, settings, schema, jobs, console):
     if request.quiet or not jobs:
-        return scanner_cls(backend, rules, request.out, request.settings(), schema).run(jobs)
+        return scanner_cls(backend, rules, request.out, settings, schema).run(jobs)
     from vlmaudit.progress import RichProgress
 
     with RichProgress(len(jobs), console) as progress:
-        return scanner_cls(backend, rules, request.out, request.settings(), schema, progress).run(jobs)
+        return scanner_cls(backend, rules, request.out, settings, schema, progress).run(jobs)
 
 
 def _config(request: ScanRequest) -> dict:

@@ -26,10 +26,12 @@ def _identity(batch):
     return batch
 
 
-def iter_prepared(jobs, preprocessor, settings: ScanSettings):
+def iter_prepared(jobs, preprocessor, settings: ScanSettings, pin_memory: bool = False):
+    """Workers decode and preprocess the next batches while the model works on this one;
+    pin_memory (CUDA): batches arrive page-locked, so their copies to the GPU are asynchronous."""
     workers = min(settings.workers, len(jobs))
     loader = torch.utils.data.DataLoader(
         ShardStream(jobs, preprocessor, settings), batch_size=None, num_workers=workers,
-        collate_fn=_identity, prefetch_factor=4 if workers else None,
+        collate_fn=_identity, prefetch_factor=4 if workers else None, pin_memory=pin_memory,
     )
     return iter(loader)

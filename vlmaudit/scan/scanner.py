@@ -34,7 +34,7 @@ class ScanResult:
 
 
 class Scanner:
-    def __init__(self, backend, rules, out_dir: Path, settings: ScanSettings, schema, progress=None):
+    def __init__(self, backend, rules, out_dir: Path, settings: ScanSettings, schema, progress=None, decoder=None):
         self.backend, self.out_dir, self.settings = backend, Path(out_dir), settings
         info = backend.describe()
         model_tag = f"{info['model']}@{info['revision']}"
@@ -42,11 +42,15 @@ class Scanner:
         self.schema, self.progress = schema, progress or NullProgress()
         self.writers: dict[str, ShardWriter] = {}
         self.timing: dict[str, dict] = {}
+        self.on_cuda = str(getattr(backend, "device", "cpu")).startswith("cuda")
+        if decoder is None and settings.decode == "gpu":
+            decoder = _gpu_decoder(backend, settings)
+        self.decoder = decoder  # completes batches whose JPEGs the workers left for the GPU
 
     def run(self, jobs: list[ShardJob]) -> ScanResult:
         result = ScanResult()
         try:
-            for batch in iter_prepared(jobs, self.backend.preprocessor, self.settings):
+            for batch in iter_prepared(jobs, self.backend.preprocessor, self.settings, pin_memory=self.on_cuda):
                 self._handle(batch, result)
         finally:
             self.abort_open()
@@ -58,6 +62,8 @@ class Scanner:
         timing = self.timing[name]
         timing["prep"] += batch.prep_seconds
         started = time.perf_counter()
+        if self.decoder is not None:
+            self.decoder.complete(batch)
         image_scores, caption_scores, extras = score_batch(self.backend, batch)
         timing["model"] += time.perf_counter() - started
         stage = getattr(self.backend, "stage", self.backend.name)
@@ -117,6 +123,12 @@ class Scanner:
         for writer in self.writers.values():
             writer.abort()
         self.writers.clear()
+
+
+def _gpu_decoder(backend, settings: ScanSettings):
+    from vlmaudit.scan.gpu_decode import GpuJpegDecoder
+
+    return GpuJpegDecoder(backend.preprocessor, backend.device, settings.max_pixels)
 
 
 def score_batch(backend, batch: PreparedBatch):
