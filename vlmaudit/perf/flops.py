@@ -30,6 +30,6 @@ def count_flops(fn, *args, **kwargs) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False, custom_mapping=_extra_formulas())
-    with counter, torch.inference_mode():
-        fn(*args, **kwargs)
+    with torch.compiler.set_stance("force_eager"), counter, torch.inference_mode():
+        fn(*args, **kwargs)  # --compile'd functions run eagerly here: the count sees every op
     return int(counter.get_total_flops())
