@@ -215,3 +215,37 @@ def test_a_batch_of_only_deferred_images_without_captions_is_scored(scorer, tmp_
     assert all(s is not None and len(s) == 75 for s in rows["image_scores"].to_list())
     stats = json.loads(next((tmp_path / "gpu").glob("*.stats.json")).read_text())
     assert stats["status"] == "complete"
+
+
+def test_a_device_failure_costs_the_deferred_rows_not_the_run(scorer, tmp_path):
+    """E.g. CUDA out of memory in the transform: those images become decode_error rows, the PNG
+    decoded on the CPU and every caption are still scored, and the shard completes."""
+
+    class OutOfMemory(RuntimeError):
+        pass
+
+    def transform_fails(image):
+        raise OutOfMemory("CUDA out of memory")
+
+    from vlmaudit.rulebook.load import load_rules
+    from vlmaudit.scan.scanner import Scanner
+    from vlmaudit.scan.worker import ScanSettings, ShardJob
+    from vlmaudit.schema import report_meta, report_schema
+    import polars as pl
+
+    shard = mixed_shard(tmp_path / "mixed.tar")
+    rules = load_rules()
+    schema = report_schema(rules.taxonomy, report_meta(rules.taxonomy, rules.thresholds, scorer.describe()))
+    settings = ScanSettings(batch_size=16, workers=0, decode="gpu")
+    decoder = GpuJpegDecoder(scorer.preprocessor, "cpu", settings.max_pixels, pil_decode)
+    object.__setattr__(decoder, "transform", transform_fails)
+    (tmp_path / "out").mkdir()
+    result = Scanner(scorer, rules, tmp_path / "out", settings, schema, decoder=decoder).run([ShardJob(str(shard), "mixed")])
+    assert result.shards == {"mixed": "complete"}
+    rows = pl.read_parquet(tmp_path / "out" / "mixed.parquet")
+    status = dict(zip(rows["key"].to_list(), rows["status"].to_list()))
+    assert status["png"] == "ok" and status["textonly"] == "missing_image"
+    assert status["plain0"] == "decode_error"
+    assert "CUDA out of memory" in rows.filter(rows["key"] == "plain0")["error"].item()
+    assert rows.filter(rows["key"] == "png")["image_scores"].item() is not None
+    assert rows["caption_scores"].null_count() == 0

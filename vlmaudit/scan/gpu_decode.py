@@ -161,23 +161,35 @@ class GpuJpegDecoder:
     def complete(self, batch) -> None:
         """Decode the batch's deferred JPEGs, append their pixels to pixel_values and point their
         rows at them; a JPEG the device cannot decode is decoded on the CPU, or recorded as a
-        decode_error."""
-        import torch
-
+        decode_error. Whatever else fails here (e.g. out of GPU memory) costs these rows, not the run."""
         deferred = batch.extra.pop("jpeg", None)
         if not deferred:
             return
+        try:
+            self._complete(batch, deferred)
+        except Exception as exc:
+            for position, _ in deferred:
+                meta = batch.metas[position]
+                meta.status, meta.error = "decode_error", f"GPU decode failed: {type(exc).__name__}: {exc}"[:500]
+                meta.image_row, meta.width, meta.height = -1, None, None
+
+    def _complete(self, batch, deferred: list) -> None:
+        import torch
+
         existing = batch.inputs.get("pixel_values")
         pixels = [] if existing is None else [existing.to(self.device, non_blocking=existing.is_pinned())]
-        row = 0 if existing is None else existing.shape[0]
+        rows = []
         for (position, blob), image in zip(deferred, self._decode([blob for _, blob in deferred])):
             meta = batch.metas[position]
             tensor = self._on_cpu(blob, meta) if isinstance(image, Exception) else self.transform(image)
             if tensor is not None:
                 pixels.append(tensor[None] if tensor.dim() == 3 else tensor)
-                meta.image_row, row = row, row + 1
-        if len(pixels) > (0 if existing is None else 1):
+                rows.append(meta)
+        if rows:
             batch.inputs["pixel_values"] = torch.cat(pixels)
+        start = 0 if existing is None else existing.shape[0]
+        for offset, meta in enumerate(rows):  # only once the batch is whole
+            meta.image_row = start + offset
 
     def _decode(self, blobs: list[bytes]) -> list:
         """One batched call; if the batch fails, one call per image to isolate the bad ones."""
