@@ -249,3 +249,13 @@ def test_a_device_failure_costs_the_deferred_rows_not_the_run(scorer, tmp_path):
     assert "CUDA out of memory" in rows.filter(rows["key"] == "plain0")["error"].item()
     assert rows.filter(rows["key"] == "png")["image_scores"].item() is not None
     assert rows["caption_scores"].null_count() == 0
+
+
+def test_resample_codes_map_to_tensor_modes():
+    from PIL import Image
+
+    from vlmaudit.scan.gpu_decode import _resample
+
+    assert _resample(Image.Resampling.NEAREST) == "nearest"  # 0 is a real code, not "unset"
+    assert _resample(Image.Resampling.BILINEAR) == "bilinear" and _resample(3) == "bicubic"
+    assert _resample(None) == "bicubic" and _resample("bilinear") == "bilinear"

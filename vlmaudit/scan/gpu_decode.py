@@ -130,12 +130,21 @@ def transform_for(preprocessor) -> PixelTransform | None:
     crop = None
     if getattr(processor, "do_center_crop", False):
         crop = (processor.crop_size["height"], processor.crop_size["width"])
-    resample = RESAMPLE.get(int(getattr(processor, "resample", 3) or 3), "bicubic")
+    resample = _resample(getattr(processor, "resample", None))
     scale = processor.rescale_factor if getattr(processor, "do_rescale", True) else 1.0
     normalise = getattr(processor, "do_normalize", True)
     mean = tuple(processor.image_mean) if normalise else (0.0, 0.0, 0.0)
     std = tuple(processor.image_std) if normalise else (1.0, 1.0, 1.0)
     return PixelTransform(size, resample, crop, float(scale), mean, std)
+
+
+def _resample(value) -> str:
+    """PIL resample code (0 nearest, 2 bilinear, 3 bicubic) or a torchvision InterpolationMode."""
+    try:
+        return RESAMPLE.get(int(value), "bicubic")
+    except (TypeError, ValueError):
+        name = str(getattr(value, "value", value)).lower()
+        return name if name in RESAMPLE.values() else "bicubic"
 
 
 def torchvision_decoder(device: str):
