@@ -111,6 +111,8 @@ def scan(
     ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster to join (default: a running one, else start a local one).")] = None,
     gpus_per_worker: Annotated[Optional[float], typer.Option(min=0.0, help="Ray: GPUs per actor, fractional allowed (default 1 if the cluster has GPUs, else 0).")] = None,
     cpus_per_worker: Annotated[float, typer.Option(min=0.0, help="Ray: CPUs per actor; an actor decodes with int(N)-1 worker processes.")] = 1.0,
+    decode: Annotated[str, typer.Option(help="JPEG decoding: auto (gpu when the model is on CUDA and torchvision is installed), cpu, gpu.")] = "auto",
+    compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the model (clip backend; slow first batch).")] = False,
 ):
     """Score every image and caption of SHARDS against every concept; write per-shard Parquet."""
     from vlmaudit.commands.scan import ScanRequest, run_scan_command
@@ -123,7 +125,8 @@ def scan(
                           thresholds=thresholds, image_column=image_column, caption_column=caption_column,
                           key_column=key_column, split=split, config=config, revision=revision, engine=engine,
                           ray_address=ray_address, gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker,
-                          ray_workers=workers if engine == "ray" else None)
+                          ray_workers=workers if engine == "ray" else None, decode=decode,
+                          compile=compile_model)
     raise typer.Exit(run_scan_command(request))
 
 
@@ -228,30 +231,28 @@ def train_head(
 @handle_errors
 def bench(
     model: Annotated[Optional[str], typer.Option(help="Checkpoint to time (default: a random-weight model of --size).")] = None,
-    size: Annotated[str, typer.Option(help="Random model size: tiny, vit-b-32, vit-l-14.")] = "vit-b-32",
+    size: Annotated[str, typer.Option(help="Random model size: tiny, vit-b-32, vit-l-14 (clip); tiny, llava-0.5b (vlm).")] = "vit-b-32",
+    backend: Annotated[str, typer.Option(help="clip (scorer) or vlm (judge).")] = "clip",
     shards: Annotated[int, typer.Option(min=1)] = 4,
     per_shard: Annotated[int, typer.Option(min=1)] = 64,
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
     workers: Annotated[int, typer.Option(min=0)] = 2,
     device: str = "auto",
     precision: str = "auto",
+    decode: Annotated[str, typer.Option(help="auto, cpu or gpu JPEG decoding.")] = "auto",
+    compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
+    peak_tflops: Annotated[Optional[float], typer.Option(help="Peak TFLOP/s for MFU (default: the GPU's dense fp16/bf16 peak from a table).")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ):
-    """Time the scan end to end against the bare model forward on the same samples."""
+    """Time the scan end to end against the bare model forward; FLOPs per sample, TFLOP/s, MFU."""
     import json
 
-    from vlmaudit.commands.bench import run_bench
+    from vlmaudit.commands.bench import BenchRequest, format_bench, run_bench
 
     quiet_libraries()
-    result = run_bench(model, size, shards, per_shard, batch_size, workers, device, precision)
-    if as_json:
-        typer.echo(json.dumps(result, indent=2))
-        return
-    typer.echo(f"{result['model']} on {result['device']} ({result['precision']}), {result['samples']} samples, "
-               f"batch {result['batch_size']}, {result['workers']} workers")
-    typer.echo(f"bare model forward  {result['bare_forward_samples_per_s']:9.1f} samples/s")
-    typer.echo(f"end to end          {result['end_to_end_samples_per_s']:9.1f} samples/s")
-    typer.echo(f"ratio               {result['ratio']:9.2f}x")
+    result = run_bench(BenchRequest(model, size, backend, shards, per_shard, batch_size, workers, device, precision,
+                                    decode, compile_model, peak_tflops))
+    typer.echo(json.dumps(result, indent=2) if as_json else format_bench(result))
 
 
 @app.command()

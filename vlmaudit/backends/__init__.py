@@ -35,6 +35,8 @@ def build_backend(name: str, rules, options, extra: BackendOptions | None = None
     from vlmaudit.errors import UserError
 
     extra = extra or BackendOptions()
+    if getattr(options, "compile", False) and name != "clip":
+        raise UserError(f"--compile: supported by the clip backend only, not --backend {name}")
     if name == "clip":
         return build_screen(rules.taxonomy, options)
     if name == "vlm":

@@ -13,7 +13,8 @@ import math
 
 import numpy as np
 
-from vlmaudit.backends.device import autocast_context, resolve_device, resolve_precision, weight_dtype
+from vlmaudit.backends.device import (autocast_context, compiled, resolve_device, resolve_precision, to_device,
+                                     weight_dtype)
 from vlmaudit.errors import ModelError
 from vlmaudit.backends.modelref import ModelOptions, fingerprint, from_pretrained, load_config
 
@@ -59,8 +60,12 @@ class ClipScorer:
                              f"a dual encoder ({', '.join(SUPPORTED_TYPES)})")
         self.device = resolve_device(options.device)
         self.precision = resolve_precision(options.precision, self.device)
-        model = from_pretrained(AutoModel, options.model, options, dtype=weight_dtype(self.device, self.precision))
+        model = from_pretrained(AutoModel, options.model, options, sdpa=True,
+                                dtype=weight_dtype(self.device, self.precision))
         self.model = model.to(self.device).eval()
+        self.encode_image, self.encode_text = self.model.get_image_features, self.model.get_text_features
+        if options.compile:
+            self.encode_image, self.encode_text = compiled(self.encode_image), compiled(self.encode_text)
         processor = from_pretrained(AutoProcessor, options.model, options)
         self.preprocessor = ClipPreprocessor(processor, self._max_text_len(processor), self._is_siglip())
         with torch.inference_mode():
@@ -97,7 +102,7 @@ class ClipScorer:
     def _features(self, fn, inputs):
         import torch
 
-        inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        inputs = {k: to_device(v, self.device) for k, v in inputs.items()}
         if "pixel_values" in inputs:
             inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
         with autocast_context(self.device, self.precision):
@@ -106,10 +111,10 @@ class ClipScorer:
         return torch.nn.functional.normalize(features.float(), dim=-1)
 
     def _text_features(self, enc):
-        return self._features(self.model.get_text_features, enc)
+        return self._features(self.encode_text, enc)
 
     def _image_features(self, pixel_values):
-        return self._features(self.model.get_image_features, {"pixel_values": pixel_values})
+        return self._features(self.encode_image, {"pixel_values": pixel_values})
 
     def _scores(self, features) -> np.ndarray:
         import torch

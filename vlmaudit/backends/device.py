@@ -54,3 +54,18 @@ def weight_dtype(device: str, precision: str):
     if device.startswith("cuda") and precision in ("fp16", "bf16"):
         return torch.float16 if precision == "fp16" else torch.bfloat16
     return torch.float32
+
+
+def to_device(tensor, device: str):
+    """Host-to-device copy; non-blocking (asynchronous) from pinned memory on CUDA. Later work on
+    the same stream waits for it, so the batch is safe to use right away."""
+    if tensor.device.type == "cpu" and device.startswith("cuda"):
+        return tensor.to(device, non_blocking=tensor.is_pinned())
+    return tensor.to(device)
+
+
+def compiled(fn):
+    """torch.compile (--compile); shapes vary with the last batch of a shard, hence dynamic."""
+    import torch
+
+    return torch.compile(fn, dynamic=True)

@@ -16,6 +16,7 @@ class ModelOptions:
     precision: str = "auto"
     allow_unsafe_weights: bool = False
     trust_remote_code: bool = False
+    compile: bool = False  # torch.compile the model's forward (clip backend)
 
 
 def load_config(ref: str, trust_remote_code: bool):
@@ -37,16 +38,35 @@ def _not_available(ref: str, exc: Exception) -> str:
             f"(offline, or a typo?). Pass --model DIR with a saved checkpoint, or run once with network access.")
 
 
-def from_pretrained(cls, ref: str, options: ModelOptions, **kwargs):
-    """cls.from_pretrained with safetensors only, unless --allow-unsafe-weights."""
+def from_pretrained(cls, ref: str, options: ModelOptions, sdpa: bool = False, **kwargs):
+    """cls.from_pretrained with safetensors only, unless --allow-unsafe-weights. sdpa: ask for
+    PyTorch's scaled_dot_product_attention kernels (flash / memory-efficient on CUDA), falling
+    back to the architecture's default where it does not support them."""
+    if sdpa:
+        kwargs["attn_implementation"] = "sdpa"
     try:
-        return cls.from_pretrained(ref, use_safetensors=None if options.allow_unsafe_weights else True,
-                                   trust_remote_code=options.trust_remote_code, **kwargs)
+        return _load(cls, ref, options, kwargs)
     except (OSError, ValueError, EnvironmentError) as exc:
         if not options.allow_unsafe_weights and "safetensors" in str(exc).lower():
             raise ModelError(f"model {ref!r} has no safetensors weights; pickle-based weights can run code: "
                              "convert them, or pass --allow-unsafe-weights if you trust the source") from None
         raise ModelError(_not_available(ref, exc)) from None
+
+
+def _load(cls, ref: str, options: ModelOptions, kwargs: dict):
+    safetensors = None if options.allow_unsafe_weights else True
+    try:
+        return cls.from_pretrained(ref, use_safetensors=safetensors, trust_remote_code=options.trust_remote_code, **kwargs)
+    except ValueError as exc:
+        if kwargs.get("attn_implementation") != "sdpa" or "sdpa" not in str(exc).lower():
+            raise
+    kwargs = {k: v for k, v in kwargs.items() if k != "attn_implementation"}
+    return cls.from_pretrained(ref, use_safetensors=safetensors, trust_remote_code=options.trust_remote_code, **kwargs)
+
+
+def attention_of(model) -> str | None:
+    """The attention implementation a loaded model runs (sdpa, eager, flash_attention_2...)."""
+    return getattr(getattr(model, "config", None), "_attn_implementation", None)
 
 
 def fingerprint(ref: str, config) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from vlmaudit.backends.device import resolve_device
+from vlmaudit.backends.device import resolve_device, to_device
 from vlmaudit.errors import ModelError
 from vlmaudit.backends.modelref import ModelOptions, fingerprint, from_pretrained, load_config
 
@@ -31,11 +31,11 @@ class VisionTower:
 
         kind = self.config.model_type
         if kind in DUAL_ENCODERS:
-            return from_pretrained(AutoModel, self.options.model, self.options).vision_model
+            return from_pretrained(AutoModel, self.options.model, self.options, sdpa=True).vision_model
         if kind in VISION_ONLY:
-            return from_pretrained(AutoModel, self.options.model, self.options)
+            return from_pretrained(AutoModel, self.options.model, self.options, sdpa=True)
         if kind in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
-            vlm = from_pretrained(AutoModelForImageTextToText, self.options.model, self.options)
+            vlm = from_pretrained(AutoModelForImageTextToText, self.options.model, self.options, sdpa=True)
             tower = getattr(getattr(vlm, "model", vlm), "vision_tower", None)
             if tower is not None:
                 return tower
@@ -47,7 +47,7 @@ class VisionTower:
         import torch
 
         with torch.inference_mode():
-            hidden = self.model(pixel_values=pixel_values.to(self.device)).last_hidden_state.float()
+            hidden = self.model(pixel_values=to_device(pixel_values, self.device)).last_hidden_state.float()
         return pool_grid(hidden)
 
     @property

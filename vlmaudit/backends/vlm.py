@@ -14,7 +14,7 @@ import numpy as np
 
 from vlmaudit.backends import chat
 from vlmaudit.backends.verdicts import concept_scores, option_probabilities, yes_no_unsafe
-from vlmaudit.backends.device import autocast_context, resolve_device, resolve_precision, weight_dtype
+from vlmaudit.backends.device import autocast_context, resolve_device, resolve_precision, to_device, weight_dtype
 from vlmaudit.errors import ModelError
 from vlmaudit.backends.modelref import ModelOptions, fingerprint, from_pretrained, load_config
 from vlmaudit.rulebook.prompts import PromptSet, category_options
@@ -84,7 +84,8 @@ class VlmJudge:
         self.tokenizer = processor.tokenizer
         self.device = resolve_device(options.device)
         self.precision = _vlm_precision(options.precision, self.device)
-        model = from_pretrained(AutoModelForImageTextToText, options.model, options, dtype=weight_dtype(self.device, self.precision))
+        model = from_pretrained(AutoModelForImageTextToText, options.model, options, sdpa=True,
+                                dtype=weight_dtype(self.device, self.precision))
         self.model = model.to(self.device).eval()
         self.kv_reuse = self.config.model_type in KV_REUSE_FAMILIES
         self.concept_category = taxonomy.concept_category_index()
@@ -187,7 +188,7 @@ class VlmJudge:
 
         out = {}
         for key, value in inputs.items():
-            value = value.to(self.device)
+            value = to_device(value, self.device)
             out[key] = value.to(self.model.dtype) if torch.is_floating_point(value) else value
         return out
 

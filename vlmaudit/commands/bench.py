@@ -1,4 +1,5 @@
-"""Benchmark: end-to-end scan throughput vs the bare model forward on the same samples.
+"""Benchmark: end-to-end scan throughput vs the bare model forward on the same samples, with the
+model's FLOPs per sample (counted), achieved TFLOP/s and MFU against the device's fp16/bf16 peak.
 
 The bare forward gets already-preprocessed tensors in memory (no tar reading, no decoding, no
 Parquet), at the same batch size and precision: the ratio says how much the pipeline costs.
@@ -8,58 +9,141 @@ from __future__ import annotations
 
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+BENCH_BACKENDS = ("clip", "vlm")
+VLM_SIZES = {"tiny": "llava", "llava-0.5b": "llava-0.5b"}
 
-def run_bench(model: str | None, size: str, shards: int, per_shard: int, batch_size: int, workers: int,
-              device: str, precision: str) -> dict:
-    from vlmaudit.demo.checkpoints import build_random_clip
+
+@dataclass
+class BenchRequest:
+    model: str | None = None
+    size: str = "vit-b-32"
+    backend: str = "clip"
+    shards: int = 4
+    per_shard: int = 64
+    batch_size: int = 32
+    workers: int = 2
+    device: str = "auto"
+    precision: str = "auto"
+    decode: str = "auto"
+    compile: bool = False
+    peak_tflops: float | None = None
+
+
+def run_bench(request: BenchRequest) -> dict:
     from vlmaudit.demo.build import build_demo_shards
+    from vlmaudit.perf.peaks import device_name
+    from vlmaudit.scan.gpu_decode import resolve_decode
 
+    _check(request)
     with tempfile.TemporaryDirectory(prefix="vlmaudit-bench-") as tmp:
         root = Path(tmp)
-        paths = build_demo_shards(root / "shards", shards=shards, per_shard=per_shard)
-        model = model or str(build_random_clip(root / "model", size=size))
-        backend, rules = _backend(model, device, precision)
-        bare = time_bare_forward(backend, paths, batch_size)
-        end_to_end = time_scan(backend, rules, paths, root / "out", batch_size, workers)
-    samples = shards * per_shard
-    return {
-        "model": model if "vlmaudit-bench-" not in model else f"random {size}", "samples": samples,
-        "device": backend.device, "precision": backend.precision, "batch_size": batch_size, "workers": workers,
+        paths = build_demo_shards(root / "shards", shards=request.shards, per_shard=request.per_shard)
+        model = request.model or str(_random_model(root / "model", request))
+        backend, rules = _backend(model, request)
+        flops = flops_per_sample(backend, paths, request.batch_size)
+        bare = time_bare_forward(backend, paths, request.batch_size)
+        decode = resolve_decode(request.decode, backend)
+        end_to_end = time_scan(backend, rules, paths, root / "out", request.batch_size, request.workers, decode)
+    samples = request.shards * request.per_shard
+    result = {
+        "model": request.model or f"random {request.size}", "backend": request.backend, "samples": samples,
+        "device": backend.device, "device_name": device_name(backend.device), "precision": backend.precision,
+        "batch_size": request.batch_size, "workers": request.workers, "decode": decode,
+        "compile": request.compile,
         "bare_forward_samples_per_s": samples / bare, "end_to_end_samples_per_s": samples / end_to_end,
         "ratio": bare / end_to_end,
     }
+    result.update(_utilisation(flops, result, request.peak_tflops))
+    return result
 
 
-def _backend(model: str, device: str, precision: str):
-    from vlmaudit.backends.clip import ClipScorer
+def _check(request: BenchRequest) -> None:
+    from vlmaudit.demo.checkpoints import SIZES
+    from vlmaudit.errors import UserError
+
+    if request.backend not in BENCH_BACKENDS:
+        raise UserError(f"--backend {request.backend}: bench times {' or '.join(BENCH_BACKENDS)}")
+    sizes = SIZES if request.backend == "clip" else VLM_SIZES
+    if request.model is None and request.size not in sizes:
+        raise UserError(f"--size {request.size}: expected one of {', '.join(sizes)} for --backend {request.backend}")
+    if request.peak_tflops is not None and request.peak_tflops <= 0:
+        raise UserError("--peak-tflops must be > 0")
+
+
+def _random_model(out: Path, request: BenchRequest) -> Path:
+    if request.backend == "vlm":
+        from vlmaudit.demo.vlm_checkpoints import build_random_vlm
+
+        return build_random_vlm(out, VLM_SIZES[request.size])
+    from vlmaudit.demo.checkpoints import build_random_clip
+
+    return build_random_clip(out, size=request.size)
+
+
+def _backend(model: str, request: BenchRequest):
+    from vlmaudit.backends import build_backend
     from vlmaudit.backends.modelref import ModelOptions
     from vlmaudit.rulebook.load import load_rules
 
     rules = load_rules()
-    return ClipScorer(rules.taxonomy, ModelOptions(model, device, precision)), rules
+    options = ModelOptions(model, request.device, request.precision, compile=request.compile)
+    return build_backend(request.backend, rules, options), rules
 
 
-def _prepared_batches(backend, paths, batch_size):
+def _utilisation(flops: float, result: dict, override: float | None) -> dict:
+    from vlmaudit.perf.peaks import mfu, resolve_peak
+
+    peak, source = resolve_peak(result["device"], override)
+    return {
+        "flops_per_sample": flops, "gflops_per_sample": flops / 1e9,
+        "bare_forward_tflops": flops * result["bare_forward_samples_per_s"] / 1e12,
+        "end_to_end_tflops": flops * result["end_to_end_samples_per_s"] / 1e12,
+        "peak_tflops": peak, "peak_source": source,
+        "bare_forward_mfu": mfu(flops, result["bare_forward_samples_per_s"], peak),
+        "end_to_end_mfu": mfu(flops, result["end_to_end_samples_per_s"], peak),
+    }
+
+
+def _prepared(backend, paths, batch_size):
     from vlmaudit.scan.worker import ScanSettings, ShardJob, prepare_shard
 
     settings = ScanSettings(batch_size=batch_size, workers=0)
     for path in paths:
-        yield from (b.inputs for b in prepare_shard(ShardJob(str(path), path.stem), backend.preprocessor, settings)
+        yield from (b for b in prepare_shard(ShardJob(str(path), path.stem), backend.preprocessor, settings)
                     if b.inputs)
 
 
+def flops_per_sample(backend, paths, batch_size) -> float:
+    """The bare forward's FLOPs on the first full batch, per sample (image and caption)."""
+    from vlmaudit.perf.flops import count_flops
+
+    batch = next(_prepared(backend, paths, batch_size))
+    return count_flops(backend.forward_only, batch.inputs) / len(batch.metas)
+
+
 def time_bare_forward(backend, paths, batch_size) -> float:
-    batches = list(_prepared_batches(backend, paths, batch_size))
-    backend.forward_only(batches[0])  # warm-up
+    batches = [b.inputs for b in _prepared(backend, paths, batch_size)]
+    backend.forward_only(batches[0])  # warm-up (and compilation with --compile)
+    _synchronize(backend.device)
     started = time.perf_counter()
     for inputs in batches:
         backend.forward_only(inputs)
+    _synchronize(backend.device)
     return time.perf_counter() - started
 
 
-def time_scan(backend, rules, paths, out: Path, batch_size: int, workers: int) -> float:
+def _synchronize(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
+
+
+def time_scan(backend, rules, paths, out: Path, batch_size: int, workers: int, decode: str = "cpu") -> float:
+    """Seconds for the whole scan; DECODE is a resolved mode (cpu or gpu)."""
     from vlmaudit.scan.scanner import Scanner
     from vlmaudit.schema import report_meta, report_schema
     from vlmaudit.scan.worker import ScanSettings, ShardJob
@@ -67,6 +151,28 @@ def time_scan(backend, rules, paths, out: Path, batch_size: int, workers: int) -
     out.mkdir()
     schema = report_schema(rules.taxonomy, report_meta(rules.taxonomy, rules.thresholds, backend.describe()))
     jobs = [ShardJob(str(p), p.stem) for p in paths]
+    settings = ScanSettings(batch_size=batch_size, workers=workers, decode=decode)
     started = time.perf_counter()
-    Scanner(backend, rules, out, ScanSettings(batch_size=batch_size, workers=workers), schema).run(jobs)
+    Scanner(backend, rules, out, settings, schema).run(jobs)
+    _synchronize(backend.device)
     return time.perf_counter() - started
+
+
+def format_bench(result: dict) -> str:
+    def pct(value):
+        return "n/a" if value is None else f"{100 * value:.1f}%"
+
+    lines = [
+        f"{result['model']} ({result['backend']}) on {result['device']} "
+        f"[{result['device_name']}] ({result['precision']}), {result['samples']} samples, "
+        f"batch {result['batch_size']}, {result['workers']} workers, decode {result['decode']}"
+        + (", compiled" if result["compile"] else ""),
+        f"model FLOPs         {result['gflops_per_sample']:9.2f} GFLOP/sample (a multiply-add = 2 FLOPs)",
+        f"bare model forward  {result['bare_forward_samples_per_s']:9.1f} samples/s  "
+        f"{result['bare_forward_tflops']:8.3f} TFLOP/s  MFU {pct(result['bare_forward_mfu'])}",
+        f"end to end          {result['end_to_end_samples_per_s']:9.1f} samples/s  "
+        f"{result['end_to_end_tflops']:8.3f} TFLOP/s  MFU {pct(result['end_to_end_mfu'])}",
+        f"ratio               {result['ratio']:9.2f}x the bare forward",
+        f"peak                {result['peak_tflops'] or 'n/a'} TFLOP/s ({result['peak_source']})",
+    ]
+    return "\n".join(lines)

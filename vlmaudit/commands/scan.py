@@ -53,6 +53,8 @@ class ScanRequest:
     gpus_per_worker: float | None = None
     cpus_per_worker: float = 1.0
     ray_workers: int | None = None  # --workers under --engine ray: the number of actors
+    decode: str = "auto"
+    compile: bool = False
 
     def backend_options(self):
         from vlmaudit.backends import BackendOptions
@@ -86,13 +88,14 @@ class ScanRequest:
         local = lambda p: p if p is None or is_url(str(p)) or not os.path.exists(p) else type(p)(os.path.abspath(p))  # noqa: E731
         # absolute paths: Ray actors do not run in this directory
         options = ModelOptions(local(default_model(self)), self.device, self.precision, self.allow_unsafe_weights,
-                               self.trust_remote_code)
+                               self.trust_remote_code, self.compile)
         extra = replace(self.backend_options(), head=local(self.head), judge_model=local(self.judge_model))
         settings = self.settings()
         if self.engine == "ray":  # an actor decodes with the CPUs it reserved beyond its own
             settings.workers = max(0, int(self.cpus_per_worker) - 1)
         out = str(self.out) if is_url(str(self.out)) else os.path.abspath(self.out)
-        return ScannerSpec(self.backend, options, extra, settings, out, local(self.rules), local(self.thresholds))
+        return ScannerSpec(self.backend, options, extra, settings, out, local(self.rules), local(self.thresholds),
+                           self.decode)
 
 
 def run_scan_command(request: ScanRequest) -> int:
@@ -102,6 +105,7 @@ def run_scan_command(request: ScanRequest) -> int:
     from vlmaudit.rulebook.load import load_rules
     from vlmaudit.scan.parquet_source import check_table_shards
     from vlmaudit.scan import runinfo
+    from vlmaudit.scan.gpu_decode import DECODE_MODES
 
     console = Console(stderr=True)
     if request.engine not in ENGINES:
@@ -109,6 +113,8 @@ def run_scan_command(request: ScanRequest) -> int:
     rules = load_rules(request.rules, request.thresholds)
     jobs, planned = runinfo.plan_jobs(request.shards, request.num_shards, request.shard_index, request.hub())
     check_table_shards([job.url for job in jobs], request.columns())
+    if request.decode not in DECODE_MODES:
+        raise UserError(f"--decode {request.decode}: expected one of {', '.join(DECODE_MODES)}")
     runinfo.prepare_out_dir(request.out)
     engine = RayEngine(request) if request.engine == "ray" else LocalEngine(request)
     try:

@@ -8,6 +8,8 @@ replace the first stage's, which keep their scores in screen_image_scores / scre
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from vlmaudit.scan.rows import RowBuilder
 from vlmaudit.scan.worker import prepare_shard
 
@@ -33,6 +35,7 @@ def _judge(judge, job, wanted: set[int], settings, rows, score_batch):
     builder = RowBuilder(rows.taxonomy, rows.thresholds, rows.schema, f"{info['model']}@{info['revision']}")
     batches = []
     select = lambda sample: sample.index in wanted  # noqa: E731
+    settings = replace(settings, decode="cpu")  # the judge's own processor decodes on the CPU
     for prepared in prepare_shard(job, judge.preprocessor, settings, select):
         if prepared.metas:
             image, caption, extras = score_batch(judge, prepared)

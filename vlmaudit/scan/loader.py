@@ -40,11 +40,13 @@ def _worker_init(parent_pid: int, worker_id: int) -> None:
     watch_parent(parent_pid)
 
 
-def iter_prepared(jobs, preprocessor, settings: ScanSettings):
+def iter_prepared(jobs, preprocessor, settings: ScanSettings, pin_memory: bool = False):
+    """Workers decode and preprocess the next batches while the model works on this one;
+    pin_memory (CUDA): batches arrive page-locked, so their copies to the GPU are asynchronous."""
     workers = min(settings.workers, len(jobs))
     loader = torch.utils.data.DataLoader(
         ShardStream(jobs, preprocessor, settings), batch_size=None, num_workers=workers,
-        collate_fn=_identity, prefetch_factor=4 if workers else None,
+        collate_fn=_identity, prefetch_factor=4 if workers else None, pin_memory=pin_memory,
         worker_init_fn=functools.partial(_worker_init, os.getpid()) if workers else None,
     )
     return iter(loader)

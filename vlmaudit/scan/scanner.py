@@ -47,7 +47,7 @@ SKIPPED = "skipped"
 
 
 class Scanner:
-    def __init__(self, backend, rules, out_dir, settings: ScanSettings, schema, progress=None):
+    def __init__(self, backend, rules, out_dir, settings: ScanSettings, schema, progress=None, decoder=None):
         """out_dir: a local directory or an fsspec URL (s3://bucket/prefix)."""
         self.backend, self.out, self.settings = backend, as_location(out_dir), settings
         info = backend.describe()
@@ -57,11 +57,15 @@ class Scanner:
         self.writers: dict[str, ShardWriter] = {}
         self.skipping: set[str] = set()
         self.timing: dict[str, dict] = {}
+        self.on_cuda = str(getattr(backend, "device", "cpu")).startswith("cuda")
+        if decoder is None and settings.decode == "gpu":
+            decoder = _gpu_decoder(backend, settings)
+        self.decoder = decoder  # completes batches whose JPEGs the workers left for the GPU
 
     def run(self, jobs: list[ShardJob]) -> ScanResult:
         result = ScanResult()
         try:
-            for batch in iter_prepared(jobs, self.backend.preprocessor, self.settings):
+            for batch in iter_prepared(jobs, self.backend.preprocessor, self.settings, pin_memory=self.on_cuda):
                 self._handle(batch, result)
         finally:
             self.abort_open()
@@ -76,6 +80,8 @@ class Scanner:
         timing = self.timing[name]
         timing["prep"] += batch.prep_seconds
         started = time.perf_counter()
+        if self.decoder is not None:
+            self.decoder.complete(batch)
         image_scores, caption_scores, extras = score_batch(self.backend, batch)
         timing["model"] += time.perf_counter() - started
         stage = getattr(self.backend, "stage", self.backend.name)
@@ -161,6 +167,12 @@ def _abort_quietly(writer: ShardWriter) -> None:
         writer.abort()
     except Exception:
         pass  # the original error is the one to report
+
+
+def _gpu_decoder(backend, settings: ScanSettings):
+    from vlmaudit.scan.gpu_decode import GpuJpegDecoder
+
+    return GpuJpegDecoder(backend.preprocessor, backend.device, settings.max_pixels)
 
 
 def score_batch(backend, batch: PreparedBatch):

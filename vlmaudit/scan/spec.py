@@ -18,6 +18,7 @@ class ScannerSpec:
     out: str
     rules_dir: Path | None = None
     thresholds_file: Path | None = None  # scan --thresholds
+    decode: str = "auto"  # --decode, resolved once the backend (and its device) is known
 
     def build(self, progress=None):
         """Load the rules and the model, then return a ready Scanner (heavy: once per process)."""
@@ -27,6 +28,11 @@ class ScannerSpec:
         from vlmaudit.schema import report_meta, report_schema
 
         rules = load_rules(self.rules_dir, self.thresholds_file)
+        from dataclasses import replace
+
+        from vlmaudit.scan.gpu_decode import resolve_decode
+
         backend = build_backend(self.backend, rules, self.model, self.options)
+        settings = replace(self.settings, decode=resolve_decode(self.decode, backend))
         schema = report_schema(rules.taxonomy, report_meta(rules.taxonomy, rules.thresholds, backend.describe()))
-        return Scanner(backend, rules, self.out, self.settings, schema, progress)
+        return Scanner(backend, rules, self.out, settings, schema, progress)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from vlmaudit.scan.gpu_decode import defer_jpeg
 from vlmaudit.scan.imaging import ImageDecodeError, ImageTooLarge, decode_image
 from vlmaudit.scan.parquet_source import is_table_shard, iter_table_samples
 from vlmaudit.scan.table_columns import ColumnChoice
@@ -31,6 +32,7 @@ class ScanSettings:
     retry_wait: float = 1.0
     columns: ColumnChoice = field(default_factory=ColumnChoice)  # Parquet/Arrow shards only
     overwrite: bool = False  # rescan a shard that another writer finished while this run was going
+    decode: str = "cpu"  # resolved --decode: gpu leaves plain JPEGs to the main process (gpu_decode.py)
 
 
 @dataclass
@@ -48,6 +50,18 @@ class PreparedBatch:
     final: bool = False
     end: TarEnd | None = None
     extra: dict = field(default_factory=dict)
+
+    def pin_memory(self):
+        """Called by the DataLoader's pin-memory thread on CUDA: page-locked input tensors make
+        the host-to-device copy asynchronous."""
+        self.inputs = _pinned(self.inputs)
+        return self
+
+
+def _pinned(value):
+    if isinstance(value, dict):
+        return {k: _pinned(v) for k, v in value.items()}
+    return value.pin_memory() if hasattr(value, "pin_memory") else value
 
 
 def prepare_shard(job: ShardJob, preprocessor, settings: ScanSettings, select=None):
@@ -119,15 +133,27 @@ def _close_quietly(stream) -> None:
 
 def prepare_batch(job, samples, preprocessor, settings, final=False, end=None) -> PreparedBatch:
     started = time.perf_counter()
-    metas, images, captions = [], [], []
+    metas, images, captions, jpegs = [], [], [], []
     for sample in samples:
-        meta = _decode_sample(sample, preprocessor, settings, images)
+        meta = _deferred(sample, settings, len(metas), jpegs) or _decode_sample(sample, preprocessor, settings, images)
         if meta.status != "duplicate_key" and sample.caption is not None:
             meta.caption_row = len(captions)
             captions.append(sample.caption)
         metas.append(meta)
     inputs = _prepare_inputs(preprocessor, metas, images, captions)
-    return PreparedBatch(job, metas, inputs, time.perf_counter() - started, final, end)
+    extra = {"jpeg": jpegs} if jpegs else {}
+    return PreparedBatch(job, metas, inputs, time.perf_counter() - started, final, end, extra)
+
+
+def _deferred(sample, settings, position: int, jpegs: list) -> RowMeta | None:
+    """--decode gpu: a plain JPEG within budget is left for the GPU (its bytes go in jpegs)."""
+    if settings.decode != "gpu" or sample.status is not None or not sample.image:
+        return None
+    size = defer_jpeg(sample.image, settings.max_pixels, EXTREME_ASPECT)
+    if size is None:
+        return None
+    jpegs.append((position, sample.image))
+    return RowMeta(sample.key, sample.index, sample.url, sample.caption, "ok", None, *size, notes=list(sample.notes))
 
 
 def _decode_sample(sample, preprocessor, settings, images: list) -> RowMeta:
