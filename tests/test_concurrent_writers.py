@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pyarrow.parquet as pq
 
@@ -76,3 +77,23 @@ def test_temporaries_of_dead_writers_are_removed_and_live_ones_kept(tmp_path):
         path.write_bytes(b"x")
     assert remove_abandoned_temps(tmp_path, "s") == 1
     assert not gone.exists() and mine.exists() and other.exists()
+
+
+def test_a_killed_writer_that_is_not_yet_reaped_counts_as_dead():
+    """A SIGKILLed process stays a zombie until its parent reaps it (Ray's raylet may take a
+    while): its claims must be taken over all the same."""
+    import signal
+    import subprocess
+
+    from vlmaudit.storage.localfiles import pid_alive
+
+    child = subprocess.Popen(["sleep", "60"])
+    try:
+        assert pid_alive(child.pid)
+        child.send_signal(signal.SIGKILL)
+        deadline = time.time() + 10
+        while pid_alive(child.pid) and time.time() < deadline:  # not reaped: no wait() yet
+            time.sleep(0.05)
+        assert not pid_alive(child.pid)
+    finally:
+        child.wait()

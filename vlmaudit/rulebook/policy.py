@@ -40,7 +40,8 @@ class Policy:
         """Boolean [n, C]: which concept rules fire for each row (NaN scores never fire)."""
         with np.errstate(invalid="ignore"):
             img, cap = image >= self.threshold, caption >= self.threshold
-        uses_image, uses_caption, needs_both = (np.array(v)[None, :] for v in zip(*map(rule_parts, self.modality)))
+        parts = np.array([rule_parts(m) for m in self.modality], bool).reshape(-1, 3)
+        uses_image, uses_caption, needs_both = (parts[None, :, k] for k in range(3))
         img_part, cap_part = img | ~uses_image, cap | ~uses_caption
         either = (img & uses_image) | (cap & uses_caption)
         return np.where(needs_both, img_part & cap_part, either)

@@ -44,13 +44,22 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 
 def pid_alive(pid: int) -> bool:
+    """True while the process runs; a killed process not yet reaped (a zombie) is dead."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            return handle.read().rsplit(b")", 1)[1].split()[0] in (b"Z", b"X")
+    except (OSError, IndexError):
+        return False  # no /proc (not Linux): trust kill(0)
 
 
 def abandoned(path: Path, owner_host: str | None, pid: int | None) -> bool:
