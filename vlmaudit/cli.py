@@ -16,6 +16,13 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Audit image-text webdataset shards for the 75 UnsafeConcepts.")
 
 RulesOpt = Annotated[Optional[Path], typer.Option("--rules", help="Rules directory (default: the shipped rules/).")]
+# safety-head training options, shared by train-head and distill
+EpochsOpt = Annotated[int, typer.Option(min=1)]
+TrainBatchOpt = Annotated[int, typer.Option(min=1)]
+LrOpt = Annotated[float, typer.Option(min=0.0)]
+ValFractionOpt = Annotated[float, typer.Option(min=0.0, max=0.9, help="Held-out share of each class.")]
+TokensOpt = Annotated[int, typer.Option(min=1, help="Learnable safety tokens.")]
+DimOpt = Annotated[int, typer.Option(min=8, help="Head width (a multiple of 8).")]
 ShardsOpt = Annotated[list[str], typer.Option("--shards", help="Shards to re-read images from (as given to scan; repeatable). Default: the recorded local paths only.")]
 SchemeOpt = Annotated[list[str], typer.Option("--allow-scheme", help="Also re-read recorded sources with this URL scheme (s3, gs, https...; repeatable). pipe: never.")]
 MemberBytesOpt = Annotated[int, typer.Option("--max-member-bytes", min=1, help="Skip larger tar members when re-reading shards.")]
@@ -50,6 +57,14 @@ def handle_errors(command):
             raise typer.Exit(130)
 
     return wrapper
+
+
+def train_settings(epochs, batch_size, lr, val_fraction, dim, tokens, seed):
+    from vlmaudit.head.training import TrainSettings
+
+    if dim % 8:
+        fail("--dim must be a multiple of 8 (8 attention heads)", 2)
+    return TrainSettings(epochs, batch_size, lr, val_fraction, dim, tokens, seed=seed)
 
 
 def quiet_libraries() -> None:
@@ -201,12 +216,12 @@ def train_head(
     vision_model: Annotated[str, typer.Option(help="Frozen vision tower: CLIP/SigLIP hub id or dir, or a LLaVA-style VLM.")],
     out: Annotated[Path, typer.Option("--out", help="Head directory: head.safetensors, head_config.json, metrics.json.")],
     safe_images: Annotated[Optional[Path], typer.Option(help="A directory of safe images (the safe class).")] = None,
-    epochs: Annotated[int, typer.Option(min=1)] = 20,
-    batch_size: Annotated[int, typer.Option(min=1)] = 64,
-    lr: Annotated[float, typer.Option(min=0.0)] = 1e-3,
-    val_fraction: Annotated[float, typer.Option(min=0.0, max=0.9, help="Held-out share of each class.")] = 0.2,
-    tokens: Annotated[int, typer.Option(min=1, help="Learnable safety tokens.")] = 16,
-    dim: Annotated[int, typer.Option(min=8, help="Head width (a multiple of 8).")] = 256,
+    epochs: EpochsOpt = 20,
+    batch_size: TrainBatchOpt = 64,
+    lr: LrOpt = 1e-3,
+    val_fraction: ValFractionOpt = 0.2,
+    tokens: TokensOpt = 16,
+    dim: DimOpt = 256,
     seed: int = 0,
     device: str = "auto",
     cache_dir: Annotated[Optional[Path], typer.Option(help="Feature cache (default OUT/feature-cache).")] = None,
@@ -217,14 +232,12 @@ def train_head(
 ):
     """Train the safety head (SafeVLM safety projector + tokens + head) on a frozen vision tower."""
     from vlmaudit.commands.train_head import TrainHeadRequest, run_train_head
-    from vlmaudit.head.training import TrainSettings
 
     quiet_libraries()
-    if dim % 8:
-        fail("--dim must be a multiple of 8 (8 attention heads)", 2)
+    settings = train_settings(epochs, batch_size, lr, val_fraction, dim, tokens, seed)
     request = TrainHeadRequest(data, vision_model, out, safe_images, rules, device, cache_dir, allow_unsafe_weights,
                                trust_remote_code, quiet)
-    run_train_head(request, TrainSettings(epochs, batch_size, lr, val_fraction, dim, tokens, seed=seed))
+    run_train_head(request, settings)
 
 
 @app.command()
@@ -329,12 +342,12 @@ def distill(
     vision_model: Annotated[Optional[str], typer.Option(help="Frozen vision tower (default: the cascade's CLIP screen).")] = None,
     cutoff: Annotated[float, typer.Option(min=0.0, max=1.0, help="Judge P(unsafe) at or above this = unsafe.")] = 0.5,
     max_samples: Annotated[Optional[int], typer.Option(min=1, help="Use at most this many judged samples.")] = None,
-    epochs: Annotated[int, typer.Option(min=1)] = 20,
-    batch_size: Annotated[int, typer.Option(min=1)] = 64,
-    lr: Annotated[float, typer.Option(min=0.0)] = 1e-3,
-    val_fraction: Annotated[float, typer.Option(min=0.0, max=0.9, help="Held-out share of each class.")] = 0.2,
-    tokens: Annotated[int, typer.Option(min=1, help="Learnable safety tokens.")] = 16,
-    dim: Annotated[int, typer.Option(min=8, help="Head width (a multiple of 8).")] = 256,
+    epochs: EpochsOpt = 20,
+    batch_size: TrainBatchOpt = 64,
+    lr: LrOpt = 1e-3,
+    val_fraction: ValFractionOpt = 0.2,
+    tokens: TokensOpt = 16,
+    dim: DimOpt = 256,
     seed: int = 0,
     device: str = "auto",
     rules: RulesOpt = None,
@@ -344,14 +357,12 @@ def distill(
 ):
     """Train the safety head on the VLM judge's stored verdicts over your own data (no labels)."""
     from vlmaudit.commands.distill import DistillRequest, run_distill
-    from vlmaudit.head.training import TrainSettings
 
     quiet_libraries()
-    if dim % 8:
-        fail("--dim must be a multiple of 8 (8 attention heads)", 2)
+    settings = train_settings(epochs, batch_size, lr, val_fraction, dim, tokens, seed)
     request = DistillRequest(report_dir, shards, out, vision_model, cutoff, max_samples, rules, device,
                              allow_unsafe_weights, trust_remote_code, quiet)
-    run_distill(request, TrainSettings(epochs, batch_size, lr, val_fraction, dim, tokens, seed=seed))
+    run_distill(request, settings)
 
 
 def main() -> None:
