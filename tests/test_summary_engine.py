@@ -301,6 +301,15 @@ def test_reports_on_object_storage_give_the_same_summary_and_filter(reports, s3,
         assert result.exit_code == 0, result.output
     for action in ACTIONS:
         assert pq.read_table(tmp_path / "remote" / f"{action}.parquet") == pq.read_table(tmp_path / "local" / f"{action}.parquet")
+    result = run_cli("filter", f"s3://{bucket}/reports", "--policy", "strict", "--out", f"s3://{bucket}/filtered")
+    assert result.exit_code == 0, result.output  # lists written straight to the bucket, summary last
+    assert sorted(p.rsplit("/", 1)[-1] for p in fs.ls(f"{bucket}/filtered")) == [
+        "drop.parquet", "keep.parquet", "review.parquet", "summary.json"]
+    for action in ACTIONS:
+        with fs.open(f"{bucket}/filtered/{action}.parquet", "rb") as handle:
+            assert pq.read_table(handle) == pq.read_table(tmp_path / "local" / f"{action}.parquet")
+    result = run_cli("filter", reports, "--out", f"s3://{bucket}/f2", "--write-shards", tmp_path / "shards")
+    assert result.exit_code == 2 and "needs a local --out" in result.output
     fs.rm_file(f"{bucket}/reports/00001.parquet")  # a shard with stats but no report: refused, named
     result = run_cli("filter", f"s3://{bucket}/reports", "--out", tmp_path / "again")
     assert result.exit_code == 2 and "00001 (not scanned)" in result.output

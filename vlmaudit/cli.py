@@ -191,7 +191,7 @@ def report(
 def filter_(
     report_dir: Annotated[str, typer.Argument(help="A directory written by `vlmaudit scan` (or an s3://... URL).")],
     policy: Annotated[str, typer.Option(help="Policy name (default, strict, permissive) or a YAML file.")] = "default",
-    out: Annotated[Path, typer.Option("--out", help="Where keep/drop/review.parquet and summary.json go.")] = Path("filtered"),
+    out: Annotated[str, typer.Option("--out", help="Where keep/drop/review.parquet and summary.json go (a directory or an s3://... URL).")] = "filtered",
     on_failed: Annotated[str, typer.Option(help="Action for samples that were not scored ok: keep, drop, review.")] = "review",
     allow_partial: Annotated[bool, typer.Option(help="Filter even if some shards have no finished report.")] = False,
     write_shards: Annotated[Optional[Path], typer.Option(help="Also write shards of the kept samples here (tars; Parquet/Arrow for such input).")] = None,
@@ -205,7 +205,7 @@ def filter_(
     from vlmaudit.commands.filter import run_filter_command
     from vlmaudit.filter.reshard import ReReadOptions
 
-    run_filter_command(report_location(report_dir), policy, out, on_failed, allow_partial, write_shards, rules,
+    run_filter_command(report_location(report_dir), policy, report_location(out), on_failed, allow_partial, write_shards, rules,
                        ReReadOptions(shards, allow_scheme, max_member_bytes), allow_mixed)
 
 

@@ -14,6 +14,9 @@ def run_filter_command(report_dir: Path, policy_name: str, out: Path, on_failed:
     from vlmaudit.report.reading import naming_damage, report_files, validate_reports
     from vlmaudit.rulebook.load import find_rule_file
 
+    if write_shards and "://" in str(out):
+        raise UserError("--write-shards needs a local --out (it reads the keep list from there); "
+                        "write the lists locally, or drop --write-shards")
     if on_failed not in ACTIONS:
         raise UserError(f"--on-failed {on_failed}: expected one of {', '.join(ACTIONS)}")
     files = report_files(report_dir)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -117,10 +119,36 @@ def run_filter(report_dir: Path, policy: Policy, out_dir: Path, on_failed: str, 
         raise UserError(f"{report_dir}: {len(missing)} shard(s) have no finished report: {shown}; "
                         "finish the scan or pass --allow-partial")
     files = report_files(report_dir)
-    counts, rule_counts = write_decisions(files, policy, ACTIONS.index(on_failed), Path(out_dir))
-    summary = {"policy": policy.name, "policy_fingerprint": policy.fingerprint, "on_failed": on_failed,
+    with _local_out(out_dir) as local:
+        counts, rule_counts = write_decisions(files, policy, ACTIONS.index(on_failed), local)
+        summary = _summary(policy, on_failed, report_dir, counts, rule_counts, missing)
+        write_json_atomic(local / "summary.json", summary)
+    return summary
+
+
+def _summary(policy: Policy, on_failed: str, report_dir, counts: dict, rule_counts: dict, missing: list) -> dict:
+    return {"policy": policy.name, "policy_fingerprint": policy.fingerprint, "on_failed": on_failed,
                "report_dir": str(report_dir), "samples": sum(counts.values()), "counts": counts,
                "rules_fired": dict(sorted(rule_counts.items(), key=lambda kv: (-kv[1], kv[0]))),
                "incomplete_shards": missing}
-    write_json_atomic(Path(out_dir) / "summary.json", summary)
-    return summary
+
+
+@contextmanager
+def _local_out(out_dir):
+    """The output directory itself, or for an fsspec URL (s3://...) a private local directory
+    uploaded when the lists are complete: keep/review/drop.parquet first, summary.json last."""
+    from vlmaudit.report.reading import is_url
+
+    if not is_url(out_dir):
+        yield Path(out_dir)
+        return
+    import tempfile
+
+    from vlmaudit.storage.location import Location
+
+    with tempfile.TemporaryDirectory(prefix="vlmaudit-filter-") as tmp:
+        yield Path(tmp)
+        target = Location(str(out_dir))
+        for name in [f"{a}.parquet" for a in ACTIONS] + ["summary.json"]:
+            with open(Path(tmp) / name, "rb") as source, target.open(name, "wb") as sink:
+                shutil.copyfileobj(source, sink, 1 << 20)
