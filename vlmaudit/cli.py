@@ -16,6 +16,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Audit image-text webdataset shards for the 75 UnsafeConcepts.")
 
 RulesOpt = Annotated[Optional[Path], typer.Option("--rules", help="Rules directory (default: the shipped rules/).")]
+UnsafeWeightsOpt = Annotated[bool, typer.Option(help="Allow pickle-based (non-safetensors) weights.")]
+RemoteCodeOpt = Annotated[bool, typer.Option(help="Run model code from the checkpoint's repository.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
 # safety-head training options, shared by train-head and distill
 EpochsOpt = Annotated[int, typer.Option(min=1)]
 TrainBatchOpt = Annotated[int, typer.Option(min=1)]
@@ -106,9 +109,9 @@ def scan(
     retries: Annotated[int, typer.Option(min=0, help="Retries for a shard that cannot be opened.")] = 2,
     max_pixels: Annotated[int, typer.Option(min=1, help="Reject larger images from their header.")] = 50_000_000,
     max_member_bytes: Annotated[int, typer.Option(min=1, help="Skip larger tar members.")] = 64 << 20,
-    allow_unsafe_weights: Annotated[bool, typer.Option(help="Allow pickle-based (non-safetensors) weights.")] = False,
-    trust_remote_code: Annotated[bool, typer.Option(help="Run model code from the checkpoint's repository.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    allow_unsafe_weights: UnsafeWeightsOpt = False,
+    trust_remote_code: RemoteCodeOpt = False,
+    quiet: QuietOpt = False,
     prompts: Annotated[str, typer.Option(help="VLM judge questions: a name in rules/prompts/ or a .yaml file.")] = "unsafeconcepts",
     rationale: Annotated[bool, typer.Option(help="VLM judge: also generate a short explanation for flagged samples.")] = False,
     head: Annotated[Optional[Path], typer.Option(help="Safety head directory (from `vlmaudit train-head`) for --backend head or cascade.")] = None,
@@ -226,9 +229,9 @@ def train_head(
     device: str = "auto",
     cache_dir: Annotated[Optional[Path], typer.Option(help="Feature cache (default OUT/feature-cache).")] = None,
     rules: RulesOpt = None,
-    allow_unsafe_weights: Annotated[bool, typer.Option(help="Allow pickle-based (non-safetensors) weights.")] = False,
-    trust_remote_code: Annotated[bool, typer.Option(help="Run model code from the checkpoint's repository.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    allow_unsafe_weights: UnsafeWeightsOpt = False,
+    trust_remote_code: RemoteCodeOpt = False,
+    quiet: QuietOpt = False,
 ):
     """Train the safety head (SafeVLM safety projector + tokens + head) on a frozen vision tower."""
     from vlmaudit.commands.train_head import TrainHeadRequest, run_train_head
@@ -319,9 +322,9 @@ def eval_(
     limit: Annotated[Optional[int], typer.Option(min=1, help="Only the first N items.")] = None,
     device: str = "auto",
     precision: str = "auto",
-    allow_unsafe_weights: Annotated[bool, typer.Option(help="Allow pickle-based (non-safetensors) weights.")] = False,
-    trust_remote_code: Annotated[bool, typer.Option(help="Run model code from the checkpoint's repository.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    allow_unsafe_weights: UnsafeWeightsOpt = False,
+    trust_remote_code: RemoteCodeOpt = False,
+    quiet: QuietOpt = False,
     text_concepts: Annotated[str, typer.Option(help="Judges' text alignment: all (75 concepts x 5 prompts, as the paper) or present (concepts with images here).")] = "all",
 ):
     """UnsafeConcepts metrics: perception / alignment / modality gap (judges), top-k / AUROC (scorers)."""
@@ -351,9 +354,9 @@ def distill(
     seed: int = 0,
     device: str = "auto",
     rules: RulesOpt = None,
-    allow_unsafe_weights: Annotated[bool, typer.Option(help="Allow pickle-based (non-safetensors) weights.")] = False,
-    trust_remote_code: Annotated[bool, typer.Option(help="Run model code from the checkpoint's repository.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    allow_unsafe_weights: UnsafeWeightsOpt = False,
+    trust_remote_code: RemoteCodeOpt = False,
+    quiet: QuietOpt = False,
 ):
     """Train the safety head on the VLM judge's stored verdicts over your own data (no labels)."""
     from vlmaudit.commands.distill import DistillRequest, run_distill
