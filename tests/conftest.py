@@ -52,6 +52,15 @@ def run_cli(*args: str):
     return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
 
 
+def scanned_demo(root: Path, model, shards: int, per_shard: int) -> tuple[list[Path], Path]:
+    """(demo shards, their reports): ROOT/shards scanned into ROOT/reports with MODEL."""
+    from vlmaudit.demo.build import build_demo_shards
+
+    paths = build_demo_shards(root / "shards", shards=shards, per_shard=per_shard)
+    assert run_cli(*scan_args(paths, root / "reports", model)).exit_code == 0
+    return paths, root / "reports"
+
+
 def scan_args(shards, out, model, *extra) -> list[str]:
     """fp32 pinned: tests compare scores exactly, and auto picks bf16 on CPUs with native bf16."""
     base = ["scan", *map(str, shards), "--out", str(out), "--model", str(model), "--workers", "0", "-q"]

@@ -4,18 +4,13 @@ import sys
 
 import pytest
 
-from conftest import run_cli, scan_args
+from conftest import run_cli, scan_args, scanned_demo
 from test_report import hand_summary
 
 
 @pytest.fixture(scope="module")
 def scanned(tmp_path_factory, tiny_clip):
-    from vlmaudit.demo.build import build_demo_shards
-
-    root = tmp_path_factory.mktemp("dash")
-    shards = build_demo_shards(root / "shards", shards=3, per_shard=8)
-    assert run_cli(*scan_args(shards, root / "reports", tiny_clip)).exit_code == 0
-    return root / "reports"
+    return scanned_demo(tmp_path_factory.mktemp("dash"), tiny_clip, shards=3, per_shard=8)[1]
 
 
 def summary_json(*args):

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import run_cli, scan_args, write_shard
+from conftest import run_cli, scan_args, scanned_demo, write_shard
 from vlmaudit.demo.build import synthetic_image
 from vlmaudit.schema import META_KEY
 
@@ -21,12 +21,7 @@ SHARD = "00000"
 @pytest.fixture(scope="module")
 def base(tmp_path_factory, tiny_clip):
     """A good report of two shards (the second one is used by the mixed-directory cases)."""
-    from vlmaudit.demo.build import build_demo_shards
-
-    root = tmp_path_factory.mktemp("hostile-reports")
-    shards = build_demo_shards(root / "shards", shards=2, per_shard=4)
-    assert run_cli(*scan_args(shards, root / "reports", tiny_clip)).exit_code == 0
-    return root / "reports"
+    return scanned_demo(tmp_path_factory.mktemp("hostile-reports"), tiny_clip, shards=2, per_shard=4)[1]
 
 
 def one_shard(base, tmp_path):

@@ -2,16 +2,13 @@
 
 import pytest
 
-from conftest import run_cli, scan_args
+from conftest import run_cli, scanned_demo
 
 
 @pytest.fixture(scope="module")
 def filtered(tmp_path_factory, tiny_clip):
-    from vlmaudit.demo.build import build_demo_shards
-
     root = tmp_path_factory.mktemp("recipes")
-    shards = build_demo_shards(root / "shards", shards=2, per_shard=10)
-    assert run_cli(*scan_args(shards, root / "reports", tiny_clip)).exit_code == 0
+    shards, _ = scanned_demo(root, tiny_clip, shards=2, per_shard=10)
     assert run_cli("filter", root / "reports", "--policy", "permissive", "--out", root / "filtered").exit_code == 0
     return root, shards
 

@@ -4,7 +4,6 @@ One DuckDB pass over the reports decides every row (rules from rulebook.policy v
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from contextlib import contextmanager
@@ -14,24 +13,13 @@ import numpy as np
 
 from vlmaudit.errors import UserError
 from vlmaudit.rulebook.policy import ACTIONS, MODALITIES, Policy
-from vlmaudit.report.reading import read_stats, report_files
+from vlmaudit.report.reading import read_run_file, read_stats, report_files
 from vlmaudit.scan.writer import write_json_atomic
-
-
-def _planned(report_dir) -> list[str]:
-    """run.json's planned shards (local dir or URL); none when absent or unreadable."""
-    from vlmaudit.report.reading import open_input
-
-    try:
-        with open_input(f"{str(report_dir).rstrip('/')}/run.json") as handle:
-            return list(json.loads(handle.read()).get("planned_shards", []))
-    except (OSError, ValueError, AttributeError):
-        return []
 
 
 def incomplete_shards(report_dir) -> list[str]:
     """Shards planned in run.json (or with stats) that have no finished report, and partial files."""
-    from vlmaudit.report.reading import is_url
+    from vlmaudit.storage.location import is_url
     from vlmaudit.report.engine import stem
 
     stats = read_stats(report_dir)
@@ -40,7 +28,8 @@ def incomplete_shards(report_dir) -> list[str]:
     except UserError:
         present = set()
     problems = []
-    for name in dict.fromkeys(_planned(report_dir) + sorted(stats)):
+    planned = read_run_file(report_dir).get("planned_shards", [])
+    for name in dict.fromkeys(planned + sorted(stats)):
         status = stats.get(name, {}).get("status")
         if status is None or name not in present:
             problems.append(f"{name} ({'failed' if status == 'failed' else 'not scanned'})")
@@ -137,7 +126,7 @@ def _summary(policy: Policy, on_failed: str, report_dir, counts: dict, rule_coun
 def _local_out(out_dir):
     """The output directory itself, or for an fsspec URL (s3://...) a private local directory
     uploaded when the lists are complete: keep/review/drop.parquet first, summary.json last."""
-    from vlmaudit.report.reading import is_url
+    from vlmaudit.storage.location import is_url
 
     if not is_url(out_dir):
         yield Path(out_dir)

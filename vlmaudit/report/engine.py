@@ -11,7 +11,7 @@ import os
 import tempfile
 from contextlib import contextmanager
 
-from vlmaudit.report.reading import is_url
+from vlmaudit.storage.location import is_url
 
 MEMORY_LIMIT = "640MB"  # DuckDB's own buffers; with Python and Arrow the process stays under 1 GB
 MAX_THREADS = 16

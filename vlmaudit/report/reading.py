@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from vlmaudit.errors import UserError
+from vlmaudit.storage.location import filesystem, is_url
 
 MAX_JSON_BYTES = 4 << 20  # stats, run and footer metadata: a few KiB in practice
 MAX_FILES = 1_000_000
@@ -31,15 +32,9 @@ SCORE_LEAVES = ("image_scores.list.element", "caption_scores.list.element",
                 "image_flagged_scores.list.element", "caption_flagged_scores.list.element")
 
 
-def is_url(path) -> bool:
-    return "://" in str(path)
-
-
 def open_input(path):
     """A binary file object for a local path or an fsspec URL (s3://...)."""
     if is_url(path):
-        from vlmaudit.storage.location import filesystem
-
         fs, inner = filesystem(str(path))
         return fs.open(inner, "rb")
     return open(path, "rb")
@@ -273,8 +268,6 @@ def _stats(row_group, index):
 
 def read_stats(report_dir: Path) -> dict[str, dict]:
     """{shard name: stats} of every *.stats.json; a damaged one is refused, naming it."""
-    from vlmaudit.storage.location import is_url
-
     if is_url(str(report_dir)):
         return _remote_stats(str(report_dir))
     out = {}
@@ -327,7 +320,7 @@ def check_stats(path: Path, stats) -> dict:
 
 def read_run_file(report_dir: Path) -> dict:
     """run.json (absent: {}); a damaged one is refused, naming it."""
-    from vlmaudit.storage.location import Location, is_url
+    from vlmaudit.storage.location import Location
 
     if is_url(str(report_dir)):
         where = Location(str(report_dir))
