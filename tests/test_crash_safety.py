@@ -120,3 +120,59 @@ def test_unwritable_out_fails_clearly(tmp_path, tiny_clip, many_shards):
     blocker.write_text("x")
     result = run_cli(*scan_args(many_shards, blocker / "out", tiny_clip))
     assert result.exit_code == 2 and "cannot write there" in result.output
+
+
+def test_opening_a_pipe_shard_runs_no_python_between_fork_and_exec():
+    """A Ctrl-C that lands in the interpreter's fork handlers (which run only when Python code
+    runs between fork and exec, e.g. a preexec_fn) leaves the logging lock held: the interrupted
+    scan then hangs forever instead of exiting 130 (seen in CI)."""
+    from vlmaudit.scan.tario import open_stream
+
+    forks = []
+    os.register_at_fork(after_in_parent=lambda: forks.append(os.getpid()))
+    stream = open_stream("pipe:echo hello")
+    try:
+        assert stream.read() == b"hello\n"
+    finally:
+        stream.close()
+    assert forks == []
+
+
+def test_pipe_command_dies_with_a_killed_scan(tmp_path):
+    """kill -9 of the scan takes its pipe: command with it (PR_SET_PDEATHSIG, set by the command's
+    own launcher instead of a preexec_fn)."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("PR_SET_PDEATHSIG is Linux only")
+    pid_file = tmp_path / "pid"
+    code = ("import sys, time; from vlmaudit.scan.tario import open_stream; "
+            f"s = open_stream('pipe:echo $$ > {pid_file}; exec sleep 600'); time.sleep(600)")
+    parent = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        assert wait_for(lambda: pid_file.exists() and pid_file.read_text().strip(), timeout=60)
+        child = int(pid_file.read_text())
+        assert alive(child)
+    finally:
+        parent.kill()
+        parent.wait()
+    assert wait_for(lambda: not alive(child), timeout=30), "the pipe: command outlived the killed scan"
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[-1][:1] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_ctrl_c_while_children_start_is_delivered_after_they_have():
+    from vlmaudit.scan.lifetime import interrupts_deferred
+
+    reached_the_end = False
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # the handler runs at the next bytecode boundary
+            reached_the_end = True
+    assert reached_the_end
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -6,7 +6,6 @@ import pickle
 import random
 
 import pyarrow.parquet as pq
-import pytest
 from PIL import Image
 
 from conftest import run_cli, scan_args, write_shard, write_tar

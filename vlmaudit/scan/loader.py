@@ -12,7 +12,7 @@ import os
 
 import torch
 
-from vlmaudit.scan.lifetime import die_with_parent, watch_parent
+from vlmaudit.scan.lifetime import die_with_parent, interrupts_deferred, watch_parent
 from vlmaudit.scan.worker import ScanSettings, prepare_shard
 
 
@@ -49,4 +49,5 @@ def iter_prepared(jobs, preprocessor, settings: ScanSettings, pin_memory: bool =
         collate_fn=_identity, prefetch_factor=4 if workers else None, pin_memory=pin_memory,
         worker_init_fn=functools.partial(_worker_init, os.getpid()) if workers else None,
     )
-    return iter(loader)
+    with interrupts_deferred():  # iter() forks the workers
+        return iter(loader)

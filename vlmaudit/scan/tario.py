@@ -9,12 +9,11 @@ reported as truncated instead of looking complete, and members are only read whe
 from __future__ import annotations
 
 import subprocess
-import sys
 import tarfile
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable, Iterator, NamedTuple
 
-from vlmaudit.scan.lifetime import die_with_parent
+from vlmaudit.scan.lifetime import shell_argv
 
 DATA_ERRORS = (tarfile.TarError, EOFError, OSError, ValueError)
 MAX_HEADER_BYTES = 64 << 10  # pax / GNU long-name headers: a long name is a few KiB at most
@@ -93,8 +92,7 @@ class _RecordingTarInfo(tarfile.TarInfo):
 def open_stream(url: str) -> BinaryIO:
     """Open a shard for reading: local path, fsspec URL (http, s3, gs, ...) or pipe:CMD."""
     if url.startswith("pipe:"):
-        proc = subprocess.Popen(url[5:], shell=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                preexec_fn=die_with_parent if sys.platform.startswith("linux") else None)
+        proc = subprocess.Popen(shell_argv(url[5:]), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         return _PipeStream(proc, url)
     if "://" in url:
         import fsspec
