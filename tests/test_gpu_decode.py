@@ -259,3 +259,70 @@ def test_resample_codes_map_to_tensor_modes():
     assert _resample(Image.Resampling.NEAREST) == "nearest"  # 0 is a real code, not "unset"
     assert _resample(Image.Resampling.BILINEAR) == "bilinear" and _resample(3) == "bicubic"
     assert _resample(None) == "bicubic" and _resample("bilinear") == "bilinear"
+
+
+# ---- decode ahead: the next batch decodes while the model scores this one ----------------------
+class _Decoder:
+    """A stand-in device decoder that signals when it starts each batch."""
+
+    device = "cpu"
+
+    def __init__(self):
+        import threading
+
+        self.started = [threading.Event() for _ in range(8)]
+
+    def complete(self, batch):
+        self.started[batch.n].set()
+        batch.inputs["decoded"] = True
+
+
+def _batches(count, fail_after=None):
+    from types import SimpleNamespace
+
+    for n in range(count):
+        if n == fail_after:
+            raise RuntimeError("loader broke")
+        yield SimpleNamespace(n=n, prep_seconds=0.0, inputs={})
+
+
+def test_the_next_batch_decodes_while_the_model_scores_this_one():
+    from vlmaudit.scan.decode_ahead import DecodedAhead
+
+    decoder, seen, overlapped = _Decoder(), [], []
+    with DecodedAhead(_batches(5), decoder) as ready:
+        for batch in ready:
+            assert batch.inputs == {"decoded": True}  # complete() ran before the model sees it
+            if batch.n + 1 < 5:  # "the model" waits for the decode of the next batch to start
+                overlapped.append(decoder.started[batch.n + 1].wait(timeout=30))
+            seen.append(batch.n)
+    assert seen == [0, 1, 2, 3, 4] and all(overlapped)
+
+
+def test_a_loader_error_reaches_the_scan_after_the_batches_before_it():
+    from vlmaudit.scan.decode_ahead import DecodedAhead
+
+    seen = []
+    with pytest.raises(RuntimeError, match="loader broke"):
+        with DecodedAhead(_batches(5, fail_after=2), _Decoder()) as ready:
+            seen.extend(batch.n for batch in ready)
+    assert seen == [0, 1]
+
+
+def test_the_decode_thread_stops_when_the_scan_does():
+    from vlmaudit.scan.decode_ahead import DecodedAhead
+
+    def endless():
+        from types import SimpleNamespace
+
+        n = 0
+        while True:
+            yield SimpleNamespace(n=n % 8, prep_seconds=0.0, inputs={})
+            n += 1
+
+    ahead = DecodedAhead(endless(), _Decoder(), depth=1)
+    with pytest.raises(KeyError):
+        with ahead as ready:
+            next(iter(ready))
+            raise KeyError("the model failed")
+    assert not ahead.thread.is_alive()

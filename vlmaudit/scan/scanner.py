@@ -5,14 +5,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
+
 from vlmaudit.scan.escalation import has_second_stage, refine_shard
 from vlmaudit.scan.loader import iter_prepared
 from vlmaudit.scan.rows import RowBuilder
 from vlmaudit.scan.worker import PreparedBatch, ScanSettings, ShardJob
-from vlmaudit.storage.location import redact
 from vlmaudit.scan.writer import ShardWriter, as_location, parquet_name, stats_name
+from vlmaudit.storage.location import redact
 
 
 class NullProgress:
@@ -64,12 +66,23 @@ class Scanner:
 
     def run(self, jobs: list[ShardJob]) -> ScanResult:
         result = ScanResult()
+        batches = iter_prepared(jobs, self.backend.preprocessor, self.settings, pin_memory=self.on_cuda)
         try:
-            for batch in iter_prepared(jobs, self.backend.preprocessor, self.settings, pin_memory=self.on_cuda):
-                self._handle(batch, result)
+            with self._decoded(batches) as ready:
+                for batch in ready:
+                    self._handle(batch, result)
         finally:
             self.abort_open()
         return result
+
+    def _decoded(self, batches):
+        """BATCHES as they come, or with their deferred JPEGs decoded on the device a batch or two
+        ahead of the model (decode overlaps the forward pass)."""
+        if self.decoder is None:
+            return contextlib.nullcontext(batches)
+        from vlmaudit.scan.decode_ahead import DecodedAhead
+
+        return DecodedAhead(batches, self.decoder)
 
     def _handle(self, batch: PreparedBatch, result: ScanResult) -> None:
         name = batch.job.name
@@ -80,8 +93,6 @@ class Scanner:
         timing = self.timing[name]
         timing["prep"] += batch.prep_seconds
         started = time.perf_counter()
-        if self.decoder is not None:
-            self.decoder.complete(batch)
         image_scores, caption_scores, extras = score_batch(self.backend, batch)
         timing["model"] += time.perf_counter() - started
         stage = getattr(self.backend, "stage", self.backend.name)
