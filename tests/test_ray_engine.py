@@ -14,7 +14,14 @@ from test_crash_safety import rows, same_rows
 def ray_session():
     import ray
 
-    ray.init(num_cpus=2, object_store_memory=200 * 1024**2, include_dashboard=False, log_to_driver=False)
+    from unittest import mock
+
+    from s3_server import CREDENTIALS
+
+    # the nodes carry their own (dummy) S3 credentials, as a cluster's machines would; the S3
+    # endpoint is not set here: actors get it from the driver (test_ray_actors_write_reports_to_s3)
+    with mock.patch.dict(os.environ, CREDENTIALS):
+        ray.init(num_cpus=2, object_store_memory=200 * 1024**2, include_dashboard=False, log_to_driver=False)
     try:
         yield ray
     finally:
@@ -180,3 +187,34 @@ def test_ctrl_c_on_the_ray_driver_leaves_an_out_that_resumes(tmp_path, tiny_clip
     assert resumed.exit_code == 0 and "shards already done" in resumed.output
     assert same_rows(rows(out), rows(reference))
     assert_each_shard_once(out, shards)
+
+
+def test_ray_actors_write_reports_to_s3(ray_session, s3, tiny_clip, shards, reference):
+    """The cluster started without the S3 endpoint: the driver forwards it to the actors (never the
+    credentials), and they write the same reports to the bucket as the local engine to disk."""
+    import pyarrow.parquet as pq
+
+    from test_crash_safety import STABLE
+    from test_object_storage import s3fs_client
+
+    endpoint, bucket = s3
+    url = f"s3://{bucket}/ray"
+    result = run_cli(*scan_args(shards, url, tiny_clip, "--engine", "ray", "--workers", "2", "--batch-size", "4"))
+    assert result.exit_code == 0, result.output
+    fs = s3fs_client(endpoint)
+    names = sorted(s.stem for s in shards)
+    objects = sorted(p.rsplit("/", 1)[1] for p in fs.find(f"{bucket}/ray"))
+    assert objects == sorted([f"{n}.parquet" for n in names] + [f"{n}.stats.json" for n in names] + ["run.json"])
+    remote = [row for n in names for row in pq.read_table(fs.open(f"{bucket}/ray/{n}.parquet"), columns=STABLE).to_pylist()]
+    assert same_rows(remote, rows(reference))
+
+
+def test_only_storage_settings_reach_the_actors_environment(monkeypatch):
+    from s3_server import CREDENTIALS
+    from vlmaudit.engine.ray_engine import forwarded_env
+
+    for name, value in {**CREDENTIALS, "AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_SESSION_TOKEN": "t",
+                        "HF_TOKEN": "hf_x", "HF_HUB_OFFLINE": "1"}.items():
+        monkeypatch.setenv(name, value)
+    assert forwarded_env() == {"AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_DEFAULT_REGION": "us-east-1",
+                               "HF_HUB_OFFLINE": "1"}

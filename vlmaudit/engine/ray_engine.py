@@ -15,6 +15,12 @@ from vlmaudit.errors import UserError, require
 from vlmaudit.scan.scanner import NullProgress, ScanResult
 
 MAX_RESTARTS = 3
+# Settings the actors need to reach the storage the driver names (an S3-compatible endpoint, the
+# region, offline hub mode), forwarded through the actors' runtime_env. Never credentials: a
+# runtime_env is readable in Ray's dashboard and state API, so actors use their nodes' own
+# (instance roles, ~/.aws, the environment the cluster was started with).
+FORWARDED_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION",
+                 "HF_HUB_OFFLINE", "HF_ENDPOINT")
 
 
 @dataclass
@@ -70,7 +76,7 @@ class RayPool:
         workers = options.workers or default_workers(self.ray, gpus)
         remote = self.ray.remote(ShardActor).options(
             num_cpus=options.cpus_per_worker, num_gpus=gpus, max_restarts=MAX_RESTARTS,
-            max_task_retries=MAX_RESTARTS, max_concurrency=1)
+            max_task_retries=MAX_RESTARTS, max_concurrency=1, runtime_env={"env_vars": forwarded_env()})
         self.actors = [remote.remote(spec) for _ in range(workers)]
         self.busy: dict = {}  # ObjectRef -> (actor index, job)
 
@@ -135,6 +141,10 @@ class RayPool:
         self.actors, self.busy = [], {}
         if self.started:
             self.ray.shutdown()
+
+
+def forwarded_env() -> dict[str, str]:
+    return {name: os.environ[name] for name in FORWARDED_ENV if os.environ.get(name)}
 
 
 def connect(ray, address: str | None) -> bool:
