@@ -176,3 +176,63 @@ def test_ctrl_c_while_children_start_is_delivered_after_they_have():
             reached_the_end = True
     assert reached_the_end
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_pipe_command_gets_the_environment_a_shell_would(monkeypatch):
+    """The launcher's interpreter coerces a C locale to C.UTF-8 through LC_CTYPE (PEP 538); the
+    command must not see that (it changes what sort, tr and grep do)."""
+    from vlmaudit.scan.tario import open_stream
+
+    for name in ("LC_ALL", "LC_CTYPE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LANG", "C")
+    command = "echo ${LC_CTYPE-unset} ${LANG-unset}"
+    stream = open_stream(f"pipe:{command}")
+    try:
+        got = stream.read()
+    finally:
+        stream.close()
+    assert got == subprocess.run(command, shell=True, capture_output=True).stdout == b"unset C\n"
+
+
+def run_python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+
+
+def test_ctrl_c_held_under_the_default_action_still_ends_the_process():
+    code = ("import os, signal, time; from vlmaudit.scan.lifetime import interrupts_deferred\n"
+            "signal.signal(signal.SIGINT, signal.SIG_DFL)\n"
+            "with interrupts_deferred():\n    os.kill(os.getpid(), signal.SIGINT); time.sleep(0.05)\n"
+            "print('survived')")
+    done = run_python(code)
+    assert done.returncode == -signal.SIGINT and "survived" not in done.stdout
+
+
+def test_loader_workers_stop_on_ctrl_c_again():
+    """Workers fork while the scan holds Ctrl-C; each puts the KeyboardInterrupt handler back
+    (a worker blocked on a read that ignored Ctrl-C would hold up the exit 5 s per worker)."""
+    code = ("import os, signal; from vlmaudit.scan.loader import _worker_init\n"
+            "signal.signal(signal.SIGINT, lambda *a: None)\n"
+            "_worker_init(os.getppid(), 0)\n"
+            "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)")
+    done = run_python(code)
+    assert done.returncode == 0 and done.stdout.strip() == "True", done.stderr
+
+
+def test_decoding_workers_fork_with_ctrl_c_held(tmp_path):
+    from vlmaudit.scan.loader import iter_prepared
+    from vlmaudit.scan.worker import ScanSettings, ShardJob
+
+    handlers = []
+    os.register_at_fork(after_in_parent=lambda: handlers.append(signal.getsignal(signal.SIGINT)))
+    jobs = [ShardJob(str(tmp_path / "missing.tar"), "missing")]
+    class NoInputs:
+        draft_size = None
+
+        def prepare(self, images, captions):
+            return {}
+
+    batches = list(iter_prepared(jobs, NoInputs(), ScanSettings(workers=1)))
+    assert batches[-1].end.status == "failed"  # the worker ran
+    assert handlers and signal.default_int_handler not in handlers
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

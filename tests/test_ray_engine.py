@@ -211,8 +211,10 @@ def test_ray_actors_write_reports_to_s3(ray_session, s3, tiny_clip, shards, refe
 
 def test_only_storage_settings_reach_the_actors_environment(monkeypatch):
     from s3_server import CREDENTIALS
-    from vlmaudit.engine.ray_engine import forwarded_env
+    from vlmaudit.engine.ray_engine import FORWARDED_ENV, forwarded_env
 
+    for name in FORWARDED_ENV:
+        monkeypatch.delenv(name, raising=False)
     for name, value in {**CREDENTIALS, "AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_SESSION_TOKEN": "t",
                         "HF_TOKEN": "hf_x", "HF_HUB_OFFLINE": "1"}.items():
         monkeypatch.setenv(name, value)

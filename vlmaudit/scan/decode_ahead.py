@@ -1,82 +1,71 @@
-"""Decode the next batches on the device while the model scores this one (--decode gpu).
+"""Decode the next batch on the device while the model scores this one (--decode gpu).
 
-A helper thread takes prepared batches from the DataLoader, completes their deferred JPEGs
-(nvJPEG decode + resize, on a CUDA stream of its own) and hands them over through a small queue.
-Before the model reads a batch, the main thread's stream waits for that batch's decode event, and
-the pixel tensors are marked as used by the main stream (so the caching allocator does not hand
-their memory back to the decode stream too early). Order is kept, an error raised by the loader is
-raised again in the main thread, and the helper stops when the scan stops.
+The scan's thread takes prepared batches from the DataLoader as before and hands each one to a
+single decode thread, which completes its deferred JPEGs (nvJPEG decode + resize) on a CUDA
+stream of its own; a batch reaches the model once its decode is done, while the decode of the next
+batch runs. Before the model reads a batch, the model's stream waits for that batch's decode event
+and the pixel tensors are marked as used by the model's stream (so the caching allocator does not
+give their memory back to the decode stream too early).
+
+Only decoding runs in the decode thread (bounded work, never a blocking read), so stopping always
+waits for it: a thread killed inside a CUDA call at interpreter exit would abort the process. One
+batch is decoded ahead at most: the decode's memory peak already overlaps the model's.
 """
 
 from __future__ import annotations
 
 import contextlib
-import queue
-import threading
 import time
+from collections import deque
 
-DEPTH = 2  # batches decoded ahead: one being scored, one or two ready
-POLL_SECONDS = 0.1
-_END = object()
-
-
-class _Failure:
-    def __init__(self, exc: BaseException):
-        self.exc = exc
+DEPTH = 1  # batches decoded ahead of the one being scored
 
 
 class DecodedAhead:
-    """Iterate over BATCHES with DECODER.complete already applied, one to DEPTH batches ahead."""
+    """`with DecodedAhead(batches, decoder) as ready: for batch in ready: ...` yields BATCHES in
+    order, each with DECODER.complete already applied."""
 
     def __init__(self, batches, decoder, depth: int = DEPTH):
-        self.batches, self.decoder = batches, decoder
-        self.ready: queue.Queue = queue.Queue(maxsize=depth)
-        self.stopping = threading.Event()
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.batches, self.decoder, self.depth = batches, decoder, depth
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vlmaudit-decode")
+        self.pending: deque = deque()
         self.stream = _side_stream(decoder.device)
-        self.thread = threading.Thread(target=self._decode_all, name="vlmaudit-decode-ahead", daemon=True)
 
     def __enter__(self):
-        self.thread.start()
         return self
 
     def __exit__(self, *exc_info):
-        self.stopping.set()
-        self.thread.join(timeout=5 * POLL_SECONDS)  # a loader blocked on a read keeps it: it is a daemon
+        for future in self.pending:
+            future.cancel()
+        self.pool.shutdown(wait=True)  # at most the one decode in progress
 
     def __iter__(self):
-        while True:
-            item = self.ready.get()
-            if item is _END:
-                return
-            if isinstance(item, _Failure):
-                raise item.exc
-            batch, event = item
-            _use_on_current_stream(batch, event, self.decoder.device)
-            yield batch
-
-    def _decode_all(self) -> None:
         try:
             for batch in self.batches:
-                started = time.perf_counter()
-                with _on_stream(self.stream):
-                    self.decoder.complete(batch)
-                    event = _record(self.stream)
-                batch.prep_seconds += time.perf_counter() - started
-                if not self._hand_over((batch, event)):
-                    return
-            self._hand_over(_END)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
-            self._hand_over(_Failure(exc))
+                self.pending.append(self.pool.submit(self._decode, batch))
+                if len(self.pending) > self.depth:
+                    yield self._ready(self.pending.popleft())
+        except Exception:  # the loader broke: the batches already read still become rows
+            while self.pending:
+                yield self._ready(self.pending.popleft())
+            raise
+        while self.pending:
+            yield self._ready(self.pending.popleft())
 
-    def _hand_over(self, item) -> bool:
-        """Put ITEM in the queue unless the scan stops first."""
-        while not self.stopping.is_set():
-            try:
-                self.ready.put(item, timeout=POLL_SECONDS)
-                return True
-            except queue.Full:
-                continue
-        return False
+    def _decode(self, batch):
+        started = time.perf_counter()
+        with _on_stream(self.stream):
+            self.decoder.complete(batch)
+            event = _record(self.stream)
+        batch.prep_seconds += time.perf_counter() - started
+        return batch, event
+
+    def _ready(self, future):
+        batch, event = future.result()
+        _use_on_current_stream(batch, event, self.decoder.device)
+        return batch
 
 
 def _side_stream(device):

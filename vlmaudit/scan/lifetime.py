@@ -6,6 +6,7 @@ leaves the logging lock held, and the interrupted scan then hangs instead of exi
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import sys
@@ -30,10 +31,11 @@ def die_with_parent() -> None:
 
 
 # Runs in the pipe: command's own interpreter (never Python code between fork and exec in ours):
-# ask for SIGKILL when the scan dies, give up if it already has, undo the interpreter's ignored
-# SIGPIPE/SIGXFSZ (ignored signals survive exec), then become `sh -c COMMAND`.
+# ask for SIGKILL when the scan dies, give up if it already has, undo what the interpreter's own
+# start changed (ignored SIGPIPE/SIGXFSZ survive exec; a C locale is coerced to C.UTF-8 through
+# LC_CTYPE), then become `sh -c COMMAND`.
 _EXEC_UNDER_PARENT = """
-import ctypes, os, signal, sys
+import ctypes, json, os, signal, sys
 try:
     ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)
 except Exception:
@@ -42,15 +44,21 @@ if os.getppid() != int(sys.argv[1]):
     os._exit(1)
 signal.signal(signal.SIGPIPE, signal.SIG_DFL)
 signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+lc_ctype = json.loads(sys.argv[3])
+if lc_ctype is None:
+    os.environ.pop("LC_CTYPE", None)
+else:
+    os.environ["LC_CTYPE"] = lc_ctype
 os.execv("/bin/sh", ["/bin/sh", "-c", sys.argv[2]])
 """
 
 
 def shell_argv(command: str) -> list[str]:
     """argv that runs `command` with /bin/sh and, on Linux, dies with this process (no preexec_fn)."""
-    if not sys.platform.startswith("linux"):
+    if not sys.platform.startswith("linux") or not sys.executable:
         return ["/bin/sh", "-c", command]
-    return [sys.executable, "-I", "-S", "-c", _EXEC_UNDER_PARENT, str(os.getpid()), command]
+    lc_ctype = json.dumps(os.environ.get("LC_CTYPE"))
+    return [sys.executable, "-I", "-S", "-c", _EXEC_UNDER_PARENT, str(os.getpid()), command, lc_ctype]
 
 
 @contextlib.contextmanager
@@ -61,12 +69,15 @@ def interrupts_deferred():
         return
     caught: list[int] = []
     previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    previous = signal.SIG_DFL if previous is None else previous  # None: a handler set outside Python
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
     if caught and callable(previous):
         previous(signal.SIGINT, None)
+    elif caught and previous == signal.SIG_DFL:
+        signal.raise_signal(signal.SIGINT)
 
 
 def watch_parent(parent_pid: int) -> None:

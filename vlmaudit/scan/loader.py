@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 
 import torch
 
@@ -36,6 +37,9 @@ def _identity(batch):
 
 
 def _worker_init(parent_pid: int, worker_id: int) -> None:
+    # forked under interrupts_deferred: Ctrl-C stops a worker again (torch's worker loop exits on
+    # KeyboardInterrupt; a worker that ignored it would hold up the scan's exit 5 s per worker)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     die_with_parent()
     watch_parent(parent_pid)
 
