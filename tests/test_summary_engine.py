@@ -226,6 +226,15 @@ def test_default_summary_matches_the_reference(reports):
     compare(same, expected)
 
 
+def test_default_summary_names_the_scan_thresholds_and_the_scan_span(reports):
+    overview = report_json(reports)["overview"]
+    values = [float(v) for v in (*RULES.thresholds.image, *RULES.thresholds.caption)]
+    assert overview["thresholds"] == pytest.approx({"source": "scan", "min": min(values), "max": max(values),
+                                                    "median": float(np.median(values))})
+    # shard s ran from 10 s to 10 s + 5 (build_reports): the first start to the last finish
+    assert (overview["scan_seconds"], overview["samples_per_s"]) == (25.0, round(360 / 25, 2))
+
+
 def test_rethreshold_category_shard_and_concept_match_the_reference(reports):
     rows = rows_of(reports)
     thr = np.where(np.array(CATS) == "hate", np.float32(0.95), np.float32(0.5)).astype(np.float32)
@@ -253,6 +262,19 @@ def test_policy_summary_matches_the_reference(reports, tmp_path):
     summary = report_json(reports, "--top", "75", "--policy", str(tmp_path / "mixed.yaml"))
     compare(summary, reference(rows_of(reports), lambda r: policy_flags(r, rules), 75))
     assert summary["modality"]["image_only"] > 0 and summary["modality"]["caption_only"] > 0
+
+
+@pytest.mark.parametrize("side, other", [("image", "caption"), ("caption", "image")])
+def test_policy_whose_rules_all_look_at_one_modality_counts_no_flags_in_the_other(reports, tmp_path, side, other):
+    from vlmaudit.rulebook.policy import MODALITIES, load_policy
+
+    (tmp_path / "one.yaml").write_text(f"default: {{threshold: 0.6, modality: {side}, action: drop}}\n")
+    policy = load_policy(tmp_path / "one.yaml", IDS, CATS)
+    rules = [(float(t), MODALITIES[m], ACTIONS[a]) for t, m, a in zip(policy.threshold, policy.modality, policy.action)]
+    summary = report_json(reports, "--top", "75", "--policy", str(tmp_path / "one.yaml"))
+    compare(summary, reference(rows_of(reports), lambda r: policy_flags(r, rules), 75))
+    modality = summary["modality"]
+    assert modality[f"{side}_only"] > 0 and modality[f"{other}_only"] == modality["both"] == 0
 
 
 def test_filter_matches_the_reference(reports, tmp_path):
@@ -284,6 +306,21 @@ def test_filter_matches_the_reference(reports, tmp_path):
     assert {a for a, _ in got.values()} == set(ACTIONS)
     keep = pq.read_table(out / "keep.parquet").to_pylist()
     assert [(r["shard"], r["sample_index"]) for r in keep] == sorted((r["shard"], r["sample_index"]) for r in keep)
+
+
+@pytest.mark.parametrize("dropped", ["image_flagged_scores", "image_flagged_concepts"])
+def test_reports_without_the_stored_flag_columns_count_from_the_scores(reports, tmp_path, dropped):
+    import shutil
+
+    copy = tmp_path / "reports"
+    shutil.copytree(reports, copy)
+    side = dropped.split("_")[0]
+    for path in copy.glob("*.parquet"):  # the optional flag columns gone (both sides: one, or both kinds)
+        table = pq.read_table(path)
+        pq.write_table(table.drop_columns([dropped, dropped.replace(side, "caption")]), path)
+    thr = RULES.thresholds
+    expected = reference(rows_of(reports), lambda r: threshold_flags(r, thr.image, thr.caption, [True] * 75), 75)
+    compare(report_json(copy, "--top", "75"), expected)
 
 
 def test_reports_on_object_storage_give_the_same_summary_and_filter(reports, s3, tmp_path):
