@@ -167,3 +167,20 @@ def test_auto_precision_follows_the_cpu_and_run_json_records_it(tmp_path, tiny_c
     for a, b in zip(auto_rows, fp32_rows):
         if a is not None:
             assert np.allclose(a, b, atol=3e-2 if expected == "bf16" else 1e-6)
+
+
+def test_final_line_counts_the_rows_and_flagged_rows_written(tmp_path, tiny_clip, demo_shards):
+    from conftest import rules_with_threshold
+
+    out = tmp_path / "reports"  # threshold 0.05: some rows flagged, over several batches per shard
+    result = run_cli(*scan_args(demo_shards, out, tiny_clip, "--batch-size", "2", "--rules",
+                                rules_with_threshold(tmp_path, 0.05)))
+    assert result.exit_code == 0, result.output
+    rows = read_all(out)
+    flagged = sum(1 for r in rows if r["flagged"])
+    assert flagged > 0
+    assert f"scanned {len(rows):,} samples in 3 shards, {flagged:,} flagged" in " ".join(result.output.split())
+    for shard in ("00000", "00001", "00002"):  # each shard's stats time the scan's parts (README: stats JSON)
+        stats = json.loads((out / f"{shard}.stats.json").read_text())
+        assert sorted(stats["seconds"]) == ["decode_preprocess_workers", "model", "wall"]
+        assert stats["finished_at"] >= stats["started_at"] and all(v >= 0 for v in stats["seconds"].values())

@@ -414,3 +414,14 @@ def test_abort_twice_and_after_commit_is_harmless(tmp_path):
     other.abort()
     other.abort()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.parquet", "s.stats.json"]
+
+
+def test_scan_results_merge_shards_failures_and_counts():
+    from vlmaudit.scan.scanner import ScanResult
+
+    a = ScanResult({"00000": "complete", "00001": "failed"}, rows=5, flagged=2, permanent={"00001"})
+    b = ScanResult({"00002": "skipped", "00003": "failed"}, rows=7, flagged=1, permanent={"00003"})
+    a.merge(b)
+    assert a.shards == {"00000": "complete", "00001": "failed", "00002": "skipped", "00003": "failed"}
+    assert (a.rows, a.flagged, a.permanent) == (12, 3, {"00001", "00003"})
+    assert (a.failed, a.skipped) == (["00001", "00003"], ["00002"])
