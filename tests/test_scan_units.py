@@ -425,3 +425,22 @@ def test_scan_results_merge_shards_failures_and_counts():
     assert a.shards == {"00000": "complete", "00001": "failed", "00002": "skipped", "00003": "failed"}
     assert (a.rows, a.flagged, a.permanent) == (12, 3, {"00001", "00003"})
     assert (a.failed, a.skipped) == (["00001", "00003"], ["00002"])
+
+
+def test_a_failing_model_marks_every_scored_row_of_the_batch_and_only_those():
+    from vlmaudit.scan.scanner import score_batch
+    from vlmaudit.scan.worker import PreparedBatch, ShardJob
+
+    class Broken:
+        def score(self, inputs):
+            raise RuntimeError("out of memory")
+
+    metas = [RowMeta("a", 0, None, "c", "ok", image_row=0, caption_row=0),
+             RowMeta("b", 1, None, None, "ok", image_row=1),
+             RowMeta("c", 2, None, "c", "decode_error", "bad jpeg", caption_row=1),
+             RowMeta("d", 3, None, None, "missing_image", "no image")]
+    batch = PreparedBatch(ShardJob("x.tar", "x"), metas, {"pixel_values": object()}, 0.0)
+    assert score_batch(Broken(), batch) == (None, None, {})
+    got = [(m.status, m.error, m.image_row, m.caption_row) for m in metas]
+    failed = ("inference_error", "RuntimeError: out of memory", -1, -1)
+    assert got == [failed, failed, failed, ("missing_image", "no image", -1, -1)]
