@@ -435,9 +435,9 @@ def test_a_failing_model_marks_every_scored_row_of_the_batch_and_only_those():
         def score(self, inputs):
             raise RuntimeError("out of memory")
 
-    metas = [RowMeta("a", 0, None, "c", "ok", image_row=0, caption_row=0),
-             RowMeta("b", 1, None, None, "ok", image_row=1),
-             RowMeta("c", 2, None, "c", "decode_error", "bad jpeg", caption_row=1),
+    metas = [RowMeta("a", 0, None, None, "ok", image_row=0),  # row 0 of the images only
+             RowMeta("b", 1, None, "c", "missing_image", "no image", caption_row=0),  # row 0 of the captions only
+             RowMeta("c", 2, None, "c", "ok", image_row=1, caption_row=1),
              RowMeta("d", 3, None, None, "missing_image", "no image")]
     batch = PreparedBatch(ShardJob("x.tar", "x"), metas, {"pixel_values": object()}, 0.0)
     assert score_batch(Broken(), batch) == (None, None, {})
