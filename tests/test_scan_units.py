@@ -444,3 +444,93 @@ def test_a_failing_model_marks_every_scored_row_of_the_batch_and_only_those():
     got = [(m.status, m.error, m.image_row, m.caption_row) for m in metas]
     failed = ("inference_error", "RuntimeError: out of memory", -1, -1)
     assert got == [failed, failed, failed, ("missing_image", "no image", -1, -1)]
+
+
+# ---- scan/worker.py: retries, closing, cropping, how a broken shard ends (mutation testing) ------
+class _NoInputs:
+    draft_size = None
+
+    def prepare(self, images, captions):
+        return {"images": len(images), "captions": len(captions)}
+
+
+def test_a_remote_shard_that_cannot_be_opened_is_tried_retries_plus_one_times(monkeypatch):
+    from vlmaudit.scan import worker
+
+    attempts = []
+
+    def refuse(url):
+        attempts.append(url)
+        raise ConnectionError("connection reset")
+
+    monkeypatch.setattr(worker, "open_stream", refuse)
+    settings = worker.ScanSettings(retries=2, retry_wait=0.0, workers=0)
+    [batch] = list(worker.prepare_shard(worker.ShardJob("http://host/a.tar", "a"), _NoInputs(), settings))
+    assert len(attempts) == 3 and batch.final
+    assert batch.end.status == "failed" and not batch.end.permanent and "connection reset" in batch.end.error
+
+
+def test_a_missing_local_shard_is_tried_once_and_marked_permanent(monkeypatch, tmp_path):
+    from vlmaudit.scan import worker
+
+    attempts = []
+    real_open = worker.open_stream
+    monkeypatch.setattr(worker, "open_stream", lambda url: attempts.append(url) or real_open(url))
+    settings = worker.ScanSettings(retries=2, retry_wait=0.0, workers=0)
+    [batch] = list(worker.prepare_shard(worker.ShardJob(str(tmp_path / "gone.tar"), "gone"), _NoInputs(), settings))
+    assert len(attempts) == 1 and batch.end.status == "failed" and batch.end.permanent
+
+
+def test_every_opened_shard_stream_is_closed(monkeypatch, tmp_path):
+    from conftest import write_shard
+    from vlmaudit.scan import worker
+
+    shard = write_shard(tmp_path / "s.tar", [{"__key__": f"k{i}", "txt": f"caption {i}"} for i in range(3)])
+    opened = []
+
+    class Recording(io.FileIO):
+        def close(self):
+            opened.append("closed")
+            super().close()
+
+    monkeypatch.setattr(worker, "open_stream", lambda url: opened.append("open") or Recording(url, "rb"))
+    batches = list(worker.prepare_shard(worker.ShardJob(str(shard), "s"), _NoInputs(), worker.ScanSettings(workers=0)))
+    assert [m.key for b in batches for m in b.metas] == ["k0", "k1", "k2"]
+    assert opened == ["open", "closed"]
+
+
+@pytest.mark.parametrize("size, box", [
+    ((10, 300), (0, 50, 10, 250)),  # tall: keep the middle 200 rows
+    ((301, 10), (50, 0, 250, 10)),  # wide: keep the middle 200 columns (odd margin rounds down)
+])
+def test_extreme_aspect_images_are_cropped_around_their_centre(size, box):
+    from PIL import Image
+
+    from vlmaudit.scan.rows import RowMeta
+    from vlmaudit.scan.worker import _guard_aspect
+
+    width, height = size
+    gradient = np.add.outer(np.arange(height), np.arange(width) * 1000).astype(np.int32)  # pixel = y + 1000 x
+    meta = RowMeta("k", 0, "u", None, "ok", None)
+    cropped = np.asarray(_guard_aspect(Image.fromarray(gradient, "I"), meta))
+    left, top, right, bottom = box
+    assert cropped.shape == (bottom - top, right - left)
+    assert cropped[0, 0] == top + 1000 * left and cropped[-1, -1] == (bottom - 1) + 1000 * (right - 1)
+    assert meta.notes == ["extreme_aspect_cropped"]
+
+
+def test_an_error_right_after_a_full_batch_truncates_the_shard_instead_of_failing_it(monkeypatch):
+    """Samples already handed on count: the shard is `truncated` (keeps its rows), not `failed`."""
+    from vlmaudit.scan import worker
+    from vlmaudit.scan.samples import Sample
+
+    def two_then_boom(job, end, settings):
+        yield Sample(key="a", index=0, url=job.url, caption="one")
+        yield Sample(key="b", index=1, url=job.url, caption="two")
+        raise RuntimeError("reader bug")
+
+    monkeypatch.setattr(worker, "_samples_with_retries", two_then_boom)
+    settings = worker.ScanSettings(batch_size=2, workers=0)
+    batches = list(worker.prepare_shard(worker.ShardJob("x.tar", "x"), _NoInputs(), settings))
+    assert [len(b.metas) for b in batches] == [2, 0] and batches[-1].final
+    assert batches[-1].end.status == "truncated" and "reader bug" in batches[-1].end.error
