@@ -76,7 +76,7 @@ class Scanner:
         return result
 
     def _decoded(self, batches):
-        """BATCHES as they come, or with their deferred JPEGs decoded on the device a batch or two
+        """BATCHES as they come, or with their deferred JPEGs decoded on the device one batch
         ahead of the model (decode overlaps the forward pass)."""
         if self.decoder is None:
             return contextlib.nullcontext(batches)
