@@ -18,6 +18,15 @@ def tiny_clip(tmp_path_factory) -> Path:
     return build_random_clip(tmp_path_factory.mktemp("models") / "tiny-clip", size="tiny")
 
 
+class NoInputs:
+    """A preprocessor stand-in for tests of the shard reader: no model inputs at all."""
+
+    draft_size = None
+
+    def prepare(self, images, captions):
+        return {}
+
+
 def write_tar(path: Path, members: list[tuple[str, bytes]], gz: bool = False) -> Path:
     """Write members in exactly this order (for layouts TarWriter would not produce)."""
     with tarfile.open(path, "w:gz" if gz else "w") as tf:

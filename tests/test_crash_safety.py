@@ -10,7 +10,8 @@ import time
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import run_cli, scan_args
+from conftest import NoInputs, run_cli, scan_args
+from test_machine_faults import alive
 
 STABLE = ["shard", "key", "sample_index", "status", "image_scores", "caption_scores", "flagged"]
 
@@ -157,14 +158,6 @@ def test_pipe_command_dies_with_a_killed_scan(tmp_path):
     assert wait_for(lambda: not alive(child), timeout=30), "the pipe: command outlived the killed scan"
 
 
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ")[-1][:1] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def test_ctrl_c_while_children_start_is_delivered_after_they_have():
     from vlmaudit.scan.lifetime import interrupts_deferred
 
@@ -226,12 +219,6 @@ def test_decoding_workers_fork_with_ctrl_c_held(tmp_path):
     handlers = []
     os.register_at_fork(after_in_parent=lambda: handlers.append(signal.getsignal(signal.SIGINT)))
     jobs = [ShardJob(str(tmp_path / "missing.tar"), "missing")]
-    class NoInputs:
-        draft_size = None
-
-        def prepare(self, images, captions):
-            return {}
-
     batches = list(iter_prepared(jobs, NoInputs(), ScanSettings(workers=1)))
     assert batches[-1].end.status == "failed"  # the worker ran
     assert handlers and signal.default_int_handler not in handlers

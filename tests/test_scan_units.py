@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import write_tar
+from conftest import NoInputs, write_tar
 from vlmaudit import flags as F
 from vlmaudit.rulebook.load import load_rules
 from vlmaudit.rulebook.thresholds import Thresholds
@@ -447,13 +447,6 @@ def test_a_failing_model_marks_every_scored_row_of_the_batch_and_only_those():
 
 
 # ---- scan/worker.py: retries, closing, cropping, how a broken shard ends (mutation testing) ------
-class _NoInputs:
-    draft_size = None
-
-    def prepare(self, images, captions):
-        return {"images": len(images), "captions": len(captions)}
-
-
 def test_a_remote_shard_that_cannot_be_opened_is_tried_retries_plus_one_times(monkeypatch):
     from vlmaudit.scan import worker
 
@@ -465,7 +458,7 @@ def test_a_remote_shard_that_cannot_be_opened_is_tried_retries_plus_one_times(mo
 
     monkeypatch.setattr(worker, "open_stream", refuse)
     settings = worker.ScanSettings(retries=2, retry_wait=0.0, workers=0)
-    [batch] = list(worker.prepare_shard(worker.ShardJob("http://host/a.tar", "a"), _NoInputs(), settings))
+    [batch] = list(worker.prepare_shard(worker.ShardJob("http://host/a.tar", "a"), NoInputs(), settings))
     assert len(attempts) == 3 and batch.final
     assert batch.end.status == "failed" and not batch.end.permanent and "connection reset" in batch.end.error
 
@@ -477,7 +470,7 @@ def test_a_missing_local_shard_is_tried_once_and_marked_permanent(monkeypatch, t
     real_open = worker.open_stream
     monkeypatch.setattr(worker, "open_stream", lambda url: attempts.append(url) or real_open(url))
     settings = worker.ScanSettings(retries=2, retry_wait=0.0, workers=0)
-    [batch] = list(worker.prepare_shard(worker.ShardJob(str(tmp_path / "gone.tar"), "gone"), _NoInputs(), settings))
+    [batch] = list(worker.prepare_shard(worker.ShardJob(str(tmp_path / "gone.tar"), "gone"), NoInputs(), settings))
     assert len(attempts) == 1 and batch.end.status == "failed" and batch.end.permanent
 
 
@@ -494,7 +487,7 @@ def test_every_opened_shard_stream_is_closed(monkeypatch, tmp_path):
             super().close()
 
     monkeypatch.setattr(worker, "open_stream", lambda url: opened.append("open") or Recording(url, "rb"))
-    batches = list(worker.prepare_shard(worker.ShardJob(str(shard), "s"), _NoInputs(), worker.ScanSettings(workers=0)))
+    batches = list(worker.prepare_shard(worker.ShardJob(str(shard), "s"), NoInputs(), worker.ScanSettings(workers=0)))
     assert [m.key for b in batches for m in b.metas] == ["k0", "k1", "k2"]
     assert opened == ["open", "closed"]
 
@@ -531,6 +524,6 @@ def test_an_error_right_after_a_full_batch_truncates_the_shard_instead_of_failin
 
     monkeypatch.setattr(worker, "_samples_with_retries", two_then_boom)
     settings = worker.ScanSettings(batch_size=2, workers=0)
-    batches = list(worker.prepare_shard(worker.ShardJob("x.tar", "x"), _NoInputs(), settings))
+    batches = list(worker.prepare_shard(worker.ShardJob("x.tar", "x"), NoInputs(), settings))
     assert [len(b.metas) for b in batches] == [2, 0] and batches[-1].final
     assert batches[-1].end.status == "truncated" and "reader bug" in batches[-1].end.error
