@@ -9,11 +9,65 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+import typer.core
 
 from vlmaudit.errors import UserError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+
+
+def _metavar(param) -> str:
+    """A short placeholder instead of typer's <int range> / <list[str]> type labels."""
+    kind = param.bare_type() if hasattr(param, "bare_type") else ""
+    longest = max(param.opts, key=len).lstrip("-") if param.param_type_name == "option" else param.name
+    return {"int": "N", "float": "X"}.get(kind, longest.upper().replace("-", "_"))
+
+
+def _tidy_argument(param) -> None:
+    """SHARDS... / [DIRECTORY] in the usage line; the name once, with no type, in the list."""
+    name = param.name.upper()
+    usage = f"{name}..." if param.nargs != 1 else name
+    param.metavar = usage
+    param.display_type_rich = lambda ctx: None
+    param._usage_display_name = lambda: usage if param.required else f"[{usage}]"
+
+
+def tidy_help(command) -> None:
+    """Plain help that reads at 80 columns: short placeholders, no '[default: no-x]' for off switches."""
+    for param in command.params:
+        if param.param_type_name == "argument":
+            _tidy_argument(param)
+        elif getattr(param, "is_flag", False):
+            param.show_default = param.show_default and bool(param.default)
+        elif param.metavar is None:
+            param.metavar = _metavar(param)
+
+
+class HelpGroup(typer.core.TyperGroup):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for command in self.commands.values():
+            tidy_help(command)
+
+
+# plain click help (rich_markup_mode=None): rich's table squeezed descriptions at 80 columns and
+# read text such as 'vlmaudit[ray]' as markup
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
+                  cls=HelpGroup, context_settings={"help_option_names": ["-h", "--help"]},
                   help="Audit image-text webdataset shards for the 75 UnsafeConcepts.")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from vlmaudit import __version__
+
+        typer.echo(f"vlmaudit {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="Print the version and exit.")] = False) -> None:
+    """Audit image-text webdataset shards for the 75 UnsafeConcepts."""
 
 RulesOpt = Annotated[Optional[Path], typer.Option("--rules", help="Rules directory (default: the shipped rules/).")]
 UnsafeWeightsOpt = Annotated[bool, typer.Option(help="Allow pickle-based (non-safetensors) weights.")]
