@@ -73,6 +73,7 @@ RulesOpt = Annotated[Optional[Path], typer.Option("--rules", help="Rules directo
 UnsafeWeightsOpt = Annotated[bool, typer.Option(help="Allow pickle-based (non-safetensors) weights.")]
 RemoteCodeOpt = Annotated[bool, typer.Option(help="Run model code from the checkpoint's repository.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+ProgressEveryOpt = Annotated[float, typer.Option(min=0.0, help="Not on a terminal: seconds between progress lines.")]
 # safety-head training options, shared by train-head and distill
 EpochsOpt = Annotated[int, typer.Option(min=1)]
 TrainBatchOpt = Annotated[int, typer.Option(min=1)]
@@ -166,6 +167,7 @@ def scan(
     allow_unsafe_weights: UnsafeWeightsOpt = False,
     trust_remote_code: RemoteCodeOpt = False,
     quiet: QuietOpt = False,
+    progress_every: ProgressEveryOpt = 30.0,
     prompts: Annotated[str, typer.Option(help="VLM judge questions: a name in rules/prompts/ or a .yaml file.")] = "unsafeconcepts",
     rationale: Annotated[bool, typer.Option(help="VLM judge: also generate a short explanation for flagged samples.")] = False,
     head: Annotated[Optional[Path], typer.Option(help="Safety head directory (from `vlmaudit train-head`) for --backend head or cascade.")] = None,
@@ -198,7 +200,7 @@ def scan(
                           key_column=key_column, split=split, config=config, revision=revision, engine=engine,
                           ray_address=ray_address, gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker,
                           ray_workers=workers if engine == "ray" else None, decode=decode,
-                          compile=compile_model)
+                          compile=compile_model, progress_every=progress_every)
     raise typer.Exit(run_scan_command(request))
 
 
