@@ -259,13 +259,17 @@ def filter_(
     allow_scheme: SchemeOpt = [],
     max_member_bytes: MemberBytesOpt = 64 << 20,
     allow_mixed: MixedOpt = False,
+    quiet: QuietOpt = False,
+    progress_every: ProgressEveryOpt = 30.0,
 ):
     """Decide keep / drop / review per sample from stored scores and a policy (no rescan)."""
     from vlmaudit.commands.filter import run_filter_command
     from vlmaudit.filter.reshard import ReReadOptions
+    from vlmaudit.progress import ProgressOptions
 
     run_filter_command(report_location(report_dir), policy, report_location(out), on_failed, allow_partial, write_shards, rules,
-                       ReReadOptions(shards, allow_scheme, max_member_bytes), allow_mixed)
+                       ReReadOptions(shards, allow_scheme, max_member_bytes), allow_mixed,
+                       ProgressOptions(quiet, progress_every))
 
 
 @app.command(name="train-head")
@@ -314,16 +318,19 @@ def bench(
     decode: Annotated[str, typer.Option(help="auto, cpu or gpu JPEG decoding.")] = "auto",
     compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
     peak_tflops: Annotated[Optional[float], typer.Option(help="Peak TFLOP/s for MFU (default: the GPU's dense fp16/bf16 peak from a table).")] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    quiet: QuietOpt = False,
+    progress_every: ProgressEveryOpt = 30.0,
 ):
     """Time the scan end to end against the bare model forward; FLOPs per sample, TFLOP/s, MFU."""
     import json
 
     from vlmaudit.commands.bench import BenchRequest, format_bench, run_bench
+    from vlmaudit.progress import ProgressOptions
 
     quiet_libraries()
     result = run_bench(BenchRequest(model, size, backend, shards, per_shard, batch_size, workers, device, precision,
-                                    decode, compile_model, peak_tflops))
+                                    decode, compile_model, peak_tflops, ProgressOptions(quiet, progress_every)))
     typer.echo(json.dumps(result, indent=2) if as_json else format_bench(result))
 
 
@@ -381,6 +388,7 @@ def eval_(
     allow_unsafe_weights: UnsafeWeightsOpt = False,
     trust_remote_code: RemoteCodeOpt = False,
     quiet: QuietOpt = False,
+    progress_every: ProgressEveryOpt = 30.0,
     text_concepts: Annotated[str, typer.Option(help="Judges' text alignment: all (75 concepts x 5 prompts, as the paper) or present (concepts with images here).")] = "all",
 ):
     """UnsafeConcepts metrics: perception / alignment / modality gap (judges), top-k / AUROC (scorers)."""
@@ -388,7 +396,8 @@ def eval_(
 
     quiet_libraries()
     request = EvalRequest(data, model, backend, benign, fmt, rules, thresholds, prompts, head, batch_size, limit,
-                          device, precision, allow_unsafe_weights, trust_remote_code, quiet, text_concepts)
+                          device, precision, allow_unsafe_weights, trust_remote_code, quiet, text_concepts,
+                          progress_every, output)
     emit(run_eval(request), fmt, output)
 
 
@@ -413,6 +422,7 @@ def distill(
     allow_unsafe_weights: UnsafeWeightsOpt = False,
     trust_remote_code: RemoteCodeOpt = False,
     quiet: QuietOpt = False,
+    progress_every: ProgressEveryOpt = 30.0,
 ):
     """Train the safety head on the VLM judge's stored verdicts over your own data (no labels)."""
     from vlmaudit.commands.distill import DistillRequest, run_distill
@@ -420,7 +430,7 @@ def distill(
     quiet_libraries()
     settings = train_settings(epochs, batch_size, lr, val_fraction, dim, tokens, seed)
     request = DistillRequest(report_dir, shards, out, vision_model, cutoff, max_samples, rules, device,
-                             allow_unsafe_weights, trust_remote_code, quiet)
+                             allow_unsafe_weights, trust_remote_code, quiet, progress_every)
     run_distill(request, settings)
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import dataclass
 from typing import Callable, Union
 
 Total = Union[int, None, Callable[[], Union[int, None]]]
@@ -27,8 +28,8 @@ DEFAULT_EVERY = 30.0
 class Tracker:
     """Counts and the one-line description both displays share."""
 
-    def __init__(self, label: str, shards: int | None, samples: Total):
-        self.label, self.shards_total, self._samples = label, shards, samples
+    def __init__(self, label: str, shards: int | None, samples: Total, flagged: str | None = "flagged"):
+        self.label, self.shards_total, self._samples, self.flagged_label = label, shards, samples, flagged
         self.shards_done = self.samples_done = self.flagged = 0
         self.started = time.perf_counter()
 
@@ -59,7 +60,10 @@ class Tracker:
         total = self.samples_total
         parts = [] if self.shards_total is None else [f"shards {self.shards_done:,}/{self.shards_total:,}"]
         parts.append(f"samples {self.samples_done:,}/{'unknown' if total is None else f'{total:,}'}")
-        parts += [f"{self.rate():,.1f} samples/s", f"flagged {self.flagged:,}", f"ETA {format_seconds(self.eta())}"]
+        parts.append(f"{self.rate():,.1f} samples/s")
+        if self.flagged_label:
+            parts.append(f"{self.flagged_label} {self.flagged:,}")
+        parts.append(f"ETA {format_seconds(self.eta())}")
         return ", ".join(parts)
 
 
@@ -174,9 +178,10 @@ def _plain(text: str) -> str:
 
 
 def start_progress(label: str, *, shards: int | None = None, samples: Total = None, quiet: bool = False,
-                   every: float = DEFAULT_EVERY, console=None) -> _Display:
-    """The display for this output: Silent with quiet, a LiveBar on a terminal, else LogLines."""
-    tracker = Tracker(label, shards, samples)
+                   every: float = DEFAULT_EVERY, console=None, flagged: str | None = "flagged") -> _Display:
+    """The display for this output: Silent with quiet, a LiveBar on a terminal, else LogLines.
+    `flagged`: what the second count is called (None: not shown)."""
+    tracker = Tracker(label, shards, samples, flagged)
     if quiet:
         return Silent(tracker)
     if console is None:
@@ -187,3 +192,26 @@ def start_progress(label: str, *, shards: int | None = None, samples: Total = No
         return LiveBar(tracker, console)
     return LogLines(tracker, every, console.file)
 
+
+
+@dataclass(frozen=True)
+class ProgressOptions:
+    """--quiet and --progress-every, handed from a command to the code that does the work.
+    The default is quiet, so library callers and tests print nothing unless asked."""
+
+    quiet: bool = True
+    every: float = DEFAULT_EVERY
+
+    def start(self, label: str, *, shards: int | None = None, samples: Total = None, console=None,
+              flagged: str | None = "flagged") -> _Display:
+        return start_progress(label, shards=shards, samples=samples, quiet=self.quiet, every=self.every,
+                              console=console, flagged=flagged)
+
+    def note(self, text: str, stream=None) -> None:
+        """One plain line (a phase starting), on a terminal or in a log, unless quiet."""
+        if not self.quiet:
+            from vlmaudit.report.safetext import safe_text
+
+            stream = stream or sys.stderr
+            stream.write(safe_text(text) + "\n")
+            stream.flush()

@@ -118,6 +118,7 @@ def run_scan_command(request: ScanRequest) -> int:
     if request.decode not in DECODE_MODES:
         raise UserError(f"--decode {request.decode}: expected one of {', '.join(DECODE_MODES)}")
     runinfo.prepare_out_dir(request.out)
+    _check_hub(request)
     known = _known_identity(request, rules)
     runinfo.check_resume(request.out, known, request.overwrite, tuple(known))  # before the model loads
     todo, done = runinfo.split_done(jobs, request.out, request.overwrite)
@@ -133,6 +134,18 @@ def run_scan_command(request: ScanRequest) -> int:
     finally:
         engine.close()
     return _summarize(result, request, console)
+
+
+def _check_hub(request: ScanRequest) -> None:
+    """Models that would come from an unreachable hub: one line now, not retries after the rest loaded."""
+    from vlmaudit.backends.hubcheck import check_hub
+    from vlmaudit.backends.vlm import DEFAULT_JUDGE
+
+    model = default_model(request)
+    if model and request.backend != "head" and not (request.backend == "cascade" and request.head):
+        check_hub(model, "--model")
+    if request.backend == "cascade":
+        check_hub(request.judge_model or DEFAULT_JUDGE, "--judge-model")
 
 
 def _known_identity(request: ScanRequest, rules) -> dict:
