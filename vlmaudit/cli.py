@@ -151,7 +151,7 @@ def concepts(rules: RulesOpt = None, as_json: Annotated[bool, typer.Option("--js
 def scan(
     shards: Annotated[list[str], typer.Argument(help="Shards: .tar/.tar.gz/.parquet/.arrow paths, dirs, globs, {a..b} ranges, URLs, pipe:CMD, hf://datasets/ORG/NAME.")],
     out: Annotated[str, typer.Option("--out", help="Report directory or fsspec URL (s3://bucket/prefix): one Parquet + stats JSON per shard.")],
-    model: Annotated[Optional[str], typer.Option(help="Hub id or local checkpoint directory (default: openai/clip-vit-large-patch14; llava-hf/llava-1.5-7b-hf for --backend vlm; the head's own vision model for --backend head).")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Hub id, local checkpoint dir, or opennsfw (bundled, offline). Default: openai/clip-vit-large-patch14; llava-hf/llava-1.5-7b-hf for --backend vlm; the head's vision model for --backend head.")] = None,
     backend: Annotated[str, typer.Option(help="clip (CLIP/SigLIP scorer), vlm (VLM judge), head (trained safety head), cascade.")] = "clip",
     rules: RulesOpt = None,
     batch_size: Annotated[int, typer.Option(min=1)] = 32,

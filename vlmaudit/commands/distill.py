@@ -43,13 +43,13 @@ def run_distill(request: DistillRequest, settings) -> dict:
     from vlmaudit.scan.runinfo import plan_jobs
     from vlmaudit.scan.worker import ScanSettings
 
+    check_writable_dir(request.out)  # like every check here, before the vision tower loads
     console = Console(stderr=True, quiet=request.quiet)
     taxonomy = load_rules(request.rules).taxonomy
     files = report_files(request.report_dir)
     meta = read_report_meta(files)
     verdicts = judge_verdicts(files, meta, taxonomy, request.cutoff, request.max_samples)
     jobs, _ = plan_jobs(request.shards)
-    check_writable_dir(request.out)
     model = vision_model(request, meta)  # every check above runs before the vision tower loads
     tower = VisionTower(ModelOptions(model, request.device, "fp32", request.allow_unsafe_weights,
                                      request.trust_remote_code, flag="--vision-model"))

@@ -37,7 +37,7 @@ def make_console(width: int | None = None, file=None):
 
     console = Console(width=width, file=file)
     plain = not console.is_terminal or "NO_COLOR" in os.environ
-    return Console(width=width, file=file, no_color=plain, highlight=not plain, emoji=False) if plain else console
+    return Console(width=width, file=file, no_color=True, color_system=None, highlight=False, emoji=False) if plain else console
 
 
 def render(summary: dict, console=None, redact: bool = False) -> None:
@@ -177,20 +177,21 @@ def compare(summary: dict, width: int, plain: bool):
 
 
 def examples(summary: dict, width: int, plain: bool, redact: bool):
-    """Full keys (a long one wraps, never cut), shard, which modality fired; the caption and URL
-    take what width is left and are shortened first."""
+    """One row per example: concept, which modality fired, score, then the full key (a key wider
+    than the column folds onto the next line, never cut) over its shard and caption / URL, which
+    are shortened to the column's width."""
+    from rich.text import Text
+
     items = [(concept, item) for concept, listed in summary["examples"].items() for item in listed]
     table = _table("examples" + (" (captions and URLs redacted)" if redact else ""),
-                   [("concept", "left"), ("key", "left"), ("shard", "left"), ("fired", "left"), ("score", "right"),
-                    ("caption / url", "left")], plain)
+                   [("concept", "left"), ("fired", "left"), ("score", "right"), ("key / shard: caption url", "left")],
+                   plain)
     concept_width = min(24, max((len(safe_text(c)) for c, _ in items), default=7))
-    key_width = max((len(safe_text(i["key"])) for _, i in items), default=3)
-    shard_width = min(24, max((len(safe_text(i["shard"])) for _, i in items), default=5))
-    text_width = max(12, width - concept_width - min(key_width, 60) - shard_width - len("caption") - len("0.000") - 20)
-    table.columns[1].min_width = min(key_width, 60)  # the key is what a reviewer needs: shorten the rest first
+    room = max(20, width - concept_width - len("caption") - len("0.000") - 13)
+    table.columns[3].min_width = min(room, max((len(safe_text(i["key"])) for _, i in items), default=3))
     for concept, item in items:
-        text = rich_text("[redacted]") if redact else clip(f"{item['caption'] or ''}  {item['url'] or ''}", text_width, plain)
-        table.add_row(clip(concept, concept_width, plain), rich_text(safe_text(item["key"])),
-                      clip(item["shard"], shard_width, plain), item.get("fired", item["modality"]),
-                      f"{item['score']:.3f}", text)
+        where = f"{item['shard']}: " + ("[redacted]" if redact else f"{item['caption'] or ''}  {item['url'] or ''}")
+        sample = Text("\n").join([rich_text(safe_text(item["key"])), clip(where, room, plain)])
+        table.add_row(clip(concept, concept_width, plain), item.get("fired", item["modality"]), f"{item['score']:.3f}",
+                      sample)
     return table
