@@ -60,6 +60,10 @@ class SampleTotal:
     total once every shard is counted, None until then, and None for good if one is unknown."""
 
     def __init__(self, urls: list[str], counter=count_samples):
+        import tarfile  # noqa: F401  imported here, not in the thread: no import lock held when workers fork
+
+        import pyarrow.parquet  # noqa: F401
+
         self._total: int | None = None
         self._thread = threading.Thread(target=self._count, args=(list(urls), counter), daemon=True)
         self._thread.start()
