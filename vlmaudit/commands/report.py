@@ -29,7 +29,7 @@ class ReportRequest:
     fail_above: list[str] = field(default_factory=list)
     rules: Path | None = None
     thresholds_file: Path | None = None  # a thresholds YAML (e.g. from `vlmaudit calibrate`)
-    reread: object = None  # filter.reshard.ReReadOptions: which shards the HTML gallery may open
+    reread: object = None  # report.reread.ReReadOptions: which shards the HTML gallery may open
     allow_mixed: bool = False
 
 
@@ -154,7 +154,7 @@ def _emit(summary: dict, request: ReportRequest) -> None:
 def _thumbnails(request: ReportRequest, summary: dict) -> dict:
     import sys
 
-    from vlmaudit.filter.reshard import ReReadOptions
+    from vlmaudit.report.reread import ReReadOptions
     from vlmaudit.report.exports import load_thumbnails
     from vlmaudit.report.safetext import safe_text
 

@@ -60,7 +60,7 @@ def judge_verdicts(files, meta: dict, taxonomy, cutoff: float = 0.5, limit: int 
 def judged_features(tower, jobs, verdicts: dict[str, dict[str, Verdict]], settings, progress=None):
     """(features [N, P, D] float16, concepts [N], categories [N]) for the judged samples found in
     the shards; a sample that cannot be decoded is skipped. `progress`: a vlmaudit.progress display."""
-    from vlmaudit.backends.head import HeadPreprocessor
+    from vlmaudit.head.preprocess import HeadPreprocessor
     from vlmaudit.progress import ProgressOptions
     from vlmaudit.scan.worker import prepare_shard
 
