@@ -1,0 +1,89 @@
+"""Stratified estimates of a proportion with a 95 % interval (numpy only, vectorised).
+
+Estimator (Cochran, *Sampling Techniques*, 3rd ed. 1977, ch. 5, stratified random sampling, the
+estimate of a proportion): p = sum_h W_h p_h with W_h = N_h / N, p_h = x_h / n_h, and its
+textbook variance v = sum_h W_h^2 (1 - f_h) p_h q_h / (n_h - 1) (f_h = n_h / N_h).
+
+Interval: Wilson's score interval (Wilson 1927) at the effective sample size
+n_eff = p~ q~ / v~ (Korn & Graubard 1998, Survey Methodology 24:193-201), with Student's t at
+n - H degrees of freedom in place of z. v~ and p~ use per-stratum proportions shrunk by half a
+label, (x_h + 1/2) / (n_h + 1), so a stratum whose labels are all 0 (or all 1) still counts as
+uncertain: without it, zero positives in the big low-score stratum would give a far too narrow
+interval. With one stratum this is exactly Wilson's interval at n (times the finite-population
+correction). Every argument may carry leading axes (many simulated data sets at once).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+Z95 = 1.959963984540054  # the standard normal's 97.5 % quantile
+
+
+def t_quantile(df, z: float = Z95):
+    """Student's t quantile matching normal quantile z at df degrees of freedom (Cornish-Fisher
+    expansion, Abramowitz & Stegun 26.7.5; within 0.2 % of the exact value for df >= 3)."""
+    df = np.asarray(df, np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        g1 = (z ** 3 + z) / 4
+        g2 = (5 * z ** 5 + 16 * z ** 3 + 3 * z) / 96
+        g3 = (3 * z ** 7 + 19 * z ** 5 + 17 * z ** 3 - 15 * z) / 384
+        g4 = (79 * z ** 9 + 776 * z ** 7 + 1482 * z ** 5 - 1920 * z ** 3 - 945 * z) / 92160
+        return z + g1 / df + g2 / df ** 2 + g3 / df ** 3 + g4 / df ** 4
+
+
+def wilson(p, n, z):
+    """Wilson's score interval (low, high) for proportion p observed on n (possibly effective) trials."""
+    p, n, z = (np.asarray(v, np.float64) for v in (p, n, z))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        k = z * z / n
+        centre = (p + k / 2) / (1 + k)
+        half = z * np.sqrt(p * (1 - p) / n + k / (4 * n)) / (1 + k)
+    return np.clip(centre - half, 0, 1), np.clip(centre + half, 0, 1)
+
+
+def stratified(N, n, x, z: float = Z95) -> dict:
+    """Stratified estimate of a proportion from N_h (stratum sizes), n_h (labelled rows) and
+    x_h (positives among them), arrays [..., H]. Returns arrays [...]: estimate, low, high,
+    se (Cochran's; nan where a stratum has one label), n_eff, labels, positives, and ok (False:
+    too few labels, a stratum with rows but no labels or fewer than 1 degree of freedom)."""
+    N, n, x = (np.asarray(v, np.float64) for v in (N, n, x))
+    present = N > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        W = N / N.sum(-1, keepdims=True)
+        f = np.where(present, n / N, 1.0)
+        p_h = np.where(n > 0, x / n, 0.0)
+        estimate = (W * p_h).sum(-1)
+        textbook = np.where(present & (f < 1), W ** 2 * (1 - f) * p_h * (1 - p_h) / (n - 1), 0.0)
+        shrunk = (x + 0.5) / (n + 1)
+        var = np.where(present & (n > 0), W ** 2 * (1 - f) * shrunk * (1 - shrunk) / n, 0.0).sum(-1)
+        p_s = (W * shrunk).sum(-1)
+        n_eff = p_s * (1 - p_s) / var
+    strata = present.sum(-1)
+    df = n.sum(-1) - strata
+    ok = (~present | (n > 0)).all(-1) & (df >= 1) & (N.sum(-1) > 0)
+    low, high = wilson(estimate, n_eff, t_quantile(np.maximum(df, 1), z))
+    se = np.sqrt(textbook.sum(-1))
+    se = np.where((present & (n < 2) & (f < 1)).any(-1), np.nan, se)
+    return {"estimate": np.where(ok, estimate, np.nan), "low": np.where(ok, low, np.nan),
+            "high": np.where(ok, high, np.nan), "se": np.where(ok, se, np.nan), "n_eff": n_eff,
+            "labels": n.sum(-1), "positives": x.sum(-1), "ok": ok}
+
+
+def domain_share(N, n, in_domain, hits, z: float = Z95) -> dict:
+    """The share of a domain's rows that are hits (precision: the domain is the flagged rows, a
+    hit is a true positive; recall: the domain is the truly positive rows, a hit is a flagged
+    one). Per stratum the domain's labelled rows are a random sample of its rows, whose number
+    is estimated as N_h * d_h / n_h; the estimate is conditional on those sizes."""
+    N, n, d = (np.asarray(v, np.float64) for v in (N, n, in_domain))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        size = np.where(n > 0, N * d / n, 0.0)
+    return stratified(size, d, hits, z)
+
+
+def as_number(value) -> float | None:
+    """A float for JSON, None for nan."""
+    value = float(value)
+    return None if math.isnan(value) else value
