@@ -6,7 +6,6 @@ import json
 
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import run_cli, scanned_demo
 
 

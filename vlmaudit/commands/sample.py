@@ -4,7 +4,7 @@ sheet (CSV + Parquet), its design file and the reviewers' HTML page."""
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from vlmaudit.errors import UserError

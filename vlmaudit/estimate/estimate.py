@@ -73,7 +73,7 @@ def estimate(files: list, meta: dict, design: dict, labels: dict, thr_image, thr
 
 
 def _numbers(N, strata, truth, flags, H: int) -> dict:
-    count = lambda mask: np.bincount(strata[mask], minlength=H).astype(np.float64)  # noqa: E731
+    count = lambda mask: np.bincount(strata[mask], minlength=H).astype(np.float64)
     every = np.ones(len(strata), bool)
     return {"prevalence": _entry(stratified(N, count(every), count(truth))),
             "precision": _entry(domain_share(N, count(every), count(flags), count(truth & flags))),

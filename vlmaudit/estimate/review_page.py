@@ -31,11 +31,11 @@ def thumbnails(report_dir, rows: list[dict], reread) -> tuple[dict, dict]:
 
 def page(rows: list[dict], categories: list[str], thumbs: dict, blur: bool = True, redact: bool = False) -> str:
     esc = html.escape
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>vlmaudit review sheet</title><style>{CSS}"
-             "td{vertical-align:top}</style></head><body><h1>vlmaudit review sheet</h1>",
+    parts = [(f"<!doctype html><html><head><meta charset='utf-8'><title>vlmaudit review sheet</title><style>{CSS}"
+              "td{vertical-align:top}</style></head><body><h1>vlmaudit review sheet</h1>"),
              "<p>" + INSTRUCTIONS.format(categories=esc(", ".join(categories))) + "</p>",
-             "<table><tr><th>#</th><th>image</th><th>shard / key</th><th>stratum</th><th>top score</th>"
-             "<th>caption / url</th></tr>"]
+             ("<table><tr><th>#</th><th>image</th><th>shard / key</th><th>stratum</th><th>top score</th>"
+              "<th>caption / url</th></tr>")]
     for row in rows:
         parts.append(_row(row, thumbs.get((row["shard"], row["key"])), blur, redact))
     parts.append(f"</table><script>{SCRIPT}</script></body></html>")

@@ -150,7 +150,7 @@ def _read_table(path: Path):
                 names = next(csv.reader([handle.readline(1 << 20)]), [])
             options = pcsv.ConvertOptions(column_types={n: pa.string() for n in names}, strings_can_be_null=True)
             table = pcsv.read_csv(path, convert_options=options)
-    except Exception as exc:  # pyarrow raises several types for malformed files
+    except Exception as exc:  # noqa: BLE001 (pyarrow raises several types for malformed files)
         raise UserError(f"--labels {path}: cannot read it ({' '.join(str(exc).split())[:200]})") from None
     if table.num_rows > MAX_ROWS:
         raise UserError(f"--labels {path}: more than {MAX_ROWS:,} rows")

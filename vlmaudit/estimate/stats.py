@@ -23,15 +23,18 @@ Z95 = 1.959963984540054  # the standard normal's 97.5 % quantile
 
 
 def t_quantile(df, z: float = Z95):
-    """Student's t quantile matching normal quantile z at df degrees of freedom (Cornish-Fisher
-    expansion, Abramowitz & Stegun 26.7.5; within 0.2 % of the exact value for df >= 3)."""
+    """Student's t quantile matching normal quantile z at df degrees of freedom: exact for 1 and
+    2, else the Cornish-Fisher expansion (Abramowitz & Stegun 26.7.5; within 0.2 % for df >= 3)."""
     df = np.asarray(df, np.float64)
+    a = 0.5 * (1 + math.erf(z / math.sqrt(2)))
     with np.errstate(divide="ignore", invalid="ignore"):
         g1 = (z ** 3 + z) / 4
         g2 = (5 * z ** 5 + 16 * z ** 3 + 3 * z) / 96
         g3 = (3 * z ** 7 + 19 * z ** 5 + 17 * z ** 3 - 15 * z) / 384
         g4 = (79 * z ** 9 + 776 * z ** 7 + 1482 * z ** 5 - 1920 * z ** 3 - 945 * z) / 92160
-        return z + g1 / df + g2 / df ** 2 + g3 / df ** 3 + g4 / df ** 4
+        series = z + g1 / df + g2 / df ** 2 + g3 / df ** 3 + g4 / df ** 4
+    exact = np.where(df <= 1, math.tan(math.pi * (a - 0.5)), (2 * a - 1) / math.sqrt(2 * a * (1 - a)))
+    return np.where(df < 3, exact, series)
 
 
 def wilson(p, n, z):
