@@ -175,3 +175,18 @@ def test_changed_reports_are_refused(scanned, tmp_path):
         path.unlink()
     result = run_cli("estimate", fewer, "--labels", out)
     assert result.exit_code == 2 and "not the ones this sample was drawn from" in result.output
+
+
+def test_every_review_image_goes_through_images_allowed(scanned, monkeypatch):
+    """The hash-bank exclusion plugs into one function: rows it drops are never re-read or shown."""
+    from vlmaudit.estimate import review_page
+    from vlmaudit.report import exports
+
+    root, _, reports = scanned
+    seen = []
+    real = exports._thumbnail
+    monkeypatch.setattr(exports, "_thumbnail", lambda data, size: seen.append(1) or real(data, size))
+    monkeypatch.setattr(review_page, "images_allowed", lambda report_dir, rows: [r for r in rows if r["row"] % 2])
+    out = draw(root, reports, "review-hook")
+    page = (out / "review.html").read_text()
+    assert page.count("data:image/jpeg;base64,") == 12 == len(seen) and page.count("(no image)") == 12
