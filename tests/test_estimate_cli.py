@@ -100,6 +100,22 @@ def test_sample_then_label_then_estimate_end_to_end(scanned):
     assert table.exit_code == 0 and "Prevalence" in table.output
 
 
+def test_labels_from_the_parquet_sheet(scanned):
+    import pyarrow as pa
+
+    root, _, reports = scanned
+    out = draw(root, reports, "review-parquet")
+    table = pq.read_table(out / "review.parquet")
+    assert table.schema.field("labels").type == pa.string()
+    labels = ["violence" if i % 4 == 0 else "safe" for i in range(table.num_rows)]
+    table = table.set_column(table.column_names.index("labels"), "labels", pa.array(labels))
+    pq.write_table(table, out / "review.parquet")
+    result = run_cli("estimate", reports, "--labels", out / "review.parquet", "--json")
+    assert result.exit_code == 0, result.output
+    violence = next(c for c in json.loads(result.output)["categories"] if c["id"] == "violence")
+    assert violence["prevalence"]["positives"] == 6 and violence["prevalence"]["labels"] == 24
+
+
 def test_unlabelled_strata_say_too_few_labels(scanned):
     root, _, reports = scanned
     out = draw(root, reports, "review-partial")

@@ -39,8 +39,10 @@ def write_sheet(out: Path, rows: list[dict], design: dict) -> None:
         writer = csv.writer(handle)
         writer.writerow(columns)
         writer.writerows([[_cell(row[c]) for c in columns] for row in rows])
-    pq.write_table(pa.Table.from_pylist(rows) if rows else pa.table({c: pa.array([], pa.string()) for c in columns}),
-                   out / PARQUET)
+    table = pa.Table.from_pylist(rows) if rows else pa.table({c: pa.array([], pa.string()) for c in columns})
+    for name in ("labels", "note"):  # empty now, text once filled in
+        table = table.set_column(table.column_names.index(name), name, pa.array([None] * table.num_rows, pa.string()))
+    pq.write_table(table, out / PARQUET)
     (out / DESIGN).write_text(json.dumps(design, indent=2), encoding="utf-8")
 
 
