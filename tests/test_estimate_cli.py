@@ -44,7 +44,7 @@ def label_all(out, rule):
 
 
 def test_sample_writes_the_sheet_design_and_blurred_page(scanned):
-    root, shards, reports = scanned
+    root, _, reports = scanned
     out = draw(root, reports, "review-a")
     rows = read_sheet(out)
     design = json.loads((out / "design.json").read_text())
@@ -176,7 +176,11 @@ def test_a_label_for_a_row_not_drawn_is_refused(scanned):
     rows.append(dict(rows[0], shard=shard, key=key, labels="safe"))
     write_sheet(out, rows)
     result = run_cli("estimate", reports, "--labels", out)
-    assert result.exit_code == 2 and "was not drawn in this sample" in result.output
+    assert result.exit_code == 2 and "was not drawn in this sample" in result.output and "DuckDB" not in result.output
+    design = json.loads((out / "design.json").read_text())
+    (out / "design.json").write_text(json.dumps(design | {"duckdb": "0.0.1"}))
+    result = run_cli("estimate", reports, "--labels", out)
+    assert result.exit_code == 2 and "drawn with DuckDB 0.0.1" in result.output
 
 
 def test_changed_reports_are_refused(scanned, tmp_path):

@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import run_cli
 
 
@@ -56,7 +55,7 @@ def test_strata_partition_the_scored_rows_and_skip_unscored_ones(tmp_path):
     result = draw(files, meta, Params(size=60, seed=1))
     assert result.population == 598 and result.unscored == 2
     assert sum(s.rows for s in result.strata) == 598 and sum(s.drawn for s in result.strata) == 60
-    assert len(result.picks) == 60 and len(set((s, i) for s, i, _ in result.picks)) == 60
+    assert len(result.picks) == 60 and len({(s, i) for s, i, _ in result.picks}) == 60
     assert ("00000", 3) not in {(s, i) for s, i, _ in result.picks}
     rows = fetch_rows(files, [(s, i) for s, i, _ in result.picks])
     for shard, index, h in result.picks:

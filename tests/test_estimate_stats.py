@@ -1,6 +1,7 @@
 """The prevalence statistics against known truth (simulated audits) and a hand-computed case;
 the sampler's strata, allocation and draw; the package imports without torch."""
 
+import itertools
 import json
 import subprocess
 import sys
@@ -72,7 +73,7 @@ def test_strata_cut_covers_every_filled_bin_once():
     counts[[0, 1, 2, 50, 51, 120, 199]] = [5000, 3000, 800, 40, 30, 5, 1]
     cuts = design.cut_bins(counts, 4)
     assert 1 < len(cuts) <= 4 and cuts[0][0] == 0 and cuts[-1][1] == 200
-    assert all(a[1] <= b[0] for a, b in zip(cuts, cuts[1:]))
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(cuts))
     assert sum(counts[lo:hi].sum() for lo, hi in cuts) == counts.sum()
     assert all(counts[lo:hi].sum() > 0 for lo, hi in cuts)
     assert design.cut_bins(np.zeros(design.BINS), 4) == []

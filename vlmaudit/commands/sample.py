@@ -9,7 +9,7 @@ from pathlib import Path
 
 from vlmaudit.errors import UserError
 
-MAX_SIZE = 100_000
+MAX_SIZE = 20_000  # DuckDB keeps strata x largest n_h candidates while drawing
 
 
 @dataclass
@@ -90,7 +90,10 @@ def design_dict(meta: dict, result) -> dict:
 
     from vlmaudit.estimate.sheet import FORMAT
 
-    return {"format": FORMAT, "version": 1, "params": asdict(result.params), "population": result.population,
+    import duckdb
+
+    return {"format": FORMAT, "version": 1, "params": asdict(result.params), "duckdb": duckdb.__version__,
+            "population": result.population,
             "unscored": result.unscored, "drawn": len(result.picks), "categories": meta["categories"],
             "model": meta.get("model"), "taxonomy_version": meta.get("taxonomy_version"),
             "strata": [asdict(s) | {"inclusion_probability": s.drawn / s.rows} for s in result.strata]}

@@ -1,8 +1,10 @@
-"""Draw the stratified sample from the reports with DuckDB (bounded memory, no rows in Python):
-pass 1 counts the top scores in fine bins per group, the strata and their sample sizes follow
-(`design`), pass 2 keeps per stratum the rows with the smallest hash(seed, shard, sample_index),
-which is a simple random sample without replacement within each stratum, the same for the same
-seed and reports. `estimate` runs the same draw again to check its labels against it.
+"""Draw the stratified sample from the reports with DuckDB (bounded memory, no rows in Python).
+After the score check every report command runs, pass 1 counts the top scores in fine bins per
+group (and the unscored rows); the strata and their sample sizes follow (`design`); pass 2 keeps
+per stratum only the rows with the smallest hash(seed, shard, sample_index) so far, which is a
+simple random sample without replacement within each stratum, the same for the same seed,
+reports and DuckDB version. Two passes keep DuckDB's memory to strata x largest n_h instead of
+fine bins x sample size. `estimate` runs the same draw again to check its labels against it.
 
 A row's score is its top category score, the max over the category's concepts in image and
 caption; rows without any score (failed samples) are not in the population and are counted.
@@ -53,27 +55,31 @@ def category_lists(meta: dict) -> list[list[int]]:
     return [[i + 1 for i, c in enumerate(meta["concept_categories"]) if c == cat] for cat in meta["categories"]]
 
 
-def _rows_sql(meta: dict, files: list, mode: str) -> str:
+def _rows_sql(meta: dict, files: list, mode: str, scored_only: bool = True) -> str:
+    """Per row: shard, sample_index, top score, group and fine bin (all NULL for unscored rows
+    unless `scored_only` drops them)."""
     parts = []
     for idx in category_lists(meta):
         pick = engine.ints(idx)
         parts.append(f"greatest(list_max(list_select(image_scores, {pick})), list_max(list_select(caption_scores, {pick})))"
                      if idx else "NULL::FLOAT")
     grp = "list_position(cats, list_max(cats)) - 1" if mode == "category" else "0"
-    return f"""SELECT shard, sample_index, top, grp, least(greatest(floor(top::DOUBLE * {BINS}), 0), {BINS - 1})::BIGINT AS bin
+    where = f"WHERE {SCORED}" if scored_only else ""
+    return f"""SELECT shard, sample_index, top, CASE WHEN top IS NOT NULL THEN grp END AS grp,
+                      least(greatest(floor(top::DOUBLE * {BINS}), 0), {BINS - 1})::BIGINT AS bin
                FROM (SELECT shard, sample_index, list_max(cats) AS top, {grp} AS grp
                      FROM (SELECT coalesce(shard, '') AS shard, sample_index, [{', '.join(parts)}] AS cats
-                           FROM {engine.source(files)} WHERE {SCORED}))"""
+                           FROM {engine.source(files)} {where}))"""
 
 
 def draw(files: list, meta: dict, params: Params) -> Draw:
     """The strata, their sizes and the drawn rows of these reports under `params`."""
     with engine.session(files, "sample") as con:
         engine.check_scores(con, files, len(meta["concepts"]))
-        unscored = con.execute(f"SELECT count(*) FILTER (WHERE NOT {SCORED}) FROM {engine.source(files)}").fetchone()[0]
-        hist = con.execute(f"SELECT grp, bin, count(*), sum(top::DOUBLE) FROM ({_rows_sql(meta, files, params.mode)}) "
-                           "GROUP BY ALL").fetchall()
-        strata, bin_map = _strata(hist, meta, params)
+        hist = con.execute(f"SELECT grp, bin, count(*), sum(top::DOUBLE) FROM "
+                           f"({_rows_sql(meta, files, params.mode, scored_only=False)}) GROUP BY ALL").fetchall()
+        unscored = sum(n for grp, _, n, _ in hist if grp is None)
+        strata, bin_map = _strata([h for h in hist if h[0] is not None], meta, params)
         result = Draw(params, strata, sum(s.rows for s in strata), int(unscored))
         if strata:
             result.picks = _picks(con, files, meta, params, strata, bin_map)

@@ -29,7 +29,19 @@ def check_same_draw(design: dict, fresh: drawing.Draw) -> None:
                         "draw a new sample with `vlmaudit sample`")
 
 
-def labelled_rows(files: list, fresh: drawing.Draw, labels: dict) -> list[tuple[int, dict, frozenset]]:
+def _version_note(design: dict) -> str:
+    import duckdb
+
+    drawn_with = design.get("duckdb")
+    if isinstance(drawn_with, str) and drawn_with != duckdb.__version__:
+        from vlmaudit.report.safetext import safe_text
+
+        return (f"; the sample was drawn with DuckDB {safe_text(drawn_with)[:20]}, this is {duckdb.__version__}, whose "
+                "hash may order rows differently: estimate with the DuckDB version that drew the sample")
+    return ""
+
+
+def labelled_rows(files: list, fresh: drawing.Draw, labels: dict, design: dict) -> list[tuple[int, dict, frozenset]]:
     """(stratum, report row, label set) of every labelled row; a label for a row that is not in
     the reports, or not in this sample, is an error naming it."""
     rows = drawing.fetch_rows(files, [(s, i) for s, i, _ in fresh.picks])
@@ -44,7 +56,7 @@ def labelled_rows(files: list, fresh: drawing.Draw, labels: dict) -> list[tuple[
         shown = f"{safe_text(ident[0])[:80]}/{safe_text(ident[1])[:120]}"
         if ident in known:
             raise UserError(f"--labels: {shown} was not drawn in this sample; only the sheet's rows can be labelled "
-                            f"({len(missing)} such label(s))")
+                            f"({len(missing)} such label(s)){_version_note(design)}")
         raise UserError(f"--labels: {shown}: no such key in the reports ({len(missing)} label(s) for unknown keys)")
     return [(*by_key[ident], value) for ident, value in labels.items()]
 
@@ -53,7 +65,7 @@ def estimate(files: list, meta: dict, design: dict, labels: dict, thr_image, thr
     """Every number of `vlmaudit estimate` as a JSON-ready dict."""
     fresh = drawing.draw(files, meta, drawing.Params(**{k: design["params"][k] for k in ("mode", "bands", "size", "seed")}))
     check_same_draw(design, fresh)
-    labelled = labelled_rows(files, fresh, labels)
+    labelled = labelled_rows(files, fresh, labels, design)
     cats = meta["categories"]
     H = len(fresh.strata)
     N = np.array([s.rows for s in fresh.strata], np.float64)

@@ -88,7 +88,7 @@ def run(sc: Scenario, seed: int = 0) -> dict:
     srs = stratified(np.full((D, 1), P), np.full((D, 1), sc.size),
                      np.take_along_axis(truth, srs_rows, 1).sum(1, keepdims=True))
     prevalence = truth.mean(1)
-    covered = lambda r: float(np.mean((r["low"] <= prevalence) & (prevalence <= r["high"])))  # noqa: E731
+    covered = lambda r: float(np.mean((r["low"] <= prevalence) & (prevalence <= r["high"])))
     return {"scenario": sc.name, "datasets": D, "size": sc.size, "prevalence": float(prevalence.mean()),
             "coverage": covered(strat), "coverage_srs": covered(srs),
             "width": float(np.nanmean(strat["high"] - strat["low"])), "width_srs": float(np.nanmean(srs["high"] - srs["low"])),
