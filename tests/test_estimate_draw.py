@@ -69,7 +69,7 @@ def test_every_row_of_a_stratum_is_equally_likely(tmp_path):
 
     reports = synthetic_reports(tmp_path / "r", files=1, rows=120)
     files, meta = load(reports)
-    seeds = 150
+    seeds = 80
     hits, prob = {}, {}
     for seed in range(seeds):
         result = draw(files, meta, Params(size=24, bands=3, seed=seed))

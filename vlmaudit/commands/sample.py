@@ -88,9 +88,9 @@ def _order_key(seed: int, pick) -> str:
 def design_dict(meta: dict, result) -> dict:
     from dataclasses import asdict
 
-    from vlmaudit.estimate.sheet import FORMAT
-
     import duckdb
+
+    from vlmaudit.estimate.sheet import FORMAT
 
     return {"format": FORMAT, "version": 1, "params": asdict(result.params), "duckdb": duckdb.__version__,
             "population": result.population,
@@ -115,17 +115,14 @@ def _write(request: SampleRequest, meta: dict, result, rows: list[dict]) -> None
 
 
 def print_design(design: dict, out: Path) -> None:
-    from rich.console import Console
-    from rich.table import Table
+    from vlmaudit.estimate.render import console_and_table
+    from vlmaudit.report.safetext import rich_text
 
-    from vlmaudit.report.safetext import safe_text
-
-    table = Table(title=f"Review sample: {design['drawn']:,} of {design['population']:,} scored samples", title_justify="left")
+    console, table = console_and_table(f"Review sample: {design['drawn']:,} of {design['population']:,} scored samples")
     for name in ("stratum", "rows", "drawn", "inclusion probability"):
         table.add_column(name, justify="left" if name == "stratum" else "right")
     for s in design["strata"]:
-        table.add_row(safe_text(s["id"]), f"{s['rows']:,}", f"{s['drawn']:,}", f"{s['inclusion_probability']:.4g}")
-    console = Console()
+        table.add_row(rich_text(s["id"]), f"{s['rows']:,}", f"{s['drawn']:,}", f"{s['inclusion_probability']:.4g}")
     console.print(table)
-    console.print(safe_text(f"wrote {out}/review.csv, review.parquet, review.html, design.json; fill the labels "
+    console.print(rich_text(f"wrote {out}/review.csv, review.parquet, review.html, design.json; fill the labels "
                             f"column, then: vlmaudit estimate REPORTS --labels {out}"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import html
 
-from vlmaudit.report.safetext import markdown_text, safe_text
+from vlmaudit.report.safetext import markdown_text, rich_text
 
 HEAD = ("category", "prevalence (95 % CI)", "positive / labelled", "precision (95 % CI)", "true / flagged",
         "recall (95 % CI)", "flagged / positive")
@@ -46,27 +46,40 @@ def _compact(entry: dict) -> str:
     return f"{entry['estimate']:.2%}\n[{entry['low']:.2%}, {entry['high']:.2%}]\n{counts}"
 
 
-def render_table(result: dict) -> None:
-    """Three lines per cell (estimate, interval, counts) so the table fits 80 columns."""
-    from rich.console import Console
+def console_and_table(title: str, **options):
+    """The dashboard's console (plain ASCII off a terminal or with NO_COLOR) and a table styled to match."""
+    from rich import box
     from rich.table import Table
 
-    console = Console()
-    table = Table(title="Prevalence from the labelled review sample", title_justify="left", show_lines=True)
+    from vlmaudit.report.dashboard import make_console
+
+    console = make_console()
+    plain = console.no_color or not console.is_terminal
+    return console, Table(title=title, title_justify="left", box=box.ASCII if plain else box.SIMPLE_HEAVY, **options)
+
+
+def render_table(result: dict) -> None:
+    """Three lines per cell (estimate, interval, counts) so the table fits 80 columns."""
+    from rich.text import Text
+
+    console, table = console_and_table("Prevalence from the labelled review sample", show_lines=True)
     for i, name in enumerate(COMPACT):
         table.add_column(name, justify="left" if i == 0 else "right", no_wrap=i > 0)
     for row in result["categories"] + [result["overall"]]:
-        table.add_row(safe_text(row["name"]), *(_compact(row[k]) for k in ("prevalence", "precision", "recall")))
+        cells = (Text(_compact(row[k])) for k in ("prevalence", "precision", "recall"))  # numbers only, no data
+        table.add_row(rich_text(row["name"]), *cells)
     console.print(table)
-    console.print(safe_text(header_line(result)))
-    console.print(safe_text(f"method: {result['method']}"))
+    console.print(rich_text(header_line(result)))
+    console.print(rich_text(f"method: {result['method']}"))
 
 
 def to_markdown(result: dict) -> str:
     lines = ["## Prevalence from the labelled review sample", "", markdown_text(header_line(result)), "",
              "| " + " | ".join(HEAD) + " |", "| --- |" + " ---: |" * (len(HEAD) - 1)]
     lines += [f"| {markdown_text(name)} | " + " | ".join(cells) + " |" for name, cells in rows(result)]
-    lines += ["", markdown_text(LEGEND), "", f"Method: {markdown_text(result['method'])}."]
+    lines += ["", markdown_text(LEGEND), "", f"Method: {markdown_text(result['method'])}.", "",
+              "| stratum | rows | drawn | labelled |", "| --- | ---: | ---: | ---: |"]
+    lines += [f"| {markdown_text(s['id'])} | {s['rows']:,} | {s['drawn']:,} | {s['labelled']:,} |" for s in result["strata"]]
     return "\n".join(lines) + "\n"
 
 
@@ -76,7 +89,11 @@ def to_html_section(result: dict) -> str:
              "<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in HEAD) + "</tr>"]
     parts += ["<tr><td>" + esc(name) + "</td>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>"
               for name, cells in rows(result)]
-    parts += ["</table>", f"<p>{esc(LEGEND)}</p>", f"<p>Method: {esc(result['method'])}.</p>"]
+    parts += ["</table>", f"<p>{esc(LEGEND)}</p>", f"<p>Method: {esc(result['method'])}.</p>",
+              "<table><tr><th>stratum</th><th>rows</th><th>drawn</th><th>labelled</th></tr>"]
+    parts += [f"<tr><td>{esc(s['id'])}</td><td>{s['rows']:,}</td><td>{s['drawn']:,}</td><td>{s['labelled']:,}</td></tr>"
+              for s in result["strata"]]
+    parts.append("</table>")
     return "\n".join(parts)
 
 
