@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from vlmaudit.estimate import design, simulate
-from vlmaudit.estimate.stats import domain_share, stratified, t_quantile, wilson
+from vlmaudit.estimate.stats import ratio_share, stratified, t_quantile, wilson
 
 
 def test_hand_computed_stratified_estimate():
@@ -60,12 +60,24 @@ def test_all_zero_low_stratum_widens_the_interval():
     assert r["high"] > 0.05  # 0 of 50 in 99 % of the data: up to ~7 % is plausible there
 
 
-def test_domain_share_is_the_stratified_share_among_the_domain():
-    # precision: stratum 1 has 4 flagged labels (3 true), stratum 2 has 10 flagged (5 true)
-    r = domain_share([800, 200], [10, 10], [4, 10], [3, 5])
-    sizes = np.array([800 * 4 / 10, 200 * 10 / 10])
-    assert r["estimate"] == pytest.approx((sizes[0] * 3 / 4 + sizes[1] * 5 / 10) / sizes.sum())
-    assert not domain_share([800, 200], [10, 10], [0, 0], [0, 0])["ok"]
+def test_hand_computed_ratio_estimate_for_precision():
+    # Same strata; flagged labelled rows d = 4, 10, of which truly positive 3, 5.
+    # X = 0.8 * 0.4 + 0.2 * 1.0 = 0.52; Y = 0.8 * 0.3 + 0.2 * 0.5 = 0.34; R = 0.34 / 0.52 = 0.653846
+    # shrunk hits d (b + 1/2) / (d + 1) = 2.8, 5.0; R~ = (0.8 * 0.28 + 0.2 * 0.5) / 0.52 = 0.623077
+    # stratum 1: sum(y - R~x) = 2.8 - 4 R~ = 0.307692; sum of squares = 2.8 (1 - R~)^2 + 1.2 R~^2 = 0.863669
+    #            s2 = (0.863669 - 0.307692^2 / 10) / 9 = 0.094911
+    # stratum 2: sum = 5 - 10 R~ = -1.230769; squares = 5 (1 - R~)^2 + 5 R~^2 = 2.651479; s2 = 2.5 / 9
+    # v = (0.632 * 0.094911 / 10 + 0.038 * 0.277778 / 10) / 0.52^2 = 0.0260871
+    # n_eff = R~ (1 - R~) / v = 9.00263; t(0.975, 14 - 2) = 2.178813; Wilson at (0.653846, 9.00263)
+    r = ratio_share([800, 200], [10, 10], [4, 10], [3, 5])
+    assert r["ok"] and r["labels"] == 14 and r["positives"] == 8
+    assert r["estimate"] == pytest.approx(0.653846, abs=1e-6)
+    assert r["n_eff"] == pytest.approx(9.00263, abs=1e-4)
+    assert r["se"] == pytest.approx(0.0260871 ** 0.5, abs=1e-6)
+    assert r["low"] == pytest.approx(0.316187, abs=1e-5)
+    assert r["high"] == pytest.approx(0.885271, abs=1e-5)
+    assert not ratio_share([800, 200], [10, 10], [0, 0], [0, 0])["ok"]  # nothing flagged among the labels
+    assert not ratio_share([800, 200], [10, 10], [1, 0], [1, 0])["ok"]  # one flagged label: no degree of freedom
 
 
 def test_strata_cut_covers_every_filled_bin_once():
@@ -97,12 +109,14 @@ def test_coverage_and_width_on_simulated_audits(capsys):
     with capsys.disabled():
         for r in results:
             print(f"\n{r['scenario']}: coverage {r['coverage']:.1%} (SRS {r['coverage_srs']:.1%}), mean width "
-                  f"{r['width']:.2%} (SRS {r['width_srs']:.2%}), prevalence {r['prevalence']:.2%}", end="")
+                  f"{r['width']:.2%} (SRS {r['width_srs']:.2%}), prevalence {r['prevalence']:.2%}; precision "
+                  f"{r['precision_coverage']:.1%}, recall {r['recall_coverage']:.1%}", end="")
     for sc, r in zip(simulate.SCENARIOS, results):
         assert r["datasets"] >= 200 and r["with_interval"] == 1
         assert r["coverage"] >= 0.93, r
         if sc.informative:
             assert r["width"] < r["width_srs"], r
+            assert r["precision_coverage"] >= 0.9 and r["recall_coverage"] >= 0.9, r
 
 
 def test_a_broken_interval_fails_the_coverage_check(monkeypatch):

@@ -14,10 +14,11 @@ import numpy as np
 
 from vlmaudit.errors import UserError
 from vlmaudit.estimate import draw as drawing
-from vlmaudit.estimate.stats import as_number, domain_share, stratified
+from vlmaudit.estimate.stats import as_number, ratio_share, stratified
 
-METHOD = ("stratified estimator (Cochran 1977, Sampling Techniques, ch. 5); 95 % Wilson interval at the "
-          "effective sample size (Korn & Graubard 1998), t with n - H degrees of freedom")
+METHOD = ("stratified estimator (Cochran 1977, Sampling Techniques, ch. 5; precision and recall: combined ratio "
+          "estimate, 6.11); 95 % Wilson interval at the effective sample size (Korn & Graubard 1998), t with n - H "
+          "degrees of freedom")
 
 
 def check_same_draw(design: dict, fresh: drawing.Draw) -> None:
@@ -88,8 +89,8 @@ def _numbers(N, strata, truth, flags, H: int) -> dict:
     count = lambda mask: np.bincount(strata[mask], minlength=H).astype(np.float64)
     every = np.ones(len(strata), bool)
     return {"prevalence": _entry(stratified(N, count(every), count(truth))),
-            "precision": _entry(domain_share(N, count(every), count(flags), count(truth & flags))),
-            "recall": _entry(domain_share(N, count(every), count(truth), count(truth & flags)))}
+            "precision": _entry(ratio_share(N, count(every), count(flags), count(truth & flags))),
+            "recall": _entry(ratio_share(N, count(every), count(truth), count(truth & flags)))}
 
 
 def _entry(result: dict) -> dict:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vlmaudit.estimate.design import BINS, allocate, bin_of, cut_bins
-from vlmaudit.estimate.stats import stratified
+from vlmaudit.estimate.stats import ratio_share, stratified
 
 
 @dataclass
@@ -29,6 +29,7 @@ class Scenario:
     population: int = 20_000
     datasets: int = 200
     bands: int = 5
+    threshold: float = 0.2  # flags for precision / recall: score >= threshold
 
 
 SCENARIOS = (
@@ -88,20 +89,41 @@ def run(sc: Scenario, seed: int = 0) -> dict:
     srs = stratified(np.full((D, 1), P), np.full((D, 1), sc.size),
                      np.take_along_axis(truth, srs_rows, 1).sum(1, keepdims=True))
     prevalence = truth.mean(1)
-    covered = lambda r: float(np.mean((r["low"] <= prevalence) & (prevalence <= r["high"])))
-    return {"scenario": sc.name, "datasets": D, "size": sc.size, "prevalence": float(prevalence.mean()),
-            "coverage": covered(strat), "coverage_srs": covered(srs),
-            "width": float(np.nanmean(strat["high"] - strat["low"])), "width_srs": float(np.nanmean(srs["high"] - srs["low"])),
-            "with_interval": float(np.mean(strat["ok"]))}
+    covered = lambda r, t=prevalence: float(np.mean((r["low"] <= t) & (t <= r["high"])))
+    out = {"scenario": sc.name, "datasets": D, "size": sc.size, "prevalence": float(prevalence.mean()),
+           "coverage": covered(strat), "coverage_srs": covered(srs),
+           "width": float(np.nanmean(strat["high"] - strat["low"])), "width_srs": float(np.nanmean(srs["high"] - srs["low"])),
+           "with_interval": float(np.mean(strat["ok"]))}
+    return out | _precision_recall(scores >= sc.threshold, truth, stratum, chosen, N, n, H)
+
+
+def _precision_recall(flags, truth, stratum, chosen, N, n, H: int) -> dict:
+    """Coverage of the precision and recall intervals, among the data sets that get one."""
+    D = len(flags)
+    offset = stratum + H * np.arange(D)[:, None]
+    count = lambda mask: np.bincount(offset[chosen & mask], minlength=D * H).reshape(D, H)
+    hits = (flags & truth).sum(1)
+    out = {}
+    for name, domain in (("precision", flags), ("recall", truth)):
+        r = ratio_share(N, n, count(domain), count(flags & truth))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            true = hits / domain.sum(1)
+        ok = r["ok"]
+        out[f"{name}_coverage"] = float(np.mean((r["low"][ok] <= true[ok]) & (true[ok] <= r["high"][ok])))
+        out[f"{name}_with_interval"] = float(ok.mean())
+    return out
 
 
 def main() -> None:
-    print("| scenario | data sets | n | mean prevalence | coverage (stratified) | coverage (SRS) | mean width (stratified) | mean width (SRS) |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| scenario | data sets | n | mean prevalence | coverage (stratified) | coverage (SRS) | mean width (stratified) "
+          "| mean width (SRS) | precision coverage | recall coverage |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for sc in SCENARIOS:
         r = run(sc)
         print(f"| {r['scenario']} | {r['datasets']} | {r['size']} | {r['prevalence']:.2%} | {r['coverage']:.1%} | "
-              f"{r['coverage_srs']:.1%} | {r['width']:.2%} | {r['width_srs']:.2%} |")
+              f"{r['coverage_srs']:.1%} | {r['width']:.2%} | {r['width_srs']:.2%} | "
+              f"{r['precision_coverage']:.1%} ({r['precision_with_interval']:.0%}) | "
+              f"{r['recall_coverage']:.1%} ({r['recall_with_interval']:.0%}) |")
 
 
 if __name__ == "__main__":

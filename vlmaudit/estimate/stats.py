@@ -10,7 +10,8 @@ n - H degrees of freedom in place of z. v~ and p~ use per-stratum proportions sh
 label, (x_h + 1/2) / (n_h + 1), so a stratum whose labels are all 0 (or all 1) still counts as
 uncertain: without it, zero positives in the big low-score stratum would give a far too narrow
 interval. With one stratum this is exactly Wilson's interval at n (times the finite-population
-correction). Every argument may carry leading axes (many simulated data sets at once).
+correction). Precision and recall: `ratio_share`. Every argument may carry leading axes (many
+simulated data sets at once).
 """
 
 from __future__ import annotations
@@ -75,15 +76,34 @@ def stratified(N, n, x, z: float = Z95) -> dict:
             "labels": n.sum(-1), "positives": x.sum(-1), "ok": ok}
 
 
-def domain_share(N, n, in_domain, hits, z: float = Z95) -> dict:
-    """The share of a domain's rows that are hits (precision: the domain is the flagged rows, a
-    hit is a true positive; recall: the domain is the truly positive rows, a hit is a flagged
-    one). Per stratum the domain's labelled rows are a random sample of its rows, whose number
-    is estimated as N_h * d_h / n_h; the estimate is conditional on those sizes."""
-    N, n, d = (np.asarray(v, np.float64) for v in (N, n, in_domain))
+def ratio_share(N, n, in_domain, hits, z: float = Z95) -> dict:
+    """The share of a domain's rows that are hits, as the combined ratio estimate R = Y / X
+    (Cochran 1977, 6.11): precision, where the domain is the flagged rows and a hit a true
+    positive; recall, where the domain is the truly positive rows and a hit a flagged one.
+    Per stratum: n_h labelled rows, d_h of them in the domain, h_h of those hits. Variance by
+    linearisation, v = sum_h W_h^2 (1 - f_h) s2_h / n_h / X^2 with s2_h the sample variance of
+    y - R x; as in `stratified`, the hit share within each stratum's domain is shrunk by half a
+    label for the effective sample size, and df = domain labels - strata with domain labels."""
+    N, n, d, b = (np.asarray(v, np.float64) for v in (N, n, in_domain, hits))
     with np.errstate(divide="ignore", invalid="ignore"):
-        size = np.where(n > 0, N * d / n, 0.0)
-    return stratified(size, d, hits, z)
+        W = N / N.sum(-1, keepdims=True)
+        f = np.where(N > 0, n / N, 1.0)
+        share = lambda counts: (W * np.where(n > 0, counts / n, 0.0)).sum(-1)
+        X = share(d)
+        estimate = share(b) / X
+        b_s = d * (b + 0.5) / (d + 1)  # shrunk hits
+        r_s = share(b_s) / X
+        total = b_s - r_s[..., None] * d  # sum of y - R x in the stratum
+        squares = b_s * (1 - r_s[..., None]) ** 2 + (d - b_s) * r_s[..., None] ** 2
+        s2 = (squares - total ** 2 / np.maximum(n, 1)) / np.maximum(n - 1, 1)
+        var = np.where(n > 0, W ** 2 * (1 - f) * s2 / n, 0.0).sum(-1) / X ** 2
+        n_eff = r_s * (1 - r_s) / var
+    df = d.sum(-1) - (d > 0).sum(-1)
+    ok = ((N == 0) | (n > 0)).all(-1) & (df >= 1) & (X > 0)
+    low, high = wilson(estimate, n_eff, t_quantile(np.maximum(df, 1), z))
+    return {"estimate": np.where(ok, estimate, np.nan), "low": np.where(ok, low, np.nan),
+            "high": np.where(ok, high, np.nan), "se": np.where(ok, np.sqrt(var), np.nan), "n_eff": n_eff,
+            "labels": d.sum(-1), "positives": b.sum(-1), "ok": ok}
 
 
 def as_number(value) -> float | None:
