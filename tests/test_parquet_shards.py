@@ -220,7 +220,7 @@ def test_filter_writes_filtered_parquet_with_the_input_schema_and_metadata(tmp_p
 
 
 def test_html_gallery_thumbnails_come_from_parquet_and_arrow_shards(built):
-    from vlmaudit.filter.reshard import ReReadOptions
+    from vlmaudit.report.reread import ReReadOptions
     from vlmaudit.report.exports import load_thumbnails
 
     items = [{"shard": "i2d", "key": "000000001"}, {"shard": SAVED, "key": f"{SAVED}/2"},

@@ -88,7 +88,7 @@ def test_an_actor_killed_mid_run_loses_and_duplicates_nothing(ray_session, tmp_p
     from vlmaudit.backends.modelref import ModelOptions
     from vlmaudit.engine.ray_engine import RayOptions, RayPool
     from vlmaudit.scan.runinfo import plan_jobs
-    from vlmaudit.scan.spec import ScannerSpec
+    from vlmaudit.engine.spec import ScannerSpec
     from vlmaudit.scan.worker import ScanSettings
 
     out = tmp_path / "killed"
@@ -139,7 +139,7 @@ def test_actors_are_placed_on_gpus(ray_session, tmp_path, tiny_clip, gpus_per_wo
     from vlmaudit.backends import BackendOptions
     from vlmaudit.backends.modelref import ModelOptions
     from vlmaudit.engine.ray_engine import RayOptions, RayPool
-    from vlmaudit.scan.spec import ScannerSpec
+    from vlmaudit.engine.spec import ScannerSpec
     from vlmaudit.scan.worker import ScanSettings
 
     gpus = int(ray_session.cluster_resources().get("GPU", 0))

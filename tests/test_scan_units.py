@@ -320,7 +320,8 @@ def test_write_shard_keeps_exactly_the_chosen_samples_with_all_their_members(tmp
 
 
 def test_write_filtered_shards_skips_failed_and_unfinished_shards(tmp_path):
-    from vlmaudit.filter.reshard import ReReadOptions, write_filtered_shards
+    from vlmaudit.filter.reshard import write_filtered_shards
+    from vlmaudit.report.reread import ReReadOptions
 
     report = tmp_path / "report"
     report.mkdir()

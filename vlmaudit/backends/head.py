@@ -14,18 +14,7 @@ import numpy as np
 
 from vlmaudit.backends.verdicts import concept_scores
 from vlmaudit.errors import ModelError
-
-
-class HeadPreprocessor:
-    def __init__(self, image_processor):
-        self.image_processor = image_processor
-        size = getattr(image_processor, "size", None) or {}
-        self.draft_size = int(size.get("shortest_edge") or size.get("height") or 224)
-
-    def prepare(self, images: list, captions: list[str]) -> dict:
-        if not images:
-            return {}
-        return {"pixel_values": self.image_processor(images=images, return_tensors="pt")["pixel_values"]}
+from vlmaudit.head.preprocess import HeadPreprocessor
 
 
 class HeadScorer:

@@ -28,7 +28,8 @@ def run_filter_command(report_dir: Path, policy_name: str, out: Path, on_failed:
     print(f"{summary['samples']:,} samples: keep {counts['keep']:,}, review {counts['review']:,}, "
           f"drop {counts['drop']:,} (policy {policy.name}) -> {out}")
     if write_shards:
-        from vlmaudit.filter.reshard import ReReadOptions, write_filtered_shards
+        from vlmaudit.filter.reshard import write_filtered_shards
+        from vlmaudit.report.reread import ReReadOptions
 
         result = write_filtered_shards(report_dir, out / "keep.parquet", write_shards, reread or ReReadOptions())
         written = result["samples"]

@@ -29,7 +29,7 @@ class ReportRequest:
     fail_above: list[str] = field(default_factory=list)
     rules: Path | None = None
     thresholds_file: Path | None = None  # a thresholds YAML (e.g. from `vlmaudit calibrate`)
-    reread: object = None  # filter.reshard.ReReadOptions: which shards the HTML gallery may open
+    reread: object = None  # report.reread.ReReadOptions: which shards the HTML gallery may open
     allow_mixed: bool = False
     labels: Path | None = None  # a review sheet (`vlmaudit sample`) with labels: adds the estimates
 
@@ -182,7 +182,7 @@ def _with_estimates(text: str, estimates: dict, fmt: str) -> str:
 def _thumbnails(request: ReportRequest, summary: dict) -> dict:
     import sys
 
-    from vlmaudit.filter.reshard import ReReadOptions
+    from vlmaudit.report.reread import ReReadOptions
     from vlmaudit.report.exports import load_thumbnails
     from vlmaudit.report.safetext import safe_text
 

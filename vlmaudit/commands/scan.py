@@ -81,7 +81,7 @@ class ScanRequest:
 
     def spec(self):
         from vlmaudit.backends.modelref import ModelOptions
-        from vlmaudit.scan.spec import ScannerSpec
+        from vlmaudit.engine.spec import ScannerSpec
 
         from vlmaudit.storage.location import is_url
 
@@ -116,6 +116,9 @@ def run_scan_command(request: ScanRequest) -> int:
     if request.decode not in DECODE_MODES:
         raise UserError(f"--decode {request.decode}: expected one of {', '.join(DECODE_MODES)}")
     runinfo.prepare_out_dir(request.out)
+    from vlmaudit.engine.local import LocalEngine
+    from vlmaudit.engine.ray_engine import RayEngine
+
     engine = RayEngine(request) if request.engine == "ray" else LocalEngine(request)
     try:
         record = runinfo.run_record(engine.describe(), rules, _config(request), planned)
@@ -139,42 +142,6 @@ def _summarize(result, request: ScanRequest, console) -> int:
         _print_failures(console, result)
         return 1
     return 0
-
-
-class LocalEngine:
-    """This process: the model here, DataLoader worker processes for decoding."""
-
-    def __init__(self, request: ScanRequest):
-        self.scanner = request.spec().build()
-
-    def describe(self) -> dict:
-        return self.scanner.backend.describe()
-
-    def run(self, jobs, progress=None):
-        self.scanner.progress = progress or self.scanner.progress
-        return self.scanner.run(jobs)
-
-    def close(self) -> None: ...
-
-
-class RayEngine:
-    """A pool of Ray actors, each with its own model (see engine/ray_engine.py)."""
-
-    def __init__(self, request: ScanRequest):
-        from vlmaudit.engine.ray_engine import RayOptions, RayPool
-
-        options = RayOptions(request.ray_address, request.ray_workers, request.gpus_per_worker,
-                             request.cpus_per_worker)
-        self.pool = RayPool(request.spec(), options)
-
-    def describe(self) -> dict:
-        return self.pool.describe()
-
-    def run(self, jobs, progress=None):
-        return self.pool.run(jobs, progress)
-
-    def close(self) -> None:
-        self.pool.close()
 
 
 def _print_failures(console, result) -> None:

@@ -143,6 +143,24 @@ class RayPool:
             self.ray.shutdown()
 
 
+class RayEngine:
+    """A pool of Ray actors, each with its own model (see engine/ray_engine.py)."""
+
+    def __init__(self, request):
+        options = RayOptions(request.ray_address, request.ray_workers, request.gpus_per_worker,
+                             request.cpus_per_worker)
+        self.pool = RayPool(request.spec(), options)
+
+    def describe(self) -> dict:
+        return self.pool.describe()
+
+    def run(self, jobs, progress=None):
+        return self.pool.run(jobs, progress)
+
+    def close(self) -> None:
+        self.pool.close()
+
+
 def forwarded_env() -> dict[str, str]:
     return {name: os.environ[name] for name in FORWARDED_ENV if os.environ.get(name)}
 

@@ -1,9 +1,7 @@
 """Write filtered webdataset shards: the kept samples' members copied byte for byte, streaming,
 each shard under a temporary name renamed when complete, plus an img2dataset-style Parquet.
 
-Which shards are re-read is decided by the command line, never by the report: the shards named
-with `--shards`, else the source recorded in a shard's stats only when it is a local regular
-file or uses a URL scheme allowed with `--allow-scheme`. A recorded `pipe:` is never run.
+Which shards are re-read is decided by report/reread.py (the command line, never the report).
 """
 
 from __future__ import annotations
@@ -11,66 +9,13 @@ from __future__ import annotations
 import io
 import os
 import tarfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from vlmaudit.errors import UserError
 from vlmaudit.filter.table_shards import table_target, write_table_shard
 from vlmaudit.report.reading import read_stats
+from vlmaudit.report.reread import ReReadOptions, iter_raw_samples, shard_sources
 from vlmaudit.scan.parquet_source import is_table_shard
-from vlmaudit.scan.samples import group_by_key
-from vlmaudit.scan.tario import TarEnd, iter_members, open_stream
-
-
-@dataclass
-class ReReadOptions:
-    """Where shards may be re-read from and how big a member may be."""
-
-    shards: list[str] = field(default_factory=list)
-    allow_schemes: list[str] = field(default_factory=list)
-    max_member_bytes: int = 64 << 20
-
-
-def shard_sources(report_dir: Path, names: list[str], options: ReReadOptions) -> tuple[dict, dict]:
-    """({report name: source to open}, {report name: why it is not opened}) for `names`."""
-    given = _named_on_command_line(options.shards)
-    stats = read_stats(report_dir)
-    sources, refused = {}, {}
-    for name in names:
-        if name in given:
-            sources[name] = given[name]
-            continue
-        recorded = stats.get(name, {}).get("url")
-        problem = recorded_source_problem(recorded, options.allow_schemes)
-        if problem:
-            refused[name] = problem
-        else:
-            sources[name] = recorded
-    return sources, refused
-
-
-def _named_on_command_line(specs: list[str]) -> dict[str, str]:
-    if not specs:
-        return {}
-    from vlmaudit.scan.shards import expand_shard_specs, output_names
-
-    return {name: url for url, name in output_names(expand_shard_specs(specs)).items()}
-
-
-def recorded_source_problem(url, allow_schemes: list[str]) -> str | None:
-    """None when a source recorded in a report may be opened, else the reason it is not."""
-    if not isinstance(url, str) or not url:
-        return "no source recorded"
-    if url.startswith("pipe:"):
-        return "recorded source is a pipe: command; never run from a report (name the shards with --shards)"
-    if "://" in url:
-        scheme = url.split("://", 1)[0].lower()
-        if scheme in {s.lower() for s in allow_schemes}:
-            return None
-        return f"recorded source uses {scheme}://; allow it with --allow-scheme {scheme} or name the shards with --shards"
-    if not Path(url).is_file():
-        return "recorded source is not a regular local file (name the shards with --shards)"
-    return None
 
 
 def kept_indices(keep_file: Path, shard: str) -> set[int]:
@@ -78,17 +23,6 @@ def kept_indices(keep_file: Path, shard: str) -> set[int]:
 
     table = pq.read_table(keep_file, columns=["sample_index"], filters=[("shard", "=", shard)])
     return set(table.column("sample_index").to_pylist())
-
-
-def iter_raw_samples(url: str, max_member_bytes: int):
-    """(sample_index, key, members) with every member's header and bytes, grouped exactly as the
-    scanner groups them; a member over `max_member_bytes` has data None; a damaged tar ends the
-    iteration after its last intact member."""
-    stream = open_stream(url)
-    try:
-        yield from group_by_key(iter_members(stream, TarEnd(), lambda name: True, max_member_bytes))
-    finally:
-        stream.close()
 
 
 def write_shard(url: str, keep: set[int], target: Path, max_member_bytes: int) -> tuple[int, int]:

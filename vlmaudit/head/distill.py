@@ -60,7 +60,7 @@ def judge_verdicts(files, meta: dict, taxonomy, cutoff: float = 0.5, limit: int 
 def judged_features(tower, jobs, verdicts: dict[str, dict[str, Verdict]], settings, log=print):
     """(features [N, P, D] float16, concepts [N], categories [N]) for the judged samples found in
     the shards; a sample that cannot be decoded is skipped."""
-    from vlmaudit.backends.head import HeadPreprocessor
+    from vlmaudit.head.preprocess import HeadPreprocessor
     from vlmaudit.scan.worker import prepare_shard
 
     preprocessor = HeadPreprocessor(tower.image_processor)

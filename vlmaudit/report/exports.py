@@ -75,8 +75,8 @@ def _gallery(concept: str, items: list, thumbnails: dict, blur: bool, redact: bo
 
 def load_thumbnails(report_dir, summary: dict, reread, size: int = 128) -> tuple[dict, dict]:
     """(thumbnails {(shard, key): base64 JPEG}, {shard: why it was not re-read}) of the example
-    samples, read from the shards the command line allows (see filter.reshard.shard_sources)."""
-    from vlmaudit.filter.reshard import shard_sources
+    samples, read from the shards the command line allows (see report.reread.shard_sources)."""
+    from vlmaudit.report.reread import shard_sources
 
     wanted = {}
     for items in summary.get("examples", {}).values():
@@ -103,7 +103,7 @@ def _shard_images(url: str, max_member_bytes: int):
     if is_table_shard(url):
         yield from iter_table_images(url, max_bytes=max_member_bytes)
         return
-    from vlmaudit.filter.reshard import iter_raw_samples
+    from vlmaudit.report.reread import iter_raw_samples
     from vlmaudit.scan.samples import IMAGE_EXTS, split_name
 
     for _, key, members in iter_raw_samples(url, max_member_bytes):
