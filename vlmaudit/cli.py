@@ -232,7 +232,7 @@ def sample(
 ):
     """Draw a stratified random sample for human review (for `vlmaudit estimate`)."""
     from vlmaudit.commands.sample import SampleRequest, print_design, run_sample
-    from vlmaudit.filter.reshard import ReReadOptions
+    from vlmaudit.report.reread import ReReadOptions
 
     request = SampleRequest(report_location(report_dir), out, size, seed, strata, bands, overwrite, redact, blur,
                             ReReadOptions(shards, allow_scheme, max_member_bytes), allow_mixed)

@@ -23,7 +23,7 @@ class SampleRequest:
     overwrite: bool = False
     redact: bool = False
     blur: bool = True
-    reread: object = None  # filter.reshard.ReReadOptions: which shards the page may re-read images from
+    reread: object = None  # report.reread.ReReadOptions: which shards the page may re-read images from
     allow_mixed: bool = False
 
 
@@ -102,7 +102,7 @@ def design_dict(meta: dict, result) -> dict:
 def _write(request: SampleRequest, meta: dict, result, rows: list[dict]) -> None:
     from vlmaudit.estimate import review_page
     from vlmaudit.estimate.sheet import PAGE, write_sheet
-    from vlmaudit.filter.reshard import ReReadOptions
+    from vlmaudit.report.reread import ReReadOptions
     from vlmaudit.report.safetext import safe_text
 
     request.out.mkdir(parents=True, exist_ok=True)
