@@ -83,7 +83,14 @@ def test_every_row_of_a_stratum_is_equally_likely(tmp_path):
 
 
 def test_category_strata_group_rows_by_their_top_category(tmp_path):
-    from vlmaudit.estimate.draw import Params, category_scores, draw, fetch_rows
+    from vlmaudit.estimate.design import bin_of
+    from vlmaudit.estimate.draw import (
+        Params,
+        category_scores,
+        draw,
+        fetch_rows,
+        top_group,
+    )
 
     reports = synthetic_reports(tmp_path / "r")
     files, meta = load(reports)
@@ -92,8 +99,11 @@ def test_category_strata_group_rows_by_their_top_category(tmp_path):
     assert groups <= set(meta["categories"]) and len(groups) > 3
     rows = fetch_rows(files, [(s, i) for s, i, _ in result.picks])
     for shard, index, h in result.picks:
-        scores = category_scores(rows[(shard, index)], meta)
-        assert meta["categories"][int(scores.argmax())] == result.strata[h].group
+        row = rows[(shard, index)]
+        scores = category_scores(row, meta)
+        assert meta["categories"][int(scores.argmax())] == result.strata[h].group == meta["categories"][top_group(row, meta)]
+        lo, hi = result.strata[h].bins
+        assert lo <= bin_of(scores.max()) < hi
 
 
 def test_hostile_keys_and_captions_on_the_sheet_and_page(tmp_path):

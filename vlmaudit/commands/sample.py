@@ -61,7 +61,7 @@ def _check(request: SampleRequest) -> None:
 
 def sheet_rows(files: list, meta: dict, result) -> list[dict]:
     """One dict per drawn row, in hash order (a random order: no score band is reviewed in a block)."""
-    from vlmaudit.estimate.draw import category_scores, fetch_rows
+    from vlmaudit.estimate.draw import category_scores, fetch_rows, top_group
 
     found = fetch_rows(files, [(s, i) for s, i, _ in result.picks])
     order = sorted(result.picks, key=lambda p: _order_key(result.params.seed, p))
@@ -69,7 +69,7 @@ def sheet_rows(files: list, meta: dict, result) -> list[dict]:
     for number, (shard, index, h) in enumerate(order, start=1):
         row, stratum = found[(shard, index)], result.strata[h]
         scores = category_scores(row, meta)
-        top = int(scores.argmax()) if len(scores) else 0
+        top = top_group(row, meta)
         rows.append({"row": number, "shard": shard, "key": row["key"], "sample_index": index, "url": row["url"],
                      "caption": row["caption"], "stratum": stratum.id,
                      "inclusion_probability": stratum.drawn / stratum.rows, "weight": stratum.rows / stratum.drawn,

@@ -56,19 +56,19 @@ def category_lists(meta: dict) -> list[list[int]]:
 
 
 def _rows_sql(meta: dict, files: list, mode: str, scored_only: bool = True) -> str:
-    """Per row: shard, sample_index, top score, group and fine bin (all NULL for unscored rows
-    unless `scored_only` drops them)."""
-    parts = []
-    for idx in category_lists(meta):
-        pick = engine.ints(idx)
-        parts.append(f"greatest(list_max(list_select(image_scores, {pick})), list_max(list_select(caption_scores, {pick})))"
-                     if idx else "NULL::FLOAT")
-    grp = "list_position(cats, list_max(cats)) - 1" if mode == "category" else "0"
+    """Per row: shard, sample_index, top score (the max of all concept scores, image and
+    caption: the top category's score), group (mode category: the category of the concept
+    holding it, image first on a tie; see `top_group`) and fine bin; all NULL for unscored rows
+    unless `scored_only` drops them."""
+    cats = engine.ints([meta["categories"].index(c) for c in meta["concept_categories"]])
+    grp = (f"{cats}[CASE WHEN coalesce(ti >= tc, tc IS NULL) THEN list_position(image_scores, ti) "
+           f"ELSE list_position(caption_scores, tc) END]" if mode == "category" else "0")
     where = f"WHERE {SCORED}" if scored_only else ""
     return f"""SELECT shard, sample_index, top, CASE WHEN top IS NOT NULL THEN grp END AS grp,
                       least(greatest(floor(top::DOUBLE * {BINS}), 0), {BINS - 1})::BIGINT AS bin
-               FROM (SELECT shard, sample_index, list_max(cats) AS top, {grp} AS grp
-                     FROM (SELECT coalesce(shard, '') AS shard, sample_index, [{', '.join(parts)}] AS cats
+               FROM (SELECT shard, sample_index, greatest(ti, tc) AS top, {grp} AS grp
+                     FROM (SELECT coalesce(shard, '') AS shard, sample_index, image_scores, caption_scores,
+                                  list_max(image_scores) AS ti, list_max(caption_scores) AS tc
                            FROM {engine.source(files)} {where}))"""
 
 
@@ -159,6 +159,15 @@ def category_scores(row: dict, meta: dict) -> np.ndarray:
     sides = [np.asarray(row[s], np.float32) for s in ("image_scores", "caption_scores") if row.get(s) is not None]
     best = np.max(sides, axis=0) if sides else np.full(len(meta["concepts"]), np.nan, np.float32)
     return np.array([best[[i - 1 for i in idx]].max() if idx else np.nan for idx in category_lists(meta)], np.float32)
+
+
+def top_group(row: dict, meta: dict) -> int:
+    """The index of a row's top category, by the rule `_rows_sql` uses: the category of the
+    first concept holding the highest score, the image's on a tie with the caption."""
+    sides = [np.asarray(row[s], np.float32) if row.get(s) is not None else None for s in ("image_scores", "caption_scores")]
+    image, caption = sides
+    use = image if caption is None or (image is not None and image.max() >= caption.max()) else caption
+    return meta["categories"].index(meta["concept_categories"][int(use.argmax())])
 
 
 def category_flags(row: dict, meta: dict, thr_image, thr_caption) -> np.ndarray:
