@@ -151,3 +151,23 @@ def test_labels_file_problems(tmp_path):
     assert result.exit_code == 2 and "no design.json beside it" in result.output
     result = run_cli("estimate", reports, "--labels", tmp_path / "nothing.csv")
     assert result.exit_code == 2 and "no such file" in result.output
+
+
+def test_category_strata_end_to_end_with_a_bom_csv(tmp_path):
+    """sample --strata category -> labels (saved with a UTF-8 BOM, as Excel does) -> estimate."""
+    reports = synthetic_reports(tmp_path / "r", files=1, rows=200)
+    out = tmp_path / "review"
+    assert run_cli("sample", reports, "--size", 60, "--strata", "category", "--bands", "2", "--out", out).exit_code == 0
+    with open(out / "review.csv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        row["labels"] = row["top_category"] if float(row["top_score"]) > 0.5 else "safe"
+    with open(out / "review.csv", "w", newline="", encoding="utf-8-sig") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["shard", "key", "labels"], extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    result = run_cli("estimate", reports, "--labels", out, "--json")
+    assert result.exit_code == 0, result.output
+    est = json.loads(result.output)
+    assert est["labelled"] == 60 and est["params"]["mode"] == "category"
+    assert est["overall"]["prevalence"]["positives"] == sum(float(r["top_score"]) > 0.5 for r in rows)

@@ -148,7 +148,7 @@ def _read_table(path: Path):
             import pyarrow as pa
             import pyarrow.csv as pcsv
 
-            with open(path, newline="", encoding="utf-8", errors="replace") as handle:
+            with open(path, newline="", encoding="utf-8-sig", errors="replace") as handle:
                 names = next(csv.reader([handle.readline(1 << 20)]), [])
             options = pcsv.ConvertOptions(column_types={n: pa.string() for n in names}, strings_can_be_null=True)
             table = pcsv.read_csv(path, convert_options=options)
