@@ -233,6 +233,7 @@ def report(
     allow_scheme: SchemeOpt = [],
     max_member_bytes: MemberBytesOpt = 64 << 20,
     allow_mixed: MixedOpt = False,
+    labels: Annotated[Optional[Path], typer.Option("--labels", help="A labelled review sheet (from `vlmaudit sample`): adds prevalence with 95 % intervals and the thresholds' precision / recall.")] = None,
 ):
     """Summarise scan reports (reads only the reports; the HTML gallery also reads the shards)."""
     from vlmaudit.commands.report import ReportRequest, run_report_command
@@ -241,7 +242,7 @@ def report(
     request = ReportRequest(report_location(report_dir), "json" if as_json else fmt, output, top, threshold, policy,
                             category, concept, shard, compare and report_location(compare), examples, redact, blur,
                             fail_above, rules, thresholds_file, ReReadOptions(shards, allow_scheme, max_member_bytes),
-                            allow_mixed)
+                            allow_mixed, labels)
     raise typer.Exit(run_report_command(request))
 
 
@@ -270,6 +271,48 @@ def filter_(
     run_filter_command(report_location(report_dir), policy, report_location(out), on_failed, allow_partial, write_shards, rules,
                        ReReadOptions(shards, allow_scheme, max_member_bytes), allow_mixed,
                        ProgressOptions(quiet, progress_every))
+
+
+@app.command()
+@handle_errors
+def sample(
+    report_dir: Annotated[str, typer.Argument(help="A directory written by `vlmaudit scan` (or an s3://... URL).")],
+    size: Annotated[int, typer.Option("--size", help="How many samples to draw for review.")],
+    out: Annotated[Path, typer.Option("--out", help="Review folder: review.csv, review.parquet, review.html, design.json.")],
+    seed: Annotated[int, typer.Option(help="Random seed (the same seed and reports draw the same rows).")] = 0,
+    strata: Annotated[str, typer.Option(help="top: score bands of the top category score; category: score bands per top-scoring category.")] = "top",
+    bands: Annotated[int, typer.Option(help="Score bands (strata) per group, cut by the cumulative square-root-of-f rule.")] = 5,
+    overwrite: Annotated[bool, typer.Option(help="Replace a review sheet already in --out (its labels are lost).")] = False,
+    redact: Annotated[bool, typer.Option(help="No captions or URLs on the review page.")] = False,
+    blur: Annotated[bool, typer.Option(help="Blur the review page's images (click to reveal).")] = True,
+    shards: ShardsOpt = [],
+    allow_scheme: SchemeOpt = [],
+    max_member_bytes: MemberBytesOpt = 64 << 20,
+    allow_mixed: MixedOpt = False,
+):
+    """Draw a stratified random sample for human review (for `vlmaudit estimate`)."""
+    from vlmaudit.commands.sample import SampleRequest, print_design, run_sample
+    from vlmaudit.report.reread import ReReadOptions
+
+    request = SampleRequest(report_location(report_dir), out, size, seed, strata, bands, overwrite, redact, blur,
+                            ReReadOptions(shards, allow_scheme, max_member_bytes), allow_mixed)
+    print_design(run_sample(request), out)
+
+
+@app.command()
+@handle_errors
+def estimate(
+    report_dir: Annotated[str, typer.Argument(help="The reports the review sample was drawn from.")],
+    labels: Annotated[Path, typer.Option("--labels", help="The review folder (or its review.csv / review.parquet) with the labels column filled.")],
+    fmt: Annotated[str, typer.Option("--format", help="table, json, markdown or html.")] = "table",
+    as_json: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the result to this file.")] = None,
+    allow_mixed: MixedOpt = False,
+):
+    """Prevalence per category with 95 % intervals, and the thresholds' precision / recall, from review labels."""
+    from vlmaudit.commands.estimate import run_estimate
+
+    run_estimate(report_location(report_dir), labels, "json" if as_json else fmt, output, allow_mixed)
 
 
 @app.command(name="train-head")

@@ -31,6 +31,7 @@ class ReportRequest:
     thresholds_file: Path | None = None  # a thresholds YAML (e.g. from `vlmaudit calibrate`)
     reread: object = None  # report.reread.ReReadOptions: which shards the HTML gallery may open
     allow_mixed: bool = False
+    labels: Path | None = None  # a review sheet (`vlmaudit sample`) with labels: adds the estimates
 
 
 def build_view(request: ReportRequest, meta: dict):
@@ -101,6 +102,8 @@ def run_report_command(request: ReportRequest) -> int:
     limits = parse_limits(request.fail_above, meta["categories"])
     if request.compare:
         _add_comparison(summary, request)
+    if request.labels:
+        _add_estimates(summary, meta, request)
     _emit(summary, request)
     return _gate(summary, limits)
 
@@ -125,6 +128,16 @@ def _add_comparison(summary: dict, request: ReportRequest) -> None:
                            "delta": c["rate"] - rates.get(c["id"], 0.0)} for c in summary["categories"]]
 
 
+def _add_estimates(summary: dict, meta: dict, request: ReportRequest) -> None:
+    """Prevalence with intervals, and the precision / recall of the thresholds in effect."""
+    from vlmaudit.commands.estimate import estimate_for
+    from vlmaudit.report.summary import select_files
+
+    view = build_view(request, meta)
+    files = select_files(request.report_dir, None)
+    summary["estimates"] = estimate_for(request.report_dir, request.labels, meta, files, view.thr_image, view.thr_caption)
+
+
 def _emit(summary: dict, request: ReportRequest) -> None:
     from vlmaudit.report import exports
     from vlmaudit.report.safetext import json_text
@@ -137,6 +150,10 @@ def _emit(summary: dict, request: ReportRequest) -> None:
         from vlmaudit.report.dashboard import render
 
         render(summary, redact=request.redact)
+        if "estimates" in summary:
+            from vlmaudit.estimate.render import render_table
+
+            render_table(summary["estimates"])
         return
     if request.fmt == "json":
         text = json_text(summary)
@@ -145,10 +162,21 @@ def _emit(summary: dict, request: ReportRequest) -> None:
     else:
         thumbs = _thumbnails(request, summary)
         text = exports.to_html(summary, thumbs, request.blur, request.redact)
+    if "estimates" in summary and request.fmt != "json":
+        text = _with_estimates(text, summary["estimates"], request.fmt)
     if request.output:
         request.output.write_text(text, encoding="utf-8")
     else:
         print(text)
+
+
+def _with_estimates(text: str, estimates: dict, fmt: str) -> str:
+    from vlmaudit.estimate import render
+
+    if fmt == "markdown":
+        return text + "\n" + render.to_markdown(estimates)
+    head, _, tail = text.rpartition("</body>")
+    return head + render.to_html_section(estimates) + "\n</body>" + tail
 
 
 def _thumbnails(request: ReportRequest, summary: dict) -> dict:
