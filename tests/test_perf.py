@@ -103,7 +103,7 @@ def test_bench_reports_flops_throughput_and_mfu():
             "--precision", "fp32", "--device", "cpu"]
     result = run_cli(*args, "--json", "--peak-tflops", "0.001")
     assert result.exit_code == 0, result.output
-    out = json.loads(result.output)
+    out = json.loads(result.stdout)  # progress lines go to stderr
     vision_only = 828_672  # tiny CLIP vision tower per image: patch conv + 2 layers + attention + projection
     assert out["flops_per_sample"] > vision_only  # image and caption towers both counted
     assert out["end_to_end_mfu"] == pytest.approx(out["end_to_end_tflops"] / 0.001)
@@ -121,7 +121,7 @@ def test_bench_times_the_vlm_judge():
     result = run_cli("bench", "--backend", "vlm", "--size", "tiny", "--shards", "1", "--per-shard", "4",
                      "--batch-size", "4", "--workers", "0", "--precision", "fp32", "--device", "cpu", "--json")
     assert result.exit_code == 0, result.output
-    out = json.loads(result.output)
+    out = json.loads(result.stdout)  # progress lines go to stderr
     assert out["backend"] == "vlm" and out["end_to_end_samples_per_s"] > 0 and out["flops_per_sample"] > 0
 
 

@@ -9,16 +9,71 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+import typer.core
 
 from vlmaudit.errors import UserError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+
+
+def _metavar(param) -> str:
+    """A short placeholder instead of typer's <int range> / <list[str]> type labels."""
+    kind = param.bare_type() if hasattr(param, "bare_type") else ""
+    longest = max(param.opts, key=len).lstrip("-") if param.param_type_name == "option" else param.name
+    return {"int": "N", "float": "X"}.get(kind, longest.upper().replace("-", "_"))
+
+
+def _tidy_argument(param) -> None:
+    """SHARDS... / [DIRECTORY] in the usage line; the name once, with no type, in the list."""
+    name = param.name.upper()
+    usage = f"{name}..." if param.nargs != 1 else name
+    param.metavar = usage
+    param.display_type_rich = lambda ctx: None
+    param._usage_display_name = lambda: usage if param.required else f"[{usage}]"
+
+
+def tidy_help(command) -> None:
+    """Plain help that reads at 80 columns: short placeholders, no '[default: no-x]' for off switches."""
+    for param in command.params:
+        if param.param_type_name == "argument":
+            _tidy_argument(param)
+        elif getattr(param, "is_flag", False):
+            param.show_default = param.show_default and bool(param.default)
+        elif param.metavar is None:
+            param.metavar = _metavar(param)
+
+
+class HelpGroup(typer.core.TyperGroup):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for command in self.commands.values():
+            tidy_help(command)
+
+
+# plain click help (rich_markup_mode=None): rich's table squeezed descriptions at 80 columns and
+# read text such as 'vlmaudit[ray]' as markup
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
+                  cls=HelpGroup, context_settings={"help_option_names": ["-h", "--help"]},
                   help="Audit image-text webdataset shards for the 75 UnsafeConcepts.")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from vlmaudit import __version__
+
+        typer.echo(f"vlmaudit {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="Print the version and exit.")] = False) -> None:
+    """Audit image-text webdataset shards for the 75 UnsafeConcepts."""
 
 RulesOpt = Annotated[Optional[Path], typer.Option("--rules", help="Rules directory (default: the shipped rules/).")]
 UnsafeWeightsOpt = Annotated[bool, typer.Option(help="Allow pickle-based (non-safetensors) weights.")]
 RemoteCodeOpt = Annotated[bool, typer.Option(help="Run model code from the checkpoint's repository.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+ProgressEveryOpt = Annotated[float, typer.Option(min=0.0, help="Not on a terminal: seconds between progress lines.")]
 # safety-head training options, shared by train-head and distill
 EpochsOpt = Annotated[int, typer.Option(min=1)]
 TrainBatchOpt = Annotated[int, typer.Option(min=1)]
@@ -96,7 +151,7 @@ def concepts(rules: RulesOpt = None, as_json: Annotated[bool, typer.Option("--js
 def scan(
     shards: Annotated[list[str], typer.Argument(help="Shards: .tar/.tar.gz/.parquet/.arrow paths, dirs, globs, {a..b} ranges, URLs, pipe:CMD, hf://datasets/ORG/NAME.")],
     out: Annotated[str, typer.Option("--out", help="Report directory or fsspec URL (s3://bucket/prefix): one Parquet + stats JSON per shard.")],
-    model: Annotated[Optional[str], typer.Option(help="Hub id or local checkpoint directory (default: openai/clip-vit-large-patch14; llava-hf/llava-1.5-7b-hf for --backend vlm; the head's own vision model for --backend head).")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Hub id, local checkpoint dir, or opennsfw (bundled, offline). Default: openai/clip-vit-large-patch14; llava-hf/llava-1.5-7b-hf for --backend vlm; the head's vision model for --backend head.")] = None,
     backend: Annotated[str, typer.Option(help="clip (CLIP/SigLIP scorer), vlm (VLM judge), head (trained safety head), cascade.")] = "clip",
     rules: RulesOpt = None,
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
@@ -112,6 +167,7 @@ def scan(
     allow_unsafe_weights: UnsafeWeightsOpt = False,
     trust_remote_code: RemoteCodeOpt = False,
     quiet: QuietOpt = False,
+    progress_every: ProgressEveryOpt = 30.0,
     prompts: Annotated[str, typer.Option(help="VLM judge questions: a name in rules/prompts/ or a .yaml file.")] = "unsafeconcepts",
     rationale: Annotated[bool, typer.Option(help="VLM judge: also generate a short explanation for flagged samples.")] = False,
     head: Annotated[Optional[Path], typer.Option(help="Safety head directory (from `vlmaudit train-head`) for --backend head or cascade.")] = None,
@@ -144,7 +200,7 @@ def scan(
                           key_column=key_column, split=split, config=config, revision=revision, engine=engine,
                           ray_address=ray_address, gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker,
                           ray_workers=workers if engine == "ray" else None, decode=decode,
-                          compile=compile_model)
+                          compile=compile_model, progress_every=progress_every)
     raise typer.Exit(run_scan_command(request))
 
 
@@ -204,13 +260,17 @@ def filter_(
     allow_scheme: SchemeOpt = [],
     max_member_bytes: MemberBytesOpt = 64 << 20,
     allow_mixed: MixedOpt = False,
+    quiet: QuietOpt = False,
+    progress_every: ProgressEveryOpt = 30.0,
 ):
     """Decide keep / drop / review per sample from stored scores and a policy (no rescan)."""
     from vlmaudit.commands.filter import run_filter_command
+    from vlmaudit.progress import ProgressOptions
     from vlmaudit.report.reread import ReReadOptions
 
     run_filter_command(report_location(report_dir), policy, report_location(out), on_failed, allow_partial, write_shards, rules,
-                       ReReadOptions(shards, allow_scheme, max_member_bytes), allow_mixed)
+                       ReReadOptions(shards, allow_scheme, max_member_bytes), allow_mixed,
+                       ProgressOptions(quiet, progress_every))
 
 
 @app.command()
@@ -301,16 +361,19 @@ def bench(
     decode: Annotated[str, typer.Option(help="auto, cpu or gpu JPEG decoding.")] = "auto",
     compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
     peak_tflops: Annotated[Optional[float], typer.Option(help="Peak TFLOP/s for MFU (default: the GPU's dense fp16/bf16 peak from a table).")] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    quiet: QuietOpt = False,
+    progress_every: ProgressEveryOpt = 30.0,
 ):
     """Time the scan end to end against the bare model forward; FLOPs per sample, TFLOP/s, MFU."""
     import json
 
     from vlmaudit.commands.bench import BenchRequest, format_bench, run_bench
+    from vlmaudit.progress import ProgressOptions
 
     quiet_libraries()
     result = run_bench(BenchRequest(model, size, backend, shards, per_shard, batch_size, workers, device, precision,
-                                    decode, compile_model, peak_tflops))
+                                    decode, compile_model, peak_tflops, ProgressOptions(quiet, progress_every)))
     typer.echo(json.dumps(result, indent=2) if as_json else format_bench(result))
 
 
@@ -368,6 +431,7 @@ def eval_(
     allow_unsafe_weights: UnsafeWeightsOpt = False,
     trust_remote_code: RemoteCodeOpt = False,
     quiet: QuietOpt = False,
+    progress_every: ProgressEveryOpt = 30.0,
     text_concepts: Annotated[str, typer.Option(help="Judges' text alignment: all (75 concepts x 5 prompts, as the paper) or present (concepts with images here).")] = "all",
 ):
     """UnsafeConcepts metrics: perception / alignment / modality gap (judges), top-k / AUROC (scorers)."""
@@ -375,7 +439,8 @@ def eval_(
 
     quiet_libraries()
     request = EvalRequest(data, model, backend, benign, fmt, rules, thresholds, prompts, head, batch_size, limit,
-                          device, precision, allow_unsafe_weights, trust_remote_code, quiet, text_concepts)
+                          device, precision, allow_unsafe_weights, trust_remote_code, quiet, text_concepts,
+                          progress_every, output)
     emit(run_eval(request), fmt, output)
 
 
@@ -400,6 +465,7 @@ def distill(
     allow_unsafe_weights: UnsafeWeightsOpt = False,
     trust_remote_code: RemoteCodeOpt = False,
     quiet: QuietOpt = False,
+    progress_every: ProgressEveryOpt = 30.0,
 ):
     """Train the safety head on the VLM judge's stored verdicts over your own data (no labels)."""
     from vlmaudit.commands.distill import DistillRequest, run_distill
@@ -407,7 +473,7 @@ def distill(
     quiet_libraries()
     settings = train_settings(epochs, batch_size, lr, val_fraction, dim, tokens, seed)
     request = DistillRequest(report_dir, shards, out, vision_model, cutoff, max_samples, rules, device,
-                             allow_unsafe_weights, trust_remote_code, quiet)
+                             allow_unsafe_weights, trust_remote_code, quiet, progress_every)
     run_distill(request, settings)
 
 

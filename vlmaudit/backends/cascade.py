@@ -32,7 +32,7 @@ def build_cascade(rules, options, extra):
         screen = HeadScorer(rules.taxonomy, options, extra.head)
     else:
         screen = build_screen(rules.taxonomy, options)
-    judge = build_judge(rules, replace(options, model=extra.judge_model or DEFAULT_JUDGE), extra)
+    judge = build_judge(rules, replace(options, model=extra.judge_model or DEFAULT_JUDGE, flag="--judge-model"), extra)
     return Cascade(screen, judge, extra.escalate_above, extra.escalate_top)
 
 

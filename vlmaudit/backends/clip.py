@@ -54,7 +54,7 @@ class ClipScorer:
         from transformers import AutoModel, AutoProcessor
 
         self.options = options
-        self.config = load_config(options.model, options.trust_remote_code)
+        self.config = load_config(options.model, options.trust_remote_code, options.flag)
         if self.config.model_type not in SUPPORTED_TYPES:
             raise ModelError(f"model {options.model!r} is a {self.config.model_type!r} model; the clip backend needs "
                              f"a dual encoder ({', '.join(SUPPORTED_TYPES)})")

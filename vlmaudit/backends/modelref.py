@@ -17,25 +17,30 @@ class ModelOptions:
     allow_unsafe_weights: bool = False
     trust_remote_code: bool = False
     compile: bool = False  # torch.compile the model's forward (clip backend)
+    flag: str = "--model"  # the option that named this model, for hints (--judge-model, --vision-model)
 
 
-def load_config(ref: str, trust_remote_code: bool):
+def load_config(ref: str, trust_remote_code: bool, flag: str = "--model"):
     from transformers import AutoConfig
 
+    from vlmaudit.backends.hubcheck import check_hub
+
+    check_hub(ref, flag)
     try:
         return AutoConfig.from_pretrained(ref, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
-        raise ModelError(_not_available(ref, exc)) from None
+        raise ModelError(_not_available(ref, exc, flag)) from None
 
 
-def _not_available(ref: str, exc: Exception) -> str:
+def _not_available(ref: str, exc: Exception, flag: str = "--model") -> str:
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if "trust_remote_code" in str(exc):
         return f"model {ref!r} needs custom code from its repository; re-run with --trust-remote-code if you trust it"
     if Path(ref).exists():
         return f"model {ref!r}: not a loadable checkpoint directory ({first[:200]})"
-    return (f"model {ref!r} is not available: not a local directory and not in the Hugging Face cache "
-            f"(offline, or a typo?). Pass --model DIR with a saved checkpoint, or run once with network access.")
+    from vlmaudit.backends.hubcheck import offline_hint
+
+    return f"model {ref!r} is not available: not a local directory and not in the Hugging Face cache. {offline_hint(ref, flag)}"
 
 
 def from_pretrained(cls, ref: str, options: ModelOptions, sdpa: bool = False, **kwargs):
@@ -50,7 +55,7 @@ def from_pretrained(cls, ref: str, options: ModelOptions, sdpa: bool = False, **
         if not options.allow_unsafe_weights and "safetensors" in str(exc).lower():
             raise ModelError(f"model {ref!r} has no safetensors weights; pickle-based weights can run code: "
                              "convert them, or pass --allow-unsafe-weights if you trust the source") from None
-        raise ModelError(_not_available(ref, exc)) from None
+        raise ModelError(_not_available(ref, exc, options.flag)) from None
 
 
 def _load(cls, ref: str, options: ModelOptions, kwargs: dict):

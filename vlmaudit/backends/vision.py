@@ -19,7 +19,7 @@ class VisionTower:
         from transformers import AutoImageProcessor
 
         self.options = options
-        self.config = load_config(options.model, options.trust_remote_code)
+        self.config = load_config(options.model, options.trust_remote_code, options.flag)
         self.device = resolve_device(options.device)
         self.model = self._load().to(self.device).eval().requires_grad_(False)
         self.image_processor = from_pretrained(AutoImageProcessor, options.model, options)

@@ -75,7 +75,7 @@ class VlmJudge:
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         self.options, self.prompts, self.thresholds, self.rationale = options, prompts, thresholds, rationale
-        self.config = load_config(options.model, options.trust_remote_code)
+        self.config = load_config(options.model, options.trust_remote_code, options.flag)
         _check_image_text_to_text(self.config, options.model)
         processor = from_pretrained(AutoProcessor, options.model, options)
         self.layout = chat.chat_layout(processor, options.model)

@@ -30,6 +30,7 @@ class BenchRequest:
     decode: str = "auto"
     compile: bool = False
     peak_tflops: float | None = None
+    progress: object = None  # vlmaudit.progress.ProgressOptions; None: quiet
 
 
 def run_bench(request: BenchRequest) -> dict:
@@ -37,17 +38,26 @@ def run_bench(request: BenchRequest) -> dict:
     from vlmaudit.perf.peaks import device_name
     from vlmaudit.scan.gpu_decode import resolve_decode
 
+    from vlmaudit.progress import ProgressOptions
+
     _check(request)
+    show, samples = request.progress or ProgressOptions(), request.shards * request.per_shard
     with tempfile.TemporaryDirectory(prefix="vlmaudit-bench-") as tmp:
         root = Path(tmp)
+        show.note(f"bench: writing {request.shards} demo shards of {request.per_shard} samples")
         paths = build_demo_shards(root / "shards", shards=request.shards, per_shard=request.per_shard)
+        show.note("bench: building the random model" if request.model is None else "bench: loading the model")
         model = request.model or str(_random_model(root / "model", request))
         backend, rules = _backend(model, request)
+        show.note("bench: counting FLOPs on one batch")
         flops = flops_per_sample(backend, paths, request.batch_size)
-        bare = time_bare_forward(backend, paths, request.batch_size)
+        show.note("bench: decoding every sample into memory for the bare forward")
+        with show.start("bench: bare forward", samples=samples, flagged=None) as progress:
+            bare = time_bare_forward(backend, paths, request.batch_size, progress)
         decode = resolve_decode(request.decode, backend)
-        end_to_end = time_scan(backend, rules, paths, root / "out", request.batch_size, request.workers, decode)
-    samples = request.shards * request.per_shard
+        with show.start("bench: end-to-end scan", shards=len(paths), samples=samples) as progress:
+            end_to_end = time_scan(backend, rules, paths, root / "out", request.batch_size, request.workers, decode,
+                                   progress)
     result = {
         "model": request.model or f"random {request.size}", "backend": request.backend, "samples": samples,
         "device": backend.device, "device_name": device_name(backend.device), "precision": backend.precision,
@@ -124,13 +134,15 @@ def flops_per_sample(backend, paths, batch_size) -> float:
     return count_flops(backend.forward_only, batch.inputs) / len(batch.metas)
 
 
-def time_bare_forward(backend, paths, batch_size) -> float:
-    batches = [b.inputs for b in _prepared(backend, paths, batch_size)]
-    backend.forward_only(batches[0])  # warm-up (and compilation with --compile)
+def time_bare_forward(backend, paths, batch_size, progress=None) -> float:
+    batches = list(_prepared(backend, paths, batch_size))
+    backend.forward_only(batches[0].inputs)  # warm-up (and compilation with --compile)
     _synchronize(backend.device)
     started = time.perf_counter()
-    for inputs in batches:
-        backend.forward_only(inputs)
+    for batch in batches:
+        backend.forward_only(batch.inputs)
+        if progress is not None:
+            progress.batch(len(batch.metas))
     _synchronize(backend.device)
     return time.perf_counter() - started
 
@@ -142,7 +154,8 @@ def _synchronize(device: str) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_scan(backend, rules, paths, out: Path, batch_size: int, workers: int, decode: str = "cpu") -> float:
+def time_scan(backend, rules, paths, out: Path, batch_size: int, workers: int, decode: str = "cpu",
+              progress=None) -> float:
     """Seconds for the whole scan; DECODE is a resolved mode (cpu or gpu)."""
     from vlmaudit.scan.scanner import Scanner
     from vlmaudit.schema import report_meta, report_schema
@@ -153,7 +166,7 @@ def time_scan(backend, rules, paths, out: Path, batch_size: int, workers: int, d
     jobs = [ShardJob(str(p), p.stem) for p in paths]
     settings = ScanSettings(batch_size=batch_size, workers=workers, decode=decode)
     started = time.perf_counter()
-    Scanner(backend, rules, out, settings, schema).run(jobs)
+    Scanner(backend, rules, out, settings, schema, progress).run(jobs)
     _synchronize(backend.device)
     return time.perf_counter() - started
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def show_concepts(rules_dir, as_json: bool) -> None:
-    from vlmaudit.report.safetext import json_text, rich_text
+    from vlmaudit.report.safetext import json_text
     from vlmaudit.rulebook.load import load_rules
 
     rules = load_rules(rules_dir)
@@ -12,18 +12,37 @@ def show_concepts(rules_dir, as_json: bool) -> None:
     if as_json:
         print(json_text({"taxonomy_version": rules.taxonomy.tag, "concepts": rows}))
         return
-    from rich.console import Console
+    from vlmaudit.report.dashboard import make_console
+
+    console = make_console()
+    console.print(_table(rows, rules, console))
+
+
+def _table(rows: list[dict], rules, console):
+    """One section per category; the id column is as wide as the longest id, so a narrow terminal
+    or a pipe wraps the names (at spaces) and never splits an id."""
+    from itertools import groupby
+
+    from rich import box
     from rich.table import Table
 
+    from vlmaudit.report.safetext import rich_text, safe_text
+
+    plain = console.no_color or not console.is_terminal
     table = Table(title=rich_text(f"{len(rows)} concepts, {len(rules.taxonomy.categories)} categories "
-                                  f"({rules.taxonomy.tag})"))
-    for column in ("category", "id", "name", "thr img", "thr cap", "prompts"):
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        table.add_row(rich_text(row["category"]), rich_text(row["id"]), rich_text(row["name"]),
-                      f"{row['threshold']['image']:.2f}",
-                      f"{row['threshold']['caption']:.2f}", str(len(row["prompts"])))
-    Console().print(table)
+                                  f"({rules.taxonomy.tag}); img / cap: thresholds"), box=box.ASCII if plain else box.SIMPLE_HEAVY)
+    widest = max((len(safe_text(r["id"])) for r in rows + [{"id": r["category"] + ":"} for r in rows]), default=2)
+    table.add_column("id", min_width=min(widest, 40), no_wrap=widest <= 40, overflow="fold")
+    table.add_column("name", overflow="fold")
+    for column in ("img", "cap", "prompts"):  # img / cap: the thresholds
+        table.add_column(column, justify="right", overflow="fold")
+    for category, group in groupby(rows, key=lambda r: r["category"]):
+        table.add_row(rich_text(f"{category}:"), style="bold", end_section=False)
+        for row in group:
+            table.add_row(rich_text(row["id"]), rich_text(row["name"]), f"{row['threshold']['image']:.2f}",
+                          f"{row['threshold']['caption']:.2f}", str(len(row["prompts"])))
+        table.add_section()
+    return table
 
 
 def _rows(rules) -> list[dict]:

@@ -24,6 +24,7 @@ class DistillRequest:
     allow_unsafe_weights: bool = False
     trust_remote_code: bool = False
     quiet: bool = False
+    progress_every: float = 30.0
 
 
 def run_distill(request: DistillRequest, settings) -> dict:
@@ -35,21 +36,30 @@ def run_distill(request: DistillRequest, settings) -> dict:
     from vlmaudit.head import training as T
     from vlmaudit.head.distill import judge_verdicts, judged_features
     from vlmaudit.head.model import save_head
+    from vlmaudit.progress import ProgressOptions
+    from vlmaudit.storage.localfiles import check_writable_dir
     from vlmaudit.report.reading import read_report_meta, report_files
     from vlmaudit.rulebook.load import load_rules
     from vlmaudit.scan.runinfo import plan_jobs
     from vlmaudit.scan.worker import ScanSettings
 
+    check_writable_dir(request.out)  # like every check here, before the vision tower loads
     console = Console(stderr=True, quiet=request.quiet)
     taxonomy = load_rules(request.rules).taxonomy
     files = report_files(request.report_dir)
     meta = read_report_meta(files)
     verdicts = judge_verdicts(files, meta, taxonomy, request.cutoff, request.max_samples)
     jobs, _ = plan_jobs(request.shards)
-    tower = VisionTower(ModelOptions(vision_model(request, meta), request.device, "fp32", request.allow_unsafe_weights,
-                                     request.trust_remote_code))
-    features, concepts, categories = judged_features(tower, jobs, verdicts, ScanSettings(batch_size=settings.extract_batch,
-                                                                                            workers=0), console.print)
+    model = vision_model(request, meta)  # every check above runs before the vision tower loads
+    tower = VisionTower(ModelOptions(model, request.device, "fp32", request.allow_unsafe_weights,
+                                     request.trust_remote_code, flag="--vision-model"))
+    judged = [job for job in jobs if verdicts.get(job.name)]
+    total = sum(len(verdicts[job.name]) for job in judged)
+    with ProgressOptions(request.quiet, request.progress_every).start("features", shards=len(judged), samples=total,
+                                                                       console=console, flagged=None) as progress:
+        features, concepts, categories = judged_features(tower, judged, verdicts,
+                                                         ScanSettings(batch_size=settings.extract_batch, workers=0),
+                                                         progress)
     console.print(f"{len(features)} judged images ({int((categories == -1).sum())} judged safe)")
     head, train_idx, val_idx = T.train(features, concepts, categories, len(taxonomy.concepts),
                                        len(taxonomy.categories), settings, tower.device, console.print)

@@ -29,6 +29,8 @@ class EvalRequest:
     trust_remote_code: bool = False
     quiet: bool = False
     text_concepts: str = "all"
+    progress_every: float = 30.0
+    output: Path | None = None  # --output, checked before the model loads
 
 
 def run_eval(request: EvalRequest) -> dict:
@@ -36,24 +38,42 @@ def run_eval(request: EvalRequest) -> dict:
 
     from vlmaudit.evaluate import run
     from vlmaudit.evaluate.data import benign_images, load_eval_data
+    from vlmaudit.progress import ProgressOptions
     from vlmaudit.rulebook.load import load_rules
+
     if request.text_concepts not in ("all", "present"):
         raise UserError(f"--text-concepts {request.text_concepts}: expected all or present")
     if request.fmt not in FORMATS:
         raise UserError(f"--format {request.fmt}: expected one of {', '.join(FORMATS)}")
+    if request.output is not None:
+        check_output_file(request.output)
     console = Console(stderr=True, quiet=request.quiet)
     rules = load_rules(request.rules, request.thresholds)
     items = load_eval_data(request.data, rules.taxonomy)[:request.limit]
     benign = benign_images(request.benign) if request.benign else None
     probe = build_probe(request, rules)
-    log = console.print
-    if probe.kind == "judge":
-        if benign is not None:
-            console.print("[yellow]--benign is used with scorers (AUROC); a judge's metrics need no benign images")
-        result = run.evaluate_judge(probe, items, rules.taxonomy, request.batch_size, log, request.text_concepts)
-    else:
-        result = run.evaluate_scorer(probe, items, rules.taxonomy, benign, rules.thresholds.image, request.batch_size, log)
+    if probe.kind == "judge" and benign is not None:
+        console.print("[yellow]--benign is used with scorers (AUROC); a judge's metrics need no benign images")
+    total = len(items) + (len(benign) if benign is not None and probe.kind != "judge" else 0)
+    with ProgressOptions(request.quiet, request.progress_every).start("eval", samples=total, console=console,
+                                                                        flagged=None) as progress:
+        if probe.kind == "judge":
+            result = run.evaluate_judge(probe, items, rules.taxonomy, request.batch_size, progress, request.text_concepts)
+        else:
+            result = run.evaluate_scorer(probe, items, rules.taxonomy, benign, rules.thresholds.image,
+                                         request.batch_size, progress)
     return {"model": probe.describe(), **result}
+
+
+def check_output_file(path: Path) -> None:
+    """--output must be writable before minutes of model work are spent."""
+    import os
+
+    if path.is_dir():
+        raise UserError(f"--output {path}: is a directory")
+    parent = path.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UserError(f"--output {path}: cannot write there")
 
 
 def build_probe(request: EvalRequest, rules):

@@ -8,7 +8,8 @@ from vlmaudit.errors import UserError
 
 
 def run_filter_command(report_dir: Path, policy_name: str, out: Path, on_failed: str, allow_partial: bool,
-                       write_shards: Path | None, rules_dir: Path | None, reread=None, allow_mixed: bool = False) -> None:
+                       write_shards: Path | None, rules_dir: Path | None, reread=None, allow_mixed: bool = False,
+                       progress=None) -> None:
     from vlmaudit.filter.lists import run_filter
     from vlmaudit.rulebook.policy import ACTIONS, load_policy
     from vlmaudit.report.reading import naming_damage, report_files, validate_reports
@@ -31,7 +32,7 @@ def run_filter_command(report_dir: Path, policy_name: str, out: Path, on_failed:
         from vlmaudit.filter.reshard import write_filtered_shards
         from vlmaudit.report.reread import ReReadOptions
 
-        result = write_filtered_shards(report_dir, out / "keep.parquet", write_shards, reread or ReReadOptions())
+        result = write_filtered_shards(report_dir, out / "keep.parquet", write_shards, reread or ReReadOptions(), progress)
         written = result["samples"]
         print(f"wrote {len(written)} filtered shards with {sum(written.values()):,} samples -> {write_shards}")
         if result["skipped_members"]:

@@ -55,6 +55,7 @@ class ScanRequest:
     ray_workers: int | None = None  # --workers under --engine ray: the number of actors
     decode: str = "auto"
     compile: bool = False
+    progress_every: float = 30.0  # seconds between progress lines when stderr is not a terminal
 
     def backend_options(self):
         from vlmaudit.backends import BackendOptions
@@ -105,6 +106,7 @@ def run_scan_command(request: ScanRequest) -> int:
     from vlmaudit.rulebook.load import load_rules
     from vlmaudit.scan.parquet_source import check_table_shards
     from vlmaudit.scan import runinfo
+    from vlmaudit.scan.counting import SampleTotal
     from vlmaudit.scan.gpu_decode import DECODE_MODES
 
     console = Console(stderr=True)
@@ -116,6 +118,11 @@ def run_scan_command(request: ScanRequest) -> int:
     if request.decode not in DECODE_MODES:
         raise UserError(f"--decode {request.decode}: expected one of {', '.join(DECODE_MODES)}")
     runinfo.prepare_out_dir(request.out)
+    _check_hub(request)
+    known = _known_identity(request, rules)
+    runinfo.check_resume(request.out, known, request.overwrite, tuple(known))  # before the model loads
+    todo, done = runinfo.split_done(jobs, request.out, request.overwrite)
+    totals = None if request.quiet else SampleTotal([job.url for job in todo])  # counts while the model loads
     from vlmaudit.engine.local import LocalEngine
     from vlmaudit.engine.ray_engine import RayEngine
 
@@ -124,13 +131,31 @@ def run_scan_command(request: ScanRequest) -> int:
         record = runinfo.run_record(engine.describe(), rules, _config(request), planned)
         runinfo.check_resume(request.out, record, request.overwrite)
         runinfo.write_run_record(request.out, record)
-        todo, done = runinfo.split_done(jobs, request.out, request.overwrite)
         if done:
             console.print(f"{len(done)} of {len(jobs)} shards already done in {rich_markup(redact(str(request.out)))}; skipping them")
-        result = _run(engine, request, todo, console)
+        result = _run(engine, request, todo, console, totals)
     finally:
         engine.close()
     return _summarize(result, request, console)
+
+
+def _check_hub(request: ScanRequest) -> None:
+    """Models that would come from an unreachable hub: one line now, not retries after the rest loaded."""
+    from vlmaudit.backends.hubcheck import check_hub
+    from vlmaudit.backends.vlm import DEFAULT_JUDGE
+
+    model = default_model(request)
+    if model and request.backend != "head" and not (request.backend == "cascade" and request.head):
+        check_hub(model, "--model")
+    if request.backend == "cascade":
+        check_hub(request.judge_model or DEFAULT_JUDGE, "--judge-model")
+
+
+def _known_identity(request: ScanRequest, rules) -> dict:
+    from vlmaudit.scan.runinfo import known_identity
+
+    spec = request.spec()
+    return known_identity(request.backend, spec.model.model, spec.options.head, rules)
 
 
 def _summarize(result, request: ScanRequest, console) -> int:
@@ -167,12 +192,13 @@ def default_model(request: ScanRequest) -> str | None:
     return DEFAULT_JUDGE if request.backend == "vlm" else DEFAULT_MODEL
 
 
-def _run(engine, request: ScanRequest, jobs, console):
+def _run(engine, request: ScanRequest, jobs, console, totals=None):
     if request.quiet or not jobs:
         return engine.run(jobs)
-    from vlmaudit.progress import RichProgress
+    from vlmaudit.progress import start_progress
 
-    with RichProgress(len(jobs), console) as progress:
+    with start_progress("scan", shards=len(jobs), samples=totals, every=request.progress_every,
+                        console=console) as progress:
         return engine.run(jobs, progress)
 
 

@@ -31,14 +31,16 @@ def run_train_head(request: TrainHeadRequest, settings) -> dict:
     from vlmaudit.rulebook.load import load_rules
     from vlmaudit.head.model import save_head
     from vlmaudit.backends.vision import VisionTower
+    from vlmaudit.storage.localfiles import check_writable_dir
 
+    check_writable_dir(request.out)  # like every check here, before the vision tower loads
     console = Console(stderr=True, quiet=request.quiet)
     rules = load_rules(request.rules)
     taxonomy = rules.taxonomy
     examples = load_examples(request.data, taxonomy, request.safe_images)
     console.print(f"{len(examples)} labelled images ({sum(e.concept == -1 for e in examples)} safe)")
     tower = VisionTower(ModelOptions(request.vision_model, request.device, "fp32", request.allow_unsafe_weights,
-                                     request.trust_remote_code))
+                                     request.trust_remote_code, flag="--vision-model"))
     cache = request.cache_dir or request.out / "feature-cache"
     features = T.extract_features(tower, examples, cache, settings.extract_batch, console.print)
     concepts = np.array([e.concept for e in examples])

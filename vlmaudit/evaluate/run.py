@@ -22,11 +22,12 @@ def load_batch(paths_or_bytes: list, origins: list[str]) -> tuple[list, list[int
     return images, ok
 
 
-def evaluate_judge(probe, items, taxonomy, batch: int = 8, log=lambda _: None, text_concepts: str = "all") -> dict:
+def evaluate_judge(probe, items, taxonomy, batch: int = 8, progress=None, text_concepts: str = "all") -> dict:
     """text_concepts: "all" (the paper: 75 concepts x 5 prompts) or "present" (only the concepts
     that have images here; the others' text alignment is left out)."""
     from vlmaudit.evaluate.metrics import judge_metrics
 
+    progress = progress or silent()
     perception, unsafe, kept = [], [], []
     for start in range(0, len(items), batch):
         chunk = items[start:start + batch]
@@ -36,7 +37,7 @@ def evaluate_judge(probe, items, taxonomy, batch: int = 8, log=lambda _: None, t
             perception.append(p)
             unsafe.append(u)
             kept += [start + i for i in ok]
-        log(f"eval: {min(start + batch, len(items))}/{len(items)} images")
+        progress.batch(len(chunk))
     _need_some(kept, items)
     text = _text_alignment(probe, taxonomy, {items[i].concept for i in kept} if text_concepts == "present" else None)
     result = judge_metrics(np.concatenate(perception), np.array([items[i].correct for i in kept]),
@@ -47,28 +48,35 @@ def evaluate_judge(probe, items, taxonomy, batch: int = 8, log=lambda _: None, t
     return {"kind": "judge", "items": len(items), "evaluated": len(kept), "unreadable": len(items) - len(kept), **result}
 
 
-def evaluate_scorer(probe, items, taxonomy, benign=None, thresholds=None, batch: int = 32, log=lambda _: None) -> dict:
+def evaluate_scorer(probe, items, taxonomy, benign=None, thresholds=None, batch: int = 32, progress=None) -> dict:
     from vlmaudit.evaluate.metrics import scorer_metrics
 
-    scores, kept = _scores(probe, [it.image for it in items], [it.origin for it in items], batch, log)
+    progress = progress or silent()
+    scores, kept = _scores(probe, [it.image for it in items], [it.origin for it in items], batch, progress)
     _need_some(kept, items)
     benign_scores = None
     if benign is not None:
-        benign_scores, _ = _scores(probe, benign, [str(p) for p in benign], batch, log)
+        benign_scores, _ = _scores(probe, benign, [str(p) for p in benign], batch, progress)
     result = scorer_metrics(scores, np.array([items[i].concept for i in kept]), taxonomy.concept_category_index(),
                             taxonomy.category_ids, benign_scores, thresholds)
     return {"kind": "scorer", "items": len(items), "evaluated": len(kept), "unreadable": len(items) - len(kept), **result}
 
 
-def _scores(probe, images_in, origins, batch, log):
+def _scores(probe, images_in, origins, batch, progress):
     chunks, kept = [], []
     for start in range(0, len(images_in), batch):
         images, ok = load_batch(images_in[start:start + batch], origins[start:start + batch])
         if images:
             chunks.append(probe.scores(images))
             kept += [start + i for i in ok]
-        log(f"eval: {min(start + batch, len(images_in))}/{len(images_in)} images")
+        progress.batch(len(origins[start:start + batch]))
     return (np.concatenate(chunks) if chunks else np.zeros((0, 0))), kept
+
+
+def silent():
+    from vlmaudit.progress import ProgressOptions
+
+    return ProgressOptions(quiet=True).start("eval")
 
 
 def _text_alignment(probe, taxonomy, only: set[int] | None) -> np.ndarray:

@@ -51,6 +51,20 @@ def _exclusive(path: Path):
     return os.fdopen(fd, "wb")
 
 
+def _reported(names: list[str], stats: dict, counts: dict, options):
+    """`names`, one by one; after each shard the display counts its samples (from its stats),
+    how many were written, and the shard."""
+    from vlmaudit.progress import ProgressOptions
+
+    total = sum(int(stats[name].get("rows") or 0) for name in names)
+    with (options or ProgressOptions()).start("write-shards", shards=len(names), samples=total,
+                                              flagged="written") as progress:
+        for name in names:
+            yield name
+            progress.batch(int(stats[name].get("rows") or 0), counts.get(name, 0))
+            progress.shard_done(name, "complete")
+
+
 def write_kept_parquet(keep_file: Path, shard: str, target: Path) -> None:
     import pyarrow.parquet as pq
 
@@ -64,9 +78,10 @@ def write_kept_parquet(keep_file: Path, shard: str, target: Path) -> None:
         partial.unlink(missing_ok=True)
 
 
-def write_filtered_shards(report_dir: Path, keep_file: Path, out_dir: Path, options: ReReadOptions) -> dict:
+def write_filtered_shards(report_dir: Path, keep_file: Path, out_dir: Path, options: ReReadOptions,
+                          progress=None) -> dict:
     """For every finished shard of the report: NAME.tar with the kept samples, NAME.parquet.
-    Returns {"samples": {name: written}, "skipped_members": n}."""
+    Returns {"samples": {name: written}, "skipped_members": n}. `progress`: ProgressOptions."""
     stats = read_stats(report_dir)
     names = [n for n, s in stats.items() if s.get("status") != "failed" and (Path(report_dir) / f"{n}.parquet").is_file()]
     sources, refused = shard_sources(report_dir, names, options)
@@ -75,7 +90,7 @@ def write_filtered_shards(report_dir: Path, keep_file: Path, out_dir: Path, opti
         raise UserError(f"--write-shards: {len(refused)} shard(s) will not be re-read: {shown}")
     out_dir.mkdir(parents=True, exist_ok=True)
     counts, skipped = {}, 0
-    for name in names:
+    for name in _reported(names, stats, counts, progress):
         keep = kept_indices(keep_file, name)
         if is_table_shard(sources[name]):  # Parquet/Arrow input: a filtered copy, every column kept
             counts[name] = write_table_shard(sources[name], keep, table_target(out_dir, name, sources[name]))

@@ -57,12 +57,14 @@ def judge_verdicts(files, meta: dict, taxonomy, cutoff: float = 0.5, limit: int 
     return out
 
 
-def judged_features(tower, jobs, verdicts: dict[str, dict[str, Verdict]], settings, log=print):
+def judged_features(tower, jobs, verdicts: dict[str, dict[str, Verdict]], settings, progress=None):
     """(features [N, P, D] float16, concepts [N], categories [N]) for the judged samples found in
-    the shards; a sample that cannot be decoded is skipped."""
+    the shards; a sample that cannot be decoded is skipped. `progress`: a vlmaudit.progress display."""
     from vlmaudit.head.preprocess import HeadPreprocessor
+    from vlmaudit.progress import ProgressOptions
     from vlmaudit.scan.worker import prepare_shard
 
+    progress = progress or ProgressOptions().start("distill")
     preprocessor = HeadPreprocessor(tower.image_processor)
     features, labels = [], []
     for job in jobs:
@@ -70,6 +72,7 @@ def judged_features(tower, jobs, verdicts: dict[str, dict[str, Verdict]], settin
         if not wanted:
             continue
         for batch in prepare_shard(job, preprocessor, settings, select=lambda s, w=wanted: s.key in w):
+            progress.batch(len(batch.metas))
             if "pixel_values" not in batch.inputs:
                 continue
             found = tower.features(batch.inputs["pixel_values"]).cpu().numpy().astype(np.float16)
@@ -77,7 +80,7 @@ def judged_features(tower, jobs, verdicts: dict[str, dict[str, Verdict]], settin
                 if meta.image_row >= 0 and meta.key in wanted:
                     features.append(found[meta.image_row])
                     labels.append(wanted[meta.key])
-        log(f"features: {len(features)} judged images so far ({job.name})")
+        progress.shard_done(job.name, "complete")
     if not features:
         raise UserError("none of the judged samples was found in --shards (the shards scanned for these reports?)")
     return (np.stack(features), np.array([v.concept for v in labels]), np.array([v.category for v in labels]))

@@ -5,26 +5,28 @@ from __future__ import annotations
 from vlmaudit.report.safetext import rich_text, safe_text
 
 SPARKS = "▁▂▃▄▅▆▇█"
+ASCII_SPARKS = "_.-:=+*#"
+NOTHING = "nothing reached the thresholds"
 
 
 def pct(rate: float) -> str:
     return f"{100 * rate:.2f}%"
 
 
-def bar(rate: float, peak: float, width: int) -> str:
+def bar(rate: float, peak: float, width: int, plain: bool = False) -> str:
     filled = 0 if peak <= 0 else round(width * rate / peak)
-    return "█" * filled + "·" * (width - filled)
+    return ("#" if plain else "█") * filled + ("." if plain else "·") * (width - filled)
 
 
-def sparkline(values: list[float]) -> str:
-    peak = max(values, default=0)
-    return "".join(SPARKS[0 if peak <= 0 else min(7, int(v / peak * 7.999))] for v in values)
+def sparkline(values: list[float], plain: bool = False) -> str:
+    peak, marks = max(values, default=0), ASCII_SPARKS if plain else SPARKS
+    return "".join(marks[0 if peak <= 0 else min(7, int(v / peak * 7.999))] for v in values)
 
 
-def clip(text: str | None, width: int):
+def clip(text: str | None, width: int, plain: bool = False):
     """Data text shortened to `width`, control characters replaced, shown literally (a rich Text)."""
-    text = " ".join(safe_text(text).split())
-    return rich_text(text if len(text) <= width else text[: width - 1] + "…")
+    text, more = " ".join(safe_text(text).split()), "..." if plain else "…"
+    return rich_text(text if len(text) <= width else text[: max(0, width - len(more))] + more)
 
 
 def make_console(width: int | None = None, file=None):
@@ -35,13 +37,13 @@ def make_console(width: int | None = None, file=None):
 
     console = Console(width=width, file=file)
     plain = not console.is_terminal or "NO_COLOR" in os.environ
-    return Console(width=width, file=file, no_color=plain, highlight=not plain, emoji=False) if plain else console
+    return Console(width=width, file=file, no_color=True, color_system=None, highlight=False, emoji=False) if plain else console
 
 
 def render(summary: dict, console=None, redact: bool = False) -> None:
     console = console or make_console()
     plain = console.no_color or not console.is_terminal
-    for part in (overview, categories, concepts, modality_gap, shards, histogram, compare):
+    for part in (overview, categories, concepts, highest, modality_gap, shards, histogram, compare):
         item = part(summary, console.width, plain)
         if item is not None:
             console.print(item)
@@ -89,11 +91,13 @@ def categories(summary: dict, width: int, plain: bool):
     bar_width = max(10, min(40, width - 56))
     peak = max((c["rate"] for c in summary["categories"]), default=0)
     for c in summary["categories"]:
-        table.add_row(clip(c["name"], 60), bar(c["rate"], peak, bar_width), pct(c["rate"]), f"{c['flagged']:,}")
+        table.add_row(clip(c["name"], 60, plain), bar(c["rate"], peak, bar_width, plain), pct(c["rate"]), f"{c['flagged']:,}")
     return table
 
 
 def concepts(summary: dict, width: int, plain: bool):
+    if not summary["top_concepts"]:
+        return rich_text(f"top concepts: {NOTHING}")
     wide = width >= 110
     columns = [("concept", "left")] + ([("category", "left")] if wide else []) + [
         ("samples", "right"), ("rate", "right"), ("img", "right"), ("cap", "right"), ("mean img", "right"),
@@ -101,10 +105,24 @@ def concepts(summary: dict, width: int, plain: bool):
     table = _table("top concepts", columns, plain)
     fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
     for c in summary["top_concepts"]:
-        row = [clip(c["name"], 40 if wide else 24)] + ([clip(c["category"], 40)] if wide else []) + [
+        row = [clip(c["name"], 40 if wide else 24, plain)] + ([clip(c["category"], 40, plain)] if wide else []) + [
             f"{c['flagged']:,}", pct(c["rate"]), f"{c['image']:,}", f"{c['caption']:,}", fmt(c["mean_image"]),
             fmt(c["p95_image"])] + ([fmt(c["mean_caption"]), fmt(c["p95_caption"])] if wide else [])
         table.add_row(*row)
+    return table
+
+
+def highest(summary: dict, width: int, plain: bool):
+    """Nothing flagged: the highest stored scores, so the reader sees how close the data came."""
+    items = summary.get("highest_scores")
+    if not items:
+        return None
+    table = _table("highest scores (nothing reached the thresholds)",
+                   [("key", "left"), ("shard", "left"), ("concept", "left"), ("modality", "left"), ("score", "right")],
+                   plain)
+    for item in items:
+        table.add_row(rich_text(safe_text(item["key"])), clip(item["shard"], 40, plain), clip(item["concept"], 30, plain),
+                      item["modality"], f"{item['score']:.3f}")
     return table
 
 
@@ -114,19 +132,21 @@ def modality_gap(summary: dict, width: int, plain: bool):
                    [("category", "left"), ("both", "right"), ("image only", "right"), ("caption only", "right"),
                     ("agreement", "right")], plain)
     for c in summary["categories"]:
-        table.add_row(clip(c["name"], 60), f"{c['both']:,}", f"{c['image_only']:,}", f"{c['caption_only']:,}", pct(c["agreement"]))
+        table.add_row(clip(c["name"], 60, plain), f"{c['both']:,}", f"{c['image_only']:,}", f"{c['caption_only']:,}", pct(c["agreement"]))
     table.add_row("all", f"{m['both']:,}", f"{m['image_only']:,}", f"{m['caption_only']:,}", pct(m["agreement"]))
     return table
 
 
 def shards(summary: dict, width: int, plain: bool):
+    if not summary["top_shards"]:
+        return rich_text(f"shard hot spots: {NOTHING}" if summary["overview"]["shards"] else "shard hot spots: no shards")
     table = _table("shard hot spots", [("shard", "left"), ("samples", "right"), ("flagged", "right"),
                                        ("rate", "right")], plain)
     for s in summary["top_shards"]:
-        table.add_row(clip(s["shard"], 40), f"{s['samples']:,}", f"{s['flagged']:,}", pct(s["rate"]))
+        table.add_row(clip(s["shard"], 40, plain), f"{s['samples']:,}", f"{s['flagged']:,}", pct(s["rate"]))
     rates = summary.get("shard_rates") or []
     if rates:
-        table.caption = rich_text(f"rate across shards (name order): {sparkline(rates)}")
+        table.caption = rich_text(f"rate across shards (name order): {sparkline(rates, plain)}")
     return table
 
 
@@ -140,8 +160,8 @@ def histogram(summary: dict, width: int, plain: bool):
     step = 1 / hist["bins"]
     bar_width = max(6, min(20, (width - 40) // 2))
     for k, (i, c) in enumerate(zip(hist["image"], hist["caption"])):
-        table.add_row(f"{k * step:.2f}-{(k + 1) * step:.2f}", f"{i:,}", bar(i, peak, bar_width), f"{c:,}",
-                      bar(c, peak, bar_width))
+        table.add_row(f"{k * step:.2f}-{(k + 1) * step:.2f}", f"{i:,}", bar(i, peak, bar_width, plain), f"{c:,}",
+                      bar(c, peak, bar_width, plain))
     return table
 
 
@@ -152,17 +172,26 @@ def compare(summary: dict, width: int, plain: bool):
     table = _table(f"compared with {summary['compare_dir']}", [("category", "left"), ("this", "right"),
                                                                ("other", "right"), ("delta", "right")], plain)
     for r in rows:
-        table.add_row(clip(r["name"], 60), pct(r["rate"]), pct(r["other_rate"]), f"{100 * r['delta']:+.2f} pts")
+        table.add_row(clip(r["name"], 60, plain), pct(r["rate"]), pct(r["other_rate"]), f"{100 * r['delta']:+.2f} pts")
     return table
 
 
 def examples(summary: dict, width: int, plain: bool, redact: bool):
+    """One row per example: concept, which modality fired, score, then the full key (a key wider
+    than the column folds onto the next line, never cut) over its shard and caption / URL, which
+    are shortened to the column's width."""
+    from rich.text import Text
+
+    items = [(concept, item) for concept, listed in summary["examples"].items() for item in listed]
     table = _table("examples" + (" (captions and URLs redacted)" if redact else ""),
-                   [("concept", "left"), ("key", "left"), ("score", "right"), ("caption / url", "left")], plain)
-    text_width = max(16, width - 50)
-    for concept, items in summary["examples"].items():
-        for item in items:
-            text = rich_text("[redacted]") if redact else clip(f"{item['caption'] or ''}  {item['url'] or ''}", text_width)
-            table.add_row(clip(concept, 20), clip(f"{item['shard']}/{item['key']}", 20),
-                          f"{item['score']:.3f} {item['modality'][:3]}", text)
+                   [("concept", "left"), ("fired", "left"), ("score", "right"), ("key / shard: caption url", "left")],
+                   plain)
+    concept_width = min(24, max((len(safe_text(c)) for c, _ in items), default=7))
+    room = max(20, width - concept_width - len("caption") - len("0.000") - 13)
+    table.columns[3].min_width = min(room, max((len(safe_text(i["key"])) for _, i in items), default=3))
+    for concept, item in items:
+        where = f"{item['shard']}: " + ("[redacted]" if redact else f"{item['caption'] or ''}  {item['url'] or ''}")
+        sample = Text("\n").join([rich_text(safe_text(item["key"])), clip(where, room, plain)])
+        table.add_row(clip(concept, concept_width, plain), item.get("fired", item["modality"]), f"{item['score']:.3f}",
+                      sample)
     return table

@@ -84,4 +84,9 @@ def summarize(report_dir, top: int = 10, view: View | None = None, hist_concept:
     examples = example_rows(files, counts, counts.top_concepts(top)) if view.examples else {}
     stats = {name: s for name, s in read_stats(report_dir).items()
              if not view.shard_glob or fnmatch.fnmatch(name, view.shard_glob)}
-    return build_summary(meta, counts, stats, top, files, view, hist_concept, examples)
+    summary = build_summary(meta, counts, stats, top, files, view, hist_concept, examples)
+    if not counts.flagged:  # an empty dashboard still shows how close the data came
+        from vlmaudit.report.highest import highest_scores
+
+        summary["highest_scores"] = highest_scores(files, min(top, 5))
+    return summary

@@ -24,7 +24,7 @@ def build_summary(meta, counts: Counts, stats: dict, top: int, files, view: View
         "shard_rates": _shard_rates(counts),
         "failed_shards": sorted(n for n, s in stats.items() if s.get("status") == "failed"),
         "truncated_shards": sorted(n for n, s in stats.items() if s.get("status") == "truncated"),
-        "examples": _examples(meta, counts, examples, top, view.examples) if view.examples else {},
+        "examples": _examples(meta, counts, examples, top, view) if view.examples else {},
     }
     if hist_concept:
         summary["histogram"] = _histogram(meta, counts, hist_concept)
@@ -101,13 +101,25 @@ def _histogram(meta, counts: Counts, concept: str, bins: int = 20) -> dict:
     return {"concept": concept, "bins": bins, "image": fold(detail.hist_image), "caption": fold(detail.hist_caption)}
 
 
-def _examples(meta, counts: Counts, rows: dict, top: int, keep: int) -> dict:
+def _examples(meta, counts: Counts, rows: dict, top: int, view: View) -> dict:
     """Example rows for the top concepts: the candidates (re-read by the engine), ranked by the
     concept's best score over the two modalities."""
-    return {meta["concepts"][i]: _ranked(i, counts.candidates.get(i, []), rows, keep) for i in counts.top_concepts(top)}
+    return {meta["concepts"][i]: _ranked(i, counts.candidates.get(i, []), rows, view.examples, view)
+            for i in counts.top_concepts(top)}
 
 
-def _ranked(concept: int, candidates, rows: dict, keep: int) -> list[dict]:
+def fired(concept: int, image, caption, view: View | None) -> str:
+    """image, caption or both: which modality's score reached the concept's threshold (a policy's
+    own rules may flag below them: then the higher-scoring modality)."""
+    hits = [] if view is None else [name for name, score, thr in (("image", image, view.thr_image),
+                                                                   ("caption", caption, view.thr_caption))
+                                    if score is not None and score >= thr[concept]]
+    if len(hits) == 2:
+        return "both"
+    return hits[0] if hits else max((image or -1.0, "image"), (caption or -1.0, "caption"))[1]
+
+
+def _ranked(concept: int, candidates, rows: dict, keep: int, view: View | None = None) -> list[dict]:
     items = []
     for shard, index in candidates:
         row = rows.get((shard, index))
@@ -117,5 +129,5 @@ def _ranked(concept: int, candidates, rows: dict, keep: int) -> list[dict]:
         caption = (row["caption_scores"] or [None] * (concept + 1))[concept]
         best, modality = max((image or -1.0, "image"), (caption or -1.0, "caption"))
         items.append({"shard": shard, "key": row["key"], "url": row["url"], "caption": row["caption"],
-                      "score": round(best, 4), "modality": modality})
+                      "score": round(best, 4), "modality": modality, "fired": fired(concept, image, caption, view)})
     return sorted(items, key=lambda x: (-x["score"], x["shard"], x["key"]))[:keep]

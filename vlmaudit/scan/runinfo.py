@@ -90,17 +90,33 @@ def run_record(backend_info: dict, rules, config: dict, planned: list[str]) -> d
     }
 
 
-def check_resume(out_dir, record: dict, overwrite: bool) -> None:
-    """Refuse to mix reports of different models, taxonomies or thresholds in one directory."""
+def check_resume(out_dir, record: dict, overwrite: bool, keys: tuple = IDENTITY) -> None:
+    """Refuse to mix reports of different models, taxonomies or thresholds in one directory.
+    `keys`: the identity fields to compare (before the model loads, those known without it)."""
     out = as_location(out_dir)
     previous = None if overwrite else out.read_json(RUN_FILE)
     if not isinstance(previous, dict):
         return
-    changed = [k for k in IDENTITY if previous.get(k) != record.get(k)]
+    changed = [k for k in keys if previous.get(k) != record.get(k)]
     if changed:
         raise ResumeConflict(
             f"{out} holds a run with a different {', '.join(changed)}; "
             "use another --out, or --overwrite to rescan everything with the new settings")
+
+
+def known_identity(backend: str, model: str | None, head, rules) -> dict:
+    """The run.json identity fields that are known before the model loads (all but the revision),
+    spelled as the backends' describe() spells them."""
+    from vlmaudit.backends.opennsfw import MODEL_NAME
+
+    screen = "opennsfw" if model == MODEL_NAME else "clip"
+    names = {"clip": screen, "vlm": "vlm", "head": "head", "cascade": "cascade"}
+    if backend not in names:
+        return {}
+    if backend == "head" or (backend == "cascade" and head is not None):
+        model = str(head)
+    return {"backend": names[backend], "model": model, "taxonomy_fingerprint": rules.taxonomy.fingerprint(),
+            "thresholds_fingerprint": rules.thresholds.fingerprint()}
 
 
 def write_run_record(out_dir, record: dict) -> None:

@@ -160,3 +160,21 @@ def remove_abandoned_temps(out_dir: Path, name: str) -> int:
             path.unlink(missing_ok=True)
             removed += 1
     return removed
+
+
+def check_writable_dir(path: Path, flag: str = "--out") -> None:
+    """Fail in one line, before anything loads or trains, when `path` cannot be a directory we write."""
+    import os
+
+    from vlmaudit.errors import UserError
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{flag} {path}: exists and is not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"{flag} {path}: cannot write there ({exc.strerror or exc})") from None
