@@ -61,17 +61,26 @@ def stem(path) -> str:
     return name[: -len(".parquet")] if name.endswith(".parquet") else name
 
 
+def literal_glob(name: str) -> str:
+    """NAME as a DuckDB glob pattern that matches only itself: each of * ? [ becomes a
+    one-character class ([*], [?], [[]); ] outside a class is an ordinary character."""
+    return "".join(f"[{ch}]" if ch in GLOB_CHARS else ch for ch in name)
+
+
 def source(files, filename: bool = False) -> str:
     """read_parquet over exactly these files. DuckDB expands glob characters even in a list of
-    names, so a name holding one (which could match other files) is refused."""
+    names, so a local name holding one is escaped to match only itself; a URL holding one (its
+    filesystem's glob rules differ) is refused."""
     from vlmaudit.errors import UserError
 
     if not files:
         raise ValueError("no files")
+    patterns = []
     for name in map(str, files):
-        if GLOB_CHARS & set(name.split("://", 1)[-1]):
-            raise UserError(f"{ascii(name)}: report file names with *, ? or [ are not supported; rename the file")
-    names = ", ".join(text(str(f)) for f in files)
+        if GLOB_CHARS & set(name.split("://", 1)[-1]) and is_url(name):
+            raise UserError(f"{ascii(name)}: report URLs with *, ? or [ are not supported; rename the file")
+        patterns.append(name if is_url(name) else literal_glob(name))
+    names = ", ".join(text(p) for p in patterns)
     return f"read_parquet([{names}], filename = true)" if filename else f"read_parquet([{names}])"
 
 
