@@ -28,6 +28,7 @@ REQUIRED_COLUMNS = {"shard": "string", "key": "string", "sample_index": "int", "
 OPTIONAL_COLUMNS = {"caption": "string", "image_flagged_concepts": "list<string>",
                     "caption_flagged_concepts": "list<string>", "image_flagged_scores": "list<float>",
                     "caption_flagged_scores": "list<float>"}
+SCALAR_SCORES = {"image_top_score", "caption_top_score", "image_unsafe", "caption_unsafe"}
 SCORE_LEAVES = ("image_scores.list.element", "caption_scores.list.element",
                 "image_flagged_scores.list.element", "caption_flagged_scores.list.element")
 
@@ -189,11 +190,17 @@ def _unit(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and 0 <= value <= 1
 
 
+def scalar_score_column(name: str) -> bool:
+    """A float32 score column outside the lists: top score, per-category score, judge P(unsafe)."""
+    return name in SCALAR_SCORES or name.startswith(("image_cat_", "caption_cat_"))
+
+
 def _check_columns(path: Path, schema) -> None:
     for name, kind in REQUIRED_COLUMNS.items():
         if name not in schema.names:
             raise DamagedReport(f"{path}: column {name!r} is missing (not a vlmaudit report?)")
-    for name, kind in {**REQUIRED_COLUMNS, **OPTIONAL_COLUMNS}.items():
+    expected = {**REQUIRED_COLUMNS, **OPTIONAL_COLUMNS, **{n: "float" for n in schema.names if scalar_score_column(n)}}
+    for name, kind in expected.items():
         if name in schema.names and _kind(schema.field(name).type) != kind:
             raise DamagedReport(f"{path}: column {name!r} has type {schema.field(name).type}, expected {kind}")
 
