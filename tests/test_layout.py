@@ -74,3 +74,12 @@ def test_stages_are_subpackages():
     for stage in ("scan", "rulebook", "report", "filter", "head", "backends", "demo", "commands", "engine", "storage",
                   "evaluate", "calibrate"):
         assert (PACKAGE / stage / "__init__.py").is_file()
+
+
+def test_one_spelling_of_is_this_a_url():
+    """`storage.location.is_url` decides what is a URL; no module guesses with '://' in text."""
+    guessing = [str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")
+                if p.name != "location.py" and any(
+                    isinstance(n, ast.Compare) and isinstance(n.left, ast.Constant) and n.left.value == "://"
+                    for n in ast.walk(ast.parse(p.read_text())))]
+    assert guessing == []

@@ -206,7 +206,9 @@ def scan(
 
 def report_location(text: str):
     """Report dirs: a local Path, or an fsspec URL kept as text (Path would fold its '//')."""
-    return text if "://" in text else Path(text)
+    from vlmaudit.storage.location import is_url
+
+    return text if is_url(text) else Path(text)
 
 
 @app.command()

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from vlmaudit.errors import UserError
-from vlmaudit.storage.location import filesystem, is_url
+from vlmaudit.storage.location import is_url, open_input
 
 MAX_JSON_BYTES = 4 << 20  # stats, run and footer metadata: a few KiB in practice
 MAX_FILES = 1_000_000
@@ -31,14 +31,6 @@ OPTIONAL_COLUMNS = {"caption": "string", "image_flagged_concepts": "list<string>
 SCALAR_SCORES = {"image_top_score", "caption_top_score", "image_unsafe", "caption_unsafe"}
 SCORE_LEAVES = ("image_scores.list.element", "caption_scores.list.element",
                 "image_flagged_scores.list.element", "caption_flagged_scores.list.element")
-
-
-def open_input(path):
-    """A binary file object for a local path or an fsspec URL (s3://...)."""
-    if is_url(path):
-        fs, inner = filesystem(str(path))
-        return fs.open(inner, "rb")
-    return open(path, "rb")
 
 
 class DamagedReport(UserError):

@@ -18,6 +18,7 @@ from vlmaudit.errors import UserError
 from vlmaudit.scan.samples import Sample, cap_caption
 from vlmaudit.scan.table_columns import ColumnChoice, Columns, resolve_columns
 from vlmaudit.scan.tario import TarEnd
+from vlmaudit.storage.location import is_url
 
 TABLE_SUFFIXES = (".parquet", ".arrow")
 READ_ROWS = 16  # rows per record batch: memory is about this many images, whatever the row groups
@@ -169,7 +170,7 @@ def check_table_shards(urls: list[str], choice: ColumnChoice) -> None:
     they become failed shards like any damaged shard."""
     remote_seen = False
     for url in filter(is_table_shard, urls):
-        if "://" in url:
+        if is_url(url):
             if remote_seen:
                 continue
             remote_seen = True

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, Callable, Iterator, NamedTuple
 
 from vlmaudit.scan.lifetime import shell_argv
+from vlmaudit.storage.location import is_url
 
 DATA_ERRORS = (tarfile.TarError, EOFError, OSError, ValueError)
 MAX_HEADER_BYTES = 64 << 10  # pax / GNU long-name headers: a long name is a few KiB at most
@@ -94,7 +95,7 @@ def open_stream(url: str) -> BinaryIO:
     if url.startswith("pipe:"):
         proc = subprocess.Popen(shell_argv(url[5:]), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         return _PipeStream(proc, url)
-    if "://" in url:
+    if is_url(url):
         import fsspec
 
         return fsspec.open(url, "rb").open()

@@ -121,7 +121,9 @@ def _read_samples(url: str, stream, end: TarEnd, settings: ScanSettings):
 
 
 def _is_local(url: str) -> bool:
-    return not url.startswith("pipe:") and "://" not in url
+    from vlmaudit.storage.location import is_url
+
+    return not url.startswith("pipe:") and not is_url(url)
 
 
 def _close_quietly(stream) -> None:
