@@ -1,6 +1,7 @@
 """The package layout follows the data flow: no import cycles, nothing imports a command."""
 
 import ast
+import json
 from pathlib import Path
 
 import vlmaudit
@@ -83,3 +84,14 @@ def test_one_spelling_of_is_this_a_url():
                     isinstance(n, ast.Compare) and isinstance(n.left, ast.Constant) and n.left.value == "://"
                     for n in ast.walk(ast.parse(p.read_text())))]
     assert guessing == []
+
+
+def test_status_words_are_the_enums_of_the_schema():
+    """Rows and stats files carry today's strings: the enums only name them once."""
+    from vlmaudit.schema import DONE, RECORDED, STATUSES, SampleStatus, ShardStatus
+
+    assert [s.value for s in SampleStatus] == ["ok", "missing_image", "decode_error", "too_large", "bad_name",
+                                               "duplicate_key", "inference_error"]
+    assert set(STATUSES) == set(SampleStatus) and list(DONE) == ["complete", "truncated"]
+    assert list(RECORDED) == ["complete", "truncated", "failed"] and ShardStatus.SKIPPED not in RECORDED
+    assert f"{SampleStatus.OK}" == str(SampleStatus.OK) == "ok" and json.dumps(ShardStatus.FAILED) == '"failed"'

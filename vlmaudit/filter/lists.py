@@ -15,6 +15,7 @@ from vlmaudit.errors import UserError
 from vlmaudit.rulebook.policy import ACTIONS, MODALITIES, Policy
 from vlmaudit.report.reading import read_run_file, read_stats, report_files
 from vlmaudit.scan.writer import write_json_atomic
+from vlmaudit.schema import SampleStatus, ShardStatus
 
 
 def incomplete_shards(report_dir) -> list[str]:
@@ -32,7 +33,7 @@ def incomplete_shards(report_dir) -> list[str]:
     for name in dict.fromkeys(planned + sorted(stats)):
         status = stats.get(name, {}).get("status")
         if status is None or name not in present:
-            problems.append(f"{name} ({'failed' if status == 'failed' else 'not scanned'})")
+            problems.append(f"{name} ({'failed' if status == ShardStatus.FAILED else 'not scanned'})")
     if not is_url(report_dir):
         problems += [f"{p.name} (unfinished)" for p in sorted(Path(report_dir).glob(".*.partial"))]
     return problems
@@ -59,7 +60,7 @@ def decided_sql(policy: Policy, on_failed: int, files: list) -> str:
                                                  CASE WHEN failed THEN {on_failed} ELSE 0 END)] AS action,
                list_concat({status_reason}, {concept_reason}) AS reasons
         FROM (SELECT shard, key, sample_index, url, status, image_scores, caption_scores,
-                     coalesce(status, '') <> 'ok' AS failed, {flagsql.fired(rules)} AS fired
+                     coalesce(status, '') <> {engine.text(SampleStatus.OK)} AS failed, {flagsql.fired(rules)} AS fired
               FROM {engine.source(files)})"""
 
 

@@ -19,10 +19,10 @@ import numpy as np
 
 from vlmaudit.errors import UserError
 from vlmaudit.storage.location import is_url, open_input
+from vlmaudit.schema import RECORDED
 
 MAX_JSON_BYTES = 4 << 20  # stats, run and footer metadata: a few KiB in practice
 MAX_FILES = 1_000_000
-SHARD_STATUSES = ("complete", "truncated", "failed")
 REQUIRED_COLUMNS = {"shard": "string", "key": "string", "sample_index": "int", "status": "string",
                     "url": "string", "image_scores": "list<float>", "caption_scores": "list<float>"}
 OPTIONAL_COLUMNS = {"caption": "string", "image_flagged_concepts": "list<string>",
@@ -303,8 +303,8 @@ def read_json_file(path: Path):
 def check_stats(path: Path, stats) -> dict:
     if not isinstance(stats, dict):
         raise DamagedReport(f"{path}: expected a JSON object")
-    if stats.get("status") not in SHARD_STATUSES:
-        raise DamagedReport(f"{path}: status {stats.get('status')!r} is not one of {', '.join(SHARD_STATUSES)}")
+    if stats.get("status") not in RECORDED:
+        raise DamagedReport(f"{path}: status {stats.get('status')!r} is not one of {', '.join(RECORDED)}")
     if not isinstance(stats.get("url"), (str, type(None))):
         raise DamagedReport(f"{path}: url must be a string")
     for key in ("started_at", "finished_at", "judged", "rows"):
