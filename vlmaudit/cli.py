@@ -234,6 +234,7 @@ def report(
     max_member_bytes: MemberBytesOpt = 64 << 20,
     allow_mixed: MixedOpt = False,
     labels: Annotated[Optional[Path], typer.Option("--labels", help="A labelled review sheet (from `vlmaudit sample`): adds prevalence with 95 % intervals and the thresholds' precision / recall.")] = None,
+    allow_incomplete: Annotated[bool, typer.Option(help="Let --fail-above gate a run whose shards are not all finished (else exit 2).")] = False,
 ):
     """Summarise scan reports (reads only the reports; the HTML gallery also reads the shards)."""
     from vlmaudit.commands.report import ReportRequest, run_report_command
@@ -242,7 +243,7 @@ def report(
     request = ReportRequest(report_location(report_dir), "json" if as_json else fmt, output, top, threshold, policy,
                             category, concept, shard, compare and report_location(compare), examples, redact, blur,
                             fail_above, rules, thresholds_file, ReReadOptions(shards, allow_scheme, max_member_bytes),
-                            allow_mixed, labels)
+                            allow_mixed, labels, allow_incomplete)
     raise typer.Exit(run_report_command(request))
 
 

@@ -32,6 +32,7 @@ class ReportRequest:
     reread: object = None  # report.reread.ReReadOptions: which shards the HTML gallery may open
     allow_mixed: bool = False
     labels: Path | None = None  # a review sheet (`vlmaudit sample`) with labels: adds the estimates
+    allow_incomplete: bool = False  # --fail-above gates a run with unfinished or truncated shards
 
 
 def build_view(request: ReportRequest, meta: dict):
@@ -99,13 +100,28 @@ def run_report_command(request: ReportRequest) -> int:
     if request.fmt == "html" and not request.output:
         raise UserError("--format html needs --output FILE")
     summary, meta = _summarize(request, request.report_dir)
+    add_completeness(summary, request)
     limits = parse_limits(request.fail_above, meta["categories"])
     if request.compare:
         _add_comparison(summary, request)
     if request.labels:
         _add_estimates(summary, meta, request)
     _emit(summary, request)
+    if limits and not summary["complete"] and not request.allow_incomplete:
+        from vlmaudit.report.completeness import gate_message
+        from vlmaudit.report.safetext import safe_text
+        import sys
+
+        print(f"error: {safe_text(gate_message(summary))}", file=sys.stderr)
+        return 2
     return _gate(summary, limits)
+
+
+def add_completeness(summary: dict, request: ReportRequest) -> None:
+    """`complete` and `incomplete` (report.completeness) for the shards this report covers."""
+    from vlmaudit.report.completeness import assess
+
+    summary.update(assess(request.report_dir, request.shard, summary["overview"]["status"]))
 
 
 def _summarize(request: ReportRequest, report_dir: Path, histogram: bool = True) -> tuple[dict, dict]:

@@ -6,6 +6,7 @@ import base64
 import html
 import io
 
+from vlmaudit.report import completeness
 from vlmaudit.report.dashboard import pct
 from vlmaudit.report.safetext import markdown_text as md
 
@@ -18,6 +19,7 @@ def to_markdown(summary: dict) -> str:
         f"flagged: {o['flagged']:,} ({pct(o['flagged_rate'])})",
         f"- model: {md(o['model'])} ({md(o['backend'])}); taxonomy: {md(o['taxonomy_version'])}; "
         f"thresholds: {md(o['thresholds']['source'])}", "",
+        *completeness.markdown_lines(summary),
         "## Flagged rate per category", "", "| category | flagged | rate | both | image only | caption only |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
@@ -46,6 +48,7 @@ def to_html(summary: dict, thumbnails: dict, blur: bool, redact: bool) -> str:
              "</head><body><h1>vlmaudit report</h1>",
              f"<p>samples {o['samples']:,} · failed {o['failed']:,} · flagged {o['flagged']:,} "
              f"({pct(o['flagged_rate'])}) · model {esc(str(o['model']))} · taxonomy {esc(str(o['taxonomy_version']))}</p>",
+             completeness.html_section(summary),
              "<h2>Flagged rate per category</h2><table><tr><th>category</th><th>rate</th><th></th><th>samples</th></tr>"]
     peak = max((c["rate"] for c in summary["categories"]), default=0) or 1
     parts += [f"<tr><td>{esc(c['name'])}</td><td>{pct(c['rate'])}</td><td><span class='bar' "
