@@ -9,7 +9,6 @@ import socket
 
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import run_cli, scan_args
 
 PER_SHARD = 7

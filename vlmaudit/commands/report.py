@@ -108,9 +108,10 @@ def run_report_command(request: ReportRequest) -> int:
         _add_estimates(summary, meta, request)
     _emit(summary, request)
     if limits and not summary["complete"] and not request.allow_incomplete:
+        import sys
+
         from vlmaudit.report.completeness import gate_message
         from vlmaudit.report.safetext import safe_text
-        import sys
 
         print(f"error: {safe_text(gate_message(summary))}", file=sys.stderr)
         return 2

@@ -52,8 +52,8 @@ def _present(report_dir) -> set[str]:
 
 def _held(report_dir, name: str) -> bool:
     """A live writer's claim on the shard (local directories; object stores have no claims)."""
-    from vlmaudit.storage.location import is_url
     from vlmaudit.storage.localfiles import ShardClaim
+    from vlmaudit.storage.location import is_url
 
     return not is_url(str(report_dir)) and ShardClaim.holder(report_dir, name) is not None
 
