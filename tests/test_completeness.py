@@ -111,6 +111,11 @@ def test_failed_shard_is_listed_as_failed(partial, tmp_path):
 def test_shard_glob_limits_the_assessment(partial):
     data = report_json(partial, "--shard", "00000")
     assert data["complete"] is True and data["incomplete"]["missing_shards"] == []
+    cut = report_json(partial, "--shard", "0000[02]")  # a truncated shard alone: samples were lost
+    assert cut["complete"] is False and cut["incomplete"]["missing_shards"] == []
+    assert [t["shard"] for t in cut["incomplete"]["truncated"]] == ["00002"]
+    refused = run_cli("report", partial, "--shard", "0000[02]", "--fail-above", "sexual=1.0")
+    assert refused.exit_code == 2 and "1 truncated shard(s) (00002)" in refused.output
 
 
 def test_filter_summary_lists_incomplete_shards(partial, tmp_path):
