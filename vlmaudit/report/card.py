@@ -199,21 +199,21 @@ def to_markdown(card: dict, json_name: str) -> str:
 
     a, m, t = card["audited"], card["model"], card["thresholds"]
     out = ["# Audit card (vlmaudit)", "",
-           f"Written {card['written_at']} by {md(card['written_by'])}. Numbers and digests are in `{md(json_name)}`; "
-           f"check them with `vlmaudit verify-card {md(json_name)} REPORT_DIR`.", "",
+           (f"Written {md(card['written_at'])} by {md(card['written_by'])}. Numbers and digests are in "
+            f"{code(json_name)}; check them with {code(f'vlmaudit verify-card {json_name} REPORT_DIR')}."), "",
            "## What was audited", "",
-           f"- {a['shards']:,} shard reports, shard list SHA-256 `{a['shard_list_sha256']}`"
-           + (f"; {a['planned_shards']:,} shards planned" if a["planned_shards"] else ""),
+           (f"- {a['shards']:,} shard reports, shard list SHA-256 `{a['shard_list_sha256']}`"
+            + (f"; {a['planned_shards']:,} shards planned" if a["planned_shards"] else "")),
            f"- samples: {a['samples']:,}; failed samples: {a['failed_samples']:,}"]
     out += [f"- {line}" for line in lines({"complete": a["complete"], "incomplete": a["incomplete"]}, md)]
     out += ["", "## With what", "",
             f"- vlmaudit {md(card['vlmaudit_version'])} (scan)",
-            f"- model {md(m['model'])} ({md(m['backend'])}), revision `{md(m['revision'])}`, weights digest "
-            f"`{md(m['weights_digest']) if m['weights_digest'] else 'not recorded'}`",
-            f"- taxonomy {md(card['taxonomy']['version'])}, fingerprint `{md(card['taxonomy']['fingerprint'])}`",
+            (f"- model {md(m['model'])} ({md(m['backend'])}), revision {code(m['revision'])}, weights digest "
+             f"{code(m['weights_digest']) if m['weights_digest'] else 'not recorded'}"),
+            f"- taxonomy {md(card['taxonomy']['version'])}, fingerprint {code(card['taxonomy']['fingerprint'])}",
             f"- thresholds: {md(t['source'])}, SHA-256 `{t['sha256']}`"]
     if card["policy"]:
-        out.append(f"- policy {md(card['policy']['name'])}, fingerprint `{md(card['policy']['fingerprint'])}`")
+        out.append(f"- policy {md(card['policy']['name'])}, fingerprint {code(card['policy']['fingerprint'])}")
     out += ["", "## Results", "", "| category | flagged | flagged rate | estimated prevalence (95 % interval) |",
             "| --- | ---: | ---: | --- |"]
     for r in card["results"]:
@@ -232,6 +232,13 @@ def to_markdown(card: dict, json_name: str) -> str:
     out += ["", "## Report files (SHA-256)", "", "| file | SHA-256 |", "| --- | --- |"]
     out += [f"| {md(name)} | `{digest}` |" for name, digest in card["files"].items()]
     return "\n".join(out) + "\n"
+
+
+def code(value) -> str:
+    """Data text as a Markdown code span (backticks inside replaced)."""
+    from vlmaudit.report.safetext import safe_text
+
+    return "`" + safe_text(value).replace("`", "'") + "`"
 
 
 def _interval(estimate: dict | None, pct) -> str:

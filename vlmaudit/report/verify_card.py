@@ -37,7 +37,7 @@ def recompute(card: dict, json_path: Path, report_dir, labels: Path | None) -> d
     from vlmaudit.report.summary import select_files, summarize
 
     opts = card["options"]
-    text = lambda key: opts.get(key) if isinstance(opts.get(key), str) else None  # noqa: E731
+    text = lambda key: opts.get(key) if isinstance(opts.get(key), str) else None
     request = ReportRequest(report_dir, examples=0, policy=text("policy"), category=text("category"),
                             concept=text("concept"), shard=text("shard"), rules=text("rules") and Path(text("rules")),
                             allow_mixed=opts.get("allow_mixed") is True)
