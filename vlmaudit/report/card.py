@@ -212,6 +212,9 @@ def to_markdown(card: dict, json_name: str) -> str:
              f"{code(m['weights_digest']) if m['weights_digest'] else 'not recorded'}"),
             f"- taxonomy {md(card['taxonomy']['version'])}, fingerprint {code(card['taxonomy']['fingerprint'])}",
             f"- thresholds: {md(t['source'])}, SHA-256 `{t['sha256']}`"]
+    limits = [f"--{k} {md(v)}" for k, v in card["options"].items() if k in ("category", "concept", "shard") and v]
+    if limits:
+        out.append(f"- counted with {', '.join(limits)} only (other categories, concepts or shards not counted)")
     if card["policy"]:
         out.append(f"- policy {md(card['policy']['name'])}, fingerprint {code(card['policy']['fingerprint'])}")
     out += ["", "## Results", "", "| category | flagged | flagged rate | estimated prevalence (95 % interval) |",
