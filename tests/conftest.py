@@ -1,7 +1,12 @@
 import io
 import os
 import tarfile
+import time
 from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
@@ -104,3 +109,110 @@ def rules_with_threshold(tmp_path: Path, value: float) -> Path:
 
 
 from s3_server import s3, s3_endpoint  # noqa: E402,F401  (fixtures: a moto S3 server on 127.0.0.1)
+
+
+# ---- shared by several test modules (no test module imports another) ----
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
+    except FileNotFoundError:
+        return False
+
+
+STABLE = ["shard", "key", "sample_index", "status", "image_scores", "caption_scores", "flagged"]
+
+
+def rows(out):
+    files = sorted(out.glob("*.parquet"))
+    return pq.read_table(files, columns=STABLE).to_pylist()
+
+
+def same_rows(a, b) -> bool:
+    """Identical rows; scores equal up to float noise between processes."""
+    import numpy as np
+
+    strip = lambda rs: [{k: v for k, v in r.items() if not k.endswith("_scores")} for r in rs]  # noqa: E731
+    scores = lambda rs, k: np.array([r[k] or [np.nan] * 75 for r in rs], np.float32)  # noqa: E731
+    return strip(a) == strip(b) and all(
+        np.allclose(scores(a, k), scores(b, k), atol=1e-6, equal_nan=True) for k in ("image_scores", "caption_scores"))
+
+
+@pytest.fixture
+def many_shards(tmp_path):
+    from vlmaudit.demo.build import build_demo_shards
+
+    return build_demo_shards(tmp_path / "shards", shards=6, per_shard=30)
+
+
+def hand_summary(out, check_stored=True, thresholds=None):
+    """Recompute the report's numbers with plain Python loops over the rows (at the stored
+    thresholds, or at THRESHOLDS: {"image": [75], "caption": [75]})."""
+    from vlmaudit.schema import read_meta
+
+    rows = pq.read_table(sorted(out.glob("*.parquet"))).to_pylist()
+    meta = read_meta(pq.read_schema(next(out.glob("*.parquet"))))
+    thr = thresholds or meta["thresholds"]
+    per_cat = {c: 0 for c in meta["categories"]}
+    per_concept = {c: 0 for c in meta["concepts"]}
+    flagged = both = image_only = caption_only = 0
+    for row in rows:
+        img = [s >= t for s, t in zip(row["image_scores"] or [], thr["image"])] or [False] * 75
+        cap = [s >= t for s, t in zip(row["caption_scores"] or [], thr["caption"])] or [False] * 75
+        hit = [a or b for a, b in zip(img, cap)]
+        for cid, h in zip(meta["concepts"], hit):
+            per_concept[cid] += h
+        for cat in {c for c, h in zip(meta["concept_categories"], hit) if h}:
+            per_cat[cat] += 1
+        flagged += any(hit)
+        both += any(img) and any(cap)
+        image_only += any(img) and not any(cap)
+        caption_only += any(cap) and not any(img)
+        if check_stored:
+            assert set(row["flagged_categories"]) == {c for c, h in zip(meta["concept_categories"], hit) if h}
+            assert row["flagged"] == any(hit)
+    return len(rows), flagged, per_cat, per_concept, (both, image_only, caption_only)
+
+
+ROWS = [  # (category name, concept name, correct option letter): authors' spelling
+    ("Hate", "Swastika", "A"), ("Hate", "Swastika", "D"), ("Hate", "Confederate Flag", "B"),
+    ("Violence", "Gun violence", "C"), ("Violence", "Gun violence", "A"), ("Sexual", "Pornography", "B"),
+]
+
+
+def png(seed: int) -> bytes:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def hf_layout(tmp_path):
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    table = pa.table({
+        "image": pa.array([{"bytes": png(i), "path": f"{i}.png"} for i in range(len(ROWS))], image),
+        "category": [r[0] for r in ROWS], "unsafe_concept": [r[1] for r in ROWS],
+    })
+    path = tmp_path / "hf" / "train-00000-of-00001.parquet"
+    path.parent.mkdir()
+    pq.write_table(table, path)
+    return path.parent
+
+
+def s3fs_client(endpoint):
+    import s3fs
+
+    return s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint}, skip_instance_cache=True)
+
+
+def wait_for(predicate, timeout=600):  # returns as soon as true; generous for loaded CI machines
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False

@@ -9,11 +9,10 @@ import time
 
 import pyarrow.parquet as pq
 
-from conftest import run_cli, scan_args
-from test_crash_safety import many_shards, rows, same_rows  # noqa: F401 (fixture)
+from conftest import rows, run_cli, same_rows, scan_args
 
 
-def test_two_processes_scanning_the_same_shards_into_one_out(tmp_path, tiny_clip, many_shards):  # noqa: F811
+def test_two_processes_scanning_the_same_shards_into_one_out(tmp_path, tiny_clip, many_shards):
     reference = tmp_path / "reference"
     assert run_cli(*scan_args(many_shards, reference, tiny_clip, "--batch-size", "2")).exit_code == 0
     out = tmp_path / "shared"

@@ -7,50 +7,14 @@ import subprocess
 import sys
 import time
 
-import pyarrow.parquet as pq
 import pytest
 
-from conftest import NoInputs, run_cli, scan_args
-from test_machine_faults import alive
-
-STABLE = ["shard", "key", "sample_index", "status", "image_scores", "caption_scores", "flagged"]
-
-
-def rows(out):
-    files = sorted(out.glob("*.parquet"))
-    return pq.read_table(files, columns=STABLE).to_pylist()
-
-
-def same_rows(a, b) -> bool:
-    """Identical rows; scores equal up to float noise between processes."""
-    import numpy as np
-
-    strip = lambda rs: [{k: v for k, v in r.items() if not k.endswith("_scores")} for r in rs]  # noqa: E731
-    scores = lambda rs, k: np.array([r[k] or [np.nan] * 75 for r in rs], np.float32)  # noqa: E731
-    return strip(a) == strip(b) and all(
-        np.allclose(scores(a, k), scores(b, k), atol=1e-6, equal_nan=True) for k in ("image_scores", "caption_scores"))
-
+from conftest import NoInputs, alive, rows, run_cli, same_rows, scan_args, wait_for
 
 def start_scan(shards, out, model):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     cmd = [sys.executable, "-m", "vlmaudit", *scan_args(shards, out, model, "--batch-size", "2")]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-
-def wait_for(predicate, timeout=600):  # returns as soon as true; generous for loaded CI machines
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
-
-
-@pytest.fixture
-def many_shards(tmp_path):
-    from vlmaudit.demo.build import build_demo_shards
-
-    return build_demo_shards(tmp_path / "shards", shards=6, per_shard=30)
 
 
 def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, tiny_clip, many_shards):

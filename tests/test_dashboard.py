@@ -4,8 +4,7 @@ import sys
 
 import pytest
 
-from conftest import run_cli, scan_args, scanned_demo
-from test_report import hand_summary
+from conftest import hand_summary, run_cli, scan_args, scanned_demo
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +36,7 @@ def test_dashboard_fits_the_console_and_shows_every_panel(scanned, width):
     assert ("p95 cap" in text) == (width >= 110)
 
 
-def test_rethreshold_matches_hand_computation(scanned, monkeypatch):
+def test_rethreshold_matches_hand_computation(scanned):
     import pyarrow.parquet as pq
 
     from vlmaudit.schema import META_KEY
@@ -45,9 +44,7 @@ def test_rethreshold_matches_hand_computation(scanned, monkeypatch):
     summary = summary_json(scanned, "--threshold", "0.5", "--threshold", "hate=0.95")
     meta = json.loads(pq.read_schema(next(scanned.glob("*.parquet"))).metadata[META_KEY])
     thr = [0.95 if c == "hate" else 0.5 for c in meta["concept_categories"]]
-    patched = {**meta, "thresholds": {"image": thr, "caption": thr}}
-    monkeypatch.setattr("test_report.read_meta", lambda schema: patched)
-    samples, flagged, per_cat, per_concept, _ = hand_summary(scanned, check_stored=False)
+    samples, flagged, per_cat, per_concept, _ = hand_summary(scanned, False, {"image": thr, "caption": thr})
     assert summary["overview"]["flagged"] == flagged and summary["overview"]["thresholds"]["source"].startswith("override")
     assert {c["id"]: c["flagged"] for c in summary["categories"]} == per_cat
 

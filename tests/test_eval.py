@@ -1,30 +1,13 @@
 """eval: both published UnsafeConcepts layouts load to the same items; the metric code gives the
 known numbers for planted answers; tiny real models run end to end in every output format."""
 
-import io
 import json
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import run_cli
-
-ROWS = [  # (category name, concept name, correct option letter): authors' spelling
-    ("Hate", "Swastika", "A"), ("Hate", "Swastika", "D"), ("Hate", "Confederate Flag", "B"),
-    ("Violence", "Gun violence", "C"), ("Violence", "Gun violence", "A"), ("Sexual", "Pornography", "B"),
-]
-
-
-def png(seed: int) -> bytes:
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    buffer = io.BytesIO()
-    Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(buffer, "PNG")
-    return buffer.getvalue()
-
+from conftest import ROWS, png, run_cli
 
 def options_for(concept: str, letter: str) -> str:
     others = iter(["Robbery", "Graffiti", "Elections"])
@@ -44,19 +27,6 @@ def repo_layout(tmp_path):
     (root / "metadata.jsonl").write_text("\n".join(meta) + "\n")
     (root / "perception_metadata.jsonl").write_text("\n".join(perception) + "\n")
     return root
-
-
-@pytest.fixture
-def hf_layout(tmp_path):
-    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
-    table = pa.table({
-        "image": pa.array([{"bytes": png(i), "path": f"{i}.png"} for i in range(len(ROWS))], image),
-        "category": [r[0] for r in ROWS], "unsafe_concept": [r[1] for r in ROWS],
-    })
-    path = tmp_path / "hf" / "train-00000-of-00001.parquet"
-    path.parent.mkdir()
-    pq.write_table(table, path)
-    return path.parent
 
 
 @pytest.fixture(scope="module")

@@ -12,15 +12,7 @@ import time
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import run_cli, scan_args, write_shard
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
-    except FileNotFoundError:
-        return False
+from conftest import alive, run_cli, scan_args, write_shard
 
 
 def test_loader_workers_die_with_a_killed_parent(tmp_path):

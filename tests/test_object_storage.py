@@ -4,16 +4,10 @@ import json
 
 import pyarrow.parquet as pq
 
-from conftest import run_cli, scan_args
+from conftest import run_cli, s3fs_client, scan_args
 from s3_server import CREDENTIALS
 
 STABLE = ["shard", "key", "sample_index", "status", "image_scores", "caption_scores", "flagged"]
-
-
-def s3fs_client(endpoint):
-    import s3fs
-
-    return s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint}, skip_instance_cache=True)
 
 
 def test_scan_reads_shards_from_s3_and_writes_reports_to_s3(tmp_path, s3, tiny_clip, demo_shards):

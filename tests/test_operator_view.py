@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli, write_shard
-from test_eval import ROWS, hf_layout, png  # noqa: F401  (hf_layout: a fixture used below)
+from conftest import ROWS, png, run_cli, write_shard
 
 LONG_KEY = "broken-00000/2000000000000000000000-with-a-long-tail"
 
@@ -130,7 +129,7 @@ def test_filter_write_shards_reports_progress(tmp_path, long_keys):
     assert quiet.exit_code == 0 and "write-shards:" not in quiet.output
 
 
-def test_eval_reports_progress_in_samples(hf_layout, tiny_clip):  # noqa: F811
+def test_eval_reports_progress_in_samples(hf_layout, tiny_clip):
     result = run_cli("eval", "--data", hf_layout, "--model", tiny_clip, "--format", "json", "--precision", "fp32",
                      "--batch-size", "2", "--progress-every", "0")
     assert result.exit_code == 0, result.output

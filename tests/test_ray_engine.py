@@ -6,8 +6,7 @@ import signal
 
 import pytest
 
-from conftest import run_cli, scan_args
-from test_crash_safety import rows, same_rows
+from conftest import STABLE, rows, run_cli, s3fs_client, same_rows, scan_args, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +169,6 @@ def test_ctrl_c_on_the_ray_driver_leaves_an_out_that_resumes(tmp_path, tiny_clip
     import subprocess
     import sys
 
-    from test_crash_safety import wait_for
 
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "vlmaudit", *scan_args(shards, out, tiny_clip, "--batch-size", "1", "--engine", "ray",
@@ -194,8 +192,6 @@ def test_ray_actors_write_reports_to_s3(ray_session, s3, tiny_clip, shards, refe
     credentials), and they write the same reports to the bucket as the local engine to disk."""
     import pyarrow.parquet as pq
 
-    from test_crash_safety import STABLE
-    from test_object_storage import s3fs_client
 
     endpoint, bucket = s3
     url = f"s3://{bucket}/ray"

@@ -1,10 +1,8 @@
 import json
 
-import pyarrow.parquet as pq
 import pytest
 
-from conftest import run_cli, scan_args
-from vlmaudit.schema import read_meta
+from conftest import hand_summary, run_cli, scan_args
 
 
 @pytest.fixture
@@ -12,32 +10,6 @@ def scanned(tmp_path, tiny_clip, demo_shards):
     out = tmp_path / "reports"
     assert run_cli(*scan_args(demo_shards, out, tiny_clip)).exit_code == 0
     return out
-
-
-def hand_summary(out, check_stored=True):
-    """Recompute the report's numbers with plain Python loops over the rows."""
-    rows = pq.read_table(sorted(out.glob("*.parquet"))).to_pylist()
-    meta = read_meta(pq.read_schema(next(out.glob("*.parquet"))))
-    thr = meta["thresholds"]
-    per_cat = {c: 0 for c in meta["categories"]}
-    per_concept = {c: 0 for c in meta["concepts"]}
-    flagged = both = image_only = caption_only = 0
-    for row in rows:
-        img = [s >= t for s, t in zip(row["image_scores"] or [], thr["image"])] or [False] * 75
-        cap = [s >= t for s, t in zip(row["caption_scores"] or [], thr["caption"])] or [False] * 75
-        hit = [a or b for a, b in zip(img, cap)]
-        for cid, h in zip(meta["concepts"], hit):
-            per_concept[cid] += h
-        for cat in {c for c, h in zip(meta["concept_categories"], hit) if h}:
-            per_cat[cat] += 1
-        flagged += any(hit)
-        both += any(img) and any(cap)
-        image_only += any(img) and not any(cap)
-        caption_only += any(cap) and not any(img)
-        if check_stored:
-            assert set(row["flagged_categories"]) == {c for c, h in zip(meta["concept_categories"], hit) if h}
-            assert row["flagged"] == any(hit)
-    return len(rows), flagged, per_cat, per_concept, (both, image_only, caption_only)
 
 
 def test_report_numbers_match_a_hand_computation(scanned):
