@@ -5,11 +5,14 @@ samples by status; --fail-above refuses to gate an incomplete run unless asked."
 import json
 import os
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import run_cli, scan_args
+from conftest import run_cli, scan_args, wait_for
 
 PER_SHARD = 7
 
@@ -141,3 +144,31 @@ def test_complete_run_says_so_everywhere(tmp_path, tiny_clip, demo_shards):
     assert run_cli("filter", reports, "--out", tmp_path / "f").exit_code == 0
     summary = json.loads((tmp_path / "f" / "summary.json").read_text())
     assert summary["incomplete_shards"] == [] and summary["complete"] is True
+
+
+def test_ctrl_c_leaves_a_run_that_reports_incomplete(tmp_path, tiny_clip, demo_shards):
+    """A real interrupt: the third shard is a pipe that blocks, Ctrl-C lands after two shards."""
+    fifo = tmp_path / "block"
+    os.mkfifo(fifo)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "vlmaudit", *scan_args(demo_shards[:2] + [f"pipe:cat {fifo}"] + demo_shards[2:],
+                                                       out, tiny_clip)]
+    proc = subprocess.Popen(cmd, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        assert wait_for(lambda: len(list(out.glob("*.stats.json"))) >= 2 or proc.poll() is not None)
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=300)
+    finally:
+        try:
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            pass
+    assert proc.returncode == 130
+    data = report_json(out)
+    assert data["complete"] is False and data["overview"]["shards"] == 2
+    assert data["incomplete"]["missing_shards"] == ["block", "00002"]
+    assert data["incomplete"]["planned_shards"] == 4 and data["incomplete"]["finished_shards"] == 2
+    assert "INCOMPLETE run: 2 of 4 planned shard(s)" in run_cli("report", out).output
+    assert run_cli("report", out, "--fail-above", "sexual=1.0").exit_code == 2
