@@ -174,3 +174,10 @@ def test_card_with_labels_carries_the_estimates(reports, tmp_path):
         writer.writerows(rows)
     result = verify(tmp_path / "card.json", reports, "--labels", review)
     assert result.exit_code == 1 and "results[sexual].estimate" in result.output
+
+
+def test_card_written_inside_the_report_dir_leaves_itself_out(reports):
+    card, _ = make_card(reports, reports / "audit-card")
+    assert "audit-card.json" not in card["files"] and "audit-card.md" not in card["files"]
+    assert verify(reports / "audit-card.json", reports).exit_code == 0
+    assert run_cli("report", reports, "--json").exit_code == 0  # the card does not disturb the reports
