@@ -18,9 +18,12 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
          "--remote-debugging-port=0", "--hide-scrollbars"]
 
 
+DEBIAN_CHROMIUM = Path("/usr/bin/chromium")
+
+
 def chromium_or_skip() -> str:
     """The Chromium binary; a clear skip when it is absent, a failure when VLMAUDIT_REQUIRE_CHROMIUM is set (CI)."""
-    found = shutil.which("chromium") or (Path("/usr/bin/chromium").is_file() and "/usr/bin/chromium")
+    found = shutil.which("chromium") or (DEBIAN_CHROMIUM.is_file() and str(DEBIAN_CHROMIUM))
     if found:
         return found
     if os.environ.get("VLMAUDIT_REQUIRE_CHROMIUM"):

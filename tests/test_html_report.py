@@ -167,3 +167,16 @@ def test_report_in_a_real_browser(reports, tmp_path):
         assert all(url.startswith(("file:", "data:")) for url in browser.requests), browser.requests
     finally:
         browser.close()
+
+
+def test_a_missing_chromium_skips_only_when_not_required(monkeypatch, tmp_path):
+    import cdp
+
+    monkeypatch.setattr(cdp.shutil, "which", lambda name: None)
+    monkeypatch.setattr(cdp, "DEBIAN_CHROMIUM", tmp_path / "no-chromium")
+    monkeypatch.delenv("VLMAUDIT_REQUIRE_CHROMIUM", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="chromium not installed"):
+        cdp.chromium_or_skip()
+    monkeypatch.setenv("VLMAUDIT_REQUIRE_CHROMIUM", "1")
+    with pytest.raises(pytest.fail.Exception, match="VLMAUDIT_REQUIRE_CHROMIUM"):
+        cdp.chromium_or_skip()

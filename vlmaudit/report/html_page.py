@@ -162,7 +162,7 @@ def _card(item: dict, thumbnails: dict, blur: bool, redact: bool) -> str:
     shield = "shield blur" if blur else "shield"
     caption = item.get("caption") or ""
     if fired == "caption":
-        body = (f"<div class='muted'>(caption redacted)</div>" if redact or not caption else
+        body = ("<div class='muted'>(caption redacted)</div>" if redact or not caption else
                 f"<div class='{shield}' title='caption'>{esc(caption[:400])}</div>")
     else:
         thumb = thumbnails.get((item["shard"], item["key"]))
