@@ -163,3 +163,15 @@ def test_eval_and_train_head_cli_on_an_imagefolder(tmp_path, tiny_clip):
     result = run_cli("train-head", "--data", root, "--vision-model", tiny_clip, "--out", tmp_path / "head",
                      "--epochs", "2", "--dim", "16", "-q")
     assert result.exit_code == 0, result.output
+
+
+def test_gallery_shows_folder_images_and_write_shards_refuses_them(tmp_path, tiny_clip):
+    root = write_pairs(tmp_path / "pairs")
+    out = tmp_path / "reports"
+    assert run_cli(*scan_args([root], out, tiny_clip)).exit_code == 0
+    page = tmp_path / "r.html"
+    result = run_cli("report", out, "--threshold", "0", "--format", "html", "--output", page)
+    assert result.exit_code == 0, result.output
+    assert "data:image/jpeg;base64," in page.read_text() and "note:" not in result.output
+    result = run_cli("filter", out, "--policy", "permissive", "--out", tmp_path / "f", "--write-shards", tmp_path / "kept")
+    assert result.exit_code == 2 and "loose image folder" in result.output

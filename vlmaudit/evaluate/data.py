@@ -47,10 +47,10 @@ def load_eval_data(data: Path, taxonomy, seed: int = 0) -> list[EvalItem]:
 
     if data.suffix == ".parquet" or (data.is_dir() and any(data.glob("*.parquet"))):
         records = _parquet_records(data)
-    elif data.is_dir() and ((data / "perception_metadata.jsonl").is_file() or _authors_metadata(data)):
-        records = _jsonl_records(data)
-    elif is_labelled_folder(data):
+    elif is_labelled_folder(data) and not (data / "perception_metadata.jsonl").is_file():
         records = labelled_records(data)
+    elif data.is_dir() and ((data / "perception_metadata.jsonl").is_file() or (data / "metadata.jsonl").is_file()):
+        records = _jsonl_records(data)
     else:
         raise UserError(f"--data {data}: expected Parquet (the HF dataset), a directory with metadata.jsonl / "
                         "perception_metadata.jsonl (the authors' layout), or a folder of images (metadata.jsonl / "
@@ -63,16 +63,6 @@ def load_eval_data(data: Path, taxonomy, seed: int = 0) -> list[EvalItem]:
     if not items:
         raise UserError(f"--data {data}: no items")
     return items
-
-
-def _authors_metadata(root: Path) -> bool:
-    """metadata.jsonl with image_filename (the authors' layout), not file_name (an HF imagefolder)."""
-    meta = root / "metadata.jsonl"
-    if not meta.is_file():
-        return False
-    with open(meta, encoding="utf-8", errors="replace") as handle:
-        first = handle.readline(MAX_LINE)
-    return '"file_name"' not in first
 
 
 def _parquet_records(path: Path):

@@ -41,7 +41,7 @@ def load_examples(data: Path, taxonomy, safe_images: Path | None = None) -> list
 
     if _is_parquet(data):
         records = _parquet_records(data)
-    elif is_labelled_folder(data) and not _has_jsonl_without_file_name(data):
+    elif is_labelled_folder(data):
         records = labelled_records(data)
     else:
         records = _table_records(data)
@@ -51,16 +51,6 @@ def load_examples(data: Path, taxonomy, safe_images: Path | None = None) -> list
     if not examples:
         raise UserError(f"--data {data}: no labelled images found")
     return examples
-
-
-def _has_jsonl_without_file_name(path: Path) -> bool:
-    """metadata.jsonl in the UnsafeConcepts authors' layout (image_filename): read as a label table."""
-    meta = path / "metadata.jsonl"
-    if not meta.is_file():
-        return False
-    with open(meta, encoding="utf-8", errors="replace") as handle:
-        first = handle.readline(1 << 20)
-    return '"file_name"' not in first
 
 
 def _is_parquet(path: Path) -> bool:
@@ -80,8 +70,6 @@ def _parquet_records(path: Path):
 
 
 def _table_records(path: Path):
-    from vlmaudit.scan.folder_source import outside
-
     if not path.is_dir():
         raise UserError(f"--data {path}: expected a Parquet file, a directory of Parquet files, or a directory "
                         "with a CSV/JSONL file of labels")
@@ -95,9 +83,6 @@ def _table_records(path: Path):
             name = row.get("image") or row.get("file_name") or row.get("image_filename")
             if not name:
                 raise UserError(f"{table} row {i + 1}: no image / file_name column")
-            problem = outside(str(path), str(name))
-            if problem:
-                raise UserError(f"{table.name} row {i + 1}: {problem}")
             yield {**row, "image": path / name}, f"{table.name} row {i + 1}"
 
 

@@ -72,8 +72,14 @@ def load_thumbnails(report_dir, summary: dict, reread, size: int = 128) -> tuple
 def _shard_images(url: str, max_member_bytes: int):
     """(key, first image's bytes) of every sample of a tar or Parquet/Arrow shard that has an image;
     members over `max_member_bytes` are not read."""
+    from vlmaudit.scan.folder_source import is_folder_shard, iter_folder_samples
     from vlmaudit.scan.parquet_source import is_table_shard, iter_table_images
 
+    if is_folder_shard(url):
+        from vlmaudit.scan.tario import TarEnd
+
+        yield from ((s.key, s.image) for s in iter_folder_samples(url, TarEnd(), max_member_bytes, 0) if s.image)
+        return
     if is_table_shard(url):
         yield from iter_table_images(url, max_bytes=max_member_bytes)
         return

@@ -72,9 +72,15 @@ def is_labelled_folder(path: Path) -> bool:
     .json pairs with no other label table at the top."""
     if not path.is_dir():
         return False
-    if any((path / name).is_file() for name in METADATA_FILES):
-        return True
+    metadata = [path / name for name in METADATA_FILES if (path / name).is_file()]
+    if metadata:  # else a label table of another layout (image / image_filename columns)
+        return all(_names_file_name(m) for m in metadata)
     return not any(path.glob("*.csv")) and not any(path.glob("*.jsonl")) and is_image_folder(path)
+
+
+def _names_file_name(metadata: Path) -> bool:
+    with open(metadata, encoding="utf-8", errors="replace") as handle:
+        return "file_name" in handle.readline(MAX_LINE)
 
 
 def is_image_folder(path: Path) -> bool:
