@@ -215,9 +215,9 @@ def report_location(text: str):
 @handle_errors
 def report(
     report_dir: Annotated[str, typer.Argument(help="A directory written by `vlmaudit scan` (or an s3://... URL).")],
-    fmt: Annotated[str, typer.Option("--format", help="table, json, markdown or html.")] = "table",
+    fmt: Annotated[str, typer.Option("--format", help="table, json, markdown, html, or card (an audit card: PATH.md + PATH.json, check it with verify-card).")] = "table",
     as_json: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the export to this file.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "--out", "-o", help="Write the export to this file (card: default ./audit-card).")] = None,
     top: Annotated[int, typer.Option(min=1, help="How many concepts and shards to list.")] = 10,
     threshold: Annotated[list[str], typer.Option(help="Re-threshold: 0.7 or CONCEPT_OR_CATEGORY=0.6 (repeatable).")] = [],
     policy: Annotated[Optional[str], typer.Option(help="Flag with a policy's rules instead of thresholds.")] = None,
@@ -228,7 +228,7 @@ def report(
     examples: Annotated[int, typer.Option(min=0, help="Example samples per top concept.")] = 3,
     redact: Annotated[bool, typer.Option(help="Hide captions and URLs of examples.")] = False,
     blur: Annotated[bool, typer.Option(help="Blur HTML gallery thumbnails (click to reveal).")] = True,
-    fail_above: Annotated[list[str], typer.Option(help="CATEGORY=RATE: exit 3 when exceeded (repeatable).")] = [],
+    fail_above: Annotated[list[str], typer.Option(help="CATEGORY=RATE: exit 3 when exceeded (repeatable); exit 2 on an incomplete run unless --allow-incomplete.")] = [],
     rules: RulesOpt = None,
     thresholds_file: Annotated[Optional[Path], typer.Option("--thresholds", help="Re-threshold with a thresholds YAML (e.g. from `vlmaudit calibrate`); --threshold applies after it.")] = None,
     shards: ShardsOpt = [],
@@ -236,6 +236,7 @@ def report(
     max_member_bytes: MemberBytesOpt = 64 << 20,
     allow_mixed: MixedOpt = False,
     labels: Annotated[Optional[Path], typer.Option("--labels", help="A labelled review sheet (from `vlmaudit sample`): adds prevalence with 95 % intervals and the thresholds' precision / recall.")] = None,
+    allow_incomplete: Annotated[bool, typer.Option(help="Let --fail-above gate a run whose shards are not all finished (else exit 2).")] = False,
 ):
     """Summarise scan reports (reads only the reports; the HTML gallery also reads the shards)."""
     from vlmaudit.commands.report import ReportRequest, run_report_command
@@ -244,8 +245,21 @@ def report(
     request = ReportRequest(report_location(report_dir), "json" if as_json else fmt, output, top, threshold, policy,
                             category, concept, shard, compare and report_location(compare), examples, redact, blur,
                             fail_above, rules, thresholds_file, ReReadOptions(shards, allow_scheme, max_member_bytes),
-                            allow_mixed, labels)
+                            allow_mixed, labels, allow_incomplete)
     raise typer.Exit(run_report_command(request))
+
+
+@app.command(name="verify-card")
+@handle_errors
+def verify_card(
+    card: Annotated[Path, typer.Argument(help="The audit card (.json, or the .md beside it) from `report --format card`.")],
+    report_dir: Annotated[str, typer.Argument(help="The report directory the card describes.")],
+    labels: Annotated[Optional[Path], typer.Option("--labels", help="The labelled review sheet the card's estimates came from (re-checks them).")] = None,
+):
+    """Recompute an audit card's digests and numbers from the reports; exit 1 naming each difference."""
+    from vlmaudit.report.verify_card import run_verify_card
+
+    raise typer.Exit(run_verify_card(card, report_location(report_dir), labels))
 
 
 @app.command(name="filter")

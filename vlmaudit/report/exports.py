@@ -17,6 +17,7 @@ def to_markdown(summary: dict) -> str:
         f"flagged: {o['flagged']:,} ({pct(o['flagged_rate'])})",
         f"- model: {md(o['model'])} ({md(o['backend'])}); taxonomy: {md(o['taxonomy_version'])}; "
         f"thresholds: {md(o['thresholds']['source'])}", "",
+        *completeness.markdown_lines(summary),
         "## Flagged rate per category", "", "| category | flagged | rate | both | image only | caption only |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]

@@ -8,6 +8,7 @@ import html
 import re
 from urllib.parse import urlsplit
 
+from vlmaudit.report import completeness
 from vlmaudit.report import html_charts as charts
 from vlmaudit.report.dashboard import pct
 
@@ -54,7 +55,7 @@ def to_html(summary: dict, thumbnails: dict, blur: bool, redact: bool) -> str:
              f"<meta http-equiv='Content-Security-Policy' content=\"{CSP}\">"
              "<meta name='viewport' content='width=device-width'><meta name='referrer' content='no-referrer'>"
              f"<title>vlmaudit report</title><style>{CSS}</style></head><body><h1>vlmaudit report</h1>",
-             _overview(summary), _categories(summary), _split(summary), _shards(summary), _histograms(summary),
+             _overview(summary), completeness.html_section(summary), _categories(summary), _split(summary), _shards(summary), _histograms(summary),
              _concepts(summary), _estimates(summary), _gallery(summary, thumbnails, blur, redact),
              f"<script>{SCRIPT}</script></body></html>"]
     return "\n".join(p for p in parts if p)
