@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 
+from vlmaudit.report import completeness
 from vlmaudit.report.dashboard import pct
 from vlmaudit.report.safetext import markdown_text as md
 
