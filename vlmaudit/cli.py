@@ -149,7 +149,7 @@ def concepts(rules: RulesOpt = None, as_json: Annotated[bool, typer.Option("--js
 @app.command()
 @handle_errors
 def scan(
-    shards: Annotated[list[str], typer.Argument(help="Shards: .tar/.tar.gz/.parquet/.arrow paths, dirs, globs, {a..b} ranges, URLs, pipe:CMD, hf://datasets/ORG/NAME.")],
+    shards: Annotated[list[str], typer.Argument(help="Shards: .tar/.tar.gz/.parquet/.arrow paths, dirs, globs, {a..b} ranges, URLs, pipe:CMD, hf://datasets/ORG/NAME, folders of loose images.")],
     out: Annotated[str, typer.Option("--out", help="Report directory or fsspec URL (s3://bucket/prefix): one Parquet + stats JSON per shard.")],
     model: Annotated[Optional[str], typer.Option(help="Hub id, local checkpoint dir, or opennsfw (bundled, offline). Default: openai/clip-vit-large-patch14; llava-hf/llava-1.5-7b-hf for --backend vlm; the head's vision model for --backend head.")] = None,
     backend: Annotated[str, typer.Option(help="clip (CLIP/SigLIP scorer), vlm (VLM judge), head (trained safety head), cascade.")] = "clip",
@@ -187,6 +187,7 @@ def scan(
     cpus_per_worker: Annotated[float, typer.Option(min=0.0, help="Ray: CPUs per actor; an actor decodes with int(N)-1 worker processes.")] = 1.0,
     decode: Annotated[str, typer.Option(help="JPEG decoding: auto (gpu when the model is on CUDA and torchvision is installed), cpu, gpu.")] = "auto",
     compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the model (clip backend; slow first batch).")] = False,
+    folder_shard_size: Annotated[int, typer.Option(min=1, metavar="N", help="Folders of loose images: samples per shard (keep it when resuming).")] = 10_000,
 ):
     """Score every image and caption of SHARDS against every concept; write per-shard Parquet."""
     from vlmaudit.commands.scan import ScanRequest, run_scan_command
@@ -200,7 +201,8 @@ def scan(
                           key_column=key_column, split=split, config=config, revision=revision, engine=engine,
                           ray_address=ray_address, gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker,
                           ray_workers=workers if engine == "ray" else None, decode=decode,
-                          compile=compile_model, progress_every=progress_every)
+                          compile=compile_model, progress_every=progress_every,
+                          folder_shard_size=folder_shard_size)
     raise typer.Exit(run_scan_command(request))
 
 

@@ -200,7 +200,7 @@ def _emit(summary: dict, request: ReportRequest) -> None:
     else:
         thumbs = _thumbnails(request, summary)
         text = exports.to_html(summary, thumbs, request.blur, request.redact)
-    if "estimates" in summary and request.fmt != "json":
+    if "estimates" in summary and request.fmt == "markdown":  # the HTML page draws its own
         text = _with_estimates(text, summary["estimates"], request.fmt)
     if request.output:
         request.output.write_text(text, encoding="utf-8")

@@ -4,6 +4,9 @@ unsafe_concept (names as the authors spell them, or our ids), from
   - Parquet (a file or a directory of them), e.g. the HF dataset exported with
     `load_dataset(...).to_parquet(...)`: `image` is bytes or a struct with `bytes` / `path`;
   - a directory with one CSV or JSONL file (`image` or `file_name` column: a path relative to it);
+  - a loose image folder (scan.folder_source): a Hugging Face imagefolder (metadata.jsonl /
+    metadata.csv with `file_name` plus the label columns) or `img.jpg` + `img.json` pairs (labels
+    in the JSON); paths never leave the folder;
 
 plus, optionally, `--safe-images DIR` (every image below DIR is safe). A `label` column of
 "safe"/"unsafe" (or 0/1, 1 = unsafe) is honoured when present.
@@ -34,7 +37,14 @@ def load_examples(data: Path, taxonomy, safe_images: Path | None = None) -> list
     data = Path(data)
     if not data.exists():
         raise UserError(f"--data {data}: no such file or directory")
-    records = _parquet_records(data) if _is_parquet(data) else _table_records(data)
+    from vlmaudit.scan.folder_source import is_labelled_folder, labelled_records
+
+    if _is_parquet(data):
+        records = _parquet_records(data)
+    elif is_labelled_folder(data):
+        records = labelled_records(data)
+    else:
+        records = _table_records(data)
     examples = [_example(record, origin, taxonomy) for record, origin in records]
     if safe_images is not None:
         examples += safe_examples(Path(safe_images))
@@ -70,7 +80,7 @@ def _table_records(path: Path):
     with open(table, newline="", encoding="utf-8") as handle:
         rows = csv.DictReader(handle) if table.suffix == ".csv" else (json.loads(line) for line in handle if line.strip())
         for i, row in enumerate(rows):
-            name = row.get("image") or row.get("file_name")
+            name = row.get("image") or row.get("file_name") or row.get("image_filename")
             if not name:
                 raise UserError(f"{table} row {i + 1}: no image / file_name column")
             yield {**row, "image": path / name}, f"{table.name} row {i + 1}"
