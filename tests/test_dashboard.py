@@ -95,13 +95,14 @@ def test_html_is_self_contained_with_a_blurred_gallery(scanned, tmp_path):
     assert run_cli("report", scanned, "--format", "html", "--output", out).exit_code == 0
     page = out.read_text()
     assert "<h2>Examples</h2>" in page and page.count("data:image/jpeg;base64,") >= 1
-    assert "class='blur'" in page and "classList.toggle('blur')" in page
-    assert not re.search(r"(src|href)\s*=\s*['\"]?(https?:)?//", page) and "<link" not in page
+    assert "class='shield blur'" in page and "classList.toggle('blur')" in page
+    assert not re.search(r"src\s*=\s*['\"]?(https?:)?//", page) and "<link" not in page
+    assert all(h.startswith(("http://", "https://")) for h in re.findall(r"href='([^']*)'", page))
     assert "@import" not in page and "url(" not in page
     unblurred = tmp_path / "n.html"
     run_cli("report", scanned, "--format", "html", "--output", unblurred, "--no-blur", "--redact")
     text = unblurred.read_text()
-    assert "class='blur'" not in text and "a cat sleeping" not in text
+    assert "shield blur" not in text and "a cat sleeping" not in text and "href=" not in text
 
 
 def test_dashboard_in_a_real_pseudo_terminal(scanned):

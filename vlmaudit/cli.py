@@ -149,7 +149,7 @@ def concepts(rules: RulesOpt = None, as_json: Annotated[bool, typer.Option("--js
 @app.command()
 @handle_errors
 def scan(
-    shards: Annotated[list[str], typer.Argument(help="Shards: .tar/.tar.gz/.parquet/.arrow paths, dirs, globs, {a..b} ranges, URLs, pipe:CMD, hf://datasets/ORG/NAME.")],
+    shards: Annotated[list[str], typer.Argument(help="Shards: .tar/.tar.gz/.parquet/.arrow paths, dirs, globs, {a..b} ranges, URLs, pipe:CMD, hf://datasets/ORG/NAME, folders of loose images.")],
     out: Annotated[str, typer.Option("--out", help="Report directory or fsspec URL (s3://bucket/prefix): one Parquet + stats JSON per shard.")],
     model: Annotated[Optional[str], typer.Option(help="Hub id, local checkpoint dir, or opennsfw (bundled, offline). Default: openai/clip-vit-large-patch14; llava-hf/llava-1.5-7b-hf for --backend vlm; the head's vision model for --backend head.")] = None,
     backend: Annotated[str, typer.Option(help="clip (CLIP/SigLIP scorer), vlm (VLM judge), head (trained safety head), cascade.")] = "clip",
@@ -187,6 +187,7 @@ def scan(
     cpus_per_worker: Annotated[float, typer.Option(min=0.0, help="Ray: CPUs per actor; an actor decodes with int(N)-1 worker processes.")] = 1.0,
     decode: Annotated[str, typer.Option(help="JPEG decoding: auto (gpu when the model is on CUDA and torchvision is installed), cpu, gpu.")] = "auto",
     compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the model (clip backend; slow first batch).")] = False,
+    folder_shard_size: Annotated[int, typer.Option(min=1, metavar="N", help="Folders of loose images: samples per shard (keep it when resuming).")] = 10_000,
 ):
     """Score every image and caption of SHARDS against every concept; write per-shard Parquet."""
     from vlmaudit.commands.scan import ScanRequest, run_scan_command
@@ -200,7 +201,8 @@ def scan(
                           key_column=key_column, split=split, config=config, revision=revision, engine=engine,
                           ray_address=ray_address, gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker,
                           ray_workers=workers if engine == "ray" else None, decode=decode,
-                          compile=compile_model, progress_every=progress_every)
+                          compile=compile_model, progress_every=progress_every,
+                          folder_shard_size=folder_shard_size)
     raise typer.Exit(run_scan_command(request))
 
 
@@ -215,9 +217,9 @@ def report_location(text: str):
 @handle_errors
 def report(
     report_dir: Annotated[str, typer.Argument(help="A directory written by `vlmaudit scan` (or an s3://... URL).")],
-    fmt: Annotated[str, typer.Option("--format", help="table, json, markdown or html.")] = "table",
+    fmt: Annotated[str, typer.Option("--format", help="table, json, markdown, html, or card (an audit card: PATH.md + PATH.json, check it with verify-card).")] = "table",
     as_json: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the export to this file.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "--out", "-o", help="Write the export to this file (card: default ./audit-card).")] = None,
     top: Annotated[int, typer.Option(min=1, help="How many concepts and shards to list.")] = 10,
     threshold: Annotated[list[str], typer.Option(help="Re-threshold: 0.7 or CONCEPT_OR_CATEGORY=0.6 (repeatable).")] = [],
     policy: Annotated[Optional[str], typer.Option(help="Flag with a policy's rules instead of thresholds.")] = None,
@@ -228,7 +230,7 @@ def report(
     examples: Annotated[int, typer.Option(min=0, help="Example samples per top concept.")] = 3,
     redact: Annotated[bool, typer.Option(help="Hide captions and URLs of examples.")] = False,
     blur: Annotated[bool, typer.Option(help="Blur HTML gallery thumbnails (click to reveal).")] = True,
-    fail_above: Annotated[list[str], typer.Option(help="CATEGORY=RATE: exit 3 when exceeded (repeatable).")] = [],
+    fail_above: Annotated[list[str], typer.Option(help="CATEGORY=RATE: exit 3 when exceeded (repeatable); exit 2 on an incomplete run unless --allow-incomplete.")] = [],
     rules: RulesOpt = None,
     thresholds_file: Annotated[Optional[Path], typer.Option("--thresholds", help="Re-threshold with a thresholds YAML (e.g. from `vlmaudit calibrate`); --threshold applies after it.")] = None,
     shards: ShardsOpt = [],
@@ -236,6 +238,7 @@ def report(
     max_member_bytes: MemberBytesOpt = 64 << 20,
     allow_mixed: MixedOpt = False,
     labels: Annotated[Optional[Path], typer.Option("--labels", help="A labelled review sheet (from `vlmaudit sample`): adds prevalence with 95 % intervals and the thresholds' precision / recall.")] = None,
+    allow_incomplete: Annotated[bool, typer.Option(help="Let --fail-above gate a run whose shards are not all finished (else exit 2).")] = False,
 ):
     """Summarise scan reports (reads only the reports; the HTML gallery also reads the shards)."""
     from vlmaudit.commands.report import ReportRequest, run_report_command
@@ -244,8 +247,21 @@ def report(
     request = ReportRequest(report_location(report_dir), "json" if as_json else fmt, output, top, threshold, policy,
                             category, concept, shard, compare and report_location(compare), examples, redact, blur,
                             fail_above, rules, thresholds_file, ReReadOptions(shards, allow_scheme, max_member_bytes),
-                            allow_mixed, labels)
+                            allow_mixed, labels, allow_incomplete)
     raise typer.Exit(run_report_command(request))
+
+
+@app.command(name="verify-card")
+@handle_errors
+def verify_card(
+    card: Annotated[Path, typer.Argument(help="The audit card (.json, or the .md beside it) from `report --format card`.")],
+    report_dir: Annotated[str, typer.Argument(help="The report directory the card describes.")],
+    labels: Annotated[Optional[Path], typer.Option("--labels", help="The labelled review sheet the card's estimates came from (re-checks them).")] = None,
+):
+    """Recompute an audit card's digests and numbers from the reports; exit 1 naming each difference."""
+    from vlmaudit.commands.verify_card import run_verify_card
+
+    raise typer.Exit(run_verify_card(card, report_location(report_dir), labels))
 
 
 @app.command(name="filter")

@@ -8,7 +8,7 @@ from pathlib import Path
 from vlmaudit.errors import UserError
 from vlmaudit.rulebook.thresholds import target_mask
 
-FORMATS = ("table", "json", "markdown", "html")
+FORMATS = ("table", "json", "markdown", "html", "card")
 
 
 @dataclass
@@ -32,6 +32,7 @@ class ReportRequest:
     reread: object = None  # report.reread.ReReadOptions: which shards the HTML gallery may open
     allow_mixed: bool = False
     labels: Path | None = None  # a review sheet (`vlmaudit sample`) with labels: adds the estimates
+    allow_incomplete: bool = False  # --fail-above gates a run with unfinished or truncated shards
 
 
 def build_view(request: ReportRequest, meta: dict):
@@ -99,13 +100,50 @@ def run_report_command(request: ReportRequest) -> int:
     if request.fmt == "html" and not request.output:
         raise UserError("--format html needs --output FILE")
     summary, meta = _summarize(request, request.report_dir)
+    add_completeness(summary, request)
     limits = parse_limits(request.fail_above, meta["categories"])
     if request.compare:
         _add_comparison(summary, request)
     if request.labels:
         _add_estimates(summary, meta, request)
-    _emit(summary, request)
+    if request.fmt == "card":
+        _write_card(summary, meta, request)
+    else:
+        _emit(summary, request)
+    if limits and not summary["complete"] and not request.allow_incomplete:
+        import sys
+
+        from vlmaudit.report.completeness import gate_message
+        from vlmaudit.report.safetext import safe_text
+
+        print(f"error: {safe_text(gate_message(summary))}", file=sys.stderr)
+        return 2
     return _gate(summary, limits)
+
+
+def add_completeness(summary: dict, request: ReportRequest) -> None:
+    """`complete` and `incomplete` (report.completeness) for the shards this report covers."""
+    from vlmaudit.report.completeness import assess
+
+    summary.update(assess(request.report_dir, request.shard, summary["overview"]["status"]))
+
+
+def _write_card(summary: dict, meta: dict, request: ReportRequest) -> None:
+    """`--format card`: the audit card's Markdown and JSON (report.card) at --output."""
+    from vlmaudit.report.card import build_card, card_paths, sha256_file, write_card
+
+    md_path, json_path = card_paths(request.output)
+    options = {"threshold": list(request.thresholds), "policy": request.policy, "category": request.category,
+               "concept": request.concept, "shard": request.shard, "allow_mixed": request.allow_mixed,
+               "rules": request.rules and str(request.rules),
+               "thresholds_file": request.thresholds_file and str(request.thresholds_file)}
+    if request.labels:
+        from vlmaudit.estimate.sheet import locate
+
+        options["labels_sha256"] = sha256_file(locate(request.labels)[0])
+    card = build_card(request.report_dir, summary, meta, build_view(request, meta), options, skip=(md_path, json_path))
+    write_card(card, md_path, json_path)
+    print(f"audit card: {md_path} and {json_path}")
 
 
 def _summarize(request: ReportRequest, report_dir: Path, histogram: bool = True) -> tuple[dict, dict]:
@@ -162,7 +200,7 @@ def _emit(summary: dict, request: ReportRequest) -> None:
     else:
         thumbs = _thumbnails(request, summary)
         text = exports.to_html(summary, thumbs, request.blur, request.redact)
-    if "estimates" in summary and request.fmt != "json":
+    if "estimates" in summary and request.fmt == "markdown":  # the HTML page draws its own
         text = _with_estimates(text, summary["estimates"], request.fmt)
     if request.output:
         request.output.write_text(text, encoding="utf-8")

@@ -56,6 +56,7 @@ class ScanRequest:
     decode: str = "auto"
     compile: bool = False
     progress_every: float = 30.0  # seconds between progress lines when stderr is not a terminal
+    folder_shard_size: int = 10_000  # loose image folders: samples per shard
 
     def backend_options(self):
         from vlmaudit.backends import BackendOptions
@@ -113,7 +114,8 @@ def run_scan_command(request: ScanRequest) -> int:
     if request.engine not in ENGINES:
         raise UserError(f"--engine {request.engine}: expected one of {', '.join(ENGINES)}")
     rules = load_rules(request.rules, request.thresholds)
-    jobs, planned = runinfo.plan_jobs(request.shards, request.num_shards, request.shard_index, request.hub())
+    jobs, planned = runinfo.plan_jobs(request.shards, request.num_shards, request.shard_index, request.hub(),
+                                      request.folder_shard_size)
     check_table_shards([job.url for job in jobs], request.columns())
     if request.decode not in DECODE_MODES:
         raise UserError(f"--decode {request.decode}: expected one of {', '.join(DECODE_MODES)}")

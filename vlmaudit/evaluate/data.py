@@ -1,7 +1,9 @@
-"""UnsafeConcepts evaluation data in its two published layouts:
+"""UnsafeConcepts evaluation data in its two published layouts, or a labelled image folder:
 
   - the Hugging Face dataset as Parquet (a file, a directory of them, or the hub layout
     DIR/data/*.parquet): `image` (bytes, or a struct with `bytes` / `path`), `category`, `unsafe_concept`;
+  - a loose image folder (scan.folder_source): an HF imagefolder (metadata.jsonl / metadata.csv
+    with `file_name`, `category`, `unsafe_concept`) or `img.jpg` + `img.json` pairs;
   - the authors' repository layout: DIR/metadata.jsonl (`image_filename`, `category`,
     `unsafe_concept`) and optionally DIR/perception_metadata.jsonl, which adds `option_str`
     ("A: Swastika \\nB: ...") and `correct_option` ("A"); image paths are relative to DIR.
@@ -40,14 +42,19 @@ def load_eval_data(data: Path, taxonomy, seed: int = 0) -> list[EvalItem]:
     data = Path(data)
     if not data.exists():
         raise UserError(f"--data {data}: no such file or directory")
+    from vlmaudit.scan.folder_source import is_labelled_folder, labelled_records
+
     if parquet_files(data):
         records = parquet_records(data)
+    elif is_labelled_folder(data) and not (data / "perception_metadata.jsonl").is_file():
+        records = labelled_records(data)
     elif authors_layout(data):
         records = authors_records(data)
     else:
         raise UserError(f"--data {data}: expected Parquet (the HF dataset: files, or DIR/data/*.parquet as the "
-                        "hub lays it out) or a directory with metadata.jsonl / perception_metadata.jsonl "
-                        "(the authors' layout)")
+                        "hub lays it out), a directory with metadata.jsonl / perception_metadata.jsonl (the "
+                        "authors' layout), or a folder of images (metadata.jsonl / metadata.csv with file_name, "
+                        "or img.jpg + img.json pairs)")
     rng, items = random.Random(seed), []
     for record, origin in records:
         items.append(_item(record, origin, taxonomy, rng))

@@ -13,27 +13,18 @@ import numpy as np
 
 from vlmaudit.errors import UserError
 from vlmaudit.rulebook.policy import ACTIONS, MODALITIES, Policy
-from vlmaudit.report.reading import read_run_file, read_stats, report_files
+from vlmaudit.report.reading import report_files
 from vlmaudit.scan.writer import write_json_atomic
-from vlmaudit.schema import SampleStatus, ShardStatus
+from vlmaudit.schema import SampleStatus
 
 
-def incomplete_shards(report_dir) -> list[str]:
-    """Shards planned in run.json (or with stats) that have no finished report, and partial files."""
+def unfinished_shards(info: dict, report_dir) -> list[str]:
+    """Shards planned in run.json (or with stats) that have no finished report, and partial files
+    (`info`: report.completeness.assess); truncated shards are finished, listed in the summary only."""
+    from vlmaudit.report.completeness import filter_entries
     from vlmaudit.storage.location import is_url
-    from vlmaudit.report.engine import stem
 
-    stats = read_stats(report_dir)
-    try:
-        present = {stem(f) for f in report_files(report_dir)}
-    except UserError:
-        present = set()
-    problems = []
-    planned = read_run_file(report_dir).get("planned_shards", [])
-    for name in dict.fromkeys(planned + sorted(stats)):
-        status = stats.get(name, {}).get("status")
-        if status is None or name not in present:
-            problems.append(f"{name} ({'failed' if status == ShardStatus.FAILED else 'not scanned'})")
+    problems = [e for e in filter_entries(info) if "(truncated" not in e]
     if not is_url(report_dir):
         problems += [f"{p.name} (unfinished)" for p in sorted(Path(report_dir).glob(".*.partial"))]
     return problems
@@ -103,7 +94,10 @@ def write_decisions(files: list, policy: Policy, on_failed: int, out_dir: Path) 
 
 
 def run_filter(report_dir: Path, policy: Policy, out_dir: Path, on_failed: str, allow_partial: bool) -> dict:
-    missing = incomplete_shards(report_dir)
+    from vlmaudit.report.completeness import assess, filter_entries
+
+    info = assess(report_dir)
+    missing = unfinished_shards(info, report_dir)
     if missing and not allow_partial:
         shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
         raise UserError(f"{report_dir}: {len(missing)} shard(s) have no finished report: {shown}; "
@@ -111,7 +105,8 @@ def run_filter(report_dir: Path, policy: Policy, out_dir: Path, on_failed: str, 
     files = report_files(report_dir)
     with _local_out(out_dir) as local:
         counts, rule_counts = write_decisions(files, policy, ACTIONS.index(on_failed), local)
-        summary = _summary(policy, on_failed, report_dir, counts, rule_counts, missing)
+        listed = filter_entries(info) + [m for m in missing if m.endswith("(unfinished)")]
+        summary = _summary(policy, on_failed, report_dir, counts, rule_counts, listed) | info
         write_json_atomic(local / "summary.json", summary)
     return summary
 

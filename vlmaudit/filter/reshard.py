@@ -89,6 +89,12 @@ def write_filtered_shards(report_dir: Path, keep_file: Path, out_dir: Path, opti
     if refused:
         shown = "; ".join(f"{n}: {why}" for n, why in list(refused.items())[:3])
         raise UserError(f"--write-shards: {len(refused)} shard(s) will not be re-read: {shown}")
+    from vlmaudit.scan.folder_source import is_folder_shard
+
+    folders = [n for n in names if is_folder_shard(sources[n])]
+    if folders:
+        raise UserError(f"--write-shards: {folders[0]} was scanned from a loose image folder; only tar and "
+                        "Parquet/Arrow shards are rewritten (the keep list names the kept files by key)")
     out_dir.mkdir(parents=True, exist_ok=True)
     counts, skipped = {}, 0
     for name in _reported(names, stats, counts, progress):

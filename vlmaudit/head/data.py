@@ -6,6 +6,9 @@
   - the authors' repository layout: DIR/metadata.jsonl (`image_filename`, `category`,
     `unsafe_concept`) and optionally DIR/perception_metadata.jsonl (adds the eval's options);
   - a directory with one CSV or JSONL file (`image` or `file_name` column: a path relative to it);
+  - a loose image folder (scan.folder_source): a Hugging Face imagefolder (metadata.jsonl /
+    metadata.csv with `file_name` plus the label columns) or `img.jpg` + `img.json` pairs (labels
+    in the JSON); paths never leave the folder;
 
 plus, for train-head, optionally `--safe-images DIR` (every image below DIR is safe). A `label`
 column of "safe"/"unsafe" (or 0/1, 1 = unsafe) is honoured when present.
@@ -42,7 +45,14 @@ def load_examples(data: Path, taxonomy, safe_images: Path | None = None) -> list
     data = Path(data)
     if not data.exists():
         raise UserError(f"--data {data}: no such file or directory")
-    records = parquet_records(data) if parquet_files(data) else _table_records(data)
+    from vlmaudit.scan.folder_source import is_labelled_folder, labelled_records
+
+    if parquet_files(data):
+        records = parquet_records(data)
+    elif is_labelled_folder(data):
+        records = labelled_records(data)
+    else:
+        records = _table_records(data)
     examples = [_example(record, origin, taxonomy) for record, origin in records]
     if safe_images is not None:
         examples += safe_examples(Path(safe_images))
@@ -132,7 +142,7 @@ def _table_records(path: Path):
     rows = _csv_rows(table) if table.suffix == ".csv" else _jsonl_rows(table)
     for i, (row, _) in enumerate(rows):
         origin = f"{table.name} row {i + 1}"
-        name = row.get("image") or row.get("file_name")
+        name = row.get("image") or row.get("file_name") or row.get("image_filename")
         if not name:
             raise UserError(f"{table} row {i + 1}: no image / file_name column")
         yield {**row, "image": inside(path, path, name, origin)}, origin

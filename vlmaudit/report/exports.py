@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import base64
-import html
 import io
 
+from vlmaudit.report import completeness
 from vlmaudit.report.dashboard import pct
 from vlmaudit.report.safetext import markdown_text as md
 
@@ -18,6 +18,7 @@ def to_markdown(summary: dict) -> str:
         f"flagged: {o['flagged']:,} ({pct(o['flagged_rate'])})",
         f"- model: {md(o['model'])} ({md(o['backend'])}); taxonomy: {md(o['taxonomy_version'])}; "
         f"thresholds: {md(o['thresholds']['source'])}", "",
+        *completeness.markdown_lines(summary),
         "## Flagged rate per category", "", "| category | flagged | rate | both | image only | caption only |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
@@ -40,37 +41,10 @@ SCRIPT = "document.querySelectorAll('img').forEach(i=>i.addEventListener('click'
 
 
 def to_html(summary: dict, thumbnails: dict, blur: bool, redact: bool) -> str:
-    o = summary["overview"]
-    esc = html.escape
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>vlmaudit report</title><style>{CSS}</style>"
-             "</head><body><h1>vlmaudit report</h1>",
-             f"<p>samples {o['samples']:,} · failed {o['failed']:,} · flagged {o['flagged']:,} "
-             f"({pct(o['flagged_rate'])}) · model {esc(str(o['model']))} · taxonomy {esc(str(o['taxonomy_version']))}</p>",
-             "<h2>Flagged rate per category</h2><table><tr><th>category</th><th>rate</th><th></th><th>samples</th></tr>"]
-    peak = max((c["rate"] for c in summary["categories"]), default=0) or 1
-    parts += [f"<tr><td>{esc(c['name'])}</td><td>{pct(c['rate'])}</td><td><span class='bar' "
-              f"style='width:{int(200 * c['rate'] / peak)}px'></span></td><td>{c['flagged']:,}</td></tr>"
-              for c in summary["categories"]]
-    parts.append("</table><h2>Top concepts</h2><table><tr><th>concept</th><th>samples</th><th>rate</th>"
-                 "<th>image</th><th>caption</th></tr>")
-    parts += [f"<tr><td>{esc(c['name'])}</td><td>{c['flagged']:,}</td><td>{pct(c['rate'])}</td><td>{c['image']:,}</td>"
-              f"<td>{c['caption']:,}</td></tr>" for c in summary["top_concepts"]]
-    parts.append("</table><h2>Examples</h2><p>Click an image to " + ("reveal / hide it." if blur else "blur it.") + "</p>")
-    parts += [_gallery(concept, items, thumbnails, blur, redact) for concept, items in summary.get("examples", {}).items()]
-    parts.append(f"<script>{SCRIPT}</script></body></html>")
-    return "\n".join(parts)
+    """The HTML report with charts and a gallery (see report.html_page)."""
+    from vlmaudit.report.html_page import to_html as page
 
-
-def _gallery(concept: str, items: list, thumbnails: dict, blur: bool, redact: bool) -> str:
-    figures = []
-    for item in items:
-        thumb = thumbnails.get((item["shard"], item["key"]))
-        image = (f"<img class='{'blur' if blur else ''}' alt='{html.escape(item['key'])}' "
-                 f"src='data:image/jpeg;base64,{thumb}'>" if thumb else "<div>(no image)</div>")
-        caption = "" if redact else html.escape((item["caption"] or "")[:120])
-        figures.append(f"<figure>{image}<figcaption>{html.escape(item['key'])} · {item['score']:.3f}<br>{caption}"
-                       "</figcaption></figure>")
-    return f"<h3>{html.escape(concept)}</h3><div class='gallery'>{''.join(figures)}</div>"
+    return page(summary, thumbnails, blur, redact)
 
 
 def load_thumbnails(report_dir, summary: dict, reread, size: int = 128) -> tuple[dict, dict]:
@@ -81,6 +55,8 @@ def load_thumbnails(report_dir, summary: dict, reread, size: int = 128) -> tuple
     wanted = {}
     for items in summary.get("examples", {}).values():
         for item in items:
+            if item.get("fired") == "caption":  # the gallery shows the caption, not the image
+                continue
             wanted.setdefault(item["shard"], set()).add(item["key"])
     sources, refused = shard_sources(report_dir, sorted(wanted), reread)
     out = {}
@@ -98,8 +74,14 @@ def load_thumbnails(report_dir, summary: dict, reread, size: int = 128) -> tuple
 def _shard_images(url: str, max_member_bytes: int):
     """(key, first image's bytes) of every sample of a tar or Parquet/Arrow shard that has an image;
     members over `max_member_bytes` are not read."""
+    from vlmaudit.scan.folder_source import is_folder_shard, iter_folder_samples
     from vlmaudit.scan.parquet_source import is_table_shard, iter_table_images
 
+    if is_folder_shard(url):
+        from vlmaudit.scan.tario import TarEnd
+
+        yield from ((s.key, s.image) for s in iter_folder_samples(url, TarEnd(), max_member_bytes, 0) if s.image)
+        return
     if is_table_shard(url):
         yield from iter_table_images(url, max_bytes=max_member_bytes)
         return

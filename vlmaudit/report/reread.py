@@ -56,6 +56,10 @@ def recorded_source_problem(url, allow_schemes: list[str]) -> str | None:
     """None when a source recorded in a report may be opened, else the reason it is not."""
     if not isinstance(url, str) or not url:
         return "no source recorded"
+    from vlmaudit.scan.folder_source import is_folder_shard, parse_folder_shard
+
+    if is_folder_shard(url):  # a loose image folder: its files are re-read under the scan's containment rules
+        return None if Path(parse_folder_shard(url)[0]).is_dir() else "recorded image folder is not a local directory"
     if url.startswith("pipe:"):
         return "recorded source is a pipe: command; never run from a report (name the shards with --shards)"
     if is_url(url):

@@ -29,6 +29,7 @@ def build_summary(meta, counts: Counts, stats: dict, top: int, files, view: View
     }
     if hist_concept:
         summary["histogram"] = _histogram(meta, counts, hist_concept)
+    summary["concept_histograms"] = _concept_histograms(meta, counts, view, top)
     return summary
 
 
@@ -100,6 +101,17 @@ def _histogram(meta, counts: Counts, concept: str, bins: int = 20) -> dict:
     fold = lambda h: [int(n) for n in h.reshape(bins, BINS // bins).sum(1)]  # noqa: E731
     detail = counts.details[meta["concepts"].index(concept)]
     return {"concept": concept, "bins": bins, "image": fold(detail.hist_image), "caption": fold(detail.hist_caption)}
+
+
+def _concept_histograms(meta, counts: Counts, view: View, top: int, bins: int = 20) -> list[dict]:
+    """The top concepts' score distributions (20 bins over [0, 1]) and their thresholds, for charts."""
+    fold = lambda h: [int(n) for n in h.reshape(bins, BINS // bins).sum(1)]  # noqa: E731
+    names = meta.get("concept_names", meta["concepts"])
+    return [{"id": meta["concepts"][i], "name": names[i], "category": meta["concept_categories"][i], "bins": bins,
+             "image": fold(counts.details[i].hist_image), "caption": fold(counts.details[i].hist_caption),
+             "threshold_image": round(float(view.thr_image[i]), 6),
+             "threshold_caption": round(float(view.thr_caption[i]), 6)}
+            for i in counts.top_concepts(top) if i in counts.details]
 
 
 def _examples(meta, counts: Counts, rows: dict, top: int, view: View) -> dict:

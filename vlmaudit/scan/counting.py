@@ -12,10 +12,14 @@ from vlmaudit.scan.shards import is_remote
 
 def count_samples(url: str) -> int | None:
     """Samples in one shard, or None when that cannot be known cheaply (or the file is damaged)."""
+    from vlmaudit.scan.folder_source import folder_shard_samples, is_folder_shard
+
     lower = url.lower()
     if is_remote(url):
         return None
     try:
+        if is_folder_shard(url):
+            return folder_shard_samples(url)
         if lower.endswith(".tar"):
             return _tar_samples(url)
         if lower.endswith(".parquet"):

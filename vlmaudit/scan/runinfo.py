@@ -18,14 +18,18 @@ IDENTITY = ("backend", "model", "revision", "taxonomy_fingerprint", "thresholds_
 PACKAGES = ("vlmaudit", "torch", "transformers", "pyarrow", "webdataset", "pillow", "numpy", "tokenizers")
 
 
-def plan_jobs(specs: list[str], num_shards: int = 1, shard_index: int = 0, hub=None) -> tuple[list[ShardJob], list[str]]:
+def plan_jobs(specs: list[str], num_shards: int = 1, shard_index: int = 0, hub=None,
+              folder_shard_size: int | None = None) -> tuple[list[ShardJob], list[str]]:
     """(this job's shards, report names of the whole list). Names come from the full list, so
-    every array job agrees on them. `hub`: --split/--config/--revision for hf://datasets/ specs."""
+    every array job agrees on them. `hub`: --split/--config/--revision for hf://datasets/ specs;
+    `folder_shard_size`: samples per shard of a loose image folder."""
+    from vlmaudit.scan.folder_source import is_folder_shard
+
     for spec in specs:
         refuse_credentials(spec, "shard")
-    shards = expand_shard_specs(specs, hub)
+    shards = expand_shard_specs(specs, hub, folder_shard_size)
     names = output_names(shards)
-    jobs = [ShardJob(url if is_remote(url) else os.path.abspath(url), names[url])
+    jobs = [ShardJob(url if is_remote(url) or is_folder_shard(url) else os.path.abspath(url), names[url])
             for url in select_partition(shards, num_shards, shard_index)]
     return jobs, [names[url] for url in shards]
 

@@ -20,8 +20,9 @@ def is_remote(spec: str) -> bool:
     return spec.startswith("pipe:") or is_url(spec)
 
 
-def expand_shard_specs(specs: list[str], hub=None) -> list[str]:
+def expand_shard_specs(specs: list[str], hub=None, folder_shard_size: int | None = None) -> list[str]:
     """Expand braces, globs, directories and hf://datasets/ names (`hub`: a scan.hfhub.HubSelection);
+    a directory of loose images becomes shards of `folder_shard_size` samples (scan.folder_source);
     fail on anything that names no shard."""
     from braceexpand import braceexpand
 
@@ -33,14 +34,16 @@ def expand_shard_specs(specs: list[str], hub=None) -> list[str]:
             shards.extend(list_hub_dataset(spec, hub or HubSelection()))
             continue
         for item in braceexpand(spec):
-            shards.extend(_expand_one(item))
+            shards.extend(_expand_one(item, folder_shard_size))
     if not shards:
         raise ShardSpecError("no shards given")
     return list(dict.fromkeys(shards))
 
 
-def _expand_one(item: str) -> list[str]:
-    if item.startswith("pipe:"):
+def _expand_one(item: str, folder_shard_size: int | None = None) -> list[str]:
+    from vlmaudit.scan.folder_source import DEFAULT_SHARD_SIZE, expand_folder, is_folder_shard, is_image_folder
+
+    if item.startswith("pipe:") or is_folder_shard(item):
         return [item]
     if is_url(item):
         return _expand_remote_glob(item) if GLOB_CHARS.search(item) or item.endswith("/") else [item]
@@ -52,8 +55,11 @@ def _expand_one(item: str) -> list[str]:
     path = Path(item)
     if path.is_dir():
         found = _without_sidecars(_walk_shards(item))
+        if not found and is_image_folder(path):
+            return expand_folder(item, folder_shard_size or DEFAULT_SHARD_SIZE)
         if not found:
-            raise ShardSpecError(f"{item}: directory holds no .tar/.tar.gz/.tgz/.parquet/.arrow shards")
+            raise ShardSpecError(f"{item}: directory holds no .tar/.tar.gz/.tgz/.parquet/.arrow shards "
+                                 "and no images (jpg, png, webp, ...)")
         return found
     if not path.exists():
         raise ShardSpecError(f"{item}: no such file or directory")
@@ -114,6 +120,10 @@ def select_partition(shards: list[str], num_shards: int, index: int) -> list[str
 
 
 def shard_stem(spec: str) -> str:
+    from vlmaudit.scan.folder_source import folder_shard_name, is_folder_shard
+
+    if is_folder_shard(spec):
+        return folder_shard_name(spec)
     base = spec.split("|")[-1] if spec.startswith("pipe:") else spec
     name = re.split(r"[/\s]", base.rstrip("/ "))[-1] or "shard"
     for suffix in SHARD_SUFFIXES:

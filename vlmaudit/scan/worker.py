@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from vlmaudit.scan.folder_source import is_folder_shard, iter_folder_samples
 from vlmaudit.scan.gpu_decode import defer_jpeg
 from vlmaudit.scan.imaging import ImageDecodeError, ImageTooLarge, decode_image
 from vlmaudit.scan.parquet_source import is_table_shard, iter_table_samples
@@ -86,6 +87,9 @@ def prepare_shard(job: ShardJob, preprocessor, settings: ScanSettings, select=No
 
 def _samples_with_retries(job: ShardJob, end: TarEnd, settings: ScanSettings):
     """Retry opening (404, permissions, unreadable archive); damage after the first sample is not retried."""
+    if is_folder_shard(job.url):  # files of a local folder, opened one by one: nothing to retry
+        yield from iter_folder_samples(job.url, end, settings.max_member_bytes, settings.max_caption_chars)
+        return
     for attempt in range(settings.retries + 1):
         end.__init__()
         try:

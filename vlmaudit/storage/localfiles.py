@@ -96,6 +96,15 @@ class ShardClaim:
                 _break(path)
         return None
 
+    @classmethod
+    def holder(cls, out_dir: Path, name: str) -> dict | None:
+        """The owner ({host, pid, since}) of a live claim on shard NAME, else None."""
+        path = Path(out_dir) / f".{name}.lock"
+        if not path.is_file() or cls._stale(path):
+            return None
+        owner = _read_owner(path) or {}
+        return {k: owner.get(k) for k in ("host", "pid", "since")}
+
     @staticmethod
     def _stale(path: Path) -> bool:
         owner = _read_owner(path)
