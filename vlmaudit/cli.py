@@ -155,7 +155,7 @@ def scan(
     backend: Annotated[str, typer.Option(help="clip (CLIP/SigLIP scorer), vlm (VLM judge), head (trained safety head), cascade.")] = "clip",
     rules: RulesOpt = None,
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
-    workers: Annotated[Optional[int], typer.Option(min=0, help="Local engine: decoding worker processes (0: in-process; default 2). Ray engine: scorer actors (default: one per GPU, else 2).")] = None,
+    workers: Annotated[Optional[int], typer.Option(min=0, help="Decoding worker processes (0: in-process; default 2). With --engine ray: the old spelling of --actors.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     precision: Annotated[str, typer.Option(help="auto (fp16 on GPU, bf16 on CPUs that have it), fp32, fp16, bf16.")] = "auto",
     num_shards: Annotated[int, typer.Option(min=1, help="Split the shard list into N parts (array jobs).")] = 1,
@@ -185,6 +185,7 @@ def scan(
     ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster to join (default: a running one, else start a local one).")] = None,
     gpus_per_worker: Annotated[Optional[float], typer.Option(min=0.0, help="Ray: GPUs per actor, fractional allowed (default 1 if the cluster has GPUs, else 0).")] = None,
     cpus_per_worker: Annotated[float, typer.Option(min=0.0, help="Ray: CPUs per actor; an actor decodes with int(N)-1 worker processes.")] = 1.0,
+    actors: Annotated[Optional[int], typer.Option(min=1, help="Ray: scorer actors (default: one per GPU of the cluster, else 2).")] = None,
     decode: Annotated[str, typer.Option(help="JPEG decoding: auto (gpu when the model is on CUDA and torchvision is installed), cpu, gpu.")] = "auto",
     compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the model (clip backend; slow first batch).")] = False,
     folder_shard_size: Annotated[int, typer.Option(min=1, metavar="N", help="Folders of loose images: samples per shard (keep it when resuming).")] = 10_000,
@@ -193,6 +194,7 @@ def scan(
     from vlmaudit.commands.scan import ScanRequest, run_scan_command
 
     quiet_libraries()
+    actors = ray_actors(engine, workers, actors)
     local_workers = 2 if workers is None or engine == "ray" else workers
     request = ScanRequest(shards, out, model, backend, rules, batch_size, local_workers, device, precision, num_shards,
                           shard_index, overwrite, retries, max_pixels, max_member_bytes, allow_unsafe_weights,
@@ -200,10 +202,22 @@ def scan(
                           thresholds=thresholds, image_column=image_column, caption_column=caption_column,
                           key_column=key_column, split=split, config=config, revision=revision, engine=engine,
                           ray_address=ray_address, gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker,
-                          ray_workers=workers if engine == "ray" else None, decode=decode,
+                          actors=actors, decode=decode,
                           compile=compile_model, progress_every=progress_every,
                           folder_shard_size=folder_shard_size)
     raise typer.Exit(run_scan_command(request))
+
+
+def ray_actors(engine: str, workers: int | None, actors: int | None) -> int | None:
+    """--actors, or under --engine ray the old spelling --workers (one deprecation line)."""
+    if actors is not None and engine != "ray":
+        raise UserError("--actors: the number of Ray actors, for --engine ray only (--workers sets decoding processes)")
+    if engine != "ray" or workers is None:
+        return actors
+    if actors is not None:
+        raise UserError("--workers with --engine ray is the old spelling of --actors: pass only --actors")
+    print(f"warning: --workers with --engine ray is deprecated; use --actors {workers}", file=sys.stderr)
+    return workers
 
 
 def report_location(text: str):

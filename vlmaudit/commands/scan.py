@@ -52,7 +52,7 @@ class ScanRequest:
     ray_address: str | None = None
     gpus_per_worker: float | None = None
     cpus_per_worker: float = 1.0
-    ray_workers: int | None = None  # --workers under --engine ray: the number of actors
+    actors: int | None = None  # --actors (--engine ray): the number of Ray actors
     decode: str = "auto"
     compile: bool = False
     progress_every: float = 30.0  # seconds between progress lines when stderr is not a terminal

@@ -148,7 +148,7 @@ class RayEngine:
     """A pool of Ray actors, each with its own model (see engine/ray_engine.py)."""
 
     def __init__(self, request):
-        options = RayOptions(request.ray_address, request.ray_workers, request.gpus_per_worker,
+        options = RayOptions(request.ray_address, request.actors, request.gpus_per_worker,
                              request.cpus_per_worker)
         self.pool = RayPool(request.spec(), options)
 
