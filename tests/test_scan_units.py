@@ -528,3 +528,28 @@ def test_an_error_right_after_a_full_batch_truncates_the_shard_instead_of_failin
     batches = list(worker.prepare_shard(worker.ShardJob("x.tar", "x"), NoInputs(), settings))
     assert [len(b.metas) for b in batches] == [2, 0] and batches[-1].final
     assert batches[-1].end.status == "truncated" and "reader bug" in batches[-1].end.error
+
+
+def test_every_backend_implements_the_scorer_protocol_the_scanner_calls():
+    """Planted: a backend without stage / escalation (the scanner no longer probes with getattr)."""
+    import inspect
+    from types import SimpleNamespace
+
+    from vlmaudit.backends.cascade import Cascade
+    from vlmaudit.backends.clip import ClipScorer
+    from vlmaudit.backends.head import HeadScorer
+    from vlmaudit.backends.opennsfw import OpenNsfwScorer
+    from vlmaudit.backends.vlm import VlmJudge
+    from vlmaudit.scan.scorer import Escalation, Scorer
+
+    declared = {n for n, v in vars(Scorer).items() if inspect.isfunction(v) and not n.startswith("_")}
+    assert declared == {"score", "forward_only", "describe"}
+    for cls in (ClipScorer, OpenNsfwScorer, VlmJudge, HeadScorer, Cascade):
+        assert all(callable(getattr(cls, m, None)) for m in declared), cls
+    for cls in (ClipScorer, OpenNsfwScorer, VlmJudge, HeadScorer):
+        assert cls.stage == cls.name and cls.escalation is None, cls
+    screen = SimpleNamespace(preprocessor=object(), name="clip", device="cpu", precision="fp32")
+    cascade = Cascade(screen, SimpleNamespace(name="vlm"), 0.5, None)
+    assert (cascade.stage, cascade.device, cascade.escalation) == ("clip", "cpu", cascade)
+    assert callable(cascade.escalation.escalated) and cascade.escalation.judge.name == "vlm"
+    assert set(Escalation.__annotations__) == {"judge"}

@@ -42,6 +42,7 @@ class Cascade:
     def __init__(self, screen, judge, above: float | None, top_percent: float | None):
         self.screen, self.judge, self.above, self.top_percent = screen, judge, above, top_percent
         self.preprocessor, self.stage = screen.preprocessor, screen.name
+        self.escalation = self  # escalated() + judge: the scanner's second stage
         self.device, self.precision = screen.device, screen.precision
 
     def score(self, inputs: dict):

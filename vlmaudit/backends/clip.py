@@ -47,7 +47,8 @@ class ClipPreprocessor:
 
 
 class ClipScorer:
-    name = "clip"
+    name = stage = "clip"
+    escalation = None
 
     def __init__(self, taxonomy, options: ModelOptions):
         import torch

@@ -18,7 +18,8 @@ from vlmaudit.head.preprocess import HeadPreprocessor
 
 
 class HeadScorer:
-    name = "head"
+    name = stage = "head"
+    escalation = None
 
     def __init__(self, taxonomy, options, head_dir: Path):
         from vlmaudit.head.model import load_head, read_head_config

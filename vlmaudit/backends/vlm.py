@@ -69,7 +69,8 @@ def _draft_size(image_processor) -> int:
 
 
 class VlmJudge:
-    name = "vlm"
+    name = stage = "vlm"
+    escalation = None
 
     def __init__(self, taxonomy, options: ModelOptions, prompts: PromptSet, thresholds=None, rationale: bool = False):
         from transformers import AutoModelForImageTextToText, AutoProcessor

@@ -11,19 +11,16 @@ from __future__ import annotations
 from dataclasses import replace
 
 from vlmaudit.scan.rows import RowBuilder
+from vlmaudit.scan.scorer import Escalation
 from vlmaudit.scan.worker import prepare_shard
 
 
-def has_second_stage(backend) -> bool:
-    return hasattr(backend, "escalated") and hasattr(backend, "judge")
-
-
-def refine_shard(backend, job, table, settings, rows, score_batch):
+def refine_shard(escalation: Escalation, job, table, settings, rows, score_batch):
     """Judge the escalated samples of one shard; returns (table, stats additions)."""
-    wanted = backend.escalated(table)
+    wanted = escalation.escalated(table)
     if wanted.size == 0:
         return table, {"escalated": 0, "judged": 0}
-    judged = _judge(backend.judge, job, set(wanted.tolist()), settings, rows, score_batch)
+    judged = _judge(escalation.judge, job, set(wanted.tolist()), settings, rows, score_batch)
     merged = _merge(table, judged) if judged is not None else table
     return merged, {"escalated": int(wanted.size), "judged": judged.num_rows if judged is not None else 0}
 

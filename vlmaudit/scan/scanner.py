@@ -9,9 +9,10 @@ import contextlib
 import time
 from dataclasses import dataclass, field
 
-from vlmaudit.scan.escalation import has_second_stage, refine_shard
+from vlmaudit.scan.escalation import refine_shard
 from vlmaudit.scan.loader import iter_prepared
 from vlmaudit.scan.rows import RowBuilder
+from vlmaudit.scan.scorer import Scorer
 from vlmaudit.scan.worker import PreparedBatch, ScanSettings, ShardJob
 from vlmaudit.scan.writer import ShardWriter, as_location, parquet_name, stats_name
 from vlmaudit.storage.location import redact
@@ -47,7 +48,7 @@ class ScanResult:
 
 
 class Scanner:
-    def __init__(self, backend, rules, out_dir, settings: ScanSettings, schema, progress=None, decoder=None):
+    def __init__(self, backend: Scorer, rules, out_dir, settings: ScanSettings, schema, progress=None, decoder=None):
         """out_dir: a local directory or an fsspec URL (s3://bucket/prefix)."""
         self.backend, self.out, self.settings = backend, as_location(out_dir), settings
         info = backend.describe()
@@ -57,7 +58,7 @@ class Scanner:
         self.writers: dict[str, ShardWriter] = {}
         self.skipping: set[str] = set()
         self.timing: dict[str, dict] = {}
-        self.on_cuda = str(getattr(backend, "device", "cpu")).startswith("cuda")
+        self.on_cuda = str(backend.device).startswith("cuda")
         if decoder is None and settings.decode == "gpu":
             decoder = _gpu_decoder(backend, settings)
         self.decoder = decoder  # completes batches whose JPEGs the workers left for the GPU
@@ -93,8 +94,7 @@ class Scanner:
         started = time.perf_counter()
         image_scores, caption_scores, extras = score_batch(self.backend, batch)
         timing["model"] += time.perf_counter() - started
-        stage = getattr(self.backend, "stage", self.backend.name)
-        record = self.rows.build(name, batch.metas, image_scores, caption_scores, extras, stage)
+        record = self.rows.build(name, batch.metas, image_scores, caption_scores, extras, self.backend.stage)
         writer.add(record)
         flagged = sum(1 for v in record.column("flagged").to_pylist() if v)
         result.rows, result.flagged = result.rows + record.num_rows, result.flagged + flagged
@@ -105,7 +105,7 @@ class Scanner:
     def _open(self, name: str) -> ShardWriter | None:
         if name in self.skipping:
             return None
-        writer = ShardWriter.claim_shard(self.out, name, self.schema, hold=has_second_stage(self.backend),
+        writer = ShardWriter.claim_shard(self.out, name, self.schema, hold=self.backend.escalation is not None,
                                          rescan_done=self.settings.overwrite)
         if writer is None:
             self.skipping.add(name)
@@ -140,12 +140,12 @@ class Scanner:
 
     def _refiner(self, job: ShardJob, stats: dict):
         """The backend's shard-level second pass (cascade), timed into the shard's stats."""
-        if not has_second_stage(self.backend):
+        if self.backend.escalation is None:
             return None
 
         def refine(table):
             started = time.perf_counter()
-            table, info = refine_shard(self.backend, job, table, self.settings, self.rows, score_batch)
+            table, info = refine_shard(self.backend.escalation, job, table, self.settings, self.rows, score_batch)
             stats["seconds"]["second_stage"] = round(time.perf_counter() - started, 4)
             stats.update(info)
             return table
