@@ -126,9 +126,13 @@ def run_scan_command(request: ScanRequest) -> int:
     todo, done = runinfo.split_done(jobs, request.out, request.overwrite)
     totals = None if request.quiet else SampleTotal([job.url for job in todo])  # counts while the model loads
     from vlmaudit.engine.local import LocalEngine
-    from vlmaudit.engine.ray_engine import RayEngine
+    from vlmaudit.engine.ray_engine import RayEngine, RayOptions
 
-    engine = RayEngine(request) if request.engine == "ray" else LocalEngine(request)
+    if request.engine == "ray":
+        engine = RayEngine(request.spec(), RayOptions(request.ray_address, request.actors, request.gpus_per_worker,
+                                                      request.cpus_per_worker))
+    else:
+        engine = LocalEngine(request.spec())
     try:
         record = runinfo.run_record(engine.describe(), rules, _config(request), planned)
         runinfo.check_resume(request.out, record, request.overwrite)
