@@ -1,9 +1,10 @@
 """The cascade's shard-level second stage: judge the samples the first stage escalated.
 
-Runs once a shard's first-stage rows are complete (held in memory by the ShardWriter): the backend
-says which samples to escalate (`backend.escalated(table)`), they are read again from the shard
-through the same reader (retries, safety net) and scored by `backend.judge`, and their rows
-replace the first stage's, which keep their scores in screen_image_scores / screen_caption_scores.
+Runs once a shard's first-stage rows are complete (held in memory by the Scanner, which hands the
+refined table to a plain ShardWriter that writes it once): the escalation says which samples to
+judge (`escalation.escalated(table)`), they are read again from the shard through the same reader
+(retries, safety net) and scored by `escalation.judge`, and their rows replace the first stage's,
+which keep their scores in screen_image_scores / screen_caption_scores.
 """
 
 from __future__ import annotations
