@@ -577,3 +577,23 @@ def test_every_backend_implements_the_scorer_protocol_the_scanner_calls():
     assert (cascade.stage, cascade.device, cascade.escalation) == ("clip", "cpu", cascade)
     assert callable(cascade.escalation.escalated) and cascade.escalation.judge.name == "vlm"
     assert set(Escalation.__annotations__) == {"judge"}
+
+
+def test_scan_options_have_one_set_of_defaults_and_are_given_by_keyword():
+    """Planted: a default changed in the CLI but not in ScanRequest (or the other way round)."""
+    import dataclasses
+    import inspect
+
+    from vlmaudit.cli import scan
+    from vlmaudit.commands.scan_request import DEFAULTS, ScanRequest
+
+    with pytest.raises(TypeError):
+        ScanRequest(["a.tar"], "out", None)  # keyword-only: no options by position
+    fields = {f.name for f in dataclasses.fields(ScanRequest)}
+    renamed = {"compile_model": "compile"}
+    cli = inspect.signature(inspect.unwrap(scan)).parameters
+    for name, parameter in cli.items():
+        field = renamed.get(name, name)
+        if field in fields and parameter.default is not inspect.Parameter.empty and parameter.default is not None:
+            assert parameter.default == getattr(DEFAULTS, field), name
+    assert cli["workers"].default is None and DEFAULTS.workers == 2  # None: not given (--engine ray reads it as --actors)
