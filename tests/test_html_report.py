@@ -3,6 +3,7 @@ blurred until clicked, escaping of every piece of data; opened in a real headles
 DevTools protocol (no console error, charts drawn at a non-zero size, nothing fetched from the
 network, images blurred before a click and not after), with a screenshot for a person to look at."""
 
+import csv
 import json
 import os
 import re
@@ -12,18 +13,30 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import run_cli, scanned_demo
 
-from test_estimate_cli import draw, label_all
-
 HOSTILE = "<img src=x onerror=\"document.title='pwned'\">"
+
+
+def labelled_review(root, reports_dir):
+    """`vlmaudit sample` of the reports, every drawn row labelled (keys ending in 1: sexual)."""
+    out = root / "review"
+    result = run_cli("sample", reports_dir, "--size", 24, "--out", out, "--seed", 7)
+    assert result.exit_code == 0, result.output
+    with open(out / "review.csv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        row["labels"] = "sexual" if row["key"].endswith("1") else "safe"
+    with open(out / "review.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return out
 
 
 @pytest.fixture(scope="module")
 def reports(tiny_clip, tmp_path_factory):
     root = tmp_path_factory.mktemp("html")
     _, out = scanned_demo(root, tiny_clip, shards=3, per_shard=20)
-    labels = draw(root, out, "review")
-    label_all(labels, lambda r: "sexual" if r["key"].endswith("1") else "safe")
-    return root, out, labels
+    return root, out, labelled_review(root, out)
 
 
 def summary_of(reports_dir, *args):

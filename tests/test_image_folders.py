@@ -9,8 +9,7 @@ import os
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import run_cli, scan_args
-from test_eval import ROWS, png
+from conftest import ROWS, png, run_cli, scan_args
 
 
 def write_pairs(root):
