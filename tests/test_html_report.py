@@ -17,14 +17,14 @@ HOSTILE = "<img src=x onerror=\"document.title='pwned'\">"
 
 
 def labelled_review(root, reports_dir):
-    """`vlmaudit sample` of the reports, every drawn row labelled (keys ending in 1: sexual)."""
+    """`vlmaudit sample` of the reports, every drawn row labelled (every third one: sexual)."""
     out = root / "review"
     result = run_cli("sample", reports_dir, "--size", 24, "--out", out, "--seed", 7)
     assert result.exit_code == 0, result.output
     with open(out / "review.csv", newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
-    for row in rows:
-        row["labels"] = "sexual" if row["key"].endswith("1") else "safe"
+    for i, row in enumerate(rows):
+        row["labels"] = "sexual" if i % 3 == 0 else "safe"
     with open(out / "review.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -162,6 +162,12 @@ def test_report_in_a_real_browser(reports, tmp_path):
         browser.click(".shield", caption)
         after = browser.evaluate(FILTERS)
         assert after[image] == after[caption] == "none" and sum(f == "none" for f in after) == 2, after
+        assert browser.evaluate("document.querySelectorAll('svg circle').length") >= 1  # an estimate with its interval
+        browser.click("#reveal")  # reveal all: whatever was still blurred
+        assert set(browser.evaluate(FILTERS)) == {"none"}
+        browser.click("#reveal")
+        assert all(f.startswith("blur(") for f in browser.evaluate(FILTERS))
+        browser.click(".shield", image)
         browser.evaluate("window.scrollTo(0, 0)")
         shot = browser.screenshot(tmp_path / "report.png")
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
