@@ -137,6 +137,7 @@ def test_report_in_a_real_browser(reports, tmp_path):
     from pathlib import Path
 
     from cdp import Browser, chromium_or_skip
+
     from vlmaudit.report.html_page import to_html
 
     binary = chromium_or_skip()

@@ -174,3 +174,22 @@ def test_gallery_shows_folder_images_and_write_shards_refuses_them(tmp_path, tin
     assert "data:image/jpeg;base64," in page.read_text() and "note:" not in result.output
     result = run_cli("filter", out, "--policy", "permissive", "--out", tmp_path / "f", "--write-shards", tmp_path / "kept")
     assert result.exit_code == 2 and "loose image folder" in result.output
+
+
+def test_ray_engine_reads_a_folder_like_the_local_engine(tmp_path, tiny_clip):
+    import ray
+    from conftest import rows, same_rows
+
+    root = write_pairs(tmp_path / "pairs")
+    local, distributed = tmp_path / "local", tmp_path / "ray"
+    assert run_cli(*scan_args([root], local, tiny_clip, "--folder-shard-size", "3")).exit_code == 0
+    ray.init(num_cpus=2, object_store_memory=200 * 1024**2, include_dashboard=False, log_to_driver=False)
+    try:
+        result = run_cli(*scan_args([root], distributed, tiny_clip, "--folder-shard-size", "3", "--engine", "ray",
+                                    "--workers", "2"))
+    finally:
+        ray.shutdown()
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in distributed.glob("*.parquet")) == ["pairs-00000.parquet", "pairs-00001.parquet",
+                                                                     "pairs-00002.parquet"]
+    assert same_rows(rows(distributed), rows(local))
