@@ -216,3 +216,27 @@ def wait_for(predicate, timeout=600):  # returns as soon as true; generous for l
             return True
         time.sleep(0.05)
     return False
+
+
+def decide_by_policy(policy, image, caption, tmp_path, on_failed: int = 0):
+    """The product path of `filter` (filter.lists.decided_sql over a Parquet file) applied to
+    score arrays [n, C]: per row, (the concept indices whose rule fired, 0-based; action index)."""
+    from vlmaudit.filter.lists import decided_sql
+    from vlmaudit.report import engine
+    from vlmaudit.rulebook.policy import ACTIONS
+
+    def column(scores):
+        return [None if np.isnan(row).all() else [None if np.isnan(v) else float(v) for v in row] for row in scores]
+
+    n = len(image)
+    path = tmp_path / f"decide-{len(list(tmp_path.glob('decide-*')))}.parquet"
+    pq.write_table(pa.table({
+        "shard": ["s"] * n, "key": [f"k{i}" for i in range(n)], "sample_index": list(range(n)),
+        "url": [None] * n, "status": ["ok"] * n,
+        "image_scores": pa.array(column(image), pa.list_(pa.float32())),
+        "caption_scores": pa.array(column(caption), pa.list_(pa.float32()))}), path)
+    with engine.session([path], "test") as con:
+        got = con.execute(f"SELECT reasons, action FROM ({decided_sql(policy, on_failed, [path])}) "
+                          "ORDER BY sample_index").fetchall()
+    return [([policy.concepts.index(r["rule"].split(":", 1)[1]) for r in reasons if r["rule"].startswith("concept:")],
+             ACTIONS.index(action)) for reasons, action in got]

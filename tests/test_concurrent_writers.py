@@ -41,8 +41,11 @@ def test_claim_is_exclusive_and_taken_over_from_a_dead_owner(tmp_path):
     (tmp_path / ".s.lock").write_text(json.dumps({"host": host(), "pid": dead.pid, "since": 0, "token": "x"}))
     taken = ShardClaim.acquire(tmp_path, "s")
     assert taken is not None and json.loads((tmp_path / ".s.lock").read_text())["pid"] == os.getpid()
-    (tmp_path / ".t.lock").write_text(json.dumps({"host": "elsewhere", "pid": 1, "since": 0, "token": "y"}))
-    assert ShardClaim.acquire(tmp_path, "t") is None  # another host's fresh claim is respected
+    # another host's fresh claim is respected, even when a process with its pid is gone here
+    assert host() != "elsewhere-host"
+    (tmp_path / ".t.lock").write_text(json.dumps({"host": "elsewhere-host", "pid": dead.pid, "since": 0, "token": "y"}))
+    assert ShardClaim.acquire(tmp_path, "t") is None
+    assert json.loads((tmp_path / ".t.lock").read_text())["token"] == "y"
 
 
 def test_a_planted_symlink_is_never_written_through(tmp_path):

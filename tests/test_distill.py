@@ -81,3 +81,24 @@ def test_distill_without_judge_verdicts_is_a_one_line_error(tmp_path, tiny_clip,
     result = run_cli("distill", out, "--shards", demo_shards[0], "--out", tmp_path / "head",
                      "--vision-model", tiny_clip)
     assert result.exit_code == 2 and result.output.startswith("error: no judge verdicts")
+
+
+def test_distill_learns_only_the_judges_verdicts_never_the_rows_the_screen_decided(tmp_path):
+    """Planted: the decided_by filter dropped or widened; a confident screen row must not become a label."""
+    from vlmaudit.head.data import SAFE
+    from vlmaudit.head.distill import judge_verdicts
+    from vlmaudit.rulebook.load import load_rules
+
+    taxonomy = load_rules().taxonomy
+    n = len(taxonomy.concepts)
+    hot = [0.0] * n
+    hot[5] = 0.9
+    path = tmp_path / "s.parquet"
+    pq.write_table(pa.table({
+        "shard": ["s"] * 5, "key": ["judged-unsafe", "judged-safe", "screened", "screened-unscored", "no-decider"],
+        "decided_by": ["vlm", "vlm", "clip", "clip", None],
+        "image_unsafe": pa.array([0.8, 0.1, 0.99, None, 0.95], pa.float32()),
+        "image_scores": pa.array([hot, hot, hot, hot, hot], pa.list_(pa.float32()))}), path)
+    verdicts = judge_verdicts([path], {"concepts": taxonomy.concept_ids}, taxonomy)
+    assert set(verdicts) == {"s"} and set(verdicts["s"]) == {"judged-unsafe", "judged-safe"}
+    assert verdicts["s"]["judged-unsafe"].concept == 5 and verdicts["s"]["judged-safe"].concept == SAFE

@@ -232,3 +232,18 @@ def test_eval_scorer_numbers_match_a_scan_of_the_same_images(repo_layout, tiny_c
     rank = (scanned > scanned[np.arange(len(truth)), truth][:, None]).sum(axis=1)
     overall = evaluate_scorer(probe, items, taxonomy, batch=4)["overall"]
     assert overall["top1"] == pytest.approx((rank < 1).mean()) and overall["top5"] == pytest.approx((rank < 5).mean())
+
+
+def test_the_hub_layout_data_dir_with_a_readme_loads_like_the_parquet_file(hf_layout, taxonomy, tmp_path):
+    """Planted: only top-level *.parquet looked for. The hub gives DIR/README.md + DIR/data/train-*.parquet."""
+    import shutil
+
+    from vlmaudit.evaluate.data import load_eval_data
+    from vlmaudit.head.data import load_examples
+
+    hub = tmp_path / "UnsafeConcepts"
+    (hub / "data").mkdir(parents=True)
+    (hub / "README.md").write_text("---\nlicense: other\n---\n# UnsafeConcepts\n")
+    shutil.copy(hf_layout / "train-00000-of-00001.parquet", hub / "data")
+    assert [it.concept for it in load_eval_data(hub, taxonomy)] == [it.concept for it in load_eval_data(hf_layout, taxonomy)]
+    assert [e.concept for e in load_examples(hub, taxonomy)] == [e.concept for e in load_examples(hf_layout, taxonomy)]

@@ -4,7 +4,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import run_cli, scan_args
+from conftest import decide_by_policy, run_cli, scan_args
 from vlmaudit.errors import RulesError
 from vlmaudit.rulebook.policy import load_policy
 from vlmaudit.rulebook.load import load_rules, shipped_rules_dir
@@ -34,9 +34,9 @@ def scores(**values):
 ])
 def test_each_modality_mode(tmp_path, modality, image, caption, fires):
     policy = policy_file(tmp_path, f"default: {{threshold: 0.5, modality: {modality}, action: drop}}\n")
-    fired = policy.fired(scores(swastika=image), scores(swastika=caption))
-    assert bool(fired[0, IDS.index("swastika")]) is fires
-    assert policy.decide(fired)[0] == (2 if fires else 0)
+    [(fired, action)] = decide_by_policy(policy, scores(swastika=image), scores(swastika=caption), tmp_path)
+    assert (IDS.index("swastika") in fired) is fires and fired in ([], [IDS.index("swastika")])
+    assert action == (2 if fires else 0)
 
 
 def test_concept_overrides_category_overrides_default_and_most_severe_wins(tmp_path):
@@ -47,10 +47,11 @@ concepts: {swastika: {action: keep}}
 """)
     assert policy.action[IDS.index("swastika")] == 0 and policy.threshold[IDS.index("swastika")] == pytest.approx(0.7)
     assert policy.action[IDS.index("ss-runes")] == 1 and policy.action[IDS.index("torture")] == 2
-    both = policy.fired(scores(swastika=0.9, ss_runes=0.9), np.zeros((1, 75), np.float32))
-    assert policy.decide(both)[0] == 1  # keep + review -> review
-    with_drop = policy.fired(scores(swastika=0.9, ss_runes=0.9, torture=0.6), np.zeros((1, 75), np.float32))
-    assert policy.decide(with_drop)[0] == 2
+    [(_, both)] = decide_by_policy(policy, scores(swastika=0.9, ss_runes=0.9), np.zeros((1, 75), np.float32), tmp_path)
+    assert both == 1  # keep + review -> review
+    [(_, with_drop)] = decide_by_policy(policy, scores(swastika=0.9, ss_runes=0.9, torture=0.6),
+                                        np.zeros((1, 75), np.float32), tmp_path)
+    assert with_drop == 2
 
 
 @pytest.mark.parametrize("text, field", [

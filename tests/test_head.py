@@ -68,11 +68,32 @@ def test_parquet_layout_like_the_hf_export_trains(tmp_path, shapes, tiny_clip):
 def test_unknown_concept_in_the_labels_is_one_clear_line(tmp_path, shapes, tiny_clip):
     labelled, _ = shapes
     (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "labels.csv").write_text(
-        "image,category,unsafe_concept\n" + f"{labelled / 'swastika-0000.png'},Hate,Unicorns\n")
+    (tmp_path / "data" / "a.png").write_bytes((labelled / "swastika-0000.png").read_bytes())
+    (tmp_path / "data" / "labels.csv").write_text("image,category,unsafe_concept\na.png,Hate,Unicorns\n")
     result = run_cli("train-head", "--data", tmp_path / "data", "--vision-model", tiny_clip, "--out", tmp_path / "h")
     assert result.exit_code == 2 and "unknown unsafe_concept 'Unicorns'" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("name", ["../outside.png", "/etc/hostname", "sub/../../outside.png"])
+def test_a_label_file_never_reaches_an_image_outside_the_data_directory(tmp_path, name):
+    """Planted: the containment check dropped from the CSV / Parquet loaders train-head and distill use."""
+
+    from vlmaudit.errors import UserError
+    from vlmaudit.head.data import load_examples
+
+    taxonomy = load_rules().taxonomy
+    (tmp_path / "outside.png").write_bytes(b"x")
+    for kind in ("csv", "parquet"):
+        data = tmp_path / kind
+        data.mkdir()
+        if kind == "csv":
+            (data / "labels.csv").write_text(f"image,category,unsafe_concept\n{name},Hate,swastika\n")
+        else:
+            pq.write_table(pa.table({"image": [{"bytes": None, "path": name}], "unsafe_concept": ["swastika"]}),
+                           data / "train.parquet")
+        with pytest.raises(UserError, match="leaves the data directory"):
+            load_examples(data, taxonomy)
 
 
 def test_scan_with_the_head_backend_is_readable_by_report(tmp_path, trained_head, demo_shards):
@@ -101,3 +122,22 @@ def test_a_head_for_another_taxonomy_is_refused_before_reading_shards(tmp_path, 
                      "--rules", rules, "-q", "--workers", "0")
     assert result.exit_code == 2 and "trained for taxonomy" in result.output
     assert not list(out.glob("*.parquet"))
+
+
+def test_train_head_on_one_labelled_row_is_one_error_line_and_two_rows_train(tmp_path, tiny_clip):
+    """Planted: the empty validation split indexed as a float array (IndexError traceback)."""
+    import pyarrow as pa
+
+    from conftest import png
+
+    one, two = tmp_path / "one.parquet", tmp_path / "two.parquet"
+    pq.write_table(pa.table({"image": [png(0)], "category": ["Hate"], "unsafe_concept": ["Swastika"]}), one)
+    result = run_cli("train-head", "--data", one, "--vision-model", tiny_clip, "--out", tmp_path / "h1", "-q")
+    assert result.exit_code == 2 and "needs at least 2" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+    # two classes of one image each: nothing to hold out, the head still trains
+    pq.write_table(pa.table({"image": [png(0), png(1)], "category": ["Hate", None], "unsafe_concept": ["Swastika", None]}),
+                   two)
+    result = run_cli("train-head", "--data", two, "--vision-model", tiny_clip, "--out", tmp_path / "h2", "-q")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "h2" / "metrics.json").read_text())["samples"] == 0

@@ -66,6 +66,14 @@ def first_score(value):
     return set_column("image_scores", scores)
 
 
+def category_score(value):
+    """The first image_cat_* column, its first row set to VALUE."""
+    def change(table):
+        name = next(n for n in table.schema.names if n.startswith("image_cat_"))
+        return set_column(name, lambda v: [value] + v[1:])(table)
+    return change
+
+
 def cut(path, keep):
     data = path.read_bytes()
     path.write_bytes(data[:keep(len(data))])
@@ -120,6 +128,12 @@ DAMAGED = [
     ("scores are strings", lambda d: rewrite(d, change_table=set_column(
         "image_scores", lambda v: [None if r is None else [str(x) for x in r] for r in v], pa.list_(pa.string()))),
      "'image_scores' has type"),
+    ("top score strings", lambda d: rewrite(d, change_table=set_column(
+        "image_top_score", lambda v: [None if x is None else str(x) for x in v], pa.string())),
+     "'image_top_score' has type"),
+    ("category score NaN", lambda d: rewrite(d, change_table=category_score(math.nan)), "holds scores that are NaN"),
+    ("no statistics, category score above 1", lambda d: rewrite(d, change_table=category_score(1.5), statistics=False),
+     "holds scores that are NaN, infinite or outside [0, 1]"),
     ("null status", lambda d: rewrite(d, change_table=set_column("status", lambda v: [None] + v[1:])), "no status"),
     ("NaN score", lambda d: rewrite(d, change_table=first_score(math.nan)), "NaN, infinite or outside"),
     ("infinite score", lambda d: rewrite(d, change_table=first_score(math.inf)), "outside [0, 1]"),

@@ -1,6 +1,7 @@
 """The package layout follows the data flow: no import cycles, nothing imports a command."""
 
 import ast
+import json
 from pathlib import Path
 
 import vlmaudit
@@ -15,8 +16,12 @@ def module_name(path: Path) -> str:
 
 def imports_of(path: Path, known: set[str]) -> set[str]:
     """Every vlmaudit module this file imports, at module level or inside functions."""
+    return imports_in(path.read_text(), known)
+
+
+def imports_in(source: str, known: set[str]) -> set[str]:
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("vlmaudit"):
             for alias in node.names:
                 child = f"{node.module}.{alias.name}"
@@ -27,11 +32,11 @@ def imports_of(path: Path, known: set[str]) -> set[str]:
 
 
 def import_graph() -> dict[str, set[str]]:
+    """Module -> the vlmaudit modules it names in an import, a parent package included: a module
+    that imports from its own package's __init__, which imports it back (even lazily, inside a
+    function), is a cycle."""
     files = {module_name(p): p for p in PACKAGE.rglob("*.py")}
-    graph = {name: imports_of(path, set(files)) for name, path in files.items()}
-    for name in graph:  # importing a.b.c runs a/__init__ and a/b/__init__ first
-        graph[name] -= {p for p in graph if name.startswith(p + ".")}
-    return graph
+    return {name: imports_of(path, set(files)) for name, path in files.items()}
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -57,8 +62,41 @@ def test_no_import_cycles():
     assert find_cycle(import_graph()) is None
 
 
+def test_a_lazy_import_of_the_parent_package_is_an_edge():
+    """Planted: the backends/__init__ <-> backends/cascade cycle (a function-level import of the
+    package from the module the package imports)."""
+    graph = import_graph()
+    assert "vlmaudit.backends" not in graph["vlmaudit.backends.cascade"]
+    graph["vlmaudit.backends.cascade"] |= imports_in("def f():\n    from vlmaudit.backends import build_judge\n",
+                                                     set(graph))
+    assert find_cycle(graph)[-3:] == ["vlmaudit.backends", "vlmaudit.backends.cascade", "vlmaudit.backends"]
+
+
 def test_the_cycle_finder_finds_a_planted_cycle():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+
+
+def stage(module: str) -> str:
+    return ".".join(module.split(".")[:2])
+
+
+def stage_graph(graph) -> dict[str, set[str]]:
+    stages: dict[str, set[str]] = {}
+    for module, targets in graph.items():
+        stages.setdefault(stage(module), set())
+        for target in targets:
+            if stage(target) != stage(module):
+                stages[stage(module)].add(stage(target))
+                stages.setdefault(stage(target), set())
+    return stages
+
+
+def test_stages_import_only_downwards():
+    """The stages (vlmaudit.X) form no cycle: every import between stages runs down the floors."""
+    graph = import_graph()
+    assert find_cycle(stage_graph(graph)) is None
+    planted = {**graph, "vlmaudit.storage.location": graph["vlmaudit.storage.location"] | {"vlmaudit.report.engine"}}
+    assert find_cycle(stage_graph(planted)) is not None  # storage is below report
 
 
 def test_nothing_outside_the_commands_imports_a_command():
@@ -74,3 +112,23 @@ def test_stages_are_subpackages():
     for stage in ("scan", "rulebook", "report", "filter", "head", "backends", "demo", "commands", "engine", "storage",
                   "evaluate", "calibrate"):
         assert (PACKAGE / stage / "__init__.py").is_file()
+
+
+def test_one_spelling_of_is_this_a_url():
+    """`storage.location.is_url` decides what is a URL; no module guesses with '://' in text."""
+    guessing = [str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")
+                if p.name != "location.py" and any(
+                    isinstance(n, ast.Compare) and isinstance(n.left, ast.Constant) and n.left.value == "://"
+                    for n in ast.walk(ast.parse(p.read_text())))]
+    assert guessing == []
+
+
+def test_status_words_are_the_enums_of_the_schema():
+    """Rows and stats files carry today's strings: the enums only name them once."""
+    from vlmaudit.schema import DONE, RECORDED, STATUSES, SampleStatus, ShardStatus
+
+    assert [s.value for s in SampleStatus] == ["ok", "missing_image", "decode_error", "too_large", "bad_name",
+                                               "duplicate_key", "inference_error"]
+    assert set(STATUSES) == set(SampleStatus) and list(DONE) == ["complete", "truncated"]
+    assert list(RECORDED) == ["complete", "truncated", "failed"] and ShardStatus.SKIPPED not in RECORDED
+    assert f"{SampleStatus.OK}" == str(SampleStatus.OK) == "ok" and json.dumps(ShardStatus.FAILED) == '"failed"'

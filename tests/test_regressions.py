@@ -94,7 +94,9 @@ def test_a_score_exactly_at_the_threshold_is_flagged_in_rows():
 
 
 def test_a_score_exactly_at_a_policy_threshold_fires(tmp_path):
-    """Planted: Policy.fired uses > instead of >=."""
+    """Planted: > instead of >= in the policy SQL that filter and report --policy run."""
+    from conftest import decide_by_policy
+
     from vlmaudit.rulebook.policy import load_policy
 
     path = tmp_path / "p.yaml"
@@ -102,8 +104,7 @@ def test_a_score_exactly_at_a_policy_threshold_fires(tmp_path):
     policy = load_policy(path, TAX.concept_ids, [c.category for c in TAX.concepts])
     image = np.zeros((2, len(TAX.concepts)), np.float32)
     image[0, 3], image[1, 3] = 0.25, np.nextafter(np.float32(0.25), np.float32(0))
-    fired = policy.fired(image, np.full_like(image, np.nan))
-    assert fired[:, 3].tolist() == [True, False] and policy.decide(fired).tolist() == [2, 0]
+    assert decide_by_policy(policy, image, np.full_like(image, np.nan), tmp_path) == [([3], 2), ([], 0)]
 
 
 def test_scan_and_report_flag_the_sample_whose_score_equals_the_threshold(tmp_path, tiny_clip, scanned, shards):

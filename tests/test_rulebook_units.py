@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
+from conftest import decide_by_policy
 from vlmaudit.errors import RulesError, UserError
 from vlmaudit.rulebook import yamlfile as Y
 from vlmaudit.rulebook.load import find_rule_file, load_rules, shipped_rules_dir
@@ -180,9 +181,7 @@ def test_policy_fields_and_the_both_mode(tmp_path):
     image[0, 0], caption[0, 0] = 0.5, 0.5      # both at the threshold: fires
     image[1, 0], caption[1, 0] = 0.5, 0.49     # caption below: does not
     image[2, t], caption[2, t] = 0.95, np.nan  # image-only rule with no caption: fires
-    fired = p.fired(image, caption)
-    assert fired[:, 0].tolist() == [True, False, False] and fired[:, t].tolist() == [False, False, True]
-    assert p.decide(fired).tolist() == [1, 0, 1]
+    assert decide_by_policy(p, image, caption, tmp_path) == [([0], 1), ([], 0), ([t], 1)]
     assert policy(tmp_path, "default: {threshold: 0.5, modality: any, action: drop}\n").fingerprint != p.fingerprint
 
 
@@ -191,7 +190,7 @@ def test_policy_any_mode_ignores_unscored_modalities(tmp_path):
     image = np.full((2, len(IDS)), np.nan, np.float32)
     caption = np.full_like(image, np.nan)
     caption[1, 4] = 0.7
-    assert p.decide(p.fired(image, caption)).tolist() == [0, 2]
+    assert decide_by_policy(p, image, caption, tmp_path) == [([], 0), ([4], 2)]
 
 
 def test_policy_needs_a_complete_default_rule(tmp_path):
@@ -277,15 +276,16 @@ def test_a_policy_over_no_concepts_keeps_every_row(tmp_path):
     path = tmp_path / "p.yaml"
     path.write_text("default: {threshold: 0.5, modality: any, action: drop}\n")
     empty = load_policy(path, [], [])
-    decided = empty.decide(empty.fired(np.zeros((3, 0), np.float32), np.zeros((3, 0), np.float32)))
-    assert decided.tolist() == [0, 0, 0] and decided.dtype == np.int64
+    decided = decide_by_policy(empty, np.zeros((3, 0), np.float32), np.zeros((3, 0), np.float32), tmp_path)
+    assert decided == [([], 0)] * 3
 
 
 def test_policy_thresholds_compare_in_float32_like_the_scores(tmp_path):
     """0.7 is not exact in binary: a float64 threshold would miss a float32 score of 0.7."""
     p = policy(tmp_path, "default: {threshold: 0.7, modality: image, action: drop}\n")
     image = np.full((1, len(IDS)), np.float32(0.7))
-    assert p.threshold.dtype == np.float32 and p.fired(image, image).all()
+    assert p.threshold.dtype == np.float32
+    assert decide_by_policy(p, image, image, tmp_path) == [(list(range(len(IDS))), 2)]
 
 
 def test_threshold_set_errors_name_the_target_and_answers_need_both_lists(tmp_path):

@@ -376,11 +376,31 @@ def test_report_file_names_are_never_globs(reports, tmp_path):
     (copy / "00000.parquet").rename(copy / "0000[0-2].parquet")  # would match 00001 and 00002 again
     result = run_cli("report", copy)
     assert result.exit_code == 2 and "0000[0-2].parquet" in result.output  # refused (by validation first)
-    from vlmaudit.errors import UserError
     from vlmaudit.report import engine
 
-    with pytest.raises(UserError, match="not supported"):  # and by the engine, whatever the file holds
-        engine.source([copy / "0000[0-2].parquet"])
+    # the engine reads the file itself, never the files its name would match as a glob
+    with engine.session([copy / "0000[0-2].parquet"], "test") as con:
+        shards = con.execute(f"SELECT DISTINCT shard FROM {engine.source([copy / '0000[0-2].parquet'])}").fetchall()
+    assert shards == [("00000",)]
+
+
+@pytest.mark.parametrize("name", ["bob's reports", "run [1]", "run*?]"])
+def test_report_and_filter_read_a_directory_whose_name_holds_quotes_or_glob_characters(reports, tmp_path, name):
+    """Planted: a report path pasted into the SQL unquoted, or read by DuckDB as a glob."""
+    import shutil
+
+    copy = tmp_path / name
+    shutil.copytree(reports, copy)
+    for args in (["report", "--format", "json"], ["report", "--format", "json", "--policy", "strict"]):
+        here, there = run_cli(*args, reports), run_cli(*args, copy)
+        assert there.exit_code == 0, there.output
+        assert json.loads(there.output)["overview"] == json.loads(here.output)["overview"]
+    result = run_cli("filter", copy, "--policy", "strict", "--out", tmp_path / f"{name} filtered")
+    assert result.exit_code == 0, result.output
+    run_cli("filter", reports, "--policy", "strict", "--out", tmp_path / "plain")
+    for action in ACTIONS:
+        assert pq.read_table(tmp_path / f"{name} filtered" / f"{action}.parquet") == pq.read_table(
+            tmp_path / "plain" / f"{action}.parquet")
 
 
 def test_mean_and_p95_read_every_row_below_4m_rows_and_every_kth_file_above():

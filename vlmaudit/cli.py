@@ -208,7 +208,9 @@ def scan(
 
 def report_location(text: str):
     """Report dirs: a local Path, or an fsspec URL kept as text (Path would fold its '//')."""
-    return text if "://" in text else Path(text)
+    from vlmaudit.storage.location import is_url
+
+    return text if is_url(text) else Path(text)
 
 
 @app.command()
@@ -257,7 +259,7 @@ def verify_card(
     labels: Annotated[Optional[Path], typer.Option("--labels", help="The labelled review sheet the card's estimates came from (re-checks them).")] = None,
 ):
     """Recompute an audit card's digests and numbers from the reports; exit 1 naming each difference."""
-    from vlmaudit.report.verify_card import run_verify_card
+    from vlmaudit.commands.verify_card import run_verify_card
 
     raise typer.Exit(run_verify_card(card, report_location(report_dir), labels))
 

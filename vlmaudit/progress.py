@@ -20,6 +20,8 @@ import sys
 import time
 from dataclasses import dataclass
 from typing import Callable, Union
+from vlmaudit.schema import ShardStatus
+
 
 Total = Union[int, None, Callable[[], Union[int, None]]]
 DEFAULT_EVERY = 30.0
@@ -95,7 +97,7 @@ class _Display:
 
     def shard_done(self, name: str, status: str) -> None:
         self.tracker.shards_done += 1
-        if status != "complete":
+        if status != ShardStatus.COMPLETE:
             self.note(f"shard {name}: {status}")
         self.update(True)
 

@@ -3,15 +3,49 @@
 from __future__ import annotations
 
 import json
+from enum import Enum
+
+
+class _Word(str, Enum):
+    """A status word: compares, hashes, prints and serialises as its plain string value."""
+
+    __str__ = str.__str__
+    __format__ = str.__format__
+
+
+class SampleStatus(_Word):
+    """A report row's `status`."""
+
+    OK = "ok"
+    MISSING_IMAGE = "missing_image"
+    DECODE_ERROR = "decode_error"
+    TOO_LARGE = "too_large"
+    BAD_NAME = "bad_name"
+    DUPLICATE_KEY = "duplicate_key"
+    INFERENCE_ERROR = "inference_error"
+
+
+class ShardStatus(_Word):
+    """A shard's `status` in NAME.stats.json (SKIPPED only in a scan's result and progress: the
+    shard was finished before, or is being written by another scan)."""
+
+    COMPLETE = "complete"
+    TRUNCATED = "truncated"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+DONE = (ShardStatus.COMPLETE, ShardStatus.TRUNCATED)  # a shard with a finished report file
+RECORDED = (*DONE, ShardStatus.FAILED)  # what a stats file may say
 
 STATUSES = {
-    "ok": "image decoded and scored; caption scored when present",
-    "missing_image": "no image member; the caption is still scored",
-    "decode_error": "image bytes could not be decoded (empty, truncated, not an image); caption still scored",
-    "too_large": "image over --max-pixels (from its header) or member over --max-member-bytes; caption still scored",
-    "bad_name": "a member name over the length limit (or behind an oversized tar header); shortened key, not scored",
-    "duplicate_key": "a key that reappears after other keys (non-adjacent members); kept as its own row, not scored",
-    "inference_error": "the model failed on this sample's batch; not scored",
+    SampleStatus.OK: "image decoded and scored; caption scored when present",
+    SampleStatus.MISSING_IMAGE: "no image member; the caption is still scored",
+    SampleStatus.DECODE_ERROR: "image bytes could not be decoded (empty, truncated, not an image); caption still scored",
+    SampleStatus.TOO_LARGE: "image over --max-pixels (from its header) or member over --max-member-bytes; caption still scored",
+    SampleStatus.BAD_NAME: "a member name over the length limit (or behind an oversized tar header); shortened key, not scored",
+    SampleStatus.DUPLICATE_KEY: "a key that reappears after other keys (non-adjacent members); kept as its own row, not scored",
+    SampleStatus.INFERENCE_ERROR: "the model failed on this sample's batch; not scored",
 }
 META_KEY = b"vlmaudit"
 

@@ -38,8 +38,12 @@ def build_backend(name: str, rules, options, extra: BackendOptions | None = None
     if getattr(options, "compile", False) and name != "clip":
         raise UserError(f"--compile: supported by the clip backend only, not --backend {name}")
     if name == "clip":
+        from vlmaudit.backends.stages import build_screen
+
         return build_screen(rules.taxonomy, options)
     if name == "vlm":
+        from vlmaudit.backends.stages import build_judge
+
         return build_judge(rules, options, extra)
     if name == "head":
         from vlmaudit.backends.head import HeadScorer
@@ -52,25 +56,3 @@ def build_backend(name: str, rules, options, extra: BackendOptions | None = None
 
         return build_cascade(rules, options, extra)
     raise UserError(f"--backend {name}: unknown backend (available: {', '.join(BACKENDS)})")
-
-
-def build_screen(taxonomy, options):
-    """The CLIP/SigLIP scorer, or the open_nsfw model for --model opennsfw."""
-    from vlmaudit.backends.opennsfw import MODEL_NAME
-
-    if options.model == MODEL_NAME:
-        from vlmaudit.backends.opennsfw import OpenNsfwScorer
-
-        return OpenNsfwScorer(taxonomy, options)
-    from vlmaudit.backends.clip import ClipScorer
-
-    return ClipScorer(taxonomy, options)
-
-
-def build_judge(rules, options, extra: BackendOptions):
-    from vlmaudit.backends.vlm import VlmJudge
-    from vlmaudit.rulebook.prompts import load_prompts
-    from vlmaudit.rulebook.load import find_rule_file
-
-    prompts = load_prompts(find_rule_file("prompts", extra.prompts, rules.directory))
-    return VlmJudge(rules.taxonomy, options, prompts, rules.thresholds, extra.rationale)

@@ -21,7 +21,7 @@ from vlmaudit.errors import UserError
 def build_cascade(rules, options, extra):
     from dataclasses import replace
 
-    from vlmaudit.backends import build_judge, build_screen
+    from vlmaudit.backends.stages import build_judge, build_screen
     from vlmaudit.backends.vlm import DEFAULT_JUDGE
 
     if (extra.escalate_above is None) == (extra.escalate_top is None):

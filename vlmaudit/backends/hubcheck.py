@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from vlmaudit.errors import ModelError
+from vlmaudit.storage.location import is_url
 
 PROBE_SECONDS = 5.0
 
@@ -43,7 +44,7 @@ def offline_hint(ref: str, flag: str = "--model") -> str:
 def _is_hub_id(ref: str) -> bool:
     from vlmaudit.backends.opennsfw import MODEL_NAME
 
-    return bool(ref) and ref != MODEL_NAME and not Path(ref).exists() and "://" not in ref
+    return bool(ref) and ref != MODEL_NAME and not Path(ref).exists() and not is_url(ref)
 
 
 @functools.lru_cache(maxsize=8)

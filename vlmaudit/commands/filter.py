@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from vlmaudit.errors import UserError
+from vlmaudit.storage.location import is_url
 
 
 def run_filter_command(report_dir: Path, policy_name: str, out: Path, on_failed: str, allow_partial: bool,
@@ -15,7 +16,7 @@ def run_filter_command(report_dir: Path, policy_name: str, out: Path, on_failed:
     from vlmaudit.report.reading import naming_damage, report_files, validate_reports
     from vlmaudit.rulebook.load import find_rule_file
 
-    if write_shards and "://" in str(out):
+    if write_shards and is_url(out):
         raise UserError("--write-shards needs a local --out (it reads the keep list from there); "
                         "write the lists locally, or drop --write-shards")
     if on_failed not in ACTIONS:

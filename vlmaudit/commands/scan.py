@@ -154,7 +154,7 @@ def _check_hub(request: ScanRequest) -> None:
 
 
 def _known_identity(request: ScanRequest, rules) -> dict:
-    from vlmaudit.scan.runinfo import known_identity
+    from vlmaudit.engine.spec import known_identity
 
     spec = request.spec()
     return known_identity(request.backend, spec.model.model, spec.options.head, rules)

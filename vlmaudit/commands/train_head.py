@@ -7,6 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from vlmaudit.errors import UserError
+
+MIN_EXAMPLES = 2  # one to learn from and one to hold out
+
 
 @dataclass
 class TrainHeadRequest:
@@ -38,6 +42,9 @@ def run_train_head(request: TrainHeadRequest, settings) -> dict:
     rules = load_rules(request.rules)
     taxonomy = rules.taxonomy
     examples = load_examples(request.data, taxonomy, request.safe_images)
+    if len(examples) < MIN_EXAMPLES:
+        raise UserError(f"--data {request.data}: {len(examples)} labelled image(s) in all; "
+                        f"train-head needs at least {MIN_EXAMPLES}")
     console.print(f"{len(examples)} labelled images ({sum(e.concept == -1 for e in examples)} safe)")
     tower = VisionTower(ModelOptions(request.vision_model, request.device, "fp32", request.allow_unsafe_weights,
                                      request.trust_remote_code, flag="--vision-model"))

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from vlmaudit.errors import UserError, require
 from vlmaudit.scan.scanner import NullProgress, ScanResult
+from vlmaudit.schema import ShardStatus
 
 MAX_RESTARTS = 3
 # Settings the actors need to reach the storage the driver names (an S3-compatible endpoint, the
@@ -106,7 +107,7 @@ class RayPool:
             if self._collect(ref, job, result, progress):  # else: its actor died MAX_RESTARTS times
                 self._submit(index, todo)
         for job in reversed(todo):  # only when every actor died for good: left for a re-run
-            result.shards[job.name] = "failed"
+            result.shards[job.name] = ShardStatus.FAILED
         return result
 
     def _submit(self, index: int, todo: list) -> None:
@@ -132,8 +133,8 @@ class RayPool:
 
     @staticmethod
     def _failed(job, result: ScanResult, progress) -> None:
-        result.shards[job.name] = "failed"
-        progress.shard_done(job.name, "failed")
+        result.shards[job.name] = ShardStatus.FAILED
+        progress.shard_done(job.name, ShardStatus.FAILED)
 
     def close(self) -> None:
         for actor in self.actors:

@@ -36,3 +36,18 @@ class ScannerSpec:
         settings = replace(self.settings, decode=resolve_decode(self.decode, backend))
         schema = report_schema(rules.taxonomy, report_meta(rules.taxonomy, rules.thresholds, backend.describe()))
         return Scanner(backend, rules, self.out, settings, schema, progress)
+
+
+def known_identity(backend: str, model: str | None, head, rules) -> dict:
+    """The run.json identity fields that are known before the model loads (all but the revision),
+    spelled as the backends' describe() spells them."""
+    from vlmaudit.backends.opennsfw import MODEL_NAME
+
+    screen = "opennsfw" if model == MODEL_NAME else "clip"
+    names = {"clip": screen, "vlm": "vlm", "head": "head", "cascade": "cascade"}
+    if backend not in names:
+        return {}
+    if backend == "head" or (backend == "cascade" and head is not None):
+        model = str(head)
+    return {"backend": names[backend], "model": model, "taxonomy_fingerprint": rules.taxonomy.fingerprint(),
+            "thresholds_fingerprint": rules.thresholds.fingerprint()}

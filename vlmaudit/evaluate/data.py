@@ -1,7 +1,7 @@
 """UnsafeConcepts evaluation data in its two published layouts, or a labelled image folder:
 
-  - the Hugging Face dataset as Parquet (a file or a directory of them): `image` (bytes, or a struct
-    with `bytes` / `path`), `category`, `unsafe_concept`;
+  - the Hugging Face dataset as Parquet (a file, a directory of them, or the hub layout
+    DIR/data/*.parquet): `image` (bytes, or a struct with `bytes` / `path`), `category`, `unsafe_concept`;
   - a loose image folder (scan.folder_source): an HF imagefolder (metadata.jsonl / metadata.csv
     with `file_name`, `category`, `unsafe_concept`) or `img.jpg` + `img.json` pairs;
   - the authors' repository layout: DIR/metadata.jsonl (`image_filename`, `category`,
@@ -9,23 +9,22 @@
     ("A: Swastika \\nB: ...") and `correct_option` ("A"); image paths are relative to DIR.
 
 Without perception metadata the 4 options are built here: the true concept and 3 concepts of other
-categories, drawn with a fixed seed. Untrusted input: at most MAX_ITEMS items, lines of at most
-MAX_LINE bytes, image paths that stay inside DIR.
+categories, drawn with a fixed seed. The files are read by head/data.py (streamed, lines of at
+most MAX_LINE bytes, image paths that stay inside DIR); at most MAX_ITEMS items.
 """
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from vlmaudit.errors import UserError
+from vlmaudit.head.data import authors_layout, authors_records, parquet_files, parquet_records
 
 LETTERS = "ABCD"
 MAX_ITEMS = 1_000_000
-MAX_LINE = 1 << 16
 OPTION_LINE = re.compile(r"^\s*([A-Z])\s*[:.)]\s*(.*?)\s*$")
 
 
@@ -45,16 +44,17 @@ def load_eval_data(data: Path, taxonomy, seed: int = 0) -> list[EvalItem]:
         raise UserError(f"--data {data}: no such file or directory")
     from vlmaudit.scan.folder_source import is_labelled_folder, labelled_records
 
-    if data.suffix == ".parquet" or (data.is_dir() and any(data.glob("*.parquet"))):
-        records = _parquet_records(data)
+    if parquet_files(data):
+        records = parquet_records(data)
     elif is_labelled_folder(data) and not (data / "perception_metadata.jsonl").is_file():
         records = labelled_records(data)
-    elif data.is_dir() and ((data / "perception_metadata.jsonl").is_file() or (data / "metadata.jsonl").is_file()):
-        records = _jsonl_records(data)
+    elif authors_layout(data):
+        records = authors_records(data)
     else:
-        raise UserError(f"--data {data}: expected Parquet (the HF dataset), a directory with metadata.jsonl / "
-                        "perception_metadata.jsonl (the authors' layout), or a folder of images (metadata.jsonl / "
-                        "metadata.csv with file_name, or img.jpg + img.json pairs)")
+        raise UserError(f"--data {data}: expected Parquet (the HF dataset: files, or DIR/data/*.parquet as the "
+                        "hub lays it out), a directory with metadata.jsonl / perception_metadata.jsonl (the "
+                        "authors' layout), or a folder of images (metadata.jsonl / metadata.csv with file_name, "
+                        "or img.jpg + img.json pairs)")
     rng, items = random.Random(seed), []
     for record, origin in records:
         items.append(_item(record, origin, taxonomy, rng))
@@ -63,45 +63,6 @@ def load_eval_data(data: Path, taxonomy, seed: int = 0) -> list[EvalItem]:
     if not items:
         raise UserError(f"--data {data}: no items")
     return items
-
-
-def _parquet_records(path: Path):
-    import pyarrow.parquet as pq
-
-    for file in [path] if path.is_file() else sorted(path.glob("*.parquet")):
-        table = pq.read_table(file)
-        for i, row in enumerate(table.to_pylist()):
-            image = row.get("image")
-            if isinstance(image, dict):
-                image = image.get("bytes") or (_inside(file.parent, image["path"], file.name) if image.get("path") else None)
-            yield {**row, "image": image}, f"{file.name} row {i}"
-
-
-def _jsonl_records(root: Path):
-    name = "perception_metadata.jsonl" if (root / "perception_metadata.jsonl").is_file() else "metadata.jsonl"
-    with open(root / name, encoding="utf-8") as handle:
-        number = 0
-        while line := handle.readline(MAX_LINE + 1):
-            number += 1
-            origin = f"{name} line {number}"
-            if len(line) > MAX_LINE:
-                raise UserError(f"{origin}: longer than {MAX_LINE} characters")
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError:
-                raise UserError(f"{origin}: not JSON") from None
-            if not isinstance(row, dict) or not isinstance(row.get("image_filename"), str):
-                raise UserError(f"{origin}: no image_filename")
-            yield {**row, "image": _inside(root, row["image_filename"], origin)}, origin
-
-
-def _inside(root: Path, relative: str, origin: str) -> Path:
-    path = (root / relative).resolve()
-    if Path(relative).is_absolute() or not path.is_relative_to(root.resolve()):
-        raise UserError(f"{origin}: image path {relative[:100]!r} leaves the data directory")
-    return path
 
 
 def _item(record: dict, origin: str, taxonomy, rng: random.Random) -> EvalItem:

@@ -15,6 +15,7 @@ from vlmaudit.errors import UserError
 from vlmaudit.rulebook.policy import ACTIONS, MODALITIES, Policy
 from vlmaudit.report.reading import report_files
 from vlmaudit.scan.writer import write_json_atomic
+from vlmaudit.schema import SampleStatus
 
 
 def unfinished_shards(info: dict, report_dir) -> list[str]:
@@ -50,7 +51,7 @@ def decided_sql(policy: Policy, on_failed: int, files: list) -> str:
                                                  CASE WHEN failed THEN {on_failed} ELSE 0 END)] AS action,
                list_concat({status_reason}, {concept_reason}) AS reasons
         FROM (SELECT shard, key, sample_index, url, status, image_scores, caption_scores,
-                     coalesce(status, '') <> 'ok' AS failed, {flagsql.fired(rules)} AS fired
+                     coalesce(status, '') <> {engine.text(SampleStatus.OK)} AS failed, {flagsql.fired(rules)} AS fired
               FROM {engine.source(files)})"""
 
 

@@ -16,6 +16,7 @@ from vlmaudit.filter.table_shards import table_target, write_table_shard
 from vlmaudit.report.reading import read_stats
 from vlmaudit.report.reread import ReReadOptions, iter_raw_samples, shard_sources
 from vlmaudit.scan.parquet_source import is_table_shard
+from vlmaudit.schema import ShardStatus
 
 
 def kept_indices(keep_file: Path, shard: str) -> set[int]:
@@ -62,7 +63,7 @@ def _reported(names: list[str], stats: dict, counts: dict, options):
         for name in names:
             yield name
             progress.batch(int(stats[name].get("rows") or 0), counts.get(name, 0))
-            progress.shard_done(name, "complete")
+            progress.shard_done(name, ShardStatus.COMPLETE)
 
 
 def write_kept_parquet(keep_file: Path, shard: str, target: Path) -> None:
@@ -83,7 +84,7 @@ def write_filtered_shards(report_dir: Path, keep_file: Path, out_dir: Path, opti
     """For every finished shard of the report: NAME.tar with the kept samples, NAME.parquet.
     Returns {"samples": {name: written}, "skipped_members": n}. `progress`: ProgressOptions."""
     stats = read_stats(report_dir)
-    names = [n for n, s in stats.items() if s.get("status") != "failed" and (Path(report_dir) / f"{n}.parquet").is_file()]
+    names = [n for n, s in stats.items() if s.get("status") != ShardStatus.FAILED and (Path(report_dir) / f"{n}.parquet").is_file()]
     sources, refused = shard_sources(report_dir, names, options)
     if refused:
         shown = "; ".join(f"{n}: {why}" for n, why in list(refused.items())[:3])

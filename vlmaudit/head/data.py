@@ -1,15 +1,20 @@
-"""Labelled images for `vlmaudit train-head`, in the UnsafeConcepts layout: image + category +
-unsafe_concept (names as the authors spell them, or our ids), from
+"""Labelled images in the UnsafeConcepts layouts, read once for `train-head`, `eval` and
+`distill`: image + category + unsafe_concept (names as the authors spell them, or our ids), from
 
-  - Parquet (a file or a directory of them), e.g. the HF dataset exported with
-    `load_dataset(...).to_parquet(...)`: `image` is bytes or a struct with `bytes` / `path`;
+  - Parquet (a file, a directory of them, or the Hugging Face hub layout DIR/data/*.parquet),
+    e.g. the HF dataset: `image` is bytes or a struct with `bytes` / `path`;
+  - the authors' repository layout: DIR/metadata.jsonl (`image_filename`, `category`,
+    `unsafe_concept`) and optionally DIR/perception_metadata.jsonl (adds the eval's options);
   - a directory with one CSV or JSONL file (`image` or `file_name` column: a path relative to it);
   - a loose image folder (scan.folder_source): a Hugging Face imagefolder (metadata.jsonl /
     metadata.csv with `file_name` plus the label columns) or `img.jpg` + `img.json` pairs (labels
     in the JSON); paths never leave the folder;
 
-plus, optionally, `--safe-images DIR` (every image below DIR is safe). A `label` column of
-"safe"/"unsafe" (or 0/1, 1 = unsafe) is honoured when present.
+plus, for train-head, optionally `--safe-images DIR` (every image below DIR is safe). A `label`
+column of "safe"/"unsafe" (or 0/1, 1 = unsafe) is honoured when present.
+
+Untrusted input: Parquet is streamed in small batches, text lines are at most MAX_LINE bytes, and
+every image path must stay inside the data directory.
 """
 
 from __future__ import annotations
@@ -23,6 +28,9 @@ from vlmaudit.errors import UserError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 SAFE = -1
+MAX_LINE = 1 << 16
+BATCH_ROWS = 64  # Parquet rows decoded at a time (rows hold whole images)
+AUTHORS_FILES = ("perception_metadata.jsonl", "metadata.jsonl")
 
 
 @dataclass(frozen=True)
@@ -39,8 +47,8 @@ def load_examples(data: Path, taxonomy, safe_images: Path | None = None) -> list
         raise UserError(f"--data {data}: no such file or directory")
     from vlmaudit.scan.folder_source import is_labelled_folder, labelled_records
 
-    if _is_parquet(data):
-        records = _parquet_records(data)
+    if parquet_files(data):
+        records = parquet_records(data)
     elif is_labelled_folder(data):
         records = labelled_records(data)
     else:
@@ -53,20 +61,74 @@ def load_examples(data: Path, taxonomy, safe_images: Path | None = None) -> list
     return examples
 
 
-def _is_parquet(path: Path) -> bool:
-    return path.suffix == ".parquet" or (path.is_dir() and any(path.glob("*.parquet")))
+def parquet_files(path: Path) -> list[Path]:
+    """The Parquet files of --data: the file itself, the directory's *.parquet, or, as the Hugging
+    Face hub lays a dataset out, DIR/data/*.parquet; empty when --data is none of these."""
+    if path.is_file():
+        return [path] if path.suffix == ".parquet" else []
+    if not path.is_dir():
+        return []
+    return sorted(path.glob("*.parquet")) or sorted((path / "data").glob("*.parquet"))
 
 
-def _parquet_records(path: Path):
+def parquet_records(path: Path):
+    """(row dict, origin) per Parquet row, a few rows in memory at a time; an image given by path
+    is resolved against its file's directory and must stay inside --data."""
     import pyarrow.parquet as pq
 
-    files = [path] if path.is_file() else sorted(path.glob("*.parquet"))
-    for file in files:
-        for i, row in enumerate(pq.read_table(file).to_pylist()):
-            image = row.get("image")
-            if isinstance(image, dict):
-                image = image.get("bytes") or (file.parent / image["path"] if image.get("path") else None)
-            yield {**row, "image": image}, f"{file.name} row {i}"
+    root = path if path.is_dir() else path.parent
+    for file in parquet_files(path):
+        i = 0
+        for batch in pq.ParquetFile(file).iter_batches(batch_size=BATCH_ROWS, use_threads=False):
+            for row in batch.to_pylist():
+                origin = f"{file.name} row {i}"
+                image = row.get("image")
+                if isinstance(image, dict):
+                    image = image.get("bytes") or (inside(root, file.parent, image["path"], origin)
+                                                   if image.get("path") else None)
+                yield {**row, "image": image}, origin
+                i += 1
+
+
+def authors_layout(root: Path) -> bool:
+    return root.is_dir() and any((root / name).is_file() for name in AUTHORS_FILES)
+
+
+def authors_records(root: Path):
+    """(row dict, origin) per line of the authors' perception_metadata.jsonl (else metadata.jsonl)."""
+    name = next(n for n in AUTHORS_FILES if (root / n).is_file())
+    for row, origin in _jsonl_rows(root / name):
+        if not isinstance(row.get("image_filename"), str):
+            raise UserError(f"{origin}: no image_filename")
+        yield {**row, "image": inside(root, root, row["image_filename"], origin)}, origin
+
+
+def _jsonl_rows(path: Path):
+    with open(path, encoding="utf-8") as handle:
+        number = 0
+        while line := handle.readline(MAX_LINE + 1):
+            number += 1
+            origin = f"{path.name} line {number}"
+            if len(line) > MAX_LINE:
+                raise UserError(f"{origin}: longer than {MAX_LINE} characters")
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError:
+                raise UserError(f"{origin}: not JSON") from None
+            if not isinstance(row, dict):
+                raise UserError(f"{origin}: not a JSON object")
+            yield row, origin
+
+
+def inside(root: Path, base: Path, relative, origin: str) -> Path:
+    """BASE / RELATIVE, refused unless it stays inside ROOT (the --data directory)."""
+    relative = str(relative)
+    path = (base / relative).resolve()
+    if Path(relative).is_absolute() or not path.is_relative_to(root.resolve()):
+        raise UserError(f"{origin}: image path {relative[:100]!r} leaves the data directory")
+    return path
 
 
 def _table_records(path: Path):
@@ -77,13 +139,22 @@ def _table_records(path: Path):
     if len(tables) != 1:
         raise UserError(f"--data {path}: expected exactly one .csv or .jsonl label file, found {len(tables)}")
     table = tables[0]
-    with open(table, newline="", encoding="utf-8") as handle:
-        rows = csv.DictReader(handle) if table.suffix == ".csv" else (json.loads(line) for line in handle if line.strip())
-        for i, row in enumerate(rows):
-            name = row.get("image") or row.get("file_name") or row.get("image_filename")
-            if not name:
-                raise UserError(f"{table} row {i + 1}: no image / file_name column")
-            yield {**row, "image": path / name}, f"{table.name} row {i + 1}"
+    rows = _csv_rows(table) if table.suffix == ".csv" else _jsonl_rows(table)
+    for i, (row, _) in enumerate(rows):
+        origin = f"{table.name} row {i + 1}"
+        name = row.get("image") or row.get("file_name") or row.get("image_filename")
+        if not name:
+            raise UserError(f"{table} row {i + 1}: no image / file_name column")
+        yield {**row, "image": inside(path, path, name, origin)}, origin
+
+
+def _csv_rows(path: Path):
+    with open(path, newline="", encoding="utf-8") as handle:
+        try:
+            for i, row in enumerate(csv.DictReader(handle)):
+                yield row, f"{path.name} row {i + 1}"
+        except csv.Error as exc:
+            raise UserError(f"{path.name}: not a readable CSV file ({exc})") from None
 
 
 def _example(record: dict, origin: str, taxonomy) -> Example:

@@ -16,6 +16,7 @@ import numpy as np
 
 from vlmaudit.errors import UserError
 from vlmaudit.head.data import SAFE
+from vlmaudit.schema import ShardStatus
 
 JUDGE = "vlm"
 
@@ -80,7 +81,7 @@ def judged_features(tower, jobs, verdicts: dict[str, dict[str, Verdict]], settin
                 if meta.image_row >= 0 and meta.key in wanted:
                     features.append(found[meta.image_row])
                     labels.append(wanted[meta.key])
-        progress.shard_done(job.name, "complete")
+        progress.shard_done(job.name, ShardStatus.COMPLETE)
     if not features:
         raise UserError("none of the judged samples was found in --shards (the shards scanned for these reports?)")
     return (np.stack(features), np.array([v.concept for v in labels]), np.array([v.category for v in labels]))

@@ -68,7 +68,7 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
         held = 0 if len(members) < 2 else max(1, round(fraction * len(members)))
         val += members[:held].tolist()
         train += members[held:].tolist()
-    return np.array(sorted(train)), np.array(sorted(val))
+    return np.array(sorted(train), np.int64), np.array(sorted(val), np.int64)
 
 
 def train(features: np.ndarray, concepts: np.ndarray, categories: np.ndarray, n_concepts: int, n_categories: int,

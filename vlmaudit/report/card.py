@@ -4,7 +4,7 @@ model, revision, weights digest, taxonomy, thresholds and policy digests), the r
 category (flagged; the estimate with its interval when labels were given; n/a where not scored),
 known-content matches per bank, and the SHA-256 of every report file.
 
-`vlmaudit verify-card` (report.verify_card) rebuilds the same dict from the reports and names
+`vlmaudit verify-card` (commands.verify_card) rebuilds the same dict from the reports and names
 every difference, so the numbers in the JSON are the ones to check; the Markdown shows them.
 """
 

@@ -61,32 +61,51 @@ def stem(path) -> str:
     return name[: -len(".parquet")] if name.endswith(".parquet") else name
 
 
+def literal_glob(name: str) -> str:
+    """NAME as a DuckDB glob pattern that matches only itself: each of * ? [ becomes a
+    one-character class ([*], [?], [[]); ] outside a class is an ordinary character."""
+    return "".join(f"[{ch}]" if ch in GLOB_CHARS else ch for ch in name)
+
+
 def source(files, filename: bool = False) -> str:
     """read_parquet over exactly these files. DuckDB expands glob characters even in a list of
-    names, so a name holding one (which could match other files) is refused."""
+    names, so a local name holding one is escaped to match only itself; a URL holding one (its
+    filesystem's glob rules differ) is refused."""
     from vlmaudit.errors import UserError
 
     if not files:
         raise ValueError("no files")
+    patterns = []
     for name in map(str, files):
-        if GLOB_CHARS & set(name.split("://", 1)[-1]):
-            raise UserError(f"{ascii(name)}: report file names with *, ? or [ are not supported; rename the file")
-    names = ", ".join(text(str(f)) for f in files)
+        if GLOB_CHARS & set(name.split("://", 1)[-1]) and is_url(name):
+            raise UserError(f"{ascii(name)}: report URLs with *, ? or [ are not supported; rename the file")
+        patterns.append(name if is_url(name) else literal_glob(name))
+    names = ", ".join(text(p) for p in patterns)
     return f"read_parquet([{names}], filename = true)" if filename else f"read_parquet([{names}])"
 
 
 def check_scores(con, files, n_concepts: int) -> None:
-    """Refuse score lists of another length, or holding NaN, infinities or values outside [0, 1]
-    (DuckDB orders NaN above every number), naming the first damaged file: one pass over the
-    score columns, before anything is counted from them."""
-    from vlmaudit.report.reading import BadScores
+    """Refuse score lists of another length, and any score (the lists, the top and per-category
+    columns, a judge's P(unsafe)) that is NaN, infinite or outside [0, 1] (DuckDB orders NaN
+    above every number), naming the first damaged file: one pass over the score columns, before
+    anything is counted from them."""
+    from vlmaudit.report.reading import BadScores, scalar_score_column
 
-    bad = " OR ".join(f"({side} IS NOT NULL AND (len({side}) != {n_concepts} OR list_max({side}) > 1 "
-                      f"OR list_min({side}) < 0))" for side in ("image_scores", "caption_scores"))
-    found = con.execute(f"SELECT filename FROM {source(files, filename=True)} WHERE {bad} LIMIT 1").fetchone()
-    if found:
+    columns = [d[0] for d in con.execute(f"SELECT * FROM {source(files)} LIMIT 0").description]
+    bad = {side: f"({side} IS NOT NULL AND (len({side}) != {n_concepts} OR list_max({side}) > 1 "
+                 f"OR list_min({side}) < 0))" for side in ("image_scores", "caption_scores")}
+    # a scalar goes through a one-item list: DuckDB judges `x > 1` from the footer's min/max,
+    # which leave NaN out, and would skip the row group
+    bad |= {c: f'("{c}" IS NOT NULL AND (list_max(["{c}"]) > 1 OR list_min(["{c}"]) < 0))'
+            for c in columns if scalar_score_column(c)}
+    which = "CASE " + " ".join(f"WHEN {cond} THEN {text(c)}" for c, cond in bad.items()) + " END"
+    found = con.execute(f"SELECT filename, {which} FROM {source(files, filename=True)} "
+                        f"WHERE {' OR '.join(bad.values())} LIMIT 1").fetchone()
+    if found and found[1] in ("image_scores", "caption_scores"):
         raise BadScores(f"{found[0]}: holds score lists that are NaN, infinite, outside [0, 1] or not "
                         f"{n_concepts} long")
+    if found:
+        raise BadScores(f"{found[0]}: column {found[1]} holds scores that are NaN, infinite or outside [0, 1]")
 
 
 def text(value: str) -> str:

@@ -35,7 +35,7 @@ class Rules:
 
     @classmethod
     def from_policy(cls, policy, counted) -> "Rules":
-        uses_image, uses_caption, needs_both = (np.array(v, bool) for v in zip(*map(rule_parts, policy.modality)))
+        uses_image, uses_caption, needs_both = np.array([rule_parts(m) for m in policy.modality], bool).reshape(-1, 3).T
         return cls({"image": policy.threshold, "caption": policy.threshold},
                    {"image": uses_image, "caption": uses_caption}, needs_both, np.asarray(counted, bool))
 

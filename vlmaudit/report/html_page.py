@@ -130,10 +130,10 @@ def _concepts(summary: dict) -> str:
 def _estimates(summary: dict) -> str:
     if "estimates" not in summary:
         return ""
-    from vlmaudit.estimate import render
+    from vlmaudit.report.estimates_html import to_html_section
 
     return ("<h2>Prevalence estimates</h2>" + charts.estimate_intervals(summary["estimates"])
-            + render.to_html_section(summary["estimates"]))
+            + to_html_section(summary["estimates"]))
 
 
 def _gallery(summary: dict, thumbnails: dict, blur: bool, redact: bool) -> str:

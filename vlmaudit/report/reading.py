@@ -18,26 +18,19 @@ from pathlib import Path
 import numpy as np
 
 from vlmaudit.errors import UserError
-from vlmaudit.storage.location import filesystem, is_url
+from vlmaudit.storage.location import is_url, open_input
+from vlmaudit.schema import RECORDED
 
 MAX_JSON_BYTES = 4 << 20  # stats, run and footer metadata: a few KiB in practice
 MAX_FILES = 1_000_000
-SHARD_STATUSES = ("complete", "truncated", "failed")
 REQUIRED_COLUMNS = {"shard": "string", "key": "string", "sample_index": "int", "status": "string",
                     "url": "string", "image_scores": "list<float>", "caption_scores": "list<float>"}
 OPTIONAL_COLUMNS = {"caption": "string", "image_flagged_concepts": "list<string>",
                     "caption_flagged_concepts": "list<string>", "image_flagged_scores": "list<float>",
                     "caption_flagged_scores": "list<float>"}
+SCALAR_SCORES = {"image_top_score", "caption_top_score", "image_unsafe", "caption_unsafe"}
 SCORE_LEAVES = ("image_scores.list.element", "caption_scores.list.element",
                 "image_flagged_scores.list.element", "caption_flagged_scores.list.element")
-
-
-def open_input(path):
-    """A binary file object for a local path or an fsspec URL (s3://...)."""
-    if is_url(path):
-        fs, inner = filesystem(str(path))
-        return fs.open(inner, "rb")
-    return open(path, "rb")
 
 
 class DamagedReport(UserError):
@@ -189,11 +182,17 @@ def _unit(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and 0 <= value <= 1
 
 
+def scalar_score_column(name: str) -> bool:
+    """A float32 score column outside the lists: top score, per-category score, judge P(unsafe)."""
+    return name in SCALAR_SCORES or name.startswith(("image_cat_", "caption_cat_"))
+
+
 def _check_columns(path: Path, schema) -> None:
     for name, kind in REQUIRED_COLUMNS.items():
         if name not in schema.names:
             raise DamagedReport(f"{path}: column {name!r} is missing (not a vlmaudit report?)")
-    for name, kind in {**REQUIRED_COLUMNS, **OPTIONAL_COLUMNS}.items():
+    expected = {**REQUIRED_COLUMNS, **OPTIONAL_COLUMNS, **{n: "float" for n in schema.names if scalar_score_column(n)}}
+    for name, kind in expected.items():
         if name in schema.names and _kind(schema.field(name).type) != kind:
             raise DamagedReport(f"{path}: column {name!r} has type {schema.field(name).type}, expected {kind}")
 
@@ -304,8 +303,8 @@ def read_json_file(path: Path):
 def check_stats(path: Path, stats) -> dict:
     if not isinstance(stats, dict):
         raise DamagedReport(f"{path}: expected a JSON object")
-    if stats.get("status") not in SHARD_STATUSES:
-        raise DamagedReport(f"{path}: status {stats.get('status')!r} is not one of {', '.join(SHARD_STATUSES)}")
+    if stats.get("status") not in RECORDED:
+        raise DamagedReport(f"{path}: status {stats.get('status')!r} is not one of {', '.join(RECORDED)}")
     if not isinstance(stats.get("url"), (str, type(None))):
         raise DamagedReport(f"{path}: url must be a string")
     for key in ("started_at", "finished_at", "judged", "rows"):

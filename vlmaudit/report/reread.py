@@ -14,6 +14,7 @@ from pathlib import Path
 from vlmaudit.report.reading import read_stats
 from vlmaudit.scan.samples import group_by_key
 from vlmaudit.scan.tario import TarEnd, iter_members, open_stream
+from vlmaudit.storage.location import is_url
 
 
 @dataclass
@@ -61,7 +62,7 @@ def recorded_source_problem(url, allow_schemes: list[str]) -> str | None:
         return None if Path(parse_folder_shard(url)[0]).is_dir() else "recorded image folder is not a local directory"
     if url.startswith("pipe:"):
         return "recorded source is a pipe: command; never run from a report (name the shards with --shards)"
-    if "://" in url:
+    if is_url(url):
         scheme = url.split("://", 1)[0].lower()
         if scheme in {s.lower() for s in allow_schemes}:
             return None

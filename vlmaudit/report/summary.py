@@ -28,7 +28,7 @@ def select_files(report_dir, shard_glob: str | None) -> list:
 def count(view: View, files: list, meta: dict, top: int = 10) -> Counts:
     import pyarrow.parquet as pq
 
-    from vlmaudit.report.reading import open_input
+    from vlmaudit.storage.location import open_input
 
     with open_input(files[0]) as handle:
         columns = set(pq.read_schema(handle).names)

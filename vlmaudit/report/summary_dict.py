@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from vlmaudit.report.counts import BINS, Counts, View, p95
+from vlmaudit.schema import SampleStatus, ShardStatus
 
 SPARK_WIDTH = 48
 
@@ -22,8 +23,8 @@ def build_summary(meta, counts: Counts, stats: dict, top: int, files, view: View
                      "agreement": _rate(counts.both, counts.flagged)},
         "top_shards": _top_shards(counts, top),
         "shard_rates": _shard_rates(counts),
-        "failed_shards": sorted(n for n, s in stats.items() if s.get("status") == "failed"),
-        "truncated_shards": sorted(n for n, s in stats.items() if s.get("status") == "truncated"),
+        "failed_shards": sorted(n for n, s in stats.items() if s.get("status") == ShardStatus.FAILED),
+        "truncated_shards": sorted(n for n, s in stats.items() if s.get("status") == ShardStatus.TRUNCATED),
         "examples": _examples(meta, counts, examples, top, view) if view.examples else {},
     }
     if hist_concept:
@@ -33,9 +34,9 @@ def build_summary(meta, counts: Counts, stats: dict, top: int, files, view: View
 
 
 def _overview(meta, counts: Counts, stats: dict, files, view: View) -> dict:
-    finished = [s for s in stats.values() if s.get("status") != "failed" and "started_at" in s]
+    finished = [s for s in stats.values() if s.get("status") != ShardStatus.FAILED and "started_at" in s]
     span = (max(s["finished_at"] for s in finished) - min(s["started_at"] for s in finished)) if finished else 0.0
-    failed = counts.samples - counts.status.get("ok", 0)
+    failed = counts.samples - counts.status.get(SampleStatus.OK, 0)
     return {
         "samples": counts.samples, "failed": failed, "failed_rate": _rate(failed, counts.samples),
         "status": dict(sorted(counts.status.items())), "flagged": counts.flagged,

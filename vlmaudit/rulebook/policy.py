@@ -36,21 +36,6 @@ class Policy:
     action: np.ndarray  # index into ACTIONS
     fingerprint: str
 
-    def fired(self, image: np.ndarray, caption: np.ndarray) -> np.ndarray:
-        """Boolean [n, C]: which concept rules fire for each row (NaN scores never fire)."""
-        with np.errstate(invalid="ignore"):
-            img, cap = image >= self.threshold, caption >= self.threshold
-        parts = np.array([rule_parts(m) for m in self.modality], bool).reshape(-1, 3)
-        uses_image, uses_caption, needs_both = (parts[None, :, k] for k in range(3))
-        img_part, cap_part = img | ~uses_image, cap | ~uses_caption
-        either = (img & uses_image) | (cap & uses_caption)
-        return np.where(needs_both, img_part & cap_part, either)
-
-    def decide(self, fired: np.ndarray) -> np.ndarray:
-        """Action index per row: the most severe among fired rules, keep when none fired."""
-        severity = np.where(fired, self.action[None, :], 0)
-        return severity.max(axis=1) if severity.size else np.zeros(len(fired), np.int64)
-
 
 def load_policy(path: Path, concepts: list[str], concept_categories: list[str]) -> Policy:
     data = check_mapping(path, "(top)", read_yaml(path) or {}, {"description", "default", "categories", "concepts"},

@@ -15,6 +15,7 @@ import io
 from dataclasses import dataclass
 
 from vlmaudit.errors import UserError
+from vlmaudit.schema import SampleStatus
 
 DECODE_MODES = ("auto", "cpu", "gpu")
 GPU_PROCESSORS = tuple(f"{family}ImageProcessor{kind}" for family in ("CLIP", "Siglip") for kind in ("", "Fast", "Pil"))
@@ -179,7 +180,7 @@ class GpuJpegDecoder:
         except Exception as exc:
             for position, _ in deferred:
                 meta = batch.metas[position]
-                meta.status, meta.error = "decode_error", f"GPU decode failed: {type(exc).__name__}: {exc}"[:500]
+                meta.status, meta.error = SampleStatus.DECODE_ERROR, f"GPU decode failed: {type(exc).__name__}: {exc}"[:500]
                 meta.image_row, meta.width, meta.height = -1, None, None
 
     def _complete(self, batch, deferred: list) -> None:
@@ -222,13 +223,13 @@ class GpuJpegDecoder:
             image, size = decode_image(blob, self.max_pixels, self.preprocessor.draft_size)
             pixels = self.preprocessor.prepare([image], [])["pixel_values"]
         except ImageTooLarge as exc:
-            meta.status, meta.error = "too_large", str(exc)
+            meta.status, meta.error = SampleStatus.TOO_LARGE, str(exc)
             return None
         except ImageDecodeError as exc:
-            meta.status, meta.error = "decode_error", str(exc)[:500]
+            meta.status, meta.error = SampleStatus.DECODE_ERROR, str(exc)[:500]
             return None
         except Exception as exc:  # the image processor failed on an image the decoder accepted
-            meta.status, meta.error = "decode_error", f"preprocessing failed: {type(exc).__name__}: {exc}"[:500]
+            meta.status, meta.error = SampleStatus.DECODE_ERROR, f"preprocessing failed: {type(exc).__name__}: {exc}"[:500]
             return None
         meta.width, meta.height = size
         meta.notes.append(FALLBACK_NOTE)

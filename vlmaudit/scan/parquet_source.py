@@ -18,6 +18,8 @@ from vlmaudit.errors import UserError
 from vlmaudit.scan.samples import Sample, cap_caption
 from vlmaudit.scan.table_columns import ColumnChoice, Columns, resolve_columns
 from vlmaudit.scan.tario import TarEnd
+from vlmaudit.storage.location import is_url
+from vlmaudit.schema import SampleStatus, ShardStatus
 
 TABLE_SUFFIXES = (".parquet", ".arrow")
 READ_ROWS = 16  # rows per record batch: memory is about this many images, whatever the row groups
@@ -100,7 +102,7 @@ def iter_table_samples(stream, url: str, end: TarEnd, choice: ColumnChoice, max_
     try:
         columns = resolve_columns(schema, _file_name(url), choice)
     except UserError as exc:
-        end.status, end.error = "failed", str(exc)
+        end.status, end.error = ShardStatus.FAILED, str(exc)
         return
     index, stem = 0, _stem(url)
     try:
@@ -109,7 +111,7 @@ def iter_table_samples(stream, url: str, end: TarEnd, choice: ColumnChoice, max_
                 yield row_sample(row, index, columns, stem, max_bytes, max_caption_chars)
                 index += 1
     except table_errors() as exc:
-        end.status = "truncated" if index else "unreadable"
+        end.status = ShardStatus.TRUNCATED if index else "unreadable"
         end.error = f"{_format(url)} damaged after {index} rows: {type(exc).__name__}: {exc}"
 
 
@@ -128,16 +130,16 @@ def _image(row: dict, columns: Columns, max_bytes: int):
     """(bytes, preset status, error) of a row's image."""
     if columns.status and row.get(columns.status) not in ("success", None):
         message = str(row.get("error_message") or "")[:300]
-        return None, "missing_image", f"img2dataset status {row[columns.status]!r}: {message}".rstrip(": ")
+        return None, SampleStatus.MISSING_IMAGE, f"img2dataset status {row[columns.status]!r}: {message}".rstrip(": ")
     value = row.get(columns.image)
     if columns.image_kind == "struct" and value is not None:
         if value.get("bytes") is None and value.get("path"):
-            return None, "missing_image", "the image struct has a path but no bytes (paths in data are never opened)"
+            return None, SampleStatus.MISSING_IMAGE, "the image struct has a path but no bytes (paths in data are never opened)"
         value = value.get("bytes")
     if value is None:
-        return None, "missing_image", f"image column {columns.image!r} is null"
+        return None, SampleStatus.MISSING_IMAGE, f"image column {columns.image!r} is null"
     if len(value) > max_bytes:
-        return None, "too_large", f"image is {len(value)} bytes, over the {max_bytes}-byte limit"
+        return None, SampleStatus.TOO_LARGE, f"image is {len(value)} bytes, over the {max_bytes}-byte limit"
     return value, None, None
 
 
@@ -169,7 +171,7 @@ def check_table_shards(urls: list[str], choice: ColumnChoice) -> None:
     they become failed shards like any damaged shard."""
     remote_seen = False
     for url in filter(is_table_shard, urls):
-        if "://" in url:
+        if is_url(url):
             if remote_seen:
                 continue
             remote_seen = True

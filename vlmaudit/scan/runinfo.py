@@ -121,20 +121,5 @@ def check_resume(out_dir, record: dict, overwrite: bool, keys: tuple = IDENTITY)
             "use another --out, or --overwrite to rescan everything with the new settings")
 
 
-def known_identity(backend: str, model: str | None, head, rules) -> dict:
-    """The run.json identity fields that are known before the model loads (all but the revision),
-    spelled as the backends' describe() spells them."""
-    from vlmaudit.backends.opennsfw import MODEL_NAME
-
-    screen = "opennsfw" if model == MODEL_NAME else "clip"
-    names = {"clip": screen, "vlm": "vlm", "head": "head", "cascade": "cascade"}
-    if backend not in names:
-        return {}
-    if backend == "head" or (backend == "cascade" and head is not None):
-        model = str(head)
-    return {"backend": names[backend], "model": model, "taxonomy_fingerprint": rules.taxonomy.fingerprint(),
-            "thresholds_fingerprint": rules.thresholds.fingerprint()}
-
-
 def write_run_record(out_dir, record: dict) -> None:
     as_location(out_dir).write_json(RUN_FILE, record)

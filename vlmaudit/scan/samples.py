@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
 from vlmaudit.scan.tario import Member, TarEnd, iter_members
+from vlmaudit.schema import SampleStatus
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
 TEXT_EXTS = ("txt", "json")
@@ -96,7 +97,7 @@ def iter_samples(stream, end: TarEnd, max_member_bytes: int, max_caption_chars: 
 def _new_sample(key: str, index: int, seen: set[str]) -> Sample:
     sample = Sample(key=key, index=index)
     if key in seen:
-        sample.status = "duplicate_key"
+        sample.status = SampleStatus.DUPLICATE_KEY
         sample.error = f"key {key!r} reappears after other keys (members not adjacent); not merged, not scored"
     seen.add(key)
     return sample
@@ -105,7 +106,7 @@ def _new_sample(key: str, index: int, seen: set[str]) -> Sample:
 def _check_name(sample: Sample, member: Member) -> None:
     problem = name_problem(member)
     if problem and sample.status is None:
-        sample.status, sample.error = "bad_name", problem
+        sample.status, sample.error = SampleStatus.BAD_NAME, problem
         sample.image = None
 
 
@@ -121,7 +122,7 @@ def _add_member(sample: Sample, ext: str, data: bytes | None, problem: str | Non
     if problem:
         sample.notes.append(f"oversized_member:.{ext}")
         if ext in IMAGE_EXTS and sample.status is None:
-            sample.status, sample.error = "too_large", problem
+            sample.status, sample.error = SampleStatus.TOO_LARGE, problem
     if ext in IMAGE_EXTS:
         sample.image_ext, sample.image = ext, data
 

@@ -15,6 +15,7 @@ from vlmaudit.scan.rows import RowBuilder
 from vlmaudit.scan.worker import PreparedBatch, ScanSettings, ShardJob
 from vlmaudit.scan.writer import ShardWriter, as_location, parquet_name, stats_name
 from vlmaudit.storage.location import redact
+from vlmaudit.schema import SampleStatus, ShardStatus
 
 
 class NullProgress:
@@ -32,20 +33,17 @@ class ScanResult:
 
     @property
     def failed(self) -> list[str]:
-        return [name for name, status in self.shards.items() if status == "failed"]
+        return [name for name, status in self.shards.items() if status == ShardStatus.FAILED]
 
     @property
     def skipped(self) -> list[str]:
         """Shards another writer held (or finished) when this one reached them."""
-        return [name for name, status in self.shards.items() if status == SKIPPED]
+        return [name for name, status in self.shards.items() if status == ShardStatus.SKIPPED]
 
     def merge(self, other: ScanResult) -> None:
         self.shards.update(other.shards)
         self.permanent |= other.permanent
         self.rows, self.flagged = self.rows + other.rows, self.flagged + other.flagged
-
-
-SKIPPED = "skipped"
 
 
 class Scanner:
@@ -120,14 +118,14 @@ class Scanner:
         """Another writer holds this shard (or finished it meanwhile): drop its batches."""
         if batch.final:
             self.skipping.discard(batch.job.name)
-            result.shards[batch.job.name] = SKIPPED
-            self.progress.shard_done(batch.job.name, SKIPPED)
+            result.shards[batch.job.name] = ShardStatus.SKIPPED
+            self.progress.shard_done(batch.job.name, ShardStatus.SKIPPED)
 
     def _finish(self, batch: PreparedBatch, writer: ShardWriter, result: ScanResult) -> None:
         name, end = batch.job.name, batch.end
         stats = self._stats(batch.job, end, self.timing.pop(name))
         del self.writers[name]
-        if end.status == "failed":
+        if end.status == ShardStatus.FAILED:
             writer.fail(stats)
         else:
             try:
@@ -136,7 +134,7 @@ class Scanner:
                 _abort_quietly(writer)  # e.g. the disk is full: no temporary file left, nothing marked done
                 raise
         result.shards[name] = end.status
-        if end.status == "failed" and end.permanent:
+        if end.status == ShardStatus.FAILED and end.permanent:
             result.permanent.add(name)
         self.progress.shard_done(name, end.status)
 
@@ -160,7 +158,7 @@ class Scanner:
         wall = time.time() - timing["wall_start"]
         return {
             "shard": job.name, "url": redact(job.url), "status": end.status, "error": end.error and redact(end.error),
-            "failure": None if end.status != "failed" else "permanent" if end.permanent else "transient",
+            "failure": None if end.status != ShardStatus.FAILED else "permanent" if end.permanent else "transient",
             "members_ignored": end.members_ignored, "ignored_kinds": end.ignored_kinds,
             "seconds": {"wall": round(wall, 4), "model": round(timing["model"], 4),
                         "decode_preprocess_workers": round(timing["prep"], 4)},
@@ -197,7 +195,7 @@ def score_batch(backend, batch: PreparedBatch):
     except Exception as exc:
         for meta in batch.metas:
             if meta.image_row >= 0 or meta.caption_row >= 0:
-                meta.status, meta.error = "inference_error", f"{type(exc).__name__}: {exc}"[:500]
+                meta.status, meta.error = SampleStatus.INFERENCE_ERROR, f"{type(exc).__name__}: {exc}"[:500]
                 meta.image_row = meta.caption_row = -1
         return None, None, {}
 

@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 from vlmaudit.errors import ShardSpecError
+from vlmaudit.storage.location import is_url
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 SHARD_SUFFIXES = TAR_SUFFIXES + (".parquet", ".arrow")
@@ -16,7 +17,7 @@ GLOB_CHARS = re.compile(r"[*?\[]")
 
 
 def is_remote(spec: str) -> bool:
-    return spec.startswith("pipe:") or "://" in spec
+    return spec.startswith("pipe:") or is_url(spec)
 
 
 def expand_shard_specs(specs: list[str], hub=None, folder_shard_size: int | None = None) -> list[str]:
@@ -44,7 +45,7 @@ def _expand_one(item: str, folder_shard_size: int | None = None) -> list[str]:
 
     if item.startswith("pipe:") or is_folder_shard(item):
         return [item]
-    if "://" in item:
+    if is_url(item):
         return _expand_remote_glob(item) if GLOB_CHARS.search(item) or item.endswith("/") else [item]
     if GLOB_CHARS.search(item):
         found = _without_sidecars(sorted(p for p in glob.glob(item) if _is_shard_file(Path(p))))

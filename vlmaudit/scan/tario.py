@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, Callable, Iterator, NamedTuple
 
 from vlmaudit.scan.lifetime import shell_argv
+from vlmaudit.storage.location import is_url
+from vlmaudit.schema import ShardStatus
 
 DATA_ERRORS = (tarfile.TarError, EOFError, OSError, ValueError)
 MAX_HEADER_BYTES = 64 << 10  # pax / GNU long-name headers: a long name is a few KiB at most
@@ -26,7 +28,7 @@ class TarEnd:
     permanent when re-running cannot help (a local file that is missing, unreadable or not a
     tar), else transient (network, a pipe: command, an unexpected error)."""
 
-    status: str = "complete"
+    status: str = ShardStatus.COMPLETE
     error: str | None = None
     permanent: bool = False
     members_ignored: int = 0
@@ -94,7 +96,7 @@ def open_stream(url: str) -> BinaryIO:
     if url.startswith("pipe:"):
         proc = subprocess.Popen(shell_argv(url[5:]), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         return _PipeStream(proc, url)
-    if "://" in url:
+    if is_url(url):
         import fsspec
 
         return fsspec.open(url, "rb").open()
@@ -140,7 +142,7 @@ def iter_members(
             yield from _member(tf, member, end, wanted, max_bytes)
         _record_stop(tf, end)
     except DATA_ERRORS as exc:
-        end.status, end.error = "truncated", _describe(exc, "tar damaged")
+        end.status, end.error = ShardStatus.TRUNCATED, _describe(exc, "tar damaged")
 
 
 def _member(tf, member, end: TarEnd, wanted, max_bytes):
@@ -164,9 +166,9 @@ def _record_stop(tf, end: TarEnd) -> None:
     if stop is None or isinstance(stop, tarfile.EOFHeaderError):
         return  # clean end-of-archive marker
     if isinstance(stop, tarfile.EmptyHeaderError):
-        end.status, end.error = "truncated", "archive ends without an end-of-archive marker"
+        end.status, end.error = ShardStatus.TRUNCATED, "archive ends without an end-of-archive marker"
     else:
-        end.status, end.error = "truncated", _describe(stop, "corrupt tar header")
+        end.status, end.error = ShardStatus.TRUNCATED, _describe(stop, "corrupt tar header")
 
 
 def _describe(exc: BaseException, what: str) -> str:

@@ -17,6 +17,7 @@ from vlmaudit.scan.table_columns import ColumnChoice
 from vlmaudit.scan.rows import RowMeta
 from vlmaudit.scan.samples import iter_samples
 from vlmaudit.scan.tario import TarEnd, open_stream
+from vlmaudit.schema import SampleStatus, ShardStatus
 
 EXTREME_ASPECT = 20.0
 PERMANENT_OPEN_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
@@ -79,7 +80,7 @@ def prepare_shard(job: ShardJob, preprocessor, settings: ScanSettings, select=No
                 yield prepare_batch(job, pending, preprocessor, settings)
                 yielded, pending = yielded + len(pending), []
     except Exception as exc:  # a bug or an exotic error: record it on the shard
-        end.status = "truncated" if yielded or pending else "failed"
+        end.status = ShardStatus.TRUNCATED if yielded or pending else ShardStatus.FAILED
         end.error = f"unexpected error: {type(exc).__name__}: {exc}"
     yield prepare_batch(job, pending, preprocessor, settings, final=True, end=end)
 
@@ -94,7 +95,7 @@ def _samples_with_retries(job: ShardJob, end: TarEnd, settings: ScanSettings):
         try:
             stream = open_stream(job.url)
         except Exception as exc:  # fsspec/network errors come in many types
-            end.status, end.error = "failed", f"cannot open: {type(exc).__name__}: {exc}"
+            end.status, end.error = ShardStatus.FAILED, f"cannot open: {type(exc).__name__}: {exc}"
             if _is_local(job.url) and isinstance(exc, PERMANENT_OPEN_ERRORS):
                 end.permanent = True
                 return
@@ -108,7 +109,7 @@ def _samples_with_retries(job: ShardJob, end: TarEnd, settings: ScanSettings):
                 _close_quietly(stream)
             if yielded or end.status != "unreadable":
                 return
-            end.status = "failed"
+            end.status = ShardStatus.FAILED
             if _is_local(job.url):  # the bytes were read: they are not a tar, and will not become one
                 end.permanent = True
                 return
@@ -125,7 +126,9 @@ def _read_samples(url: str, stream, end: TarEnd, settings: ScanSettings):
 
 
 def _is_local(url: str) -> bool:
-    return not url.startswith("pipe:") and "://" not in url
+    from vlmaudit.storage.location import is_url
+
+    return not url.startswith("pipe:") and not is_url(url)
 
 
 def _close_quietly(stream) -> None:
@@ -140,7 +143,7 @@ def prepare_batch(job, samples, preprocessor, settings, final=False, end=None) -
     metas, images, captions, jpegs = [], [], [], []
     for sample in samples:
         meta = _deferred(sample, settings, len(metas), jpegs) or _decode_sample(sample, preprocessor, settings, images)
-        if meta.status != "duplicate_key" and sample.caption is not None:
+        if meta.status != SampleStatus.DUPLICATE_KEY and sample.caption is not None:
             meta.caption_row = len(captions)
             captions.append(sample.caption)
         metas.append(meta)
@@ -157,24 +160,24 @@ def _deferred(sample, settings, position: int, jpegs: list) -> RowMeta | None:
     if size is None:
         return None
     jpegs.append((position, sample.image))
-    return RowMeta(sample.key, sample.index, sample.url, sample.caption, "ok", None, *size, notes=list(sample.notes))
+    return RowMeta(sample.key, sample.index, sample.url, sample.caption, SampleStatus.OK, None, *size, notes=list(sample.notes))
 
 
 def _decode_sample(sample, preprocessor, settings, images: list) -> RowMeta:
-    meta = RowMeta(sample.key, sample.index, sample.url, sample.caption, sample.status or "ok",
+    meta = RowMeta(sample.key, sample.index, sample.url, sample.caption, sample.status or SampleStatus.OK,
                    sample.error, notes=list(sample.notes))
     if sample.status is not None:
         return meta
     if sample.image is None:
-        meta.status, meta.error = "missing_image", "sample has no image member"
+        meta.status, meta.error = SampleStatus.MISSING_IMAGE, "sample has no image member"
         return meta
     try:
         image, (meta.width, meta.height) = decode_image(sample.image, settings.max_pixels, preprocessor.draft_size)
     except ImageTooLarge as exc:
-        meta.status, meta.error = "too_large", str(exc)
+        meta.status, meta.error = SampleStatus.TOO_LARGE, str(exc)
         return meta
     except ImageDecodeError as exc:
-        meta.status, meta.error = "decode_error", str(exc)
+        meta.status, meta.error = SampleStatus.DECODE_ERROR, str(exc)
         return meta
     meta.image_row = len(images)
     images.append(_guard_aspect(image, meta))
@@ -210,5 +213,5 @@ def _prepare_one_by_one(preprocessor, metas, images, captions) -> dict:
             preprocessor.prepare([images[meta.image_row]], [])
             meta.image_row, good = len(good), good + [images[meta.image_row]]
         except Exception as exc:
-            meta.status, meta.error, meta.image_row = "decode_error", f"preprocessing failed: {type(exc).__name__}: {exc}", -1
+            meta.status, meta.error, meta.image_row = SampleStatus.DECODE_ERROR, f"preprocessing failed: {type(exc).__name__}: {exc}", -1
     return preprocessor.prepare(good, captions)

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from vlmaudit.storage.localfiles import ShardClaim, create_exclusive, remove_abandoned_temps, temp_path, write_text_atomic
 from vlmaudit.storage.location import Location
+from vlmaudit.schema import DONE
 
 ROW_GROUP_ROWS = 8192
-DONE = ("complete", "truncated")
 
 
 def parquet_name(name: str) -> str:

@@ -16,7 +16,16 @@ EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "az": "azure", "ab
 
 
 def is_url(where) -> bool:
+    """A text that starts with SCHEME:// (s3://, hf://, https://...); a Path is always local."""
     return isinstance(where, str) and bool(URL.match(where))
+
+
+def open_input(path):
+    """A binary file object for a local path or an fsspec URL (s3://...)."""
+    if is_url(path):
+        fs, inner = filesystem(str(path))
+        return fs.open(inner, "rb")
+    return open(path, "rb")
 
 
 def redact(text: str) -> str:
