@@ -69,7 +69,7 @@ def run(root: Path, args) -> dict:
                          "device": backend.device, "precision": backend.precision}
         print(name, results[name], flush=True)
     base = results.get("clip", {}).get("end_to_end_samples_per_s")
-    for name, row in results.items():
+    for row in results.values():
         row["vs_clip"] = round(row["end_to_end_samples_per_s"] / base, 4) if base else None
     return results
 

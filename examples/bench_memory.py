@@ -7,7 +7,6 @@ for: the main process, which holds the model) for 5 shards, 50 shards and one 20
 """
 
 import os
-import resource
 import subprocess
 import sys
 import tempfile

@@ -73,7 +73,7 @@ def test_every_row_of_a_stratum_is_equally_likely(tmp_path):
     hits, prob = {}, {}
     for seed in range(seeds):
         result = draw(files, meta, Params(size=24, bands=3, seed=seed))
-        for shard, index, h in result.picks:
+        for _shard, index, h in result.picks:
             hits[index] = hits.get(index, 0) + 1
             prob[index] = result.strata[h].drawn / result.strata[h].rows
     assert len(hits) > 100  # nearly every row is drawn at least once

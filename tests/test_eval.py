@@ -11,7 +11,7 @@ from conftest import ROWS, png, run_cli
 
 def options_for(concept: str, letter: str) -> str:
     others = iter(["Robbery", "Graffiti", "Elections"])
-    return " \n".join(f"{l}: {concept if l == letter else next(others)}" for l in "ABCD")
+    return " \n".join(f"{x}: {concept if x == letter else next(others)}" for x in "ABCD")
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ blurred until clicked, escaping of every piece of data; opened in a real headles
 DevTools protocol (no console error, charts drawn at a non-zero size, nothing fetched from the
 network, images blurred before a click and not after), with a screenshot for a person to look at."""
 
+import csv
 import json
 import os
 import re
@@ -12,18 +13,30 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import run_cli, scanned_demo
 
-from test_estimate_cli import draw, label_all
-
 HOSTILE = "<img src=x onerror=\"document.title='pwned'\">"
+
+
+def labelled_review(root, reports_dir):
+    """`vlmaudit sample` of the reports, every drawn row labelled (every third one: sexual)."""
+    out = root / "review"
+    result = run_cli("sample", reports_dir, "--size", 24, "--out", out, "--seed", 7)
+    assert result.exit_code == 0, result.output
+    with open(out / "review.csv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    for i, row in enumerate(rows):
+        row["labels"] = "sexual" if i % 3 == 0 else "safe"
+    with open(out / "review.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return out
 
 
 @pytest.fixture(scope="module")
 def reports(tiny_clip, tmp_path_factory):
     root = tmp_path_factory.mktemp("html")
     _, out = scanned_demo(root, tiny_clip, shards=3, per_shard=20)
-    labels = draw(root, out, "review")
-    label_all(labels, lambda r: "sexual" if r["key"].endswith("1") else "safe")
-    return root, out, labels
+    return root, out, labelled_review(root, out)
 
 
 def summary_of(reports_dir, *args):
@@ -124,6 +137,7 @@ def test_report_in_a_real_browser(reports, tmp_path):
     from pathlib import Path
 
     from cdp import Browser, chromium_or_skip
+
     from vlmaudit.report.html_page import to_html
 
     binary = chromium_or_skip()
@@ -149,6 +163,12 @@ def test_report_in_a_real_browser(reports, tmp_path):
         browser.click(".shield", caption)
         after = browser.evaluate(FILTERS)
         assert after[image] == after[caption] == "none" and sum(f == "none" for f in after) == 2, after
+        assert browser.evaluate("document.querySelectorAll('svg circle').length") >= 1  # an estimate with its interval
+        browser.click("#reveal")  # reveal all: whatever was still blurred
+        assert set(browser.evaluate(FILTERS)) == {"none"}
+        browser.click("#reveal")
+        assert all(f.startswith("blur(") for f in browser.evaluate(FILTERS))
+        browser.click(".shield", image)
         browser.evaluate("window.scrollTo(0, 0)")
         shot = browser.screenshot(tmp_path / "report.png")
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -9,8 +9,7 @@ import os
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import run_cli, scan_args
-from test_eval import ROWS, png
+from conftest import ROWS, png, run_cli, scan_args
 
 
 def write_pairs(root):
@@ -66,6 +65,22 @@ def test_pairs_folder_scans_into_stable_shards_that_resume(tmp_path, tiny_clip):
     again = run_cli(*args)
     assert again.exit_code == 0, again.output
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.parquet")} == before  # resumed: nothing rescanned
+    (root / "a" / "00.png").write_bytes(png(5))  # shard 0 now holds other files: not skipped as done
+    changed = run_cli(*args)
+    assert changed.exit_code == 2 and "pairs-00000 was scanned from other files" in changed.output
+    assert run_cli(*scan_args([root], out, tiny_clip, "--folder-shard-size", "4")).exit_code == 2
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.parquet")} == before
+
+
+def test_oversized_files_are_too_large_rows(tmp_path, tiny_clip):
+    root = tmp_path / "big"
+    root.mkdir()
+    (root / "0.png").write_bytes(png(0))
+    (root / "0.txt").write_text("x" * 5000)
+    out = tmp_path / "reports"
+    assert run_cli(*scan_args([root], out, tiny_clip, "--max-member-bytes", "100")).exit_code == 0
+    (row,) = rows_of(out)[0].values()
+    assert row["status"] == "too_large" and row["caption"] is None and "100-byte limit" in row["error"]
 
 
 def test_imagefolder_metadata_rows_and_containment(tmp_path, tiny_clip):
@@ -175,3 +190,36 @@ def test_gallery_shows_folder_images_and_write_shards_refuses_them(tmp_path, tin
     assert "data:image/jpeg;base64," in page.read_text() and "note:" not in result.output
     result = run_cli("filter", out, "--policy", "permissive", "--out", tmp_path / "f", "--write-shards", tmp_path / "kept")
     assert result.exit_code == 2 and "loose image folder" in result.output
+
+
+def test_ray_engine_reads_a_folder_like_the_local_engine(tmp_path, tiny_clip):
+    import ray
+    from conftest import rows, same_rows
+
+    root = write_pairs(tmp_path / "pairs")
+    local, distributed = tmp_path / "local", tmp_path / "ray"
+    assert run_cli(*scan_args([root], local, tiny_clip, "--folder-shard-size", "3")).exit_code == 0
+    ray.init(num_cpus=2, object_store_memory=200 * 1024**2, include_dashboard=False, log_to_driver=False)
+    try:
+        result = run_cli(*scan_args([root], distributed, tiny_clip, "--folder-shard-size", "3", "--engine", "ray",
+                                    "--workers", "2"))
+    finally:
+        ray.shutdown()
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in distributed.glob("*.parquet")) == ["pairs-00000.parquet", "pairs-00001.parquet",
+                                                                     "pairs-00002.parquet"]
+    assert same_rows(rows(distributed), rows(local))
+
+
+def test_a_shard_whose_files_changed_after_listing_fails_instead_of_mixing(tmp_path):
+    from vlmaudit.scan.folder_source import expand_folder, iter_folder_samples, list_folder
+    from vlmaudit.scan.tario import TarEnd
+
+    root = write_pairs(tmp_path / "pairs")
+    (url,) = expand_folder(str(root), 100)
+    assert len(list(iter_folder_samples(url, TarEnd(), 1 << 20, 100))) == 8
+    (root / "a" / "00.png").write_bytes(png(5))
+    list_folder.cache_clear()  # a worker that lists the folder again
+    end = TarEnd()
+    assert list(iter_folder_samples(url, end, 1 << 20, 100)) == [] and end.status == "failed"
+    assert "changed" in end.error

@@ -113,7 +113,7 @@ def handle_errors(command):
             fail(f"{exc.filename or 'output'}: {exc.strerror or exc}", 1)
         except KeyboardInterrupt:
             typer.echo("interrupted: finished shards are kept; re-run the same command to resume", err=True)
-            raise typer.Exit(130)
+            raise typer.Exit(130) from None
 
     return wrapper
 

@@ -53,7 +53,7 @@ class VisionTower:
     @property
     def width(self) -> int:
         config = getattr(self.model, "config", None)
-        return int(getattr(config, "hidden_size"))
+        return int(config.hidden_size)
 
 
 def pool_grid(hidden):

@@ -188,7 +188,7 @@ def scalar_score_column(name: str) -> bool:
 
 
 def _check_columns(path: Path, schema) -> None:
-    for name, kind in REQUIRED_COLUMNS.items():
+    for name in REQUIRED_COLUMNS:
         if name not in schema.names:
             raise DamagedReport(f"{path}: column {name!r} is missing (not a vlmaudit report?)")
     expected = {**REQUIRED_COLUMNS, **OPTIONAL_COLUMNS, **{n: "float" for n in schema.names if scalar_score_column(n)}}

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import hashlib
 import io
 import json
 import os
@@ -52,14 +53,25 @@ def is_folder_shard(url: str) -> bool:
     return url.startswith(PREFIX)
 
 
-def folder_shard_url(root: str, index: int, size: int) -> str:
-    return f"{PREFIX}{root}#{index}:{size}"
+def folder_shard_url(root: str, index: int, size: int, keys: list[str]) -> str:
+    """`folder:ROOT#INDEX:SIZE:DIGEST`; DIGEST (of the shard's keys) tells a resumed scan whether
+    the shard still holds the same files."""
+    digest = hashlib.sha256("\n".join(keys).encode("utf-8", "replace")).hexdigest()[:12]
+    return f"{PREFIX}{root}#{index}:{size}:{digest}"
 
 
 def parse_folder_shard(url: str) -> tuple[str, int, int]:
     root, _, where = url[len(PREFIX):].rpartition("#")
-    index, _, size = where.partition(":")
+    index, size = where.split(":")[:2]
     return root, int(index), int(size)
+
+
+def changed_since_scanned(recorded, url: str) -> str | None:
+    """Why a done folder shard must not be skipped on resume (other files, another size), or None."""
+    if not is_folder_shard(url) or recorded == url:
+        return None
+    return (f"{folder_shard_name(url)} was scanned from other files or another --folder-shard-size "
+            f"(recorded {str(recorded)[-40:]!r}, now {url[-40:]!r})")
 
 
 def folder_shard_name(url: str) -> str:
@@ -98,10 +110,12 @@ def expand_folder(path: str, size: int) -> list[str]:
     if size < 1:
         raise ShardSpecError(f"--folder-shard-size must be at least 1, got {size}")
     root = os.path.abspath(path)
+    list_folder.cache_clear()  # list afresh at each expansion; workers reuse (or redo) this listing
     entries = list_folder(root)
     if not entries:
         raise ShardSpecError(f"{path}: no images and no metadata rows in this folder")
-    return [folder_shard_url(root, i, size) for i in range((len(entries) + size - 1) // size)]
+    return [folder_shard_url(root, i, size, [e.key for e in entries[i * size:(i + 1) * size]])
+            for i in range((len(entries) + size - 1) // size)]
 
 
 def folder_shard_samples(url: str) -> int:
@@ -233,7 +247,12 @@ def iter_folder_samples(url: str, end, max_bytes: int, max_caption_chars: int):
     if not os.path.isdir(root):
         end.status, end.error, end.permanent = "failed", f"cannot open: {root} is not a directory", True
         return
-    for position, entry in enumerate(list_folder(root)[index * size:(index + 1) * size]):
+    entries = list_folder(root)[index * size:(index + 1) * size]
+    if folder_shard_url(root, index, size, [e.key for e in entries]) != url:
+        end.status, end.permanent = "failed", True
+        end.error = "the folder's files changed since the shard list was made: scan it again"
+        return
+    for position, entry in enumerate(entries):
         yield _sample(root, entry, position, max_bytes, max_caption_chars)
 
 

@@ -77,7 +77,7 @@ def read_schema(url: str):
         stream.close()
 
 
-def iter_table_images(url: str, choice: ColumnChoice = ColumnChoice(), max_bytes: int = 64 << 20):
+def iter_table_images(url: str, choice: ColumnChoice = ColumnChoice(), max_bytes: int = 64 << 20):  # noqa: B008 (frozen)
     """(key, image bytes) of every row that has an image: the report gallery's thumbnails."""
     from vlmaudit.scan.tario import open_stream
 

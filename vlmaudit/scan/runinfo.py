@@ -47,8 +47,21 @@ def split_done(jobs: list[ShardJob], out_dir, overwrite: bool) -> tuple[list[Sha
         return jobs, []
     out = as_location(out_dir)
     done = [job for job in jobs if shard_is_done(out, job.name)]
+    _check_folder_shards(out, done)
     names = {job.name for job in done}
     return [job for job in jobs if job.name not in names], done
+
+
+def _check_folder_shards(out, done: list[ShardJob]) -> None:
+    """A done shard of a loose image folder is skipped only if it still holds the same files."""
+    from vlmaudit.scan.folder_source import changed_since_scanned, is_folder_shard
+    from vlmaudit.scan.writer import stats_name
+
+    for job in done:
+        if is_folder_shard(job.url):
+            problem = changed_since_scanned((out.read_json(stats_name(job.name)) or {}).get("url"), job.url)
+            if problem:
+                raise ResumeConflict(f"{out}: {problem}; use another --out, or --overwrite to rescan")
 
 
 def prepare_out_dir(out_dir) -> None:
