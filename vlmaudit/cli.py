@@ -190,6 +190,7 @@ def scan(
     decode: Annotated[str, typer.Option(help="JPEG decoding: auto (gpu when the model is on CUDA and torchvision is installed), cpu, gpu.")] = SCAN.decode,
     compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the model (clip backend; slow first batch).")] = False,
     folder_shard_size: Annotated[int, typer.Option(min=1, metavar="N", help="Folders of loose images: samples per shard (keep it when resuming).")] = SCAN.folder_shard_size,
+    hashes: Annotated[bool, typer.Option("--hashes/--no-hashes", help="SHA-256, MD5 and PDQ of every image, for `vlmaudit match`.")] = SCAN.hashes,
 ):
     """Score every image and caption of SHARDS against every concept; write per-shard Parquet."""
     from vlmaudit.commands.scan import ScanRequest, run_scan_command
@@ -206,7 +207,7 @@ def scan(
         escalate_top=escalate_top, thresholds=thresholds, image_column=image_column, caption_column=caption_column,
         key_column=key_column, split=split, config=config, revision=revision, engine=engine, ray_address=ray_address,
         gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker, actors=actors, decode=decode,
-        compile=compile_model, progress_every=progress_every, folder_shard_size=folder_shard_size)
+        compile=compile_model, progress_every=progress_every, folder_shard_size=folder_shard_size, hashes=hashes)
     raise typer.Exit(run_scan_command(request))
 
 

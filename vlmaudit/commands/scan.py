@@ -48,6 +48,7 @@ def run_scan_command(request: ScanRequest) -> int:
         engine = LocalEngine(request.spec())
     try:
         record = runinfo.run_record(engine.describe(), rules, _config(request), planned)
+        record["hashes"] = _hash_record(request.hashes)
         runinfo.check_resume(request.out, record, request.overwrite)
         runinfo.write_run_record(request.out, record)
         if done:
@@ -119,3 +120,14 @@ def _config(request: ScanRequest) -> dict:
     config["head"] = str(request.head) if request.head else None
     config["thresholds"] = str(request.thresholds) if request.thresholds else None
     return config
+
+
+def _hash_record(enabled: bool) -> dict:
+    """Which known-content hashes the report columns hold (run.json): PDQ needs the `hashes` extra."""
+    from vlmaudit.scan.hashing import pdq_available
+
+    if not enabled:
+        return {"sha256": False, "md5": False, "pdq": False, "note": "--no-hashes"}
+    pdq = pdq_available()
+    note = None if pdq else "PDQ not computed: pdqhash is not installed (pip install 'vlmaudit[hashes]')"
+    return {"sha256": True, "md5": True, "pdq": pdq, "note": note}
