@@ -350,6 +350,23 @@ def estimate(
     run_estimate(report_location(report_dir), labels, "json" if as_json else fmt, output, allow_mixed)
 
 
+@app.command()
+@handle_errors
+def match(
+    report_dir: Annotated[Path, typer.Argument(help="The reports whose stored hashes are matched (images are never read).")],
+    bank: Annotated[list[str], typer.Option("--bank", metavar="[KIND:]FILE", help="Hash bank: PDQ CSV/TSV (ThreatExchange / HMA), MD5 or SHA-256 list, or a previous matches.parquet; repeatable.")] = [],
+    out: Annotated[Optional[Path], typer.Option("--out", help="Where the removal list goes (default REPORTS/matches).")] = None,
+    pdq_distance: Annotated[int, typer.Option(min=0, max=63, help="PDQ: largest Hamming distance that matches (Meta recommends 31).")] = 31,
+    min_quality: Annotated[int, typer.Option(min=0, max=100, help="PDQ: skip report hashes below this quality.")] = 50,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
+):
+    """Match stored image hashes against hash banks; write a removal list (never shows an image)."""
+    from vlmaudit.commands.match import run_match
+    from vlmaudit.match.run import MatchOptions
+
+    raise typer.Exit(run_match(report_dir, bank, out, MatchOptions(pdq_distance, min_quality), quiet))
+
+
 @app.command(name="train-head")
 @handle_errors
 def train_head(
