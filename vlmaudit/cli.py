@@ -191,6 +191,7 @@ def scan(
     compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the model (clip backend; slow first batch).")] = False,
     folder_shard_size: Annotated[int, typer.Option(min=1, metavar="N", help="Folders of loose images: samples per shard (keep it when resuming).")] = SCAN.folder_shard_size,
     hashes: Annotated[bool, typer.Option("--hashes/--no-hashes", help="SHA-256, MD5 and PDQ of every image, for `vlmaudit match`.")] = SCAN.hashes,
+    bank: Annotated[list[str], typer.Option("--bank", metavar="[KIND:]FILE", help="Match this hash bank when the scan ends (OUT/matches); repeatable.")] = [],
 ):
     """Score every image and caption of SHARDS against every concept; write per-shard Parquet."""
     from vlmaudit.commands.scan import ScanRequest, run_scan_command
@@ -207,7 +208,8 @@ def scan(
         escalate_top=escalate_top, thresholds=thresholds, image_column=image_column, caption_column=caption_column,
         key_column=key_column, split=split, config=config, revision=revision, engine=engine, ray_address=ray_address,
         gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker, actors=actors, decode=decode,
-        compile=compile_model, progress_every=progress_every, folder_shard_size=folder_shard_size, hashes=hashes)
+        compile=compile_model, progress_every=progress_every, folder_shard_size=folder_shard_size, hashes=hashes,
+        banks=bank)
     raise typer.Exit(run_scan_command(request))
 
 
@@ -297,6 +299,7 @@ def filter_(
     allow_mixed: MixedOpt = False,
     quiet: QuietOpt = False,
     progress_every: ProgressEveryOpt = 30.0,
+    bank: Annotated[list[str], typer.Option("--bank", metavar="[KIND:]FILE", help="Also drop (or the policy's `match:` action) samples matching this hash bank; repeatable.")] = [],
 ):
     """Decide keep / drop / review per sample from stored scores and a policy (no rescan)."""
     from vlmaudit.commands.filter import run_filter_command
@@ -305,7 +308,7 @@ def filter_(
 
     run_filter_command(report_location(report_dir), policy, report_location(out), on_failed, allow_partial, write_shards, rules,
                        ReReadOptions(shards, allow_scheme, max_member_bytes), allow_mixed,
-                       ProgressOptions(quiet, progress_every))
+                       ProgressOptions(quiet, progress_every), bank)
 
 
 @app.command()

@@ -31,6 +31,13 @@ def run_match(report_dir: Path, banks: list[str], out: Path | None, options: Mat
     return 0
 
 
+def match_files(files, banks, options: MatchOptions | None = None, progress=None):
+    """The removal list (an Arrow table) of report FILES against BANKS."""
+    options = options or MatchOptions()
+    _unique_names(banks)
+    return match_batches(_batches(files, options.batch_rows), banks, options, progress).table()
+
+
 def _unique_names(banks) -> None:
     seen = set()
     for bank in banks:

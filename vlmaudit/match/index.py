@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from vlmaudit.errors import UserError
 from vlmaudit.match.banks import Bank
 
 FLAT_BELOW = 50_000  # bank sizes where brute force beats the hash tables
@@ -18,7 +19,10 @@ class PdqIndex:
     within nflip flips finds every match."""
 
     def __init__(self, bank: Bank, max_distance: int):
-        import faiss
+        try:
+            import faiss
+        except ImportError:
+            raise UserError("PDQ banks are matched with faiss: pip install 'vlmaudit[hashes]'") from None
 
         self.bank, self.radius = bank, max_distance + 1  # faiss: distance < radius
         if len(bank.hashes) < FLAT_BELOW:

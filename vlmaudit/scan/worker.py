@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from vlmaudit.scan.folder_source import is_folder_shard, iter_folder_samples
 from vlmaudit.scan.gpu_decode import defer_jpeg
-from vlmaudit.scan.hashing import ImageHashes, byte_digests, pdq_hash
+from vlmaudit.scan.hashing import ImageHashes, byte_digests, hashing_draft, pdq_hash
 from vlmaudit.scan.imaging import ImageDecodeError, ImageTooLarge, decode_image
 from vlmaudit.scan.parquet_source import is_table_shard, iter_table_samples
 from vlmaudit.scan.table_columns import ColumnChoice
@@ -179,7 +179,8 @@ def _decode_sample(sample, preprocessor, settings, images: list) -> RowMeta:
     if settings.hashes:
         meta.hashes = ImageHashes(*byte_digests(sample.image))
     try:
-        image, (meta.width, meta.height) = decode_image(sample.image, settings.max_pixels, preprocessor.draft_size)
+        draft = hashing_draft(preprocessor.draft_size, settings.hashes)
+        image, (meta.width, meta.height) = decode_image(sample.image, settings.max_pixels, draft)
     except ImageTooLarge as exc:
         meta.status, meta.error = SampleStatus.TOO_LARGE, str(exc)
         return meta
