@@ -160,7 +160,7 @@ def _break(path: Path) -> None:
 def remove_abandoned_temps(out_dir: Path, name: str) -> int:
     """Delete temporary files of shard NAME left by writers that are gone; returns how many."""
     removed = 0
-    prefixes = (f".{name}.parquet.", f".{name}.stats.json.")
+    prefixes = (f".{name}.parquet.", f".{name}.stats.json.", f".{name}.summary.json.", f".{name}.hist.bin.")
     for path in out_dir.iterdir() if out_dir.is_dir() else []:
         match = OWNER.search(path.name)
         if not path.name.startswith(prefixes) or not match:
