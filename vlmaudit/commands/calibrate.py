@@ -83,7 +83,9 @@ def _write(request: CalibrateRequest, results: list[dict]) -> None:
               f"modality {request.modality}.\nCategories / concepts not listed could not be calibrated and keep the "
               "thresholds this file is applied to.")
     request.out.parent.mkdir(parents=True, exist_ok=True)
-    request.out.write_text(thresholds_yaml({section: entries}, header), encoding="utf-8")
+    from vlmaudit.storage.localfiles import write_text_atomic
+
+    write_text_atomic(request.out, thresholds_yaml({section: entries}, header))
 
 
 def print_calibration(summary: dict) -> None:

@@ -67,7 +67,9 @@ def run_distill(request: DistillRequest, settings) -> dict:
     metrics.update(train_samples=int(len(train_idx)), distilled_from=str(request.report_dir), cutoff=request.cutoff,
                    judge=meta.get("model", {}).get("judge", meta.get("model", {})).get("model"))
     save_head(head, request.out, _head_config(tower, taxonomy, settings, features.shape, metrics))
-    (request.out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    from vlmaudit.storage.localfiles import write_text_atomic
+
+    write_text_atomic(request.out / "metrics.json", json.dumps(metrics, indent=2))
     _print_metrics(console, metrics)
     console.print(f"held-out agreement with the judge: unsafe vs safe {_fmt(metrics['unsafe_vs_safe_accuracy'])}, "
                   f"category {_fmt(metrics['category_accuracy'])} on {metrics['samples']} samples")

@@ -203,7 +203,9 @@ def _emit(summary: dict, request: ReportRequest) -> None:
     if "estimates" in summary and request.fmt == "markdown":  # the HTML page draws its own
         text = _with_estimates(text, summary["estimates"], request.fmt)
     if request.output:
-        request.output.write_text(text, encoding="utf-8")
+        from vlmaudit.storage.localfiles import write_text_atomic
+
+        write_text_atomic(request.output, text)
     else:
         print(text)
 

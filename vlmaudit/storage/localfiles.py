@@ -9,6 +9,7 @@ import re
 import secrets
 import socket
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 STALE_SECONDS = 1800.0  # a claim not refreshed for this long is abandoned (its writer hung or is gone)
@@ -38,6 +39,21 @@ def write_text_atomic(path: Path, text: str) -> None:
             handle.write(text.encode("utf-8"))
             handle.flush()
             os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_output(path: Path):
+    """A binary handle whose bytes appear at `path` only when the block ends without error: written
+    to a unique temporary sibling created exclusively, then renamed over `path` (a symlink planted
+    at `path` is replaced, its target never written)."""
+    path = Path(path)
+    tmp = temp_path(path, "tmp")
+    try:
+        with create_exclusive(tmp) as handle:
+            yield handle
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -173,7 +189,6 @@ def remove_abandoned_temps(out_dir: Path, name: str) -> int:
 
 def check_writable_dir(path: Path, flag: str = "--out") -> None:
     """Fail in one line, before anything loads or trains, when `path` cannot be a directory we write."""
-    import os
 
     from vlmaudit.errors import UserError
 
@@ -182,8 +197,9 @@ def check_writable_dir(path: Path, flag: str = "--out") -> None:
         raise UserError(f"{flag} {path}: exists and is not a directory")
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"ok")
+        probe = temp_path(path / ".write-test", "tmp")
+        with create_exclusive(probe) as handle:  # a unique name, never through a planted symlink
+            handle.write(b"ok")
         probe.unlink()
     except OSError as exc:
         raise UserError(f"{flag} {path}: cannot write there ({exc.strerror or exc})") from None
