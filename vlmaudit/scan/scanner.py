@@ -84,7 +84,7 @@ class Scanner:
 
     def _handle(self, batch: PreparedBatch, result: ScanResult) -> None:
         name = batch.job.name
-        writer = self.writers.get(name) or self._open(name)
+        writer = self.writers.get(name) or self._open(name, batch.job.takeover)
         if writer is None:
             self._skip(batch, result)
             return
@@ -102,11 +102,11 @@ class Scanner:
         if batch.final:
             self._finish(batch, writer, result)
 
-    def _open(self, name: str) -> ShardWriter | None:
+    def _open(self, name: str, takeover: tuple[str, int] | None = None) -> ShardWriter | None:
         if name in self.skipping:
             return None
         writer = ShardWriter.claim_shard(self.out, name, self.schema, hold=has_second_stage(self.backend),
-                                         rescan_done=self.settings.overwrite)
+                                         rescan_done=self.settings.overwrite, takeover=takeover)
         if writer is None:
             self.skipping.add(name)
             return None
