@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, write_tar
 
 
 def report(out_dir, shard, image, keys):
@@ -97,3 +97,32 @@ def test_distill_never_loads_the_model_a_report_names(tmp_path):
     with pytest.raises(UserError) as err:
         vision_model(request, meta)
     assert "--vision-model" in str(err.value) and "\x1b" not in str(err.value)
+
+
+def test_table_keys_and_urls_are_capped_like_tar_names(tmp_path):
+    from vlmaudit.scan.parquet_source import iter_table_samples
+    from vlmaudit.scan.samples import MAX_NAME_CHARS
+    from vlmaudit.scan.table_columns import ColumnChoice
+    from vlmaudit.scan.tario import TarEnd
+
+    long_key, long_url = "k" * (MAX_NAME_CHARS * 50), "https://x/" + "u" * (MAX_NAME_CHARS * 50)
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"key": [long_key, long_key + "2", "ok"], "url": [long_url, None, "https://x/ok"],
+                             "jpg": pa.array([b"a", b"b", b"c"], pa.binary()), "caption": ["c"] * 3}), path)
+    with open(path, "rb") as stream:
+        samples = list(iter_table_samples(stream, str(path), TarEnd(), ColumnChoice(), 1 << 20, 1000))
+    assert all(len(s.key) <= MAX_NAME_CHARS and (s.url is None or len(s.url) <= MAX_NAME_CHARS) for s in samples)
+    assert samples[0].key != samples[1].key and samples[0].status == "bad_name" and samples[0].image is None
+    assert "url_capped" in samples[0].notes and samples[2].key == "ok" and samples[2].status is None
+
+
+def test_stats_list_a_bounded_number_of_ignored_member_kinds(tmp_path):
+    from vlmaudit.scan.samples import iter_samples
+    from vlmaudit.scan.tario import MAX_IGNORED_KINDS, TarEnd
+
+    shard = write_tar(tmp_path / "s.tar", [("a.jpg", b"x")] + [(f"a.e{i}", b"") for i in range(1000)])
+    end = TarEnd()
+    with open(shard, "rb") as stream:
+        list(iter_samples(stream, end, 1 << 20, 1000))
+    assert end.members_ignored == 1000 and len(end.ignored_kinds) <= MAX_IGNORED_KINDS + 1
+    assert sum(end.ignored_kinds.values()) == 1000
