@@ -126,3 +126,23 @@ def test_stats_list_a_bounded_number_of_ignored_member_kinds(tmp_path):
         list(iter_samples(stream, end, 1 << 20, 1000))
     assert end.members_ignored == 1000 and len(end.ignored_kinds) <= MAX_IGNORED_KINDS + 1
     assert sum(end.ignored_kinds.values()) == 1000
+
+
+def test_eval_confines_a_string_image_column_and_reads_only_regular_files(tmp_path):
+    from vlmaudit.errors import UserError
+    from vlmaudit.head.data import Example, parquet_records, read_image
+
+    data = tmp_path / "data"
+    data.mkdir()
+    pq.write_table(pa.table({"image": ["/dev/zero"], "unsafe_concept": ["x"]}), data / "t.parquet")
+    with pytest.raises(UserError, match="leaves the data directory"):
+        list(parquet_records(data))
+    (data / "zero.png").symlink_to("/dev/zero")
+    with pytest.raises(UserError, match="leaves the data directory"):
+        pq.write_table(pa.table({"image": ["zero.png"], "unsafe_concept": ["x"]}), data / "t.parquet")
+        list(parquet_records(data))
+    import os
+
+    os.mkfifo(data / "fifo.png")
+    with pytest.raises(UserError, match="not a regular file"):
+        read_image(Example(data / "fifo.png", 0, 0, "fifo.png"))
