@@ -48,6 +48,7 @@ STATUSES = {
     SampleStatus.INFERENCE_ERROR: "the model failed on this sample's batch; not scored",
 }
 META_KEY = b"vlmaudit"
+COVERAGE_KEY = b"vlmaudit.coverage"
 
 
 def report_schema(taxonomy, meta: dict | None = None):
@@ -75,6 +76,8 @@ def report_schema(taxonomy, meta: dict | None = None):
         ("rationale", pa.string()),
     ]
     metadata = {META_KEY: json.dumps(meta or {}).encode()}
+    if (meta or {}).get("coverage") is not None:
+        metadata[COVERAGE_KEY] = json.dumps(meta["coverage"]).encode()  # what the model scores (SHARED.md 3)
     return pa.schema([pa.field(n, t) for n, t in fields], metadata=metadata)
 
 
@@ -93,6 +96,7 @@ def report_meta(taxonomy, thresholds, model_info: dict) -> dict:
         "taxonomy_version": taxonomy.tag,
         "thresholds": {"image": thresholds.image.tolist(), "caption": thresholds.caption.tolist()},
         "model": model_info,
+        "coverage": model_info.get("coverage"),  # None: a backend that declares none (everything scored)
     }
 
 

@@ -14,6 +14,7 @@ def run_filter_command(report_dir: Path, policy_name: str, out: Path, on_failed:
     from vlmaudit.filter.lists import run_filter
     from vlmaudit.rulebook.policy import ACTIONS, load_policy
     from vlmaudit.report.reading import naming_damage, report_files, validate_reports
+    from vlmaudit.rulebook.coverage import check_policy
     from vlmaudit.rulebook.load import find_rule_file
 
     if write_shards and is_url(out):
@@ -23,9 +24,14 @@ def run_filter_command(report_dir: Path, policy_name: str, out: Path, on_failed:
         raise UserError(f"--on-failed {on_failed}: expected one of {', '.join(ACTIONS)}")
     files = report_files(report_dir)
     meta = validate_reports(report_dir, files, allow_mixed)
-    policy = load_policy(find_rule_file("policies", policy_name, rules_dir), meta["concepts"], meta["concept_categories"])
+    policy_path = find_rule_file("policies", policy_name, rules_dir)
+    policy = load_policy(policy_path, meta["concepts"], meta["concept_categories"])
+    cover = _coverage(report_dir, meta)
+    check_policy(policy_path, cover, dict(zip(meta["concepts"], meta["concept_categories"])))
     with naming_damage(files, len(meta["concepts"])):
-        summary = run_filter(report_dir, policy, out, on_failed, allow_partial)
+        from vlmaudit.report.coverage_view import coverage_block
+
+        summary = run_filter(report_dir, policy, out, on_failed, allow_partial, coverage_block(cover, meta["categories"]))
     counts = summary["counts"]
     print(f"{summary['samples']:,} samples: keep {counts['keep']:,}, review {counts['review']:,}, "
           f"drop {counts['drop']:,} (policy {policy.name}) -> {out}")
@@ -38,3 +44,10 @@ def run_filter_command(report_dir: Path, policy_name: str, out: Path, on_failed:
         print(f"wrote {len(written)} filtered shards with {sum(written.values()):,} samples -> {write_shards}")
         if result["skipped_members"]:
             print(f"left out {result['skipped_members']:,} member(s) over --max-member-bytes")
+
+
+def _coverage(report_dir, meta: dict):
+    from vlmaudit.report.reading import read_run_file
+    from vlmaudit.rulebook.coverage import coverage_of
+
+    return coverage_of(read_run_file(report_dir), meta)

@@ -93,7 +93,9 @@ def write_decisions(files: list, policy: Policy, on_failed: int, out_dir: Path) 
     return {a: counts.get(a, 0) for a in ACTIONS}, dict(fired)
 
 
-def run_filter(report_dir: Path, policy: Policy, out_dir: Path, on_failed: str, allow_partial: bool) -> dict:
+def run_filter(report_dir: Path, policy: Policy, out_dir: Path, on_failed: str, allow_partial: bool,
+               coverage: dict | None = None) -> dict:
+    """`coverage`: report.coverage_view.coverage_block, written to summary.json as "coverage"."""
     from vlmaudit.report.completeness import assess, filter_entries
 
     info = assess(report_dir)
@@ -107,6 +109,8 @@ def run_filter(report_dir: Path, policy: Policy, out_dir: Path, on_failed: str, 
         counts, rule_counts = write_decisions(files, policy, ACTIONS.index(on_failed), local)
         listed = filter_entries(info) + [m for m in missing if m.endswith("(unfinished)")]
         summary = _summary(policy, on_failed, report_dir, counts, rule_counts, listed) | info
+        if coverage is not None:
+            summary["coverage"] = coverage
         write_json_atomic(local / "summary.json", summary)
     return summary
 
