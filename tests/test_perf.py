@@ -115,6 +115,8 @@ def test_bench_reports_flops_throughput_and_mfu():
     out.update(end_to_end_mfu=None, peak_tflops=None, peak_source="unknown for CPUs (pass --peak-tflops)")
     text = format_bench(out)
     assert "GFLOP/sample" in text and "MFU n/a" in text and "unknown for CPUs" in text
+    assert out["hashing_cost"] == pytest.approx(1 - out["end_to_end_samples_per_s"] / out["end_to_end_no_hashes_samples_per_s"])
+    assert "without hashes" in text and "of end-to-end throughput" in text
 
 
 def test_bench_times_the_vlm_judge():

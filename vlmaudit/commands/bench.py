@@ -59,6 +59,9 @@ def run_bench(request: BenchRequest) -> dict:
         with show.start("bench: end-to-end scan", shards=len(paths), samples=samples) as progress:
             end_to_end = time_scan(backend, rules, paths, root / "out", request.batch_size, request.workers, decode,
                                    progress)
+        with show.start("bench: end-to-end scan without hashes", shards=len(paths), samples=samples) as progress:
+            unhashed = time_scan(backend, rules, paths, root / "out-no-hashes", request.batch_size, request.workers,
+                                 decode, progress, hashes=False)
     result = {
         "model": request.model or f"random {request.size}", "backend": request.backend, "samples": samples,
         "device": backend.device, "device_name": device_name(backend.device), "precision": backend.precision,
@@ -66,6 +69,8 @@ def run_bench(request: BenchRequest) -> dict:
         "compile": request.compile,
         "bare_forward_samples_per_s": samples / bare, "end_to_end_samples_per_s": samples / end_to_end,
         "ratio": bare / end_to_end,
+        "end_to_end_no_hashes_samples_per_s": samples / unhashed,
+        "hashing_cost": 1 - unhashed / end_to_end,  # share of end-to-end throughput the hashes take
     }
     result.update(_utilisation(flops, result, request.peak_tflops))
     result["noise"] = noise_notes(result, os.getloadavg()[0] if hasattr(os, "getloadavg") else None, os.cpu_count())
@@ -175,7 +180,7 @@ def _synchronize(device: str) -> None:
 
 
 def time_scan(backend, rules, paths, out: Path, batch_size: int, workers: int, decode: str = "cpu",
-              progress=None) -> float:
+              progress=None, hashes: bool = True) -> float:
     """Seconds for the whole scan; DECODE is a resolved mode (cpu or gpu)."""
     from vlmaudit.scan.scanner import Scanner
     from vlmaudit.schema import report_meta, report_schema
@@ -184,7 +189,7 @@ def time_scan(backend, rules, paths, out: Path, batch_size: int, workers: int, d
     out.mkdir()
     schema = report_schema(rules.taxonomy, report_meta(rules.taxonomy, rules.thresholds, backend.describe()))
     jobs = [ShardJob(str(p), p.stem) for p in paths]
-    settings = ScanSettings(batch_size=batch_size, workers=workers, decode=decode)
+    settings = ScanSettings(batch_size=batch_size, workers=workers, decode=decode, hashes=hashes)
     started = time.perf_counter()
     Scanner(backend, rules, out, settings, schema, progress).run(jobs)
     _synchronize(backend.device)
@@ -210,6 +215,8 @@ def format_bench(result: dict) -> str:
         f"end to end          {result['end_to_end_samples_per_s']:9.1f} samples/s  "
         f"{num(result['end_to_end_tflops'], 8, 3)} TFLOP/s  MFU {pct(result['end_to_end_mfu'])}",
         f"ratio               {result['ratio']:9.2f}x the bare forward",
+        f"without hashes      {result['end_to_end_no_hashes_samples_per_s']:9.1f} samples/s  (SHA-256, MD5 and PDQ cost "
+        f"{pct(result['hashing_cost'])} of end-to-end throughput)",
         f"peak                {result['peak_tflops'] or 'n/a'} TFLOP/s ({result['peak_source']})",
     ] + [f"noisy               {note}" for note in result.get("noise", [])]
     return "\n".join(lines)
