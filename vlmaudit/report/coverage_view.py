@@ -11,9 +11,11 @@ SPLIT = {"image": ("image_only", "both"), "caption": ("caption_only", "both")}
 
 
 def apply_coverage(summary: dict, cover: Coverage) -> dict:
-    summary["coverage"] = {**cover.to_json(), "everything": cover.everything,
-                           "na": None if cover.everything else cover.na_label()}
-    if cover.everything:
+    ids = [c["id"] for c in summary["categories"]]
+    everything = cover.everything or (all(cover.scores(c) for c in ids) and set(cover.modalities) == set(MODALITIES)
+                                      and not cover.category_level)
+    summary["coverage"] = {**cover.to_json(), "everything": everything, "na": None if everything else cover.na_label()}
+    if everything:  # nothing to mark: the summary reads as it always did
         return summary
     for c in summary["categories"]:
         _category(c, cover)
