@@ -190,6 +190,8 @@ def scan(
     decode: Annotated[str, typer.Option(help="JPEG decoding: auto (gpu when the model is on CUDA and torchvision is installed), cpu, gpu.")] = SCAN.decode,
     compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the model (clip backend; slow first batch).")] = False,
     folder_shard_size: Annotated[int, typer.Option(min=1, metavar="N", help="Folders of loose images: samples per shard (keep it when resuming).")] = SCAN.folder_shard_size,
+    hashes: Annotated[bool, typer.Option("--hashes/--no-hashes", help="SHA-256, MD5 and PDQ of every image, for `vlmaudit match`.")] = SCAN.hashes,
+    bank: Annotated[list[str], typer.Option("--bank", metavar="[KIND:]FILE", help="Match this hash bank when the scan ends (OUT/matches); repeatable.")] = [],
 ):
     """Score every image and caption of SHARDS against every concept; write per-shard Parquet."""
     from vlmaudit.commands.scan import ScanRequest, run_scan_command
@@ -206,7 +208,8 @@ def scan(
         escalate_top=escalate_top, thresholds=thresholds, image_column=image_column, caption_column=caption_column,
         key_column=key_column, split=split, config=config, revision=revision, engine=engine, ray_address=ray_address,
         gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker, actors=actors, decode=decode,
-        compile=compile_model, progress_every=progress_every, folder_shard_size=folder_shard_size)
+        compile=compile_model, progress_every=progress_every, folder_shard_size=folder_shard_size, hashes=hashes,
+        banks=bank)
     raise typer.Exit(run_scan_command(request))
 
 
@@ -296,6 +299,7 @@ def filter_(
     allow_mixed: MixedOpt = False,
     quiet: QuietOpt = False,
     progress_every: ProgressEveryOpt = 30.0,
+    bank: Annotated[list[str], typer.Option("--bank", metavar="[KIND:]FILE", help="Also drop (or the policy's `match:` action) samples matching this hash bank; repeatable.")] = [],
 ):
     """Decide keep / drop / review per sample from stored scores and a policy (no rescan)."""
     from vlmaudit.commands.filter import run_filter_command
@@ -304,7 +308,7 @@ def filter_(
 
     run_filter_command(report_location(report_dir), policy, report_location(out), on_failed, allow_partial, write_shards, rules,
                        ReReadOptions(shards, allow_scheme, max_member_bytes), allow_mixed,
-                       ProgressOptions(quiet, progress_every))
+                       ProgressOptions(quiet, progress_every), bank)
 
 
 @app.command()
@@ -347,6 +351,23 @@ def estimate(
     from vlmaudit.commands.estimate import run_estimate
 
     run_estimate(report_location(report_dir), labels, "json" if as_json else fmt, output, allow_mixed)
+
+
+@app.command()
+@handle_errors
+def match(
+    report_dir: Annotated[Path, typer.Argument(help="The reports whose stored hashes are matched (images are never read).")],
+    bank: Annotated[list[str], typer.Option("--bank", metavar="[KIND:]FILE", help="Hash bank: PDQ CSV/TSV (ThreatExchange / HMA), MD5 or SHA-256 list, or a previous matches.parquet; repeatable.")] = [],
+    out: Annotated[Optional[Path], typer.Option("--out", help="Where the removal list goes (default REPORTS/matches).")] = None,
+    pdq_distance: Annotated[int, typer.Option(min=0, max=63, help="PDQ: largest Hamming distance that matches (Meta recommends 31).")] = 31,
+    min_quality: Annotated[int, typer.Option(min=0, max=100, help="PDQ: skip report hashes below this quality.")] = 50,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
+):
+    """Match stored image hashes against hash banks; write a removal list (never shows an image)."""
+    from vlmaudit.commands.match import run_match
+    from vlmaudit.match.run import MatchOptions
+
+    raise typer.Exit(run_match(report_dir, bank, out, MatchOptions(pdq_distance, min_quality), quiet))
 
 
 @app.command(name="train-head")

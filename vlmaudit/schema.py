@@ -74,6 +74,9 @@ def report_schema(taxonomy, meta: dict | None = None):
         ("image_unsafe", pa.float32()), ("caption_unsafe", pa.float32()), ("modalities_disagree", pa.bool_()),
         ("decided_by", pa.string()), ("screen_image_scores", scores), ("screen_caption_scores", scores),
         ("rationale", pa.string()),
+        # known-content hashes (null with --no-hashes; PDQ null when the image did not decode)
+        ("image_sha256", pa.binary(32)), ("image_md5", pa.binary(16)), ("image_pdq", pa.binary(32)),
+        ("image_pdq_quality", pa.int16()),
     ]
     metadata = {META_KEY: json.dumps(meta or {}).encode()}
     if (meta or {}).get("coverage") is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vlmaudit.report.known_content import apply_known_matches
 from vlmaudit.errors import UserError
 from vlmaudit.rulebook.thresholds import target_mask
 
@@ -101,6 +102,7 @@ def run_report_command(request: ReportRequest) -> int:
         raise UserError("--format html needs --output FILE")
     summary, meta = _summarize(request, request.report_dir)
     add_completeness(summary, request)
+    apply_known_matches(summary, request.report_dir)  # before any example is shown or re-read
     limits = parse_limits(request.fail_above, meta["categories"])
     check_coverage(request, meta, limits)
     if request.compare:

@@ -27,6 +27,7 @@ def run_scan_command(request: ScanRequest) -> int:
     if request.engine not in ENGINES:
         raise UserError(f"--engine {request.engine}: expected one of {', '.join(ENGINES)}")
     rules = load_rules(request.rules, request.thresholds)
+    banks = _load_banks(request)  # a bad bank is refused before any shard is listed or model loaded
     jobs, planned = runinfo.plan_jobs(request.shards, request.num_shards, request.shard_index, request.hub(),
                                       request.folder_shard_size)
     check_table_shards([job.url for job in jobs], request.columns())
@@ -48,6 +49,7 @@ def run_scan_command(request: ScanRequest) -> int:
         engine = LocalEngine(request.spec())
     try:
         record = runinfo.run_record(engine.describe(), rules, _config(request), planned)
+        record["hashes"] = _hash_record(request.hashes)
         runinfo.check_resume(request.out, record, request.overwrite)
         runinfo.write_run_record(request.out, record)
         if done:
@@ -55,7 +57,10 @@ def run_scan_command(request: ScanRequest) -> int:
         result = _run(engine, request, todo, console, totals)
     finally:
         engine.close()
-    return _summarize(result, request, console)
+    code = _summarize(result, request, console)
+    if banks:
+        _match_after_scan(request, banks, console)
+    return code
 
 
 def _check_hub(request: ScanRequest) -> None:
@@ -119,3 +124,47 @@ def _config(request: ScanRequest) -> dict:
     config["head"] = str(request.head) if request.head else None
     config["thresholds"] = str(request.thresholds) if request.thresholds else None
     return config
+
+
+def _hash_record(enabled: bool) -> dict:
+    """Which known-content hashes the report columns hold (run.json): PDQ needs the `hashes` extra."""
+    from vlmaudit.scan.hashing import pdq_available
+
+    if not enabled:
+        return {"sha256": False, "md5": False, "pdq": False, "note": "--no-hashes"}
+    pdq = pdq_available()
+    note = None if pdq else "PDQ not computed: pdqhash is not installed (pip install 'vlmaudit[hashes]')"
+    return {"sha256": True, "md5": True, "pdq": pdq, "note": note}
+
+
+def _load_banks(request: ScanRequest) -> list:
+    if not request.banks:
+        return []
+    from vlmaudit.match.banks import read_bank
+    from vlmaudit.storage.location import is_url
+
+    if is_url(str(request.out)):
+        raise UserError("--bank needs a local --out (the matches go to OUT/matches); run `vlmaudit match` later instead")
+    if not request.hashes:
+        raise UserError("--bank needs the hashes: drop --no-hashes")
+    return [bank for text in request.banks for bank in read_bank(text)]
+
+
+def _match_after_scan(request: ScanRequest, banks: list, console) -> None:
+    """scan --bank: the stored hashes of every finished shard against the banks, into OUT/matches."""
+    from pathlib import Path
+
+    from vlmaudit.commands.match import match_files, write_outputs
+    from vlmaudit.match.known import MATCH_DIR
+    from vlmaudit.report.reading import report_files
+
+    table = match_files(report_files(request.out), banks)
+    out = Path(request.out) / MATCH_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    write_outputs(table, out)
+    counts = {bank.name: 0 for bank in banks}
+    for name in table.column("bank").to_pylist():
+        counts[name] += 1
+    shown = ", ".join(f"{name}: {n:,}" for name, n in counts.items())
+    console.print(f"known-content matches ({rich_markup(shown)}) -> {rich_markup(str(out))}; matched images are never shown")
+

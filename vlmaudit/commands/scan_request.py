@@ -5,7 +5,7 @@ DEFAULTS for the `scan` command's options, and demo/bench build it by keyword. L
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from vlmaudit.errors import UserError
@@ -55,6 +55,8 @@ class ScanRequest:
     compile: bool = False
     progress_every: float = 30.0  # seconds between progress lines when stderr is not a terminal
     folder_shard_size: int = 10_000  # loose image folders: samples per shard
+    hashes: bool = True  # SHA-256, MD5 and PDQ of every image (known-content matching)
+    banks: list[str] = field(default_factory=list)  # --bank: hash banks matched when the scan ends
 
     def backend_options(self):
         from vlmaudit.backends import BackendOptions
@@ -67,7 +69,7 @@ class ScanRequest:
 
         return ScanSettings(batch_size=self.batch_size, workers=self.workers, max_pixels=self.max_pixels,
                             max_member_bytes=self.max_member_bytes, retries=self.retries, columns=self.columns(),
-                            overwrite=self.overwrite)
+                            overwrite=self.overwrite, hashes=self.hashes)
 
     def columns(self):
         from vlmaudit.scan.table_columns import ColumnChoice

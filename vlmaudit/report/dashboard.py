@@ -59,9 +59,10 @@ def make_console(width: int | None = None, file=None):
 def render(summary: dict, console=None, redact: bool = False) -> None:
     console = console or make_console()
     plain = console.no_color or not console.is_terminal
+    from vlmaudit.report import known_content
     from vlmaudit.report.completeness import dashboard_item
 
-    for part in (overview, dashboard_item, categories, concepts, highest, modality_gap, shards, histogram, compare):
+    for part in (overview, dashboard_item, known_content.dashboard_item, categories, concepts, highest, modality_gap, shards, histogram, compare):
         item = part(summary, console.width, plain)
         if item is not None:
             console.print(item)

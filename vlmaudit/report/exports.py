@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import io
 
-from vlmaudit.report import completeness
+from vlmaudit.report import completeness, known_content
 from vlmaudit.report.dashboard import count, na, pct, pct_or_na
 from vlmaudit.report.safetext import markdown_text as md
 
@@ -19,6 +19,7 @@ def to_markdown(summary: dict) -> str:
         f"- model: {md(o['model'])} ({md(o['backend'])}); taxonomy: {md(o['taxonomy_version'])}; "
         f"thresholds: {md(o['thresholds']['source'])}", "",
         *completeness.markdown_lines(summary), *_coverage_lines(summary),
+        *known_content.markdown_lines(summary),
         "## Flagged rate per category", "", "| category | flagged | rate | both | image only | caption only |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
@@ -61,12 +62,14 @@ def to_html(summary: dict, thumbnails: dict, blur: bool, redact: bool) -> str:
 def load_thumbnails(report_dir, summary: dict, reread, size: int = 128) -> tuple[dict, dict]:
     """(thumbnails {(shard, key): base64 JPEG}, {shard: why it was not re-read}) of the example
     samples, read from the shards the command line allows (see report.reread.shard_sources)."""
+    from vlmaudit.match.known import known_matches
     from vlmaudit.report.reread import shard_sources
 
+    known = known_matches(report_dir)  # a matched image is never decoded again
     wanted = {}
     for items in summary.get("examples", {}).values():
         for item in items:
-            if item.get("fired") == "caption":  # the gallery shows the caption, not the image
+            if item.get("fired") == "caption" or (item["shard"], item["key"]) in known:  # caption: shown as text
                 continue
             wanted.setdefault(item["shard"], set()).add(item["key"])
     sources, refused = shard_sources(report_dir, sorted(wanted), reread)

@@ -55,10 +55,17 @@ def to_html(summary: dict, thumbnails: dict, blur: bool, redact: bool) -> str:
              f"<meta http-equiv='Content-Security-Policy' content=\"{CSP}\">"
              "<meta name='viewport' content='width=device-width'><meta name='referrer' content='no-referrer'>"
              f"<title>vlmaudit report</title><style>{CSS}</style></head><body><h1>vlmaudit report</h1>",
-             _overview(summary), completeness.html_section(summary), _categories(summary), _split(summary), _shards(summary), _histograms(summary),
+             _overview(summary), completeness.html_section(summary), _known(summary), _categories(summary), _split(summary),
+             _shards(summary), _histograms(summary),
              _concepts(summary), _estimates(summary), _gallery(summary, thumbnails, blur, redact),
              f"<script>{SCRIPT}</script></body></html>"]
     return "\n".join(p for p in parts if p)
+
+
+def _known(summary: dict) -> str:
+    from vlmaudit.report.known_content import lines
+
+    return "".join(f"<p class='known'>{esc(line)}</p>" for line in lines(summary))
 
 
 def _overview(summary: dict) -> str:
