@@ -171,3 +171,28 @@ def test_a_tiny_head_covers_its_trained_classes_images_only(tmp_path, tiny_clip)
     assert scored["hate"] and not scored["sexual"] and summary["modality"]["caption_only"] is None
     gate = run_cli("report", out, "--fail-above", "sexual=0.1")
     assert gate.exit_code == 2 and "not scored by" in gate.output
+
+
+def test_a_cascade_measures_what_its_screen_scores_at_the_coarser_level():
+    from vlmaudit.backends.cascade import cascade_coverage
+
+    screen = {"model": "opennsfw", "coverage": {"model": "opennsfw", "level": "category", "categories": ["sexual"],
+                                                "concepts": ["nudity"], "modalities": ["image"]}}
+    judge = {"model": "llava", "coverage": {"model": "llava", "level": "category", "categories": ["sexual", "hate"],
+                                            "concepts": ["nudity", "swastika"], "modalities": ["image", "caption"]}}
+    cover = cascade_coverage(screen, judge)
+    assert cover["categories"] == ["sexual"] and cover["modalities"] == ["image"] and cover["level"] == "category"
+    assert cover["model"] == "opennsfw+llava"
+    clip = {"model": "clip", "coverage": {**judge["coverage"], "model": "clip", "level": "concept"}}
+    assert cascade_coverage(clip, judge)["level"] == "category"  # the judge's one score per category
+
+
+def test_a_vlm_judge_declares_category_level_coverage_of_its_prompted_modalities(tiny_vlms):
+    from vlmaudit.backends import build_backend
+    from vlmaudit.backends.modelref import ModelOptions
+    from vlmaudit.rulebook.load import load_rules
+
+    rules = load_rules()
+    cover = build_backend("vlm", rules, ModelOptions(str(tiny_vlms("llava")), "cpu", "fp32")).describe()["coverage"]
+    assert cover["level"] == "category" and cover["modalities"] == ["image", "caption"]
+    assert cover["categories"] == rules.taxonomy.category_ids
