@@ -90,7 +90,9 @@ def test_dashboard_markdown_and_html_say_n_a_never_zero(nsfw_reports, names, tmp
     for text in (dashboard.output, markdown.output, html):
         assert NA in text
         assert unscored_zero_lines(text, names) == []
-    assert dashboard.output.count("(whole category)") == 1  # not seven tied concept rows
+    examples = dashboard.output[dashboard.output.index("examples"):]
+    assert dashboard.output.count("(whole category)") == 1 + examples.count("(whole category)")  # one concepts row
+    assert "erotic-content" not in examples  # examples name the category, not one of its tied concepts
     assert "caption: " + NA in dashboard.output and "caption: " + NA in html  # the modality gap panel
     rows = [line for line in markdown.output.splitlines() if line.startswith("| Sexual |")]
     assert rows and rows[0].split("|")[4].strip() == "n/a"  # both: captions never scored
