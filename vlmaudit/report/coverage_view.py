@@ -11,9 +11,11 @@ SPLIT = {"image": ("image_only", "both"), "caption": ("caption_only", "both")}
 
 
 def apply_coverage(summary: dict, cover: Coverage) -> dict:
-    summary["coverage"] = {**cover.to_json(), "everything": cover.everything,
-                           "na": None if cover.everything else cover.na_label()}
-    if cover.everything:
+    ids = [c["id"] for c in summary["categories"]]
+    everything = cover.everything or (all(cover.scores(c) for c in ids) and set(cover.modalities) == set(MODALITIES)
+                                      and not cover.category_level)
+    summary["coverage"] = {**cover.to_json(), "everything": everything, "na": None if everything else cover.na_label()}
+    if everything:  # nothing to mark: the summary reads as it always did
         return summary
     for c in summary["categories"]:
         _category(c, cover)
@@ -21,7 +23,8 @@ def apply_coverage(summary: dict, cover: Coverage) -> dict:
     keep = _shown_concepts(summary.get("top_concepts", []), cover)
     names = {c["id"]: c["name"] for c in summary["categories"]}
     summary["top_concepts"] = [_concept_row(c, cover, names) for c in summary.get("top_concepts", []) if c["id"] in keep]
-    summary["concept_histograms"] = [_histogram(h, cover) for h in summary.get("concept_histograms", []) if h["id"] in keep]
+    summary["concept_histograms"] = [_histogram(h, cover, names) for h in summary.get("concept_histograms", [])
+                                     if h["id"] in keep]
     if summary.get("examples"):
         summary["examples"] = _examples(summary["examples"], keep)
     return summary
@@ -75,8 +78,10 @@ def _concept_row(c: dict, cover: Coverage, names: dict) -> dict:
     return c
 
 
-def _histogram(h: dict, cover: Coverage) -> dict:
+def _histogram(h: dict, cover: Coverage, names: dict) -> dict:
     h = dict(h)
+    if cover.category_level:
+        h["name"] = f"{names.get(h['category'], h['category'])} (whole category)"
     for m in MODALITIES:
         if not cover.scores(None, m):
             h[m], h[f"threshold_{m}"] = None, None

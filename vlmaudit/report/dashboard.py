@@ -211,7 +211,8 @@ def examples(summary: dict, width: int, plain: bool, redact: bool):
     are shortened to the column's width."""
     from rich.text import Text
 
-    items = [(concept, item) for concept, listed in summary["examples"].items() for item in listed]
+    whole = {c["id"]: c["name"] for c in summary["top_concepts"] if c.get("level") == "category"}  # category-level model
+    items = [(whole.get(concept, concept), item) for concept, listed in summary["examples"].items() for item in listed]
     table = _table("examples" + (" (captions and URLs redacted)" if redact else ""),
                    [("concept", "left"), ("fired", "left"), ("score", "right"), ("key / shard: caption url", "left")],
                    plain)
