@@ -76,8 +76,10 @@ def scanned_demo(root: Path, model, shards: int, per_shard: int) -> tuple[list[P
 
 
 def scan_args(shards, out, model, *extra) -> list[str]:
-    """fp32 pinned: tests compare scores exactly, and auto picks bf16 on CPUs with native bf16."""
-    base = ["scan", *map(str, shards), "--out", str(out), "--model", str(model), "--workers", "0", "-q"]
+    """fp32 pinned: tests compare scores exactly, and auto picks bf16 on CPUs with native bf16. The local
+    engine decodes in-process (--workers 0); under --engine ray the test names --actors itself."""
+    decode = [] if "ray" in extra else ["--workers", "0"]
+    base = ["scan", *map(str, shards), "--out", str(out), "--model", str(model), *decode, "-q"]
     return base + ([] if "--precision" in extra else ["--precision", "fp32"]) + list(extra)
 
 

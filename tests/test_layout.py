@@ -132,3 +132,11 @@ def test_status_words_are_the_enums_of_the_schema():
     assert set(STATUSES) == set(SampleStatus) and list(DONE) == ["complete", "truncated"]
     assert list(RECORDED) == ["complete", "truncated", "failed"] and ShardStatus.SKIPPED not in RECORDED
     assert f"{SampleStatus.OK}" == str(SampleStatus.OK) == "ok" and json.dumps(ShardStatus.FAILED) == '"failed"'
+
+
+def test_the_scanner_calls_the_scorer_protocol_and_never_probes_a_backend():
+    for name in ("scanner.py", "escalation.py", "gpu_decode.py"):
+        tree = ast.parse((PACKAGE / "scan" / name).read_text())
+        probes = [ast.unparse(n) for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
+                  and n.func.id in ("getattr", "hasattr") and "backend" in ast.unparse(n.args[0])]
+        assert probes == [], (name, probes)

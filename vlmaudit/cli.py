@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 import typer
 import typer.core
 
+from vlmaudit.commands.scan_request import DEFAULTS as SCAN
 from vlmaudit.errors import UserError
 
 
@@ -152,24 +153,24 @@ def scan(
     shards: Annotated[list[str], typer.Argument(help="Shards: .tar/.tar.gz/.parquet/.arrow paths, dirs, globs, {a..b} ranges, URLs, pipe:CMD, hf://datasets/ORG/NAME, folders of loose images.")],
     out: Annotated[str, typer.Option("--out", help="Report directory or fsspec URL (s3://bucket/prefix): one Parquet + stats JSON per shard.")],
     model: Annotated[Optional[str], typer.Option(help="Hub id, local checkpoint dir, or opennsfw (bundled, offline). Default: openai/clip-vit-large-patch14; llava-hf/llava-1.5-7b-hf for --backend vlm; the head's vision model for --backend head.")] = None,
-    backend: Annotated[str, typer.Option(help="clip (CLIP/SigLIP scorer), vlm (VLM judge), head (trained safety head), cascade.")] = "clip",
+    backend: Annotated[str, typer.Option(help="clip (CLIP/SigLIP scorer), vlm (VLM judge), head (trained safety head), cascade.")] = SCAN.backend,
     rules: RulesOpt = None,
-    batch_size: Annotated[int, typer.Option(min=1)] = 32,
-    workers: Annotated[Optional[int], typer.Option(min=0, help="Local engine: decoding worker processes (0: in-process; default 2). Ray engine: scorer actors (default: one per GPU, else 2).")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    precision: Annotated[str, typer.Option(help="auto (fp16 on GPU, bf16 on CPUs that have it), fp32, fp16, bf16.")] = "auto",
-    num_shards: Annotated[int, typer.Option(min=1, help="Split the shard list into N parts (array jobs).")] = 1,
-    shard_index: Annotated[int, typer.Option(min=0, help="Which part this job processes.")] = 0,
-    overwrite: Annotated[bool, typer.Option(help="Rescan shards that are already done.")] = False,
-    retries: Annotated[int, typer.Option(min=0, help="Retries for a shard that cannot be opened.")] = 2,
-    max_pixels: Annotated[int, typer.Option(min=1, help="Reject larger images from their header.")] = 50_000_000,
-    max_member_bytes: Annotated[int, typer.Option(min=1, help="Skip larger tar members.")] = 64 << 20,
+    batch_size: Annotated[int, typer.Option(min=1)] = SCAN.batch_size,
+    workers: Annotated[Optional[int], typer.Option(min=0, help="Decoding worker processes (0: in-process; default 2). With --engine ray: the old spelling of --actors.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = SCAN.device,
+    precision: Annotated[str, typer.Option(help="auto (fp16 on GPU, bf16 on CPUs that have it), fp32, fp16, bf16.")] = SCAN.precision,
+    num_shards: Annotated[int, typer.Option(min=1, help="Split the shard list into N parts (array jobs).")] = SCAN.num_shards,
+    shard_index: Annotated[int, typer.Option(min=0, help="Which part this job processes.")] = SCAN.shard_index,
+    overwrite: Annotated[bool, typer.Option(help="Rescan shards that are already done.")] = SCAN.overwrite,
+    retries: Annotated[int, typer.Option(min=0, help="Retries for a shard that cannot be opened.")] = SCAN.retries,
+    max_pixels: Annotated[int, typer.Option(min=1, help="Reject larger images from their header.")] = SCAN.max_pixels,
+    max_member_bytes: Annotated[int, typer.Option(min=1, help="Skip larger tar members.")] = SCAN.max_member_bytes,
     allow_unsafe_weights: UnsafeWeightsOpt = False,
     trust_remote_code: RemoteCodeOpt = False,
     quiet: QuietOpt = False,
-    progress_every: ProgressEveryOpt = 30.0,
-    prompts: Annotated[str, typer.Option(help="VLM judge questions: a name in rules/prompts/ or a .yaml file.")] = "unsafeconcepts",
-    rationale: Annotated[bool, typer.Option(help="VLM judge: also generate a short explanation for flagged samples.")] = False,
+    progress_every: ProgressEveryOpt = SCAN.progress_every,
+    prompts: Annotated[str, typer.Option(help="VLM judge questions: a name in rules/prompts/ or a .yaml file.")] = SCAN.prompts,
+    rationale: Annotated[bool, typer.Option(help="VLM judge: also generate a short explanation for flagged samples.")] = SCAN.rationale,
     head: Annotated[Optional[Path], typer.Option(help="Safety head directory (from `vlmaudit train-head`) for --backend head or cascade.")] = None,
     judge_model: Annotated[Optional[str], typer.Option(help="Cascade: the VLM judge (default llava-hf/llava-1.5-7b-hf).")] = None,
     escalate_above: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Cascade: judge samples whose top score is >= this.")] = None,
@@ -181,29 +182,47 @@ def scan(
     split: Annotated[Optional[str], typer.Option(help="hf://datasets/ shards: only this split's files.")] = None,
     config: Annotated[Optional[str], typer.Option(help="hf://datasets/ shards: only this config's files.")] = None,
     revision: Annotated[Optional[str], typer.Option(help="hf://datasets/ shards: branch, tag or commit (e.g. refs/convert/parquet).")] = None,
-    engine: Annotated[str, typer.Option(help="local (this process) or ray (a pool of actors; pip install 'vlmaudit[ray]').")] = "local",
+    engine: Annotated[str, typer.Option(help="local (this process) or ray (a pool of actors; pip install 'vlmaudit[ray]').")] = SCAN.engine,
     ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster to join (default: a running one, else start a local one).")] = None,
     gpus_per_worker: Annotated[Optional[float], typer.Option(min=0.0, help="Ray: GPUs per actor, fractional allowed (default 1 if the cluster has GPUs, else 0).")] = None,
-    cpus_per_worker: Annotated[float, typer.Option(min=0.0, help="Ray: CPUs per actor; an actor decodes with int(N)-1 worker processes.")] = 1.0,
-    decode: Annotated[str, typer.Option(help="JPEG decoding: auto (gpu when the model is on CUDA and torchvision is installed), cpu, gpu.")] = "auto",
+    cpus_per_worker: Annotated[float, typer.Option(min=0.0, help="Ray: CPUs per actor; an actor decodes with int(N)-1 worker processes.")] = SCAN.cpus_per_worker,
+    actors: Annotated[Optional[int], typer.Option(min=1, help="Ray: scorer actors (default: one per GPU of the cluster, else 2).")] = None,
+    decode: Annotated[str, typer.Option(help="JPEG decoding: auto (gpu when the model is on CUDA and torchvision is installed), cpu, gpu.")] = SCAN.decode,
     compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the model (clip backend; slow first batch).")] = False,
-    folder_shard_size: Annotated[int, typer.Option(min=1, metavar="N", help="Folders of loose images: samples per shard (keep it when resuming).")] = 10_000,
+    folder_shard_size: Annotated[int, typer.Option(min=1, metavar="N", help="Folders of loose images: samples per shard (keep it when resuming).")] = SCAN.folder_shard_size,
+    hashes: Annotated[bool, typer.Option("--hashes/--no-hashes", help="SHA-256, MD5 and PDQ of every image, for `vlmaudit match`.")] = SCAN.hashes,
+    bank: Annotated[list[str], typer.Option("--bank", metavar="[KIND:]FILE", help="Match this hash bank when the scan ends (OUT/matches); repeatable.")] = [],
 ):
     """Score every image and caption of SHARDS against every concept; write per-shard Parquet."""
     from vlmaudit.commands.scan import ScanRequest, run_scan_command
 
     quiet_libraries()
-    local_workers = 2 if workers is None or engine == "ray" else workers
-    request = ScanRequest(shards, out, model, backend, rules, batch_size, local_workers, device, precision, num_shards,
-                          shard_index, overwrite, retries, max_pixels, max_member_bytes, allow_unsafe_weights,
-                          trust_remote_code, quiet, prompts, rationale, head, judge_model, escalate_above, escalate_top,
-                          thresholds=thresholds, image_column=image_column, caption_column=caption_column,
-                          key_column=key_column, split=split, config=config, revision=revision, engine=engine,
-                          ray_address=ray_address, gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker,
-                          ray_workers=workers if engine == "ray" else None, decode=decode,
-                          compile=compile_model, progress_every=progress_every,
-                          folder_shard_size=folder_shard_size)
+    actors = ray_actors(engine, workers, actors)
+    local_workers = SCAN.workers if workers is None or engine == "ray" else workers
+    request = ScanRequest(
+        shards=shards, out=out, model=model, backend=backend, rules=rules, batch_size=batch_size,
+        workers=local_workers, device=device, precision=precision, num_shards=num_shards, shard_index=shard_index,
+        overwrite=overwrite, retries=retries, max_pixels=max_pixels, max_member_bytes=max_member_bytes,
+        allow_unsafe_weights=allow_unsafe_weights, trust_remote_code=trust_remote_code, quiet=quiet,
+        prompts=prompts, rationale=rationale, head=head, judge_model=judge_model, escalate_above=escalate_above,
+        escalate_top=escalate_top, thresholds=thresholds, image_column=image_column, caption_column=caption_column,
+        key_column=key_column, split=split, config=config, revision=revision, engine=engine, ray_address=ray_address,
+        gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker, actors=actors, decode=decode,
+        compile=compile_model, progress_every=progress_every, folder_shard_size=folder_shard_size, hashes=hashes,
+        banks=bank)
     raise typer.Exit(run_scan_command(request))
+
+
+def ray_actors(engine: str, workers: int | None, actors: int | None) -> int | None:
+    """--actors, or under --engine ray the old spelling --workers (one deprecation line)."""
+    if actors is not None and engine != "ray":
+        raise UserError("--actors: the number of Ray actors, for --engine ray only (--workers sets decoding processes)")
+    if engine != "ray" or workers is None:
+        return actors
+    if actors is not None:
+        raise UserError("--workers with --engine ray is the old spelling of --actors: pass only --actors")
+    print(f"warning: --workers with --engine ray is deprecated; use --actors {workers}", file=sys.stderr)
+    return workers
 
 
 def report_location(text: str):
@@ -280,6 +299,7 @@ def filter_(
     allow_mixed: MixedOpt = False,
     quiet: QuietOpt = False,
     progress_every: ProgressEveryOpt = 30.0,
+    bank: Annotated[list[str], typer.Option("--bank", metavar="[KIND:]FILE", help="Also drop (or the policy's `match:` action) samples matching this hash bank; repeatable.")] = [],
 ):
     """Decide keep / drop / review per sample from stored scores and a policy (no rescan)."""
     from vlmaudit.commands.filter import run_filter_command
@@ -288,7 +308,7 @@ def filter_(
 
     run_filter_command(report_location(report_dir), policy, report_location(out), on_failed, allow_partial, write_shards, rules,
                        ReReadOptions(shards, allow_scheme, max_member_bytes), allow_mixed,
-                       ProgressOptions(quiet, progress_every))
+                       ProgressOptions(quiet, progress_every), bank)
 
 
 @app.command()
@@ -331,6 +351,23 @@ def estimate(
     from vlmaudit.commands.estimate import run_estimate
 
     run_estimate(report_location(report_dir), labels, "json" if as_json else fmt, output, allow_mixed)
+
+
+@app.command()
+@handle_errors
+def match(
+    report_dir: Annotated[Path, typer.Argument(help="The reports whose stored hashes are matched (images are never read).")],
+    bank: Annotated[list[str], typer.Option("--bank", metavar="[KIND:]FILE", help="Hash bank: PDQ CSV/TSV (ThreatExchange / HMA), MD5 or SHA-256 list, or a previous matches.parquet; repeatable.")] = [],
+    out: Annotated[Optional[Path], typer.Option("--out", help="Where the removal list goes (default REPORTS/matches).")] = None,
+    pdq_distance: Annotated[int, typer.Option(min=0, max=63, help="PDQ: largest Hamming distance that matches (Meta recommends 31).")] = 31,
+    min_quality: Annotated[int, typer.Option(min=0, max=100, help="PDQ: skip report hashes below this quality.")] = 50,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
+):
+    """Match stored image hashes against hash banks; write a removal list (never shows an image)."""
+    from vlmaudit.commands.match import run_match
+    from vlmaudit.match.run import MatchOptions
+
+    raise typer.Exit(run_match(report_dir, bank, out, MatchOptions(pdq_distance, min_quality), quiet))
 
 
 @app.command(name="train-head")

@@ -1,13 +1,9 @@
 """Scoring backends. Each turns prepared batches into per-concept scores in [0, 1].
 
-Interface (duck-typed, see ClipScorer):
-  preprocessor -> picklable object with .prepare(images, captions) -> dict of tensors and
-                  .draft_size; runs in DataLoader workers, so it must not hold the model
-  score(inputs) -> (image_scores[n_images, C], caption_scores[n_captions, C]) float32 numpy, and
-                  optionally a third item: extras {"image_unsafe": [n_images], "caption_unsafe":
-                  [n_captions], "image_rationale": [...], "caption_rationale": [...]}
-  forward_only(inputs) -> the bare model work (benchmark baseline)
-  describe()    -> dict for run.json (model id, revision, family, device, precision)
+Every backend implements the scanner's Scorer protocol (vlmaudit/scan/scorer.py): name, stage
+(its rows' decided_by), device, preprocessor (picklable; runs in DataLoader workers, so it must
+not hold the model), escalation (the cascade's second stage, else None), score(inputs),
+forward_only(inputs) and describe().
 """
 
 from __future__ import annotations

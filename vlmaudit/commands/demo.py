@@ -34,7 +34,7 @@ def run_demo(root: Path, shards: int = 3, per_shard: int = 16) -> int:
     console.print("demo: [bold]the scores below are MEANINGLESS[/bold] (random weights); "
                   "the demo only shows that the pipeline runs")
     reports = root / "reports"
-    code = run_scan_command(ScanRequest([str(p) for p in paths], reports, str(model), workers=0, overwrite=True,
+    code = run_scan_command(ScanRequest(shards=[str(p) for p in paths], out=reports, model=str(model), workers=0, overwrite=True,
                                         quiet=True, precision="fp32"))
     run_report_command(ReportRequest(reports))
     console.print("demo: scores above are MEANINGLESS (random-weight model)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 from vlmaudit.errors import UserError
@@ -10,10 +11,11 @@ from vlmaudit.storage.location import is_url
 
 def run_filter_command(report_dir: Path, policy_name: str, out: Path, on_failed: str, allow_partial: bool,
                        write_shards: Path | None, rules_dir: Path | None, reread=None, allow_mixed: bool = False,
-                       progress=None) -> None:
+                       progress=None, banks: list[str] | None = None) -> None:
     from vlmaudit.filter.lists import run_filter
     from vlmaudit.rulebook.policy import ACTIONS, load_policy
     from vlmaudit.report.reading import naming_damage, report_files, validate_reports
+    from vlmaudit.rulebook.coverage import check_policy
     from vlmaudit.rulebook.load import find_rule_file
 
     if write_shards and is_url(out):
@@ -23,9 +25,17 @@ def run_filter_command(report_dir: Path, policy_name: str, out: Path, on_failed:
         raise UserError(f"--on-failed {on_failed}: expected one of {', '.join(ACTIONS)}")
     files = report_files(report_dir)
     meta = validate_reports(report_dir, files, allow_mixed)
-    policy = load_policy(find_rule_file("policies", policy_name, rules_dir), meta["concepts"], meta["concept_categories"])
-    with naming_damage(files, len(meta["concepts"])):
-        summary = run_filter(report_dir, policy, out, on_failed, allow_partial)
+    policy_path = find_rule_file("policies", policy_name, rules_dir)
+    policy = load_policy(policy_path, meta["concepts"], meta["concept_categories"])
+    cover = _coverage(report_dir, meta)
+    check_policy(policy_path, cover, dict(zip(meta["concepts"], meta["concept_categories"])))
+    loaded = _load_banks(banks or [])
+    with naming_damage(files, len(meta["concepts"])), tempfile.TemporaryDirectory(prefix="vlmaudit-match-") as tmp:
+        from vlmaudit.report.coverage_view import coverage_block
+
+        matches = known_matches_file(report_dir, files, loaded, Path(tmp), None if is_url(out) else Path(out))
+        summary = run_filter(report_dir, policy, out, on_failed, allow_partial, coverage_block(cover, meta["categories"]),
+                             matches)
     counts = summary["counts"]
     print(f"{summary['samples']:,} samples: keep {counts['keep']:,}, review {counts['review']:,}, "
           f"drop {counts['drop']:,} (policy {policy.name}) -> {out}")
@@ -38,3 +48,44 @@ def run_filter_command(report_dir: Path, policy_name: str, out: Path, on_failed:
         print(f"wrote {len(written)} filtered shards with {sum(written.values()):,} samples -> {write_shards}")
         if result["skipped_members"]:
             print(f"left out {result['skipped_members']:,} member(s) over --max-member-bytes")
+
+
+def _load_banks(banks: list[str]) -> list:
+    from vlmaudit.match.banks import read_bank
+
+    return [bank for text in banks for bank in read_bank(text)]  # a bad bank is refused before any work
+
+
+def known_matches_file(report_dir, files: list, banks: list, tmp: Path, out: Path | None) -> Path | None:
+    """One Parquet of every known match: REPORT_DIR/matches (from `match` or `scan --bank`) plus
+    the --bank files matched now (also written to OUT/matches.parquet); None when there are none."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from vlmaudit.match.known import MATCH_DIR, MATCH_FILE, known_matches
+
+    tables = []
+    stored = None if is_url(report_dir) else Path(report_dir) / MATCH_DIR / MATCH_FILE
+    if stored is not None and stored.is_file():
+        known_matches(report_dir)  # size and readability checked: one line if damaged
+        tables.append(pq.read_table(stored, columns=["shard", "key", "bank"]))
+    if banks:
+        from vlmaudit.commands.match import match_files, write_outputs
+
+        found = match_files(files, banks)
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            write_outputs(found, out)
+        tables.append(found.select(["shard", "key", "bank"]))
+    if not tables:
+        return None
+    path = tmp / MATCH_FILE
+    pq.write_table(pa.concat_tables(tables), path)
+    return path
+
+
+def _coverage(report_dir, meta: dict):
+    from vlmaudit.report.reading import read_run_file
+    from vlmaudit.rulebook.coverage import coverage_of
+
+    return coverage_of(read_run_file(report_dir), meta)

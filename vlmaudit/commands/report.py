@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vlmaudit.report.known_content import apply_known_matches
 from vlmaudit.errors import UserError
 from vlmaudit.rulebook.thresholds import target_mask
 
@@ -101,7 +102,9 @@ def run_report_command(request: ReportRequest) -> int:
         raise UserError("--format html needs --output FILE")
     summary, meta = _summarize(request, request.report_dir)
     add_completeness(summary, request)
+    apply_known_matches(summary, request.report_dir)  # before any example is shown or re-read
     limits = parse_limits(request.fail_above, meta["categories"])
+    check_coverage(request, meta, limits)
     if request.compare:
         _add_comparison(summary, request)
     if request.labels:
@@ -119,6 +122,20 @@ def run_report_command(request: ReportRequest) -> int:
         print(f"error: {safe_text(gate_message(summary))}", file=sys.stderr)
         return 2
     return _gate(summary, limits)
+
+
+def check_coverage(request: ReportRequest, meta: dict, limits: dict) -> None:
+    """--fail-above or --policy on a category / modality the model did not score: exit 2, naming it."""
+    from vlmaudit.report.reading import read_run_file
+    from vlmaudit.rulebook import coverage
+
+    cover = coverage.coverage_of(read_run_file(request.report_dir), meta)
+    coverage.check_limits(limits, cover)
+    if request.policy:
+        from vlmaudit.rulebook.load import find_rule_file
+
+        coverage.check_policy(find_rule_file("policies", request.policy, request.rules), cover,
+                              dict(zip(meta["concepts"], meta["concept_categories"])))
 
 
 def add_completeness(summary: dict, request: ReportRequest) -> None:
@@ -160,10 +177,10 @@ def _summarize(request: ReportRequest, report_dir: Path, histogram: bool = True)
 
 def _add_comparison(summary: dict, request: ReportRequest) -> None:
     other, _ = _summarize(request, request.compare, histogram=False)
-    rates = {c["id"]: c["rate"] for c in other["categories"]}
+    from vlmaudit.report.coverage_view import compare_rows
+
     summary["compare_dir"] = str(request.compare)
-    summary["compare"] = [{"id": c["id"], "name": c["name"], "rate": c["rate"], "other_rate": rates.get(c["id"], 0.0),
-                           "delta": c["rate"] - rates.get(c["id"], 0.0)} for c in summary["categories"]]
+    summary["compare"] = compare_rows(summary, other)
 
 
 def _add_estimates(summary: dict, meta: dict, request: ReportRequest) -> None:

@@ -2,102 +2,15 @@
 
 from __future__ import annotations
 
-import os
-from dataclasses import asdict, dataclass, replace
-from pathlib import Path
+from dataclasses import asdict
 
+from vlmaudit.commands.scan_request import ScanRequest, default_model
 from vlmaudit.errors import UserError
-from vlmaudit.scan.worker import ScanSettings
 from vlmaudit.report.safetext import rich_markup
 from vlmaudit.storage.location import redact
 
 
 ENGINES = ("local", "ray")
-
-
-@dataclass
-class ScanRequest:
-    shards: list[str]
-    out: str | Path  # a directory or an fsspec URL (s3://bucket/prefix)
-    model: str | None
-    backend: str = "clip"
-    rules: Path | None = None
-    batch_size: int = 32
-    workers: int = 2
-    device: str = "auto"
-    precision: str = "auto"
-    num_shards: int = 1
-    shard_index: int = 0
-    overwrite: bool = False
-    retries: int = 2
-    max_pixels: int = 50_000_000
-    max_member_bytes: int = 64 << 20
-    allow_unsafe_weights: bool = False
-    trust_remote_code: bool = False
-    quiet: bool = False
-    prompts: str = "unsafeconcepts"
-    rationale: bool = False
-    head: Path | None = None
-    judge_model: str | None = None
-    escalate_above: float | None = None
-    escalate_top: float | None = None
-    thresholds: Path | None = None  # a thresholds file (e.g. from `vlmaudit calibrate`) on top of the rules'
-    image_column: str | None = None
-    caption_column: str | None = None
-    key_column: str | None = None
-    split: str | None = None
-    config: str | None = None
-    revision: str | None = None
-    engine: str = "local"
-    ray_address: str | None = None
-    gpus_per_worker: float | None = None
-    cpus_per_worker: float = 1.0
-    ray_workers: int | None = None  # --workers under --engine ray: the number of actors
-    decode: str = "auto"
-    compile: bool = False
-    progress_every: float = 30.0  # seconds between progress lines when stderr is not a terminal
-    folder_shard_size: int = 10_000  # loose image folders: samples per shard
-
-    def backend_options(self):
-        from vlmaudit.backends import BackendOptions
-
-        return BackendOptions(self.prompts, self.rationale, self.head, self.judge_model, self.escalate_above,
-                              self.escalate_top)
-
-    def settings(self) -> ScanSettings:
-        return ScanSettings(batch_size=self.batch_size, workers=self.workers, max_pixels=self.max_pixels,
-                            max_member_bytes=self.max_member_bytes, retries=self.retries, columns=self.columns(),
-                            overwrite=self.overwrite)
-
-    def columns(self):
-        from vlmaudit.scan.table_columns import ColumnChoice
-
-        return ColumnChoice(self.image_column, self.caption_column, self.key_column)
-
-    def hub(self):
-        from vlmaudit.scan.hfhub import HubSelection
-
-        if (self.split or self.config or self.revision) and not any(s.startswith("hf://datasets/") for s in self.shards):
-            raise UserError("--split, --config and --revision apply to hf://datasets/ORG/NAME shards only")
-        return HubSelection(self.split, self.config, self.revision)
-
-    def spec(self):
-        from vlmaudit.backends.modelref import ModelOptions
-        from vlmaudit.engine.spec import ScannerSpec
-
-        from vlmaudit.storage.location import is_url
-
-        local = lambda p: p if p is None or is_url(str(p)) or not os.path.exists(p) else type(p)(os.path.abspath(p))  # noqa: E731
-        # absolute paths: Ray actors do not run in this directory
-        options = ModelOptions(local(default_model(self)), self.device, self.precision, self.allow_unsafe_weights,
-                               self.trust_remote_code, self.compile)
-        extra = replace(self.backend_options(), head=local(self.head), judge_model=local(self.judge_model))
-        settings = self.settings()
-        if self.engine == "ray":  # an actor decodes with the CPUs it reserved beyond its own
-            settings.workers = max(0, int(self.cpus_per_worker) - 1)
-        out = str(self.out) if is_url(str(self.out)) else os.path.abspath(self.out)
-        return ScannerSpec(self.backend, options, extra, settings, out, local(self.rules), local(self.thresholds),
-                           self.decode)
 
 
 def run_scan_command(request: ScanRequest) -> int:
@@ -114,6 +27,7 @@ def run_scan_command(request: ScanRequest) -> int:
     if request.engine not in ENGINES:
         raise UserError(f"--engine {request.engine}: expected one of {', '.join(ENGINES)}")
     rules = load_rules(request.rules, request.thresholds)
+    banks = _load_banks(request)  # a bad bank is refused before any shard is listed or model loaded
     jobs, planned = runinfo.plan_jobs(request.shards, request.num_shards, request.shard_index, request.hub(),
                                       request.folder_shard_size)
     check_table_shards([job.url for job in jobs], request.columns())
@@ -126,11 +40,16 @@ def run_scan_command(request: ScanRequest) -> int:
     todo, done = runinfo.split_done(jobs, request.out, request.overwrite)
     totals = None if request.quiet else SampleTotal([job.url for job in todo])  # counts while the model loads
     from vlmaudit.engine.local import LocalEngine
-    from vlmaudit.engine.ray_engine import RayEngine
+    from vlmaudit.engine.ray_engine import RayEngine, RayOptions
 
-    engine = RayEngine(request) if request.engine == "ray" else LocalEngine(request)
+    if request.engine == "ray":
+        engine = RayEngine(request.spec(), RayOptions(request.ray_address, request.actors, request.gpus_per_worker,
+                                                      request.cpus_per_worker))
+    else:
+        engine = LocalEngine(request.spec())
     try:
         record = runinfo.run_record(engine.describe(), rules, _config(request), planned)
+        record["hashes"] = _hash_record(request.hashes)
         runinfo.check_resume(request.out, record, request.overwrite)
         runinfo.write_run_record(request.out, record)
         if done:
@@ -138,7 +57,10 @@ def run_scan_command(request: ScanRequest) -> int:
         result = _run(engine, request, todo, console, totals)
     finally:
         engine.close()
-    return _summarize(result, request, console)
+    code = _summarize(result, request, console)
+    if banks:
+        _match_after_scan(request, banks, console)
+    return code
 
 
 def _check_hub(request: ScanRequest) -> None:
@@ -184,16 +106,6 @@ def _print_failures(console, result) -> None:
                       "re-run the same command to retry them)")
 
 
-def default_model(request: ScanRequest) -> str | None:
-    """--model, else the backend's default (the head backend takes its vision model from the head)."""
-    from vlmaudit.backends.vlm import DEFAULT_JUDGE
-    from vlmaudit.backends.clip import DEFAULT_MODEL
-
-    if request.model or request.backend == "head":
-        return request.model
-    return DEFAULT_JUDGE if request.backend == "vlm" else DEFAULT_MODEL
-
-
 def _run(engine, request: ScanRequest, jobs, console, totals=None):
     if request.quiet or not jobs:
         return engine.run(jobs)
@@ -212,3 +124,47 @@ def _config(request: ScanRequest) -> dict:
     config["head"] = str(request.head) if request.head else None
     config["thresholds"] = str(request.thresholds) if request.thresholds else None
     return config
+
+
+def _hash_record(enabled: bool) -> dict:
+    """Which known-content hashes the report columns hold (run.json): PDQ needs the `hashes` extra."""
+    from vlmaudit.scan.hashing import pdq_available
+
+    if not enabled:
+        return {"sha256": False, "md5": False, "pdq": False, "note": "--no-hashes"}
+    pdq = pdq_available()
+    note = None if pdq else "PDQ not computed: pdqhash is not installed (pip install 'vlmaudit[hashes]')"
+    return {"sha256": True, "md5": True, "pdq": pdq, "note": note}
+
+
+def _load_banks(request: ScanRequest) -> list:
+    if not request.banks:
+        return []
+    from vlmaudit.match.banks import read_bank
+    from vlmaudit.storage.location import is_url
+
+    if is_url(str(request.out)):
+        raise UserError("--bank needs a local --out (the matches go to OUT/matches); run `vlmaudit match` later instead")
+    if not request.hashes:
+        raise UserError("--bank needs the hashes: drop --no-hashes")
+    return [bank for text in request.banks for bank in read_bank(text)]
+
+
+def _match_after_scan(request: ScanRequest, banks: list, console) -> None:
+    """scan --bank: the stored hashes of every finished shard against the banks, into OUT/matches."""
+    from pathlib import Path
+
+    from vlmaudit.commands.match import match_files, write_outputs
+    from vlmaudit.match.known import MATCH_DIR
+    from vlmaudit.report.reading import report_files
+
+    table = match_files(report_files(request.out), banks)
+    out = Path(request.out) / MATCH_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    write_outputs(table, out)
+    counts = {bank.name: 0 for bank in banks}
+    for name in table.column("bank").to_pylist():
+        counts[name] += 1
+    shown = ", ".join(f"{name}: {n:,}" for name, n in counts.items())
+    console.print(f"known-content matches ({rich_markup(shown)}) -> {rich_markup(str(out))}; matched images are never shown")
+

@@ -6,8 +6,9 @@ from __future__ import annotations
 class LocalEngine:
     """This process: the model here, DataLoader worker processes for decoding."""
 
-    def __init__(self, request):
-        self.scanner = request.spec().build()
+    def __init__(self, spec):
+        """SPEC: an engine.spec.ScannerSpec; the local engine has no options of its own."""
+        self.scanner = spec.build()
 
     def describe(self) -> dict:
         return self.scanner.backend.describe()

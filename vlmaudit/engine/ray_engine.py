@@ -190,10 +190,9 @@ class RayPool:
 class RayEngine:
     """A pool of Ray actors, each with its own model (see engine/ray_engine.py)."""
 
-    def __init__(self, request):
-        options = RayOptions(request.ray_address, request.ray_workers, request.gpus_per_worker,
-                             request.cpus_per_worker)
-        self.pool = RayPool(request.spec(), options)
+    def __init__(self, spec, options: RayOptions):
+        """SPEC: an engine.spec.ScannerSpec each actor builds its scanner from."""
+        self.pool = RayPool(spec, options)
 
     def describe(self) -> dict:
         return self.pool.describe()

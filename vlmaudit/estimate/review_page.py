@@ -18,10 +18,12 @@ INSTRUCTIONS = (
 
 
 def images_allowed(report_dir, rows: list[dict]) -> list[dict]:
-    """The rows whose image may be decoded and shown to reviewers. This is the one place where
-    known-content matches (hash banks) are to be excluded before any image is read; today no
-    bank is consulted, so every row is allowed."""
-    return list(rows)
+    """The rows whose image may be decoded and shown to reviewers: never a known-content match
+    (REPORT_DIR/matches, from `vlmaudit match` or `scan --bank`)."""
+    from vlmaudit.match.known import known_matches
+
+    known = known_matches(report_dir)
+    return [row for row in rows if (row["shard"], row["key"]) not in known]
 
 
 def thumbnails(report_dir, rows: list[dict], reread) -> tuple[dict, dict]:

@@ -30,6 +30,26 @@ def unfinished_shards(info: dict, report_dir) -> list[str]:
     return problems
 
 
+def with_matches(decided: str, policy: Policy, matches: Path | None) -> str:
+    """DECIDED with known-content matches (a `match` output) raised to the policy's match action,
+    reason `bank:NAME` first."""
+    if matches is None:
+        return decided
+    from vlmaudit.report import engine
+
+    actions = engine.texts(ACTIONS)
+    reason = (f"{{'rule': 'bank:' || m.bank, 'action': {engine.text(ACTIONS[policy.match])}, 'modality': 'image', "
+              "'threshold': NULL::FLOAT, 'image_score': NULL::FLOAT, 'caption_score': NULL::FLOAT}")
+    return f"""
+        SELECT d.shard, d.key, d.sample_index, d.url, d.status,
+               CASE WHEN m.bank IS NULL THEN d.action
+                    ELSE {actions}[greatest(list_position({actions}, d.action), {policy.match + 1})] END AS action,
+               CASE WHEN m.bank IS NULL THEN d.reasons ELSE list_concat([{reason}], d.reasons) END AS reasons
+        FROM ({decided}) d
+        LEFT JOIN (SELECT shard, key, min(bank) AS bank FROM read_parquet({engine.text(matches)}) GROUP BY shard, key) m
+          ON d.shard = m.shard AND d.key = m.key"""
+
+
 def decided_sql(policy: Policy, on_failed: int, files: list) -> str:
     """Every row with its action and reasons: the most severe fired rule, at least --on-failed
     for rows whose status is not ok; failed rows carry a status reason first."""
@@ -65,7 +85,8 @@ def _private_temp(target: Path) -> Path:
     return path
 
 
-def write_decisions(files: list, policy: Policy, on_failed: int, out_dir: Path) -> tuple[dict, dict]:
+def write_decisions(files: list, policy: Policy, on_failed: int, out_dir: Path,
+                    matches: Path | None = None) -> tuple[dict, dict]:
     """One pass over the reports into a temporary Parquet of decisions, split by action into
     keep/review/drop.parquet (temporary names, renamed together); returns the counts."""
     from vlmaudit.report import engine
@@ -76,7 +97,7 @@ def write_decisions(files: list, policy: Policy, on_failed: int, out_dir: Path) 
     try:
         with engine.session(files, "filter") as con:
             engine.check_scores(con, files, len(policy.action))
-            con.execute(f"COPY ({decided_sql(policy, on_failed, files)}) TO {engine.text(decided)} "
+            con.execute(f"COPY ({with_matches(decided_sql(policy, on_failed, files), policy, matches)}) TO {engine.text(decided)} "
                         "(FORMAT parquet, COMPRESSION zstd)")
             for action, path in partial.items():
                 con.execute(f"COPY (SELECT * FROM read_parquet({engine.text(decided)}) WHERE action = "
@@ -84,7 +105,8 @@ def write_decisions(files: list, policy: Policy, on_failed: int, out_dir: Path) 
             counts = dict(con.execute(f"SELECT action, count(*) FROM read_parquet({engine.text(decided)}) "
                                       "GROUP BY action").fetchall())
             fired = con.execute(f"SELECT r.rule, count(*) FROM (SELECT unnest(reasons) AS r FROM read_parquet("
-                                f"{engine.text(decided)})) WHERE starts_with(r.rule, 'concept:') GROUP BY r.rule").fetchall()
+                                f"{engine.text(decided)})) WHERE starts_with(r.rule, 'concept:') OR starts_with(r.rule, 'bank:') "
+                                "GROUP BY r.rule").fetchall()
         for action, path in partial.items():
             os.replace(path, out_dir / f"{action}.parquet")
     finally:
@@ -93,7 +115,10 @@ def write_decisions(files: list, policy: Policy, on_failed: int, out_dir: Path) 
     return {a: counts.get(a, 0) for a in ACTIONS}, dict(fired)
 
 
-def run_filter(report_dir: Path, policy: Policy, out_dir: Path, on_failed: str, allow_partial: bool) -> dict:
+def run_filter(report_dir: Path, policy: Policy, out_dir: Path, on_failed: str, allow_partial: bool,
+               coverage: dict | None = None, matches: Path | None = None) -> dict:
+    """`coverage`: report.coverage_view.coverage_block, written to summary.json as "coverage";
+    `matches`: known-content matches (a `match` output), raised to the policy's match action."""
     from vlmaudit.report.completeness import assess, filter_entries
 
     info = assess(report_dir)
@@ -104,9 +129,11 @@ def run_filter(report_dir: Path, policy: Policy, out_dir: Path, on_failed: str, 
                         "finish the scan or pass --allow-partial")
     files = report_files(report_dir)
     with _local_out(out_dir) as local:
-        counts, rule_counts = write_decisions(files, policy, ACTIONS.index(on_failed), local)
+        counts, rule_counts = write_decisions(files, policy, ACTIONS.index(on_failed), local, matches)
         listed = filter_entries(info) + [m for m in missing if m.endswith("(unfinished)")]
         summary = _summary(policy, on_failed, report_dir, counts, rule_counts, listed) | info
+        if coverage is not None:
+            summary["coverage"] = coverage
         write_json_atomic(local / "summary.json", summary)
     return summary
 
@@ -115,7 +142,8 @@ def _summary(policy: Policy, on_failed: str, report_dir, counts: dict, rule_coun
     return {"policy": policy.name, "policy_fingerprint": policy.fingerprint, "on_failed": on_failed,
                "report_dir": str(report_dir), "samples": sum(counts.values()), "counts": counts,
                "rules_fired": dict(sorted(rule_counts.items(), key=lambda kv: (-kv[1], kv[0]))),
-               "incomplete_shards": missing}
+               "incomplete_shards": missing,
+               "known_matches": {rule[5:]: n for rule, n in rule_counts.items() if rule.startswith("bank:")}}
 
 
 @contextmanager

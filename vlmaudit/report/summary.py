@@ -85,8 +85,18 @@ def summarize(report_dir, top: int = 10, view: View | None = None, hist_concept:
     stats = {name: s for name, s in read_stats(report_dir).items()
              if not view.shard_glob or fnmatch.fnmatch(name, view.shard_glob)}
     summary = build_summary(meta, counts, stats, top, files, view, hist_concept, examples)
+    _apply_coverage(summary, report_dir, meta)
     if not counts.flagged:  # an empty dashboard still shows how close the data came
         from vlmaudit.report.highest import highest_scores
 
         summary["highest_scores"] = highest_scores(files, min(top, 5))
     return summary
+
+
+def _apply_coverage(summary: dict, report_dir, meta: dict) -> None:
+    """Unscored categories / modalities become n/a (report.coverage_view)."""
+    from vlmaudit.report.coverage_view import apply_coverage
+    from vlmaudit.report.reading import read_run_file
+    from vlmaudit.rulebook.coverage import coverage_of
+
+    apply_coverage(summary, coverage_of(read_run_file(report_dir), meta))

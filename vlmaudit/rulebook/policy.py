@@ -35,11 +35,12 @@ class Policy:
     modality: np.ndarray  # index into MODALITIES
     action: np.ndarray  # index into ACTIONS
     fingerprint: str
+    match: int = 2  # action (index into ACTIONS) for known-content matches: review or drop, never keep
 
 
 def load_policy(path: Path, concepts: list[str], concept_categories: list[str]) -> Policy:
-    data = check_mapping(path, "(top)", read_yaml(path) or {}, {"description", "default", "categories", "concepts"},
-                         {"default"})
+    data = check_mapping(path, "(top)", read_yaml(path) or {},
+                         {"description", "default", "categories", "concepts", "match"}, {"default"})
     base = _rule(path, "default", data["default"], required=True)
     category_rules = {k: _rule(path, f"categories.{k}", v)
                       for k, v in _section(path, data, "categories", set(concept_categories)).items()}
@@ -52,7 +53,15 @@ def load_policy(path: Path, concepts: list[str], concept_categories: list[str]) 
         modality=np.array([MODALITIES.index(r["modality"]) for r in merged]),
         action=np.array([ACTIONS.index(r["action"]) for r in merged]),
         fingerprint=hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16],
+        match=_match_action(path, data.get("match", "drop")),
     )
+
+
+def _match_action(path, value) -> int:
+    """`match: drop|review`: what happens to a sample that matched a hash bank (never keep)."""
+    if check_str(path, "match", value) not in ("review", "drop"):
+        raise RulesError(path, "match", f"{value!r} is not one of review, drop (a known-content match is never kept)")
+    return ACTIONS.index(value)
 
 
 def _section(path, data, name, known: set[str]) -> dict:

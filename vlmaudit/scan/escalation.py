@@ -1,9 +1,10 @@
 """The cascade's shard-level second stage: judge the samples the first stage escalated.
 
-Runs once a shard's first-stage rows are complete (held in memory by the ShardWriter): the backend
-says which samples to escalate (`backend.escalated(table)`), they are read again from the shard
-through the same reader (retries, safety net) and scored by `backend.judge`, and their rows
-replace the first stage's, which keep their scores in screen_image_scores / screen_caption_scores.
+Runs once a shard's first-stage rows are complete (held in memory by the Scanner, which hands the
+refined table to a plain ShardWriter that writes it once): the escalation says which samples to
+judge (`escalation.escalated(table)`), they are read again from the shard through the same reader
+(retries, safety net) and scored by `escalation.judge`, and their rows replace the first stage's,
+which keep their scores in screen_image_scores / screen_caption_scores.
 """
 
 from __future__ import annotations
@@ -11,19 +12,16 @@ from __future__ import annotations
 from dataclasses import replace
 
 from vlmaudit.scan.rows import RowBuilder
+from vlmaudit.scan.scorer import Escalation
 from vlmaudit.scan.worker import prepare_shard
 
 
-def has_second_stage(backend) -> bool:
-    return hasattr(backend, "escalated") and hasattr(backend, "judge")
-
-
-def refine_shard(backend, job, table, settings, rows, score_batch):
+def refine_shard(escalation: Escalation, job, table, settings, rows, score_batch):
     """Judge the escalated samples of one shard; returns (table, stats additions)."""
-    wanted = backend.escalated(table)
+    wanted = escalation.escalated(table)
     if wanted.size == 0:
         return table, {"escalated": 0, "judged": 0}
-    judged = _judge(backend.judge, job, set(wanted.tolist()), settings, rows, score_batch)
+    judged = _judge(escalation.judge, job, set(wanted.tolist()), settings, rows, score_batch)
     merged = _merge(table, judged) if judged is not None else table
     return merged, {"escalated": int(wanted.size), "judged": judged.num_rows if judged is not None else 0}
 

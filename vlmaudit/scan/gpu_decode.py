@@ -40,7 +40,7 @@ def resolve_decode(mode: str, backend) -> str:
 
 
 def gpu_decode_problem(backend) -> str | None:
-    if not str(getattr(backend, "device", "cpu")).startswith("cuda"):
+    if not str(backend.device).startswith("cuda"):
         return "the model does not run on a CUDA device"
     if transform_for(backend.preprocessor) is None:
         return f"the {backend.name} backend's image processor cannot run on the GPU (CLIP/SigLIP processors only)"

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vlmaudit import flags as F
+from vlmaudit.scan.hashing import ImageHashes
 from vlmaudit.schema import category_column
 
 
@@ -25,6 +26,7 @@ class RowMeta:
     notes: list[str] = field(default_factory=list)
     image_row: int = -1
     caption_row: int = -1
+    hashes: ImageHashes | None = None  # None: --no-hashes or no image bytes
 
 
 class RowBuilder:
@@ -47,6 +49,7 @@ class RowBuilder:
         columns["model"] = [self.model_tag] * len(metas)
         columns["taxonomy_version"] = [self.taxonomy.tag] * len(metas)
         columns.update(self._judge_columns(metas, extras or {}, image, caption, decided_by))
+        columns.update(_hash_columns(metas))
         return pa.RecordBatch.from_pydict(columns, schema=self.schema)
 
     def _judge_columns(self, metas, extras: dict, image, caption, decided_by) -> dict:
@@ -115,6 +118,12 @@ class RowBuilder:
             "caption_flagged_scores": [s[row].tolist() for s, row in zip(caption, caption_flags)],
             "flagged_categories": [self.category_ids[row].tolist() for row in categories],
         }
+
+
+def _hash_columns(metas) -> dict:
+    hashes = [m.hashes or ImageHashes() for m in metas]
+    return {"image_sha256": [h.sha256 for h in hashes], "image_md5": [h.md5 for h in hashes],
+            "image_pdq": [h.pdq for h in hashes], "image_pdq_quality": [h.pdq_quality for h in hashes]}
 
 
 def _aligned_values(metas, values, attr) -> np.ndarray:

@@ -104,6 +104,7 @@ def run_record(backend_info: dict, rules, config: dict, planned: list[str]) -> d
         "planned_shards": planned,
         **{k: backend_info.get(k) for k in ("backend", "model", "revision", "device", "precision")},
         "model_info": backend_info,
+        "coverage": backend_info.get("coverage"),  # which categories and modalities the model scores
         "taxonomy_version": rules.taxonomy.tag,
         "taxonomy_fingerprint": rules.taxonomy.fingerprint(),
         "thresholds_fingerprint": rules.thresholds.fingerprint(),

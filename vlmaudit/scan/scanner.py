@@ -9,9 +9,10 @@ import contextlib
 import time
 from dataclasses import dataclass, field
 
-from vlmaudit.scan.escalation import has_second_stage, refine_shard
+from vlmaudit.scan.escalation import refine_shard
 from vlmaudit.scan.loader import iter_prepared
 from vlmaudit.scan.rows import RowBuilder
+from vlmaudit.scan.scorer import Scorer
 from vlmaudit.scan.worker import PreparedBatch, ScanSettings, ShardJob
 from vlmaudit.scan.writer import ShardWriter, as_location, parquet_name, stats_name
 from vlmaudit.storage.location import redact
@@ -47,7 +48,7 @@ class ScanResult:
 
 
 class Scanner:
-    def __init__(self, backend, rules, out_dir, settings: ScanSettings, schema, progress=None, decoder=None):
+    def __init__(self, backend: Scorer, rules, out_dir, settings: ScanSettings, schema, progress=None, decoder=None):
         """out_dir: a local directory or an fsspec URL (s3://bucket/prefix)."""
         self.backend, self.out, self.settings = backend, as_location(out_dir), settings
         info = backend.describe()
@@ -55,9 +56,10 @@ class Scanner:
         self.rows = RowBuilder(rules.taxonomy, rules.thresholds, schema, model_tag)
         self.schema, self.progress = schema, progress or NullProgress()
         self.writers: dict[str, ShardWriter] = {}
+        self.held: dict[str, list] = {}  # first-stage rows of a shard with a second stage, until it ends
         self.skipping: set[str] = set()
         self.timing: dict[str, dict] = {}
-        self.on_cuda = str(getattr(backend, "device", "cpu")).startswith("cuda")
+        self.on_cuda = str(backend.device).startswith("cuda")
         if decoder is None and settings.decode == "gpu":
             decoder = _gpu_decoder(backend, settings)
         self.decoder = decoder  # completes batches whose JPEGs the workers left for the GPU
@@ -93,9 +95,12 @@ class Scanner:
         started = time.perf_counter()
         image_scores, caption_scores, extras = score_batch(self.backend, batch)
         timing["model"] += time.perf_counter() - started
-        stage = getattr(self.backend, "stage", self.backend.name)
-        record = self.rows.build(name, batch.metas, image_scores, caption_scores, extras, stage)
-        writer.add(record)
+        record = self.rows.build(name, batch.metas, image_scores, caption_scores, extras, self.backend.stage)
+        if self.backend.escalation is None:
+            writer.add(record)
+        else:  # the second stage rewrites rows once the shard's first stage is complete
+            self.held.setdefault(name, []).append(record)
+            writer.heartbeat()
         flagged = sum(1 for v in record.column("flagged").to_pylist() if v)
         result.rows, result.flagged = result.rows + record.num_rows, result.flagged + flagged
         self.progress.batch(record.num_rows, flagged)
@@ -105,8 +110,8 @@ class Scanner:
     def _open(self, name: str, takeover: tuple[str, int] | None = None) -> ShardWriter | None:
         if name in self.skipping:
             return None
-        writer = ShardWriter.claim_shard(self.out, name, self.schema, hold=has_second_stage(self.backend),
-                                         rescan_done=self.settings.overwrite, takeover=takeover)
+        writer = ShardWriter.claim_shard(self.out, name, self.schema, rescan_done=self.settings.overwrite,
+                                         takeover=takeover)
         if writer is None:
             self.skipping.add(name)
             return None
@@ -125,11 +130,14 @@ class Scanner:
         name, end = batch.job.name, batch.end
         stats = self._stats(batch.job, end, self.timing.pop(name))
         del self.writers[name]
+        held = self.held.pop(name, [])
         if end.status == ShardStatus.FAILED:
             writer.fail(stats)
         else:
             try:
-                writer.commit(stats, self._refiner(batch.job, stats))
+                if self.backend.escalation is not None:
+                    self._refine(batch.job, held, stats, writer)
+                writer.commit(stats)
             except BaseException:
                 _abort_quietly(writer)  # e.g. the disk is full: no temporary file left, nothing marked done
                 raise
@@ -138,19 +146,18 @@ class Scanner:
             result.permanent.add(name)
         self.progress.shard_done(name, end.status)
 
-    def _refiner(self, job: ShardJob, stats: dict):
-        """The backend's shard-level second pass (cascade), timed into the shard's stats."""
-        if not has_second_stage(self.backend):
-            return None
+    def _refine(self, job: ShardJob, held: list, stats: dict, writer: ShardWriter) -> None:
+        """The backend's shard-level second pass (cascade) over the shard's first-stage rows, timed
+        into its stats; the refined table then goes to the writer, which writes it once."""
+        import pyarrow as pa
 
-        def refine(table):
-            started = time.perf_counter()
-            table, info = refine_shard(self.backend, job, table, self.settings, self.rows, score_batch)
-            stats["seconds"]["second_stage"] = round(time.perf_counter() - started, 4)
-            stats.update(info)
-            return table
-
-        return refine
+        started = time.perf_counter()
+        table = pa.Table.from_batches(held, schema=self.schema)
+        table, info = refine_shard(self.backend.escalation, job, table, self.settings, self.rows, score_batch)
+        stats["seconds"]["second_stage"] = round(time.perf_counter() - started, 4)
+        stats.update(info)
+        for record in table.to_batches():
+            writer.add(record)
 
     def _stats(self, job: ShardJob, end, timing: dict) -> dict:
         from vlmaudit import __version__
@@ -169,6 +176,7 @@ class Scanner:
         for writer in self.writers.values():
             writer.abort()
         self.writers.clear()
+        self.held.clear()
 
 
 def _abort_quietly(writer: ShardWriter) -> None:

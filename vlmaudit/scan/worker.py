@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from vlmaudit.scan.folder_source import is_folder_shard, iter_folder_samples
 from vlmaudit.scan.gpu_decode import defer_jpeg
+from vlmaudit.scan.hashing import ImageHashes, byte_digests, hashing_draft, pdq_hash
 from vlmaudit.scan.imaging import ImageDecodeError, ImageTooLarge, decode_image
 from vlmaudit.scan.parquet_source import is_table_shard, iter_table_samples
 from vlmaudit.scan.table_columns import ColumnChoice
@@ -35,6 +36,7 @@ class ScanSettings:
     columns: ColumnChoice = field(default_factory=ColumnChoice)  # Parquet/Arrow shards only
     overwrite: bool = False  # rescan a shard that another writer finished while this run was going
     decode: str = "cpu"  # resolved --decode: gpu leaves plain JPEGs to the main process (gpu_decode.py)
+    hashes: bool = True  # SHA-256 / MD5 of the bytes and PDQ of the pixels (scan/hashing.py)
 
 
 @dataclass
@@ -161,7 +163,10 @@ def _deferred(sample, settings, position: int, jpegs: list) -> RowMeta | None:
     if size is None:
         return None
     jpegs.append((position, sample.image))
-    return RowMeta(sample.key, sample.index, sample.url, sample.caption, SampleStatus.OK, None, *size, notes=list(sample.notes))
+    meta = RowMeta(sample.key, sample.index, sample.url, sample.caption, SampleStatus.OK, None, *size, notes=list(sample.notes))
+    if settings.hashes:  # PDQ needs the pixels, which only the GPU decodes here: exact digests only
+        meta.hashes = ImageHashes(*byte_digests(sample.image))
+    return meta
 
 
 def _decode_sample(sample, preprocessor, settings, images: list) -> RowMeta:
@@ -172,14 +177,19 @@ def _decode_sample(sample, preprocessor, settings, images: list) -> RowMeta:
     if sample.image is None:
         meta.status, meta.error = SampleStatus.MISSING_IMAGE, "sample has no image member"
         return meta
+    if settings.hashes:
+        meta.hashes = ImageHashes(*byte_digests(sample.image))
     try:
-        image, (meta.width, meta.height) = decode_image(sample.image, settings.max_pixels, preprocessor.draft_size)
+        draft = hashing_draft(preprocessor.draft_size, settings.hashes)
+        image, (meta.width, meta.height) = decode_image(sample.image, settings.max_pixels, draft)
     except ImageTooLarge as exc:
         meta.status, meta.error = SampleStatus.TOO_LARGE, str(exc)
         return meta
     except ImageDecodeError as exc:
         meta.status, meta.error = SampleStatus.DECODE_ERROR, str(exc)
         return meta
+    if settings.hashes:
+        meta.hashes.pdq, meta.hashes.pdq_quality = pdq_hash(image)
     meta.image_row = len(images)
     images.append(_guard_aspect(image, meta))
     return meta

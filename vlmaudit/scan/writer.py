@@ -67,10 +67,8 @@ class ShardWriter:
     """Buffers record batches into row groups of ~8k rows; counts rows per status and flags.
     Build it with `claim`, which returns None when another live writer holds the shard."""
 
-    def __init__(self, out: Location, name: str, schema, hold: bool, claim: ShardClaim | None):
-        """hold=True keeps the whole shard in memory until commit, so a refine step (the cascade's
-        second stage) can rewrite rows before anything is written."""
-        self.out, self.name, self.schema, self.hold, self.claim = out, name, schema, hold, claim
+    def __init__(self, out: Location, name: str, schema, claim: ShardClaim | None):
+        self.out, self.name, self.schema, self.claim = out, name, schema, claim
         self.handle, self.partial = self._open_target()
         self.writer = open_parquet_writer(self.handle, schema)
         self.buffer, self.buffered = [], 0
@@ -78,8 +76,7 @@ class ShardWriter:
         self.flagged = {"image": 0, "caption": 0, "any": 0}
 
     @classmethod
-    def claim_shard(cls, out, name: str, schema, hold: bool = False, rescan_done: bool = True,
-                    takeover: tuple[str, int] | None = None):
+    def claim_shard(cls, out, name: str, schema, rescan_done: bool = True, takeover: tuple[str, int] | None = None):
         """A writer for shard NAME, or None when another live writer holds it (or, unless
         rescan_done, when it is already done). Stale stats are removed first: until this writer
         commits, the shard does not look done. `takeover`: (host, pid) of a writer known to be
@@ -96,7 +93,7 @@ class ShardWriter:
             claim and claim.release()
             return None
         out.remove(stats_name(name))
-        return cls(out, name, schema, hold, claim)
+        return cls(out, name, schema, claim)
 
     def _open_target(self):
         if self.out.remote:
@@ -107,13 +104,15 @@ class ShardWriter:
     def add(self, batch) -> None:
         self.buffer.append(batch)
         self.buffered += batch.num_rows
-        if self.claim is not None:
-            self.claim.heartbeat()
-        if self.hold:
-            return
+        self.heartbeat()
         self._count(batch)
         if self.buffered >= ROW_GROUP_ROWS:
             self._flush()
+
+    def heartbeat(self) -> None:
+        """Tell other writers this shard's claim is alive (also while the scanner holds its rows)."""
+        if self.claim is not None:
+            self.claim.heartbeat()
 
     def _count(self, batch) -> None:
         import pyarrow.compute as pc
@@ -131,10 +130,8 @@ class ShardWriter:
             self.writer.write_table(pa.Table.from_batches(self.buffer, schema=self.schema))
         self.buffer, self.buffered = [], 0
 
-    def commit(self, stats: dict, refine=None) -> list[str]:
+    def commit(self, stats: dict) -> list[str]:
         """Parquet into place, then the stats; returns where both are."""
-        if self.hold:
-            self._release(refine)
         self._flush()
         self.writer.close()
         if self.partial is not None:
@@ -159,15 +156,6 @@ class ShardWriter:
         finally:
             if self.claim is not None:
                 self.claim.release()
-
-    def _release(self, refine) -> None:
-        import pyarrow as pa
-
-        table = pa.Table.from_batches(self.buffer, schema=self.schema)
-        table = refine(table) if refine is not None else table
-        self.buffer, self.buffered, self.hold = [], 0, False
-        for batch in table.to_batches(max_chunksize=ROW_GROUP_ROWS):
-            self.add(batch)
 
     def abort(self) -> None:
         try:

@@ -212,11 +212,11 @@ def batch_of(statuses: list[str], flagged: list[bool]):
     return builder().build("s", metas, image, None)
 
 
-def new_writer(out, name, schema, hold=False):
+def new_writer(out, name, schema):
     """A writer as the scanner gets one: claimed (lock file) and writing to a unique temporary."""
     from vlmaudit.scan.writer import ShardWriter
 
-    return ShardWriter.claim_shard(out, name, schema, hold=hold)
+    return ShardWriter.claim_shard(out, name, schema)
 
 
 def test_shard_writer_counts_commits_stats_last_and_aborts_cleanly(tmp_path):
@@ -239,28 +239,52 @@ def test_shard_writer_counts_commits_stats_last_and_aborts_cleanly(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.parquet", "s.stats.json"]
 
 
-def test_shard_writer_flushes_row_groups_and_counts_after_a_refine(tmp_path, monkeypatch):
-    import pyarrow.compute as pc
-
+def test_shard_writer_flushes_row_groups_and_counts_what_it_is_given(tmp_path, monkeypatch):
     from vlmaudit.scan import writer as W
 
     monkeypatch.setattr(W, "ROW_GROUP_ROWS", 2)
     plain = new_writer(tmp_path, "plain", builder().schema)
     for _ in range(3):
         plain.add(batch_of(["ok", "ok"], [True, False]))
-    plain.commit({})
+    plain.commit(stats := {})
     assert pq.ParquetFile(tmp_path / "plain.parquet").metadata.num_row_groups == 3
-    held = new_writer(tmp_path, "held", builder().schema, hold=True)
-    held.add(batch_of(["ok", "ok", "ok"], [False, False, False]))
+    assert stats["rows"] == 6 and stats["flagged"]["any"] == 3
 
-    def refine(table):  # a second stage that flags the first row
-        flagged = pa.array([True, False, False])
-        return table.set_column(table.schema.get_field_index("flagged"), "flagged", flagged)
 
-    held.commit(stats := {}, refine)
-    table = pq.read_table(tmp_path / "held.parquet")
-    assert table.column("flagged").to_pylist() == [True, False, False]
-    assert stats["rows"] == 3 and stats["flagged"]["any"] == 1 and stats["flagged"]["image"] == 0
+def test_the_scanner_refines_a_shard_before_the_writer_writes_it_once(tmp_path, monkeypatch):
+    """Planted: rows written before the second stage, or the stats counted from the first stage."""
+    import pyarrow.compute as pc
+    from types import SimpleNamespace
+
+    from vlmaudit.scan.scanner import Scanner
+    from vlmaudit.scan.worker import ShardJob
+
+    class Escalation:
+        judge = None
+
+        def escalated(self, table):
+            return np.array([], np.int64)
+
+    seen = {}
+
+    def refine_shard(escalation, job, table, settings, rows, score_batch):
+        seen["rows"] = table.num_rows
+        flagged = pa.array([True] + [False] * (table.num_rows - 1))
+        return table.set_column(table.schema.get_field_index("flagged"), "flagged", flagged), {"escalated": 1}
+
+    import vlmaudit.scan.scanner as S
+
+    scanner = Scanner.__new__(Scanner)
+    scanner.schema, scanner.settings, scanner.rows = builder().schema, None, None
+    scanner.backend = SimpleNamespace(escalation=Escalation())
+    writer = new_writer(tmp_path, "s", scanner.schema)
+    held = [batch_of(["ok", "ok"], [False, False]), batch_of(["ok"], [False])]
+    monkeypatch.setattr(S, "refine_shard", refine_shard)
+    scanner._refine(ShardJob("s.tar", "s"), held, stats := {"seconds": {}}, writer)
+    writer.commit(stats)
+    table = pq.read_table(tmp_path / "s.parquet")
+    assert seen["rows"] == 3 and table.column("flagged").to_pylist() == [True, False, False]
+    assert stats["rows"] == 3 and stats["flagged"]["any"] == 1 and stats["escalated"] == 1
     assert int(pc.sum(table.column("image_flagged").cast(pa.int8())).as_py()) == 0
 
 
@@ -526,3 +550,48 @@ def test_an_error_right_after_a_full_batch_truncates_the_shard_instead_of_failin
     batches = list(worker.prepare_shard(worker.ShardJob("x.tar", "x"), NoInputs(), settings))
     assert [len(b.metas) for b in batches] == [2, 0] and batches[-1].final
     assert batches[-1].end.status == "truncated" and "reader bug" in batches[-1].end.error
+
+
+def test_every_backend_implements_the_scorer_protocol_the_scanner_calls():
+    """Planted: a backend without stage / escalation (the scanner no longer probes with getattr)."""
+    import inspect
+    from types import SimpleNamespace
+
+    from vlmaudit.backends.cascade import Cascade
+    from vlmaudit.backends.clip import ClipScorer
+    from vlmaudit.backends.head import HeadScorer
+    from vlmaudit.backends.opennsfw import OpenNsfwScorer
+    from vlmaudit.backends.vlm import VlmJudge
+    from vlmaudit.scan.scorer import Escalation, Scorer
+
+    declared = {n for n, v in vars(Scorer).items() if inspect.isfunction(v) and not n.startswith("_")}
+    assert declared == {"score", "forward_only", "describe"}
+    for cls in (ClipScorer, OpenNsfwScorer, VlmJudge, HeadScorer, Cascade):
+        assert all(callable(getattr(cls, m, None)) for m in declared), cls
+    for cls in (ClipScorer, OpenNsfwScorer, VlmJudge, HeadScorer):
+        assert cls.stage == cls.name and cls.escalation is None, cls
+    screen = SimpleNamespace(preprocessor=object(), name="clip", device="cpu", precision="fp32")
+    cascade = Cascade(screen, SimpleNamespace(name="vlm"), 0.5, None)
+    assert (cascade.stage, cascade.device, cascade.escalation) == ("clip", "cpu", cascade)
+    assert callable(cascade.escalation.escalated) and cascade.escalation.judge.name == "vlm"
+    assert set(Escalation.__annotations__) == {"judge"}
+
+
+def test_scan_options_have_one_set_of_defaults_and_are_given_by_keyword():
+    """Planted: a default changed in the CLI but not in ScanRequest (or the other way round)."""
+    import dataclasses
+    import inspect
+
+    from vlmaudit.cli import scan
+    from vlmaudit.commands.scan_request import DEFAULTS, ScanRequest
+
+    with pytest.raises(TypeError):
+        ScanRequest(["a.tar"], "out", None)  # keyword-only: no options by position
+    fields = {f.name for f in dataclasses.fields(ScanRequest)}
+    renamed = {"compile_model": "compile"}
+    cli = inspect.signature(inspect.unwrap(scan)).parameters
+    for name, parameter in cli.items():
+        field = renamed.get(name, name)
+        if field in fields and parameter.default is not inspect.Parameter.empty and parameter.default is not None:
+            assert parameter.default == getattr(DEFAULTS, field), name
+    assert cli["workers"].default is None and DEFAULTS.workers == 2  # None: not given (--engine ray reads it as --actors)

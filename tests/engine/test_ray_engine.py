@@ -53,7 +53,7 @@ def assert_each_shard_once(out, shards):
 
 def test_ray_engine_writes_the_same_reports_as_the_local_engine(ray_session, tmp_path, tiny_clip, shards, reference):
     out = tmp_path / "ray"
-    ray_args = ("--engine", "ray", "--workers", "2", "--batch-size", "4")
+    ray_args = ("--engine", "ray", "--actors", "2", "--batch-size", "4")
     result = run_cli(*scan_args(shards, out, tiny_clip, *ray_args))
     assert result.exit_code == 0, result.output
     assert_each_shard_once(out, shards)
@@ -204,10 +204,26 @@ def test_actors_are_placed_on_gpus(ray_session, tmp_path, tiny_clip, gpus_per_wo
 
 def test_a_model_that_cannot_load_is_one_line_under_ray(ray_session, tmp_path, demo_shards):
     result = run_cli(*scan_args(demo_shards, tmp_path / "out", tmp_path / "no-such-model", "--engine", "ray",
-                                "--workers", "1"))
+                                "--actors", "1"))
     assert result.exit_code == 2, result.output
     assert result.output.startswith("error: ") and len(result.output.strip().splitlines()) == 1
     assert "Traceback" not in result.output and not list((tmp_path / "out").glob("*.parquet"))
+    # the old spelling --workers still sets the actors, with one deprecation line first
+    old = run_cli(*scan_args(demo_shards, tmp_path / "out", tmp_path / "no-such-model", "--engine", "ray",
+                             "--workers", "1"))
+    lines = old.output.strip().splitlines()
+    assert old.exit_code == 2 and len(lines) == 2 and lines[1] == result.output.strip().splitlines()[0]
+    assert lines[0] == "warning: --workers with --engine ray is deprecated; use --actors 1"
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--actors", "2"), "--actors: the number of Ray actors, for --engine ray only"),
+    (("--engine", "ray", "--actors", "2", "--workers", "2"), "pass only --actors"),
+])
+def test_actors_are_not_decode_workers(tmp_path, demo_shards, args, message):
+    """Planted: --actors accepted by the local engine, or silently combined with --workers."""
+    result = run_cli(*scan_args(demo_shards, tmp_path / "out", tmp_path / "no-such-model", *args))
+    assert result.exit_code == 2 and message in result.output and len(result.output.strip().splitlines()) == 1
 
 
 def test_ctrl_c_on_the_ray_driver_leaves_an_out_that_resumes(tmp_path, tiny_clip, shards, reference):
@@ -218,7 +234,7 @@ def test_ctrl_c_on_the_ray_driver_leaves_an_out_that_resumes(tmp_path, tiny_clip
 
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "vlmaudit", *scan_args(shards, out, tiny_clip, "--batch-size", "1", "--engine", "ray",
-                                                        "--ray-address", "local", "--workers", "1")]
+                                                        "--ray-address", "local", "--actors", "1")]
     proc = subprocess.Popen(cmd, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     assert wait_for(lambda: len(list(out.glob("*.stats.json"))) >= 1 or proc.poll() is not None, timeout=240)
@@ -241,7 +257,7 @@ def test_ray_actors_write_reports_to_s3(ray_session, s3, tiny_clip, shards, refe
 
     endpoint, bucket = s3
     url = f"s3://{bucket}/ray"
-    result = run_cli(*scan_args(shards, url, tiny_clip, "--engine", "ray", "--workers", "2", "--batch-size", "4"))
+    result = run_cli(*scan_args(shards, url, tiny_clip, "--engine", "ray", "--actors", "2", "--batch-size", "4"))
     assert result.exit_code == 0, result.output
     fs = s3fs_client(endpoint)
     names = sorted(s.stem for s in shards)

@@ -1,0 +1,105 @@
+"""`vlmaudit match REPORTS --bank FILE ...`: stored hashes against hash banks (never the images);
+writes the removal list to OUT (default REPORTS/matches) and prints counts per bank only."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from vlmaudit.errors import UserError
+from vlmaudit.match.banks import read_bank
+from vlmaudit.match.known import MATCH_DIR, MATCH_FILE
+from vlmaudit.match.run import COLUMNS, MatchOptions, match_batches
+
+
+def run_match(report_dir: Path, banks: list[str], out: Path | None, options: MatchOptions, quiet: bool = False) -> int:
+    from vlmaudit.report.reading import report_files, validate_reports
+    from vlmaudit.storage.localfiles import check_writable_dir
+
+    if not banks:
+        raise UserError("match: pass at least one --bank FILE")
+    loaded = [bank for text in banks for bank in read_bank(text)]  # refuse a bad bank before reading reports
+    _unique_names(loaded)
+    files = report_files(report_dir)
+    validate_reports(report_dir, files)
+    out = Path(out) if out else Path(report_dir) / MATCH_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    check_writable_dir(out, "--out")
+    result = match_batches(_batches(files, options.batch_rows), loaded, options, _progress(quiet))
+    write_outputs(result.table(), out)
+    _print(result, loaded, out)
+    return 0
+
+
+def match_files(files, banks, options: MatchOptions | None = None, progress=None):
+    """The removal list (an Arrow table) of report FILES against BANKS."""
+    options = options or MatchOptions()
+    _unique_names(banks)
+    return match_batches(_batches(files, options.batch_rows), banks, options, progress).table()
+
+
+def _unique_names(banks) -> None:
+    seen = set()
+    for bank in banks:
+        if bank.name in seen:
+            raise UserError(f"two banks are named {bank.name!r} (the file name): rename one")
+        seen.add(bank.name)
+
+
+def _batches(files, batch_rows: int):
+    import pyarrow.parquet as pq
+
+    from vlmaudit.report.reading import open_report
+
+    for path in files:
+        parquet = pq.ParquetFile(open_report(path))
+        columns = [c for c in COLUMNS if c in parquet.schema_arrow.names]
+        yield from parquet.iter_batches(batch_size=batch_rows, columns=columns, use_threads=False)
+
+
+def write_outputs(table, out: Path) -> None:
+    """matches.parquet and matches.csv, each through an exclusive temporary name and a rename."""
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    from vlmaudit.storage.localfiles import create_exclusive, temp_path
+
+    for name, write in ((MATCH_FILE, pq.write_table), ("matches.csv", pacsv.write_csv)):
+        target = out / name
+        tmp = temp_path(target, "tmp")
+        try:
+            with create_exclusive(tmp) as handle:
+                write(table, handle)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def _progress(quiet: bool):
+    if quiet:
+        return None
+    import sys
+    import time
+
+    state = {"rows": 0, "last": 0.0, "start": time.monotonic()}
+
+    def report(rows: int, matched: int) -> None:
+        state["rows"] += rows
+        now = time.monotonic()
+        if now - state["last"] >= 30 or state["last"] == 0.0:
+            state["last"] = now
+            rate = state["rows"] / max(now - state["start"], 1e-9)
+            print(f"match: rows {state['rows']:,}, {rate:,.0f} rows/s, matched {matched:,}", file=sys.stderr, flush=True)
+
+    return report
+
+
+def _print(result, banks, out: Path) -> None:
+    from vlmaudit.report.safetext import safe_text
+
+    counts = result.counts()
+    print(f"rows scanned {result.scanned:,}; without the hash a bank needs {result.no_hashes:,}; "
+          f"PDQ below --min-quality {result.low_quality:,}")
+    for bank in banks:
+        print(f"bank {safe_text(bank.name)} ({bank.kind}, {len(bank.ids):,} entries): {counts.get(bank.name, 0):,} matches")
+    print(f"removal list: {safe_text(str(out / MATCH_FILE))} and matches.csv")
