@@ -48,6 +48,7 @@ STATUSES = {
     SampleStatus.INFERENCE_ERROR: "the model failed on this sample's batch; not scored",
 }
 META_KEY = b"vlmaudit"
+COVERAGE_KEY = b"vlmaudit.coverage"
 
 
 def report_schema(taxonomy, meta: dict | None = None):
@@ -78,6 +79,8 @@ def report_schema(taxonomy, meta: dict | None = None):
         ("image_pdq_quality", pa.int16()),
     ]
     metadata = {META_KEY: json.dumps(meta or {}).encode()}
+    if (meta or {}).get("coverage") is not None:
+        metadata[COVERAGE_KEY] = json.dumps(meta["coverage"]).encode()  # what the model scores (SHARED.md 3)
     return pa.schema([pa.field(n, t) for n, t in fields], metadata=metadata)
 
 
@@ -96,6 +99,7 @@ def report_meta(taxonomy, thresholds, model_info: dict) -> dict:
         "taxonomy_version": taxonomy.tag,
         "thresholds": {"image": thresholds.image.tolist(), "caption": thresholds.caption.tolist()},
         "model": model_info,
+        "coverage": model_info.get("coverage"),  # None: a backend that declares none (everything scored)
     }
 
 

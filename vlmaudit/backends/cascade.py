@@ -56,7 +56,8 @@ class Cascade:
         rule = f"above={self.above}" if self.above is not None else f"top={self.top_percent}%"
         return {"backend": self.name, "model": screen["model"], "revision": f"{screen['revision']}+{judge['revision']}+{rule}",
                 "family": screen["family"], "device": self.device, "precision": self.precision,
-                "screen": screen, "judge": judge, "escalate_above": self.above, "escalate_top_percent": self.top_percent}
+                "screen": screen, "judge": judge, "escalate_above": self.above, "escalate_top_percent": self.top_percent,
+                "coverage": cascade_coverage(screen, judge)}
 
     def escalated(self, table) -> np.ndarray:
         """Sample indices to judge, from the first stage's top scores."""
@@ -68,6 +69,18 @@ class Cascade:
         count = math.ceil(self.top_percent / 100.0 * int(scored.sum()))
         order = np.lexsort((index, -np.nan_to_num(top, nan=-np.inf)))  # highest first, ties in shard order
         return np.sort(index[order[:count]])
+
+
+def cascade_coverage(screen: dict, judge: dict) -> dict | None:
+    """What the cascade measures: what its screen scores (a category or modality the screen cannot
+    see is never escalated for, so the judge's figure for it is not a measurement of the set),
+    at the coarser level of the two stages."""
+    cover = screen.get("coverage")
+    if not isinstance(cover, dict):
+        return judge.get("coverage")
+    levels = {cover.get("level"), (judge.get("coverage") or {}).get("level")}
+    return {**cover, "model": f"{screen.get('model')}+{judge.get('model')}",
+            "level": "category" if "category" in levels else "concept"}
 
 
 def _top_scores(table) -> np.ndarray:

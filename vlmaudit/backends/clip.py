@@ -16,6 +16,7 @@ import numpy as np
 from vlmaudit.backends.device import (autocast_context, compiled, resolve_device, resolve_precision, to_device,
                                      weight_dtype)
 from vlmaudit.errors import ModelError
+from vlmaudit.rulebook.coverage import Coverage
 from vlmaudit.backends.modelref import ModelOptions, fingerprint, from_pretrained, load_config
 
 SUPPORTED_TYPES = ("clip", "siglip", "siglip2", "chinese_clip", "altclip", "metaclip_2")
@@ -73,6 +74,7 @@ class ClipScorer:
             self.concepts = self._embed_concepts(taxonomy)
             self.safe = self._embed_texts(list(taxonomy.safe_prompts))
             self.scale = float(self.model.logit_scale.exp().float())
+        self.coverage = Coverage.of(taxonomy, options.model).to_json()  # every concept, image and caption
 
     def _is_siglip(self) -> bool:
         return self.config.model_type.startswith("siglip")
@@ -146,6 +148,6 @@ class ClipScorer:
             self._description = {
                 "backend": self.name, "model": self.options.model,
                 "revision": fingerprint(self.options.model, self.config), "family": self.config.model_type,
-                "device": self.device, "precision": self.precision,
+                "device": self.device, "precision": self.precision, "coverage": self.coverage,
             }
         return dict(self._description)

@@ -34,6 +34,11 @@ class HeadScorer:
         self.preprocessor = HeadPreprocessor(self.tower.image_processor)
         self.concept_category = taxonomy.concept_category_index()
         self.device, self.precision = self.tower.device, "fp32"
+        from vlmaudit.rulebook.coverage import Coverage
+
+        # the concepts it saw examples of (older heads: all), images only
+        self.coverage = Coverage.of(taxonomy, str(self.head_dir), self.head_config.get("trained_concepts"),
+                                    ("image",)).to_json()
 
     def _check_features(self) -> None:
         trained, now = self.head_config["vision_revision"], self.tower.revision
@@ -68,7 +73,8 @@ class HeadScorer:
     def describe(self) -> dict:
         return {"backend": self.name, "model": str(self.head_dir), "revision": self.head_revision(),
                 "family": "safety-head", "vision_model": self.tower.options.model,
-                "vision_revision": self.tower.revision, "device": self.device, "precision": self.precision}
+                "vision_revision": self.tower.revision, "device": self.device, "precision": self.precision,
+                "coverage": self.coverage}
 
     def head_revision(self) -> str:
         import hashlib

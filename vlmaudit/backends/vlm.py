@@ -90,6 +90,11 @@ class VlmJudge:
         self.model = model.to(self.device).eval()
         self.kv_reuse = self.config.model_type in KV_REUSE_FAMILIES
         self.concept_category = taxonomy.concept_category_index()
+        from vlmaudit.rulebook.coverage import Coverage
+
+        # the prompts ask which category (every one is an option), of images and of captions: one
+        # figure per category, its concepts share it
+        self.coverage = Coverage.of(taxonomy, options.model, None, tuple(self.suffixes), level="category").to_json()
 
     def _build_questions(self, tokenizer, taxonomy) -> None:
         """Suffix token ids per question and the answer-token ids; every check runs before the
@@ -209,7 +214,7 @@ class VlmJudge:
                 "backend": self.name, "model": self.options.model,
                 "revision": fingerprint(self.options.model, self.config), "family": self.config.model_type,
                 "device": self.device, "precision": self.precision, "prompts": str(self.prompts.path.name),
-                "kv_cache_reuse": self.kv_reuse, "rationale": self.rationale,
+                "kv_cache_reuse": self.kv_reuse, "rationale": self.rationale, "coverage": self.coverage,
             }
         return dict(self._description)
 

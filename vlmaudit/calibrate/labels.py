@@ -26,6 +26,7 @@ class Labels:
     keys: np.ndarray  # object [n]
     targets: np.ndarray  # object [n]: category or concept ids
     values: np.ndarray  # bool [n]: True = shows it
+    shards: np.ndarray | None = None  # object [n] when the labels name the shard (needed when keys repeat)
 
 
 def load_labels(path: Path, per: str, ids: list[str], names: list[str]) -> Labels:
@@ -40,7 +41,9 @@ def load_labels(path: Path, per: str, ids: list[str], names: list[str]) -> Label
     targets = np.array([_target(v, lookup, path, per, row) for row, v in enumerate(table.column(per).to_pylist())],
                        dtype=object)
     values = np.array([_label(v, path, row) for row, v in enumerate(table.column("label").to_pylist())], bool)
-    return Labels(per, keys, targets, values)
+    shards = (np.array([str(s) for s in table.column("shard").to_pylist()], dtype=object)
+              if "shard" in table.column_names else None)
+    return Labels(per, keys, targets, values, shards)
 
 
 def _read_table(path: Path):

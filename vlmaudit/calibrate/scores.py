@@ -4,12 +4,33 @@ from __future__ import annotations
 
 import numpy as np
 
+from vlmaudit.errors import UserError
+
 MODALITIES = {"image": ("image",), "caption": ("caption",), "both": ("image", "caption")}
 
 
-def labelled_scores(keys: np.ndarray, meta: dict, files) -> tuple[dict[str, int], np.ndarray, np.ndarray]:
-    """(key -> row, image scores [m, C], caption scores [m, C]) for the report rows whose key is
-    labelled; NaN where a modality was not scored. A key seen twice keeps its last row."""
+def labelled_rows(labels, meta: dict, files) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(report row of each label or -1, image scores, caption scores): samples are keyed by (shard,
+    key); labels without a `shard` column match by key only while that key is in one shard."""
+    found, image, caption = labelled_scores(labels.keys, meta, files)
+    if labels.shards is not None:
+        return np.array([found.get((s, k), -1) for s, k in zip(labels.shards, labels.keys)], np.int64), image, caption
+    by_key: dict[str, list] = {}
+    for shard, key in found:
+        by_key.setdefault(key, []).append(shard)
+    for key in labels.keys:
+        if len(by_key.get(key, ())) > 1:
+            from vlmaudit.report.safetext import safe_text
+
+            shown = ", ".join(safe_text(s) for s in sorted(by_key[key])[:3])
+            raise UserError(f"--labels: key {safe_text(key)} is in {len(by_key[key])} shards ({shown}); add a `shard` "
+                            "column to the labels so each label names its sample")
+    return np.array([found[(by_key[k][0], k)] if k in by_key else -1 for k in labels.keys], np.int64), image, caption
+
+
+def labelled_scores(keys: np.ndarray, meta: dict, files) -> tuple[dict[tuple[str, str], int], np.ndarray, np.ndarray]:
+    """((shard, key) -> row, image scores [m, C], caption scores [m, C]) for the report rows whose
+    key is labelled; NaN where a modality was not scored."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -18,13 +39,13 @@ def labelled_scores(keys: np.ndarray, meta: dict, files) -> tuple[dict[str, int]
     wanted = pa.array(np.unique(keys).tolist(), pa.string())
     n_concepts = len(meta["concepts"])
     found, images, captions = {}, [], []
-    for batch in iter_batches(files, ["key", "image_scores", "caption_scores"]):
+    for batch in iter_batches(files, ["shard", "key", "image_scores", "caption_scores"]):
         batch = batch.filter(pc.is_in(batch.column("key"), value_set=wanted))
         if batch.num_rows == 0:
             continue
         offset = sum(len(x) for x in images)
-        for i, key in enumerate(batch.column("key").to_pylist()):
-            found[key] = offset + i
+        for i, sample in enumerate(zip(batch.column("shard").to_pylist(), batch.column("key").to_pylist(), strict=True)):
+            found[sample] = offset + i
         images.append(score_matrix(batch.column("image_scores"), n_concepts))
         captions.append(score_matrix(batch.column("caption_scores"), n_concepts))
     empty = np.zeros((0, n_concepts), np.float32)

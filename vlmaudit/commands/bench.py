@@ -7,6 +7,7 @@ Parquet), at the same batch size and precision: the ratio says how much the pipe
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -58,6 +59,9 @@ def run_bench(request: BenchRequest) -> dict:
         with show.start("bench: end-to-end scan", shards=len(paths), samples=samples) as progress:
             end_to_end = time_scan(backend, rules, paths, root / "out", request.batch_size, request.workers, decode,
                                    progress)
+        with show.start("bench: end-to-end scan without hashes", shards=len(paths), samples=samples) as progress:
+            unhashed = time_scan(backend, rules, paths, root / "out-no-hashes", request.batch_size, request.workers,
+                                 decode, progress, hashes=False)
     result = {
         "model": request.model or f"random {request.size}", "backend": request.backend, "samples": samples,
         "device": backend.device, "device_name": device_name(backend.device), "precision": backend.precision,
@@ -65,9 +69,23 @@ def run_bench(request: BenchRequest) -> dict:
         "compile": request.compile,
         "bare_forward_samples_per_s": samples / bare, "end_to_end_samples_per_s": samples / end_to_end,
         "ratio": bare / end_to_end,
+        "end_to_end_no_hashes_samples_per_s": samples / unhashed,
+        "hashing_cost": 1 - unhashed / end_to_end,  # share of end-to-end throughput the hashes take
     }
     result.update(_utilisation(flops, result, request.peak_tflops))
+    result["noise"] = noise_notes(result, os.getloadavg()[0] if hasattr(os, "getloadavg") else None, os.cpu_count())
     return result
+
+
+def noise_notes(result: dict, load: float | None, cores: int | None) -> list[str]:
+    """Why the figures may not be trusted: an end-to-end scan faster than the bare forward it
+    contains, or a machine busier than its cores (other work took the time)."""
+    notes = []
+    if result["end_to_end_samples_per_s"] > result["bare_forward_samples_per_s"]:
+        notes.append("end to end beat the bare forward it contains: the timings are noisy (rerun on an idle machine)")
+    if load is not None and cores and load > cores:
+        notes.append(f"load average {load:.1f} exceeds the {cores} cores: the timings are noisy")
+    return notes
 
 
 def _check(request: BenchRequest) -> None:
@@ -103,14 +121,21 @@ def _backend(model: str, request: BenchRequest):
     return build_backend(request.backend, rules, options), rules
 
 
-def _utilisation(flops: float, result: dict, override: float | None) -> dict:
+def _utilisation(flops: float | None, result: dict, override: float | None) -> dict:
+    """FLOP figures; None (n/a) throughout when the counter saw no FLOPs (onnxruntime, say)."""
     from vlmaudit.perf.peaks import mfu, resolve_peak
 
     peak, source = resolve_peak(result["device"], override)
+    flops = flops or None
+
+    def tflops(samples_per_s):
+        return None if flops is None else flops * samples_per_s / 1e12
+
     return {
-        "flops_per_sample": flops, "gflops_per_sample": flops / 1e9,
-        "bare_forward_tflops": flops * result["bare_forward_samples_per_s"] / 1e12,
-        "end_to_end_tflops": flops * result["end_to_end_samples_per_s"] / 1e12,
+        "flops_per_sample": flops, "gflops_per_sample": None if flops is None else flops / 1e9,
+        "flops_note": None if flops is not None else "n/a: the model runs outside torch, the FLOP counter cannot see it",
+        "bare_forward_tflops": tflops(result["bare_forward_samples_per_s"]),
+        "end_to_end_tflops": tflops(result["end_to_end_samples_per_s"]),
         "peak_tflops": peak, "peak_source": source,
         "bare_forward_mfu": mfu(flops, result["bare_forward_samples_per_s"], peak),
         "end_to_end_mfu": mfu(flops, result["end_to_end_samples_per_s"], peak),
@@ -155,7 +180,7 @@ def _synchronize(device: str) -> None:
 
 
 def time_scan(backend, rules, paths, out: Path, batch_size: int, workers: int, decode: str = "cpu",
-              progress=None) -> float:
+              progress=None, hashes: bool = True) -> float:
     """Seconds for the whole scan; DECODE is a resolved mode (cpu or gpu)."""
     from vlmaudit.scan.scanner import Scanner
     from vlmaudit.schema import report_meta, report_schema
@@ -164,7 +189,7 @@ def time_scan(backend, rules, paths, out: Path, batch_size: int, workers: int, d
     out.mkdir()
     schema = report_schema(rules.taxonomy, report_meta(rules.taxonomy, rules.thresholds, backend.describe()))
     jobs = [ShardJob(str(p), p.stem) for p in paths]
-    settings = ScanSettings(batch_size=batch_size, workers=workers, decode=decode)
+    settings = ScanSettings(batch_size=batch_size, workers=workers, decode=decode, hashes=hashes)
     started = time.perf_counter()
     Scanner(backend, rules, out, settings, schema, progress).run(jobs)
     _synchronize(backend.device)
@@ -175,17 +200,23 @@ def format_bench(result: dict) -> str:
     def pct(value):
         return "n/a" if value is None else f"{100 * value:.1f}%"
 
+    def num(value, width, digits):
+        return f"{'n/a':>{width}}" if value is None else f"{value:{width}.{digits}f}"
+
     lines = [
         f"{result['model']} ({result['backend']}) on {result['device']} "
         f"[{result['device_name']}] ({result['precision']}), {result['samples']} samples, "
         f"batch {result['batch_size']}, {result['workers']} workers, decode {result['decode']}"
         + (", compiled" if result["compile"] else ""),
-        f"model FLOPs         {result['gflops_per_sample']:9.2f} GFLOP/sample (a multiply-add = 2 FLOPs)",
+        f"model FLOPs         {num(result['gflops_per_sample'], 9, 2)} GFLOP/sample "
+        + (f"({result['flops_note']})" if result.get("flops_note") else "(a multiply-add = 2 FLOPs)"),
         f"bare model forward  {result['bare_forward_samples_per_s']:9.1f} samples/s  "
-        f"{result['bare_forward_tflops']:8.3f} TFLOP/s  MFU {pct(result['bare_forward_mfu'])}",
+        f"{num(result['bare_forward_tflops'], 8, 3)} TFLOP/s  MFU {pct(result['bare_forward_mfu'])}",
         f"end to end          {result['end_to_end_samples_per_s']:9.1f} samples/s  "
-        f"{result['end_to_end_tflops']:8.3f} TFLOP/s  MFU {pct(result['end_to_end_mfu'])}",
+        f"{num(result['end_to_end_tflops'], 8, 3)} TFLOP/s  MFU {pct(result['end_to_end_mfu'])}",
         f"ratio               {result['ratio']:9.2f}x the bare forward",
+        f"without hashes      {result['end_to_end_no_hashes_samples_per_s']:9.1f} samples/s  (SHA-256, MD5 and PDQ cost "
+        f"{pct(result['hashing_cost'])} of end-to-end throughput)",
         f"peak                {result['peak_tflops'] or 'n/a'} TFLOP/s ({result['peak_source']})",
-    ]
+    ] + [f"noisy               {note}" for note in result.get("noise", [])]
     return "\n".join(lines)

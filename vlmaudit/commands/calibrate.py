@@ -29,16 +29,15 @@ class CalibrateRequest:
 def run_calibrate(request: CalibrateRequest) -> dict:
     from vlmaudit.calibrate.choose import choose
     from vlmaudit.calibrate.labels import load_labels
-    from vlmaudit.calibrate.scores import MODALITIES, group_scores, labelled_scores
-    from vlmaudit.report.reading import read_report_meta, report_files
+    from vlmaudit.calibrate.scores import MODALITIES, group_scores, labelled_rows
+    from vlmaudit.report.reading import report_files, validate_reports
 
     _check(request, MODALITIES)
     files = report_files(request.report_dir)
-    meta = read_report_meta(files)
+    meta = validate_reports(request.report_dir, files)  # the checks `report` runs: footers, stats, mixed models
     ids, names, members = _groups(meta, request.per)
     labels = load_labels(request.labels, request.per, ids, names)
-    found, image, caption = labelled_scores(labels.keys, meta, files)
-    rows = np.array([found.get(k, -1) for k in labels.keys])
+    rows, image, caption = labelled_rows(labels, meta, files)
     results = []
     for group in ids:
         mine = (labels.targets == group) & (rows >= 0)
@@ -83,13 +82,16 @@ def _write(request: CalibrateRequest, results: list[dict]) -> None:
               f"modality {request.modality}.\nCategories / concepts not listed could not be calibrated and keep the "
               "thresholds this file is applied to.")
     request.out.parent.mkdir(parents=True, exist_ok=True)
-    request.out.write_text(thresholds_yaml({section: entries}, header), encoding="utf-8")
+    from vlmaudit.storage.localfiles import write_text_atomic
+
+    write_text_atomic(request.out, thresholds_yaml({section: entries}, header))
 
 
 def print_calibration(summary: dict) -> None:
     from rich.console import Console
-    from rich.markup import escape
     from rich.table import Table
+
+    from vlmaudit.report.safetext import rich_markup as escape  # markup and terminal control characters
 
     console = Console()
 

@@ -38,7 +38,7 @@ def run_distill(request: DistillRequest, settings) -> dict:
     from vlmaudit.head.model import save_head
     from vlmaudit.progress import ProgressOptions
     from vlmaudit.storage.localfiles import check_writable_dir
-    from vlmaudit.report.reading import read_report_meta, report_files
+    from vlmaudit.report.reading import report_files, validate_reports
     from vlmaudit.rulebook.load import load_rules
     from vlmaudit.scan.runinfo import plan_jobs
     from vlmaudit.scan.worker import ScanSettings
@@ -47,7 +47,7 @@ def run_distill(request: DistillRequest, settings) -> dict:
     console = Console(stderr=True, quiet=request.quiet)
     taxonomy = load_rules(request.rules).taxonomy
     files = report_files(request.report_dir)
-    meta = read_report_meta(files)
+    meta = validate_reports(request.report_dir, files)  # the checks `report` runs: footers, stats, mixed models
     verdicts = judge_verdicts(files, meta, taxonomy, request.cutoff, request.max_samples)
     jobs, _ = plan_jobs(request.shards)
     model = vision_model(request, meta)  # every check above runs before the vision tower loads
@@ -67,7 +67,9 @@ def run_distill(request: DistillRequest, settings) -> dict:
     metrics.update(train_samples=int(len(train_idx)), distilled_from=str(request.report_dir), cutoff=request.cutoff,
                    judge=meta.get("model", {}).get("judge", meta.get("model", {})).get("model"))
     save_head(head, request.out, _head_config(tower, taxonomy, settings, features.shape, metrics))
-    (request.out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    from vlmaudit.storage.localfiles import write_text_atomic
+
+    write_text_atomic(request.out / "metrics.json", json.dumps(metrics, indent=2))
     _print_metrics(console, metrics)
     console.print(f"held-out agreement with the judge: unsafe vs safe {_fmt(metrics['unsafe_vs_safe_accuracy'])}, "
                   f"category {_fmt(metrics['category_accuracy'])} on {metrics['samples']} samples")
@@ -76,13 +78,17 @@ def run_distill(request: DistillRequest, settings) -> dict:
 
 
 def vision_model(request: DistillRequest, meta: dict) -> str:
-    """--vision-model, else the CLIP/SigLIP screen of the cascade that wrote the reports."""
+    """--vision-model: the model to load comes from the command line only. A report may suggest
+    one (the cascade's CLIP/SigLIP screen) in the error message; it is never loaded from there."""
     if request.vision_model:
         return request.vision_model
+    from vlmaudit.report.safetext import safe_text
+
     screen = meta.get("model", {}).get("screen", {})
-    if screen.get("backend") == "clip" and isinstance(screen.get("model"), str):
-        return screen["model"]
-    raise UserError("distill needs --vision-model (a CLIP/SigLIP checkpoint or LLaVA-style VLM) for these reports")
+    hint = ""
+    if isinstance(screen, dict) and screen.get("backend") == "clip" and isinstance(screen.get("model"), str):
+        hint = f"; these reports name {safe_text(screen['model'][:200])!r} as their screen (pass it if you trust it)"
+    raise UserError("distill needs --vision-model (a CLIP/SigLIP checkpoint or LLaVA-style VLM)" + hint)
 
 
 def _fmt(value) -> str:

@@ -41,6 +41,8 @@ def run_estimate(report_dir, labels: Path, fmt: str, output: Path | None, allow_
     text = {"json": lambda: json_text(result), "markdown": lambda: render.to_markdown(result),
             "html": lambda: render.to_html(result), "table": lambda: render.to_markdown(result)}[fmt]()
     if output:
-        output.write_text(text, encoding="utf-8")
+        from vlmaudit.storage.localfiles import write_text_atomic
+
+        write_text_atomic(output, text)
     else:
         print(text)

@@ -120,6 +120,8 @@ def emit(result: dict, fmt: str, output: Path | None) -> None:
         return
     text = json.dumps(result, indent=2) if fmt == "json" else to_markdown(result)
     if output:
-        output.write_text(text + "\n", encoding="utf-8")
+        from vlmaudit.storage.localfiles import write_text_atomic
+
+        write_text_atomic(output, text + "\n")
     else:
         print(text)

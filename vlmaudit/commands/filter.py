@@ -15,6 +15,7 @@ def run_filter_command(report_dir: Path, policy_name: str, out: Path, on_failed:
     from vlmaudit.filter.lists import run_filter
     from vlmaudit.rulebook.policy import ACTIONS, load_policy
     from vlmaudit.report.reading import naming_damage, report_files, validate_reports
+    from vlmaudit.rulebook.coverage import check_policy
     from vlmaudit.rulebook.load import find_rule_file
 
     if write_shards and is_url(out):
@@ -24,11 +25,17 @@ def run_filter_command(report_dir: Path, policy_name: str, out: Path, on_failed:
         raise UserError(f"--on-failed {on_failed}: expected one of {', '.join(ACTIONS)}")
     files = report_files(report_dir)
     meta = validate_reports(report_dir, files, allow_mixed)
-    policy = load_policy(find_rule_file("policies", policy_name, rules_dir), meta["concepts"], meta["concept_categories"])
+    policy_path = find_rule_file("policies", policy_name, rules_dir)
+    policy = load_policy(policy_path, meta["concepts"], meta["concept_categories"])
+    cover = _coverage(report_dir, meta)
+    check_policy(policy_path, cover, dict(zip(meta["concepts"], meta["concept_categories"])))
     loaded = _load_banks(banks or [])
     with naming_damage(files, len(meta["concepts"])), tempfile.TemporaryDirectory(prefix="vlmaudit-match-") as tmp:
+        from vlmaudit.report.coverage_view import coverage_block
+
         matches = known_matches_file(report_dir, files, loaded, Path(tmp), None if is_url(out) else Path(out))
-        summary = run_filter(report_dir, policy, out, on_failed, allow_partial, matches)
+        summary = run_filter(report_dir, policy, out, on_failed, allow_partial, coverage_block(cover, meta["categories"]),
+                             matches)
     counts = summary["counts"]
     print(f"{summary['samples']:,} samples: keep {counts['keep']:,}, review {counts['review']:,}, "
           f"drop {counts['drop']:,} (policy {policy.name}) -> {out}")
@@ -76,3 +83,9 @@ def known_matches_file(report_dir, files: list, banks: list, tmp: Path, out: Pat
     pq.write_table(pa.concat_tables(tables), path)
     return path
 
+
+def _coverage(report_dir, meta: dict):
+    from vlmaudit.report.reading import read_run_file
+    from vlmaudit.rulebook.coverage import coverage_of
+
+    return coverage_of(read_run_file(report_dir), meta)

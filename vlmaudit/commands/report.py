@@ -104,6 +104,7 @@ def run_report_command(request: ReportRequest) -> int:
     add_completeness(summary, request)
     apply_known_matches(summary, request.report_dir)  # before any example is shown or re-read
     limits = parse_limits(request.fail_above, meta["categories"])
+    check_coverage(request, meta, limits)
     if request.compare:
         _add_comparison(summary, request)
     if request.labels:
@@ -121,6 +122,20 @@ def run_report_command(request: ReportRequest) -> int:
         print(f"error: {safe_text(gate_message(summary))}", file=sys.stderr)
         return 2
     return _gate(summary, limits)
+
+
+def check_coverage(request: ReportRequest, meta: dict, limits: dict) -> None:
+    """--fail-above or --policy on a category / modality the model did not score: exit 2, naming it."""
+    from vlmaudit.report.reading import read_run_file
+    from vlmaudit.rulebook import coverage
+
+    cover = coverage.coverage_of(read_run_file(request.report_dir), meta)
+    coverage.check_limits(limits, cover)
+    if request.policy:
+        from vlmaudit.rulebook.load import find_rule_file
+
+        coverage.check_policy(find_rule_file("policies", request.policy, request.rules), cover,
+                              dict(zip(meta["concepts"], meta["concept_categories"])))
 
 
 def add_completeness(summary: dict, request: ReportRequest) -> None:
@@ -163,10 +178,10 @@ def _summarize(request: ReportRequest, report_dir: Path, histogram: bool = True)
 
 def _add_comparison(summary: dict, request: ReportRequest) -> None:
     other, _ = _summarize(request, request.compare, histogram=False)
-    rates = {c["id"]: c["rate"] for c in other["categories"]}
+    from vlmaudit.report.coverage_view import compare_rows
+
     summary["compare_dir"] = str(request.compare)
-    summary["compare"] = [{"id": c["id"], "name": c["name"], "rate": c["rate"], "other_rate": rates.get(c["id"], 0.0),
-                           "delta": c["rate"] - rates.get(c["id"], 0.0)} for c in summary["categories"]]
+    summary["compare"] = compare_rows(summary, other)
 
 
 def _add_estimates(summary: dict, meta: dict, request: ReportRequest) -> None:
@@ -206,7 +221,9 @@ def _emit(summary: dict, request: ReportRequest) -> None:
     if "estimates" in summary and request.fmt == "markdown":  # the HTML page draws its own
         text = _with_estimates(text, summary["estimates"], request.fmt)
     if request.output:
-        request.output.write_text(text, encoding="utf-8")
+        from vlmaudit.storage.localfiles import write_text_atomic
+
+        write_text_atomic(request.output, text)
     else:
         print(text)
 

@@ -111,7 +111,9 @@ def _write(request: SampleRequest, meta: dict, result, rows: list[dict]) -> None
     for name, why in list(refused.items())[:5]:
         print(f"note: the review page shows no images of {safe_text(name)}: {why}", file=sys.stderr)
     page = review_page.page(rows, meta["categories"], thumbs, request.blur, request.redact)
-    (request.out / PAGE).write_text(page, encoding="utf-8")
+    from vlmaudit.storage.localfiles import write_text_atomic
+
+    write_text_atomic(request.out / PAGE, page)
 
 
 def print_design(design: dict, out: Path) -> None:

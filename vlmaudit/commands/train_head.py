@@ -56,8 +56,13 @@ def run_train_head(request: TrainHeadRequest, settings) -> dict:
                                        len(taxonomy.categories), settings, tower.device, console.print)
     metrics = _validation_metrics(head, features, concepts, categories, val_idx, taxonomy, tower.device)
     metrics["train_samples"] = int(len(train_idx))
-    save_head(head, request.out, _head_config(tower, taxonomy, settings, features.shape, metrics))
-    (request.out / "metrics.json").write_text(__import__("json").dumps(metrics, indent=2))
+    config = _head_config(tower, taxonomy, settings, features.shape, metrics)
+    seen = set(concepts[concepts >= 0].tolist())
+    config["trained_concepts"] = [c for i, c in enumerate(taxonomy.concept_ids) if i in seen]  # what it scores
+    save_head(head, request.out, config)
+    from vlmaudit.storage.localfiles import write_text_atomic
+
+    write_text_atomic(request.out / "metrics.json", __import__("json").dumps(metrics, indent=2))
     _print_metrics(console, metrics)
     console.print(f"head written to {request.out} (use: vlmaudit scan ... --backend head --head {request.out})")
     return metrics

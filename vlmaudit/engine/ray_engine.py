@@ -1,9 +1,11 @@
 """The Ray engine: a fixed pool of scorer actors, the model built once per actor in its
 constructor; each actor takes whole shards and runs the same Scanner as the local engine.
 
-Faults: Ray restarts a dead actor and retries its shard (max_restarts / max_task_retries); the
-writer's temporary name + rename + stats-last makes the retry idempotent, and the retried shard's
-claim is taken over from the dead process. Ctrl-C kills the actors; a re-run resumes.
+Faults: when an actor dies (killed, out of memory, a crash in a decoder) the driver replaces it
+with a fresh actor and retries that shard there, up to SHARD_RETRIES times; then that shard alone is
+failed and the others go on. The retry takes over the dead actor's claim at once (the driver passes
+the dead writer's host and pid), and the writer's temporary name + rename + stats-last makes it
+idempotent. Ctrl-C kills the actors; a re-run resumes and rescans only the shards not done.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from vlmaudit.errors import UserError, require
 from vlmaudit.scan.scanner import NullProgress, ScanResult
 from vlmaudit.schema import ShardStatus
 
-MAX_RESTARTS = 3
+SHARD_RETRIES = 2  # a shard whose actor died is retried this many times, each on a fresh actor
 # Settings the actors need to reach the storage the driver names (an S3-compatible endpoint, the
 # region, offline hub mode), forwarded through the actors' runtime_env. Never credentials: a
 # runtime_env is readable in Ray's dashboard and state API, so actors use their nodes' own
@@ -50,6 +52,12 @@ class ShardActor:
     def pid(self) -> int:
         return os.getpid()
 
+    def owner(self) -> tuple[str, int]:
+        """(host, pid) as this actor's shard claims record them."""
+        from vlmaudit.storage.localfiles import host
+
+        return host(), os.getpid()
+
     def placement(self) -> dict:
         """Where this actor runs: its GPUs as Ray assigned them and the model's device."""
         import ray
@@ -75,11 +83,23 @@ class RayPool:
         if gpus is None:
             gpus = 1.0 if self.ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
         workers = options.workers or default_workers(self.ray, gpus)
-        remote = self.ray.remote(ShardActor).options(
-            num_cpus=options.cpus_per_worker, num_gpus=gpus, max_restarts=MAX_RESTARTS,
-            max_task_retries=MAX_RESTARTS, max_concurrency=1, runtime_env={"env_vars": forwarded_env()})
-        self.actors = [remote.remote(spec) for _ in range(workers)]
+        self.spec, self.remote = spec, self.ray.remote(ShardActor).options(
+            num_cpus=options.cpus_per_worker, num_gpus=gpus, max_restarts=0, max_task_retries=0,
+            max_concurrency=1, runtime_env={"env_vars": forwarded_env()})
+        self.actors, self.owners = [], []  # per index: the actor, a reference to its (host, pid)
+        for _ in range(workers):
+            self._start_actor()
         self.busy: dict = {}  # ObjectRef -> (actor index, job)
+        self.deaths: dict[str, int] = {}  # shard name -> actors that died scanning it
+        self.deaths_in_a_row = 0
+
+    def _start_actor(self, index: int | None = None) -> None:
+        actor = self.remote.remote(self.spec)
+        if index is None:
+            self.actors.append(actor)
+            self.owners.append(actor.owner.remote())
+        else:
+            self.actors[index], self.owners[index] = actor, actor.owner.remote()
 
     def describe(self) -> dict:
         """The first actor's model description (for run.json); raises its build error, if any."""
@@ -104,10 +124,10 @@ class RayPool:
         while self.busy:
             [ref], _ = self.ray.wait(list(self.busy), num_returns=1)
             index, job = self.busy.pop(ref)
-            if self._collect(ref, job, result, progress):  # else: its actor died MAX_RESTARTS times
+            if self._collect(ref, index, job, todo, result, progress):  # else: actors keep dying, give up
                 self._submit(index, todo)
-        for job in reversed(todo):  # only when every actor died for good: left for a re-run
-            result.shards[job.name] = ShardStatus.FAILED
+        for job in reversed(todo):  # only when fresh actors kept dying before any shard finished
+            self._failed(job, result, progress)
         return result
 
     def _submit(self, index: int, todo: list) -> None:
@@ -115,21 +135,44 @@ class RayPool:
             job = todo.pop()
             self.busy[self.actors[index].scan.remote(job)] = (index, job)
 
-    def _collect(self, ref, job, result: ScanResult, progress) -> bool:
-        """Merge one shard's result; False when its actor is dead for good."""
+    def _collect(self, ref, index: int, job, todo: list, result: ScanResult, progress) -> bool:
+        """Merge one shard's result. When its actor died: a fresh actor replaces it and the shard
+        is queued again (first), or failed after SHARD_RETRIES; False when fresh actors keep dying
+        before any shard finishes (the model cannot run at all)."""
         try:
             shard = self.call(ref)
         except self.ray.exceptions.RayActorError:
-            self._failed(job, result, progress)
-            return False
+            return self._actor_died(index, job, todo, result, progress)
         except self.ray.exceptions.RayTaskError:  # a bug in one shard's scan: that shard fails
             self._failed(job, result, progress)
             return True
+        self.deaths_in_a_row = 0
         result.merge(shard)
         progress.batch(shard.rows, shard.flagged)
         for name, status in shard.shards.items():
             progress.shard_done(name, status)
         return True
+
+    def _actor_died(self, index: int, job, todo: list, result: ScanResult, progress) -> bool:
+        from dataclasses import replace
+
+        dead = self._owner(index)
+        self.ray.kill(self.actors[index], no_restart=True)
+        self._start_actor(index)
+        self.deaths[job.name] = self.deaths.get(job.name, 0) + 1
+        self.deaths_in_a_row += 1
+        if self.deaths[job.name] > SHARD_RETRIES:
+            self._failed(job, result, progress)
+        else:
+            todo.append(replace(job, takeover=dead))  # next out: retried now, on a fresh actor
+        return self.deaths_in_a_row <= (SHARD_RETRIES + 1) * 2 * len(self.actors)
+
+    def _owner(self, index: int) -> tuple[str, int] | None:
+        """(host, pid) of the actor at `index`, if it answered before it died."""
+        try:
+            return tuple(self.ray.get(self.owners[index], timeout=10))
+        except Exception:  # noqa: BLE001 - it died before answering: its claim goes stale the usual way
+            return None
 
     @staticmethod
     def _failed(job, result: ScanResult, progress) -> None:

@@ -16,6 +16,7 @@ apostrophe, which is removed again on reading.
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 
@@ -34,16 +35,19 @@ def write_sheet(out: Path, rows: list[dict], design: dict) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from vlmaudit.storage.localfiles import atomic_output, write_text_atomic
+
     columns = list(rows[0]) if rows else ["shard", "key", "labels", "note"]
-    with open(out / SHEET, "w", newline="", encoding="utf-8") as handle:
+    with atomic_output(out / SHEET) as raw, io.TextIOWrapper(raw, encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(columns)
         writer.writerows([[_cell(row[c]) for c in columns] for row in rows])
     table = pa.Table.from_pylist(rows) if rows else pa.table({c: pa.array([], pa.string()) for c in columns})
     for name in ("labels", "note"):  # empty now, text once filled in
         table = table.set_column(table.column_names.index(name), name, pa.array([None] * table.num_rows, pa.string()))
-    pq.write_table(table, out / PARQUET)
-    (out / DESIGN).write_text(json.dumps(design, indent=2), encoding="utf-8")
+    with atomic_output(out / PARQUET) as handle:
+        pq.write_table(table, handle)
+    write_text_atomic(out / DESIGN, json.dumps(design, indent=2))
 
 
 def _cell(value):

@@ -1,5 +1,5 @@
 """Coverage check of the estimator on simulated audits with known truth (`python -m
-vlmaudit.estimate.simulate` prints the table README quotes; tests/test_estimate_stats.py asserts it).
+vlmaudit.estimate.simulate` prints the table README quotes; tests/estimate/test_estimate_stats.py asserts it).
 
 Each simulated data set has N samples whose top score is drawn from a Beta distribution; the true
 label of each sample is drawn from its score (informative scores: P(unsafe) = score) or from the

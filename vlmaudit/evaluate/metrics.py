@@ -59,15 +59,30 @@ def scorer_metrics(scores: np.ndarray, concept: np.ndarray, concept_category: li
     """scores [n, C] on the unsafe items, benign [m, C] on benign images (optional)."""
     concept_category = np.asarray(concept_category)
     category = concept_category[concept]
-    rank = (scores > scores[np.arange(len(concept)), concept][:, None]).sum(axis=1)  # 0 = the true concept is top
-    predicted_category = concept_category[scores.argmax(axis=1)]
-    columns = {"top1": (rank < 1).astype(float), "top5": (rank < 5).astype(float),
-               "category_accuracy": (predicted_category == category).astype(float)}
+    columns = {"top1": topk_hits(scores, concept, 1), "top5": topk_hits(scores, concept, 5),
+               "category_accuracy": category_hits(scores, concept_category, category)}
     per = {name: per_category(values, category, category_ids) for name, values in columns.items()}
     overall = {name: mean_or_none(values) for name, values in columns.items()}
     if benign is not None:
         _benign_metrics(scores, benign, thresholds, category, concept_category, category_ids, overall, per)
     return {"overall": overall, "per_category": _transpose(per, category_ids)}
+
+
+def topk_hits(scores: np.ndarray, concept: np.ndarray, k: int) -> np.ndarray:
+    """Per item, the chance the true concept is in the top k when ties are broken at random: a
+    k-way tie for the last places counts as a fraction, never a whole hit (a constant scorer
+    scores chance, k / C)."""
+    true = scores[np.arange(len(concept)), concept][:, None]
+    above = (scores > true).sum(axis=1)
+    tied = (scores == true).sum(axis=1)  # the true concept included
+    return np.clip(k - above, 0, tied) / np.maximum(tied, 1)
+
+
+def category_hits(scores: np.ndarray, concept_category: np.ndarray, category: np.ndarray) -> np.ndarray:
+    """Per item, the share of the top-scoring (tied) concepts that belong to the true category."""
+    top = scores == scores.max(axis=1, keepdims=True)
+    right = top & (concept_category[None, :] == category[:, None])
+    return right.sum(axis=1) / np.maximum(top.sum(axis=1), 1)
 
 
 def _benign_metrics(scores, benign, thresholds, category, concept_category, category_ids, overall, per) -> None:

@@ -116,7 +116,9 @@ def write_decisions(files: list, policy: Policy, on_failed: int, out_dir: Path,
 
 
 def run_filter(report_dir: Path, policy: Policy, out_dir: Path, on_failed: str, allow_partial: bool,
-               matches: Path | None = None) -> dict:
+               coverage: dict | None = None, matches: Path | None = None) -> dict:
+    """`coverage`: report.coverage_view.coverage_block, written to summary.json as "coverage";
+    `matches`: known-content matches (a `match` output), raised to the policy's match action."""
     from vlmaudit.report.completeness import assess, filter_entries
 
     info = assess(report_dir)
@@ -130,6 +132,8 @@ def run_filter(report_dir: Path, policy: Policy, out_dir: Path, on_failed: str, 
         counts, rule_counts = write_decisions(files, policy, ACTIONS.index(on_failed), local, matches)
         listed = filter_entries(info) + [m for m in missing if m.endswith("(unfinished)")]
         summary = _summary(policy, on_failed, report_dir, counts, rule_counts, listed) | info
+        if coverage is not None:
+            summary["coverage"] = coverage
         write_json_atomic(local / "summary.json", summary)
     return summary
 

@@ -12,44 +12,60 @@ import tarfile
 from pathlib import Path
 
 from vlmaudit.errors import UserError
+from vlmaudit.filter.matching import Damage, Kept, kept_samples, same_sample
 from vlmaudit.filter.table_shards import table_target, write_table_shard
 from vlmaudit.report.reading import read_stats
 from vlmaudit.report.reread import ReReadOptions, iter_raw_samples, shard_sources
 from vlmaudit.scan.parquet_source import is_table_shard
+from vlmaudit.scan.samples import IMAGE_EXTS, member_key
+from vlmaudit.scan.tario import TarEnd
+from vlmaudit.storage.localfiles import create_exclusive, temp_path
 from vlmaudit.schema import ShardStatus
 
 
-def kept_indices(keep_file: Path, shard: str) -> set[int]:
-    import pyarrow.parquet as pq
+def _image_bytes(members) -> bytes | None:
+    """The image the scanner used: the first member with an image extension."""
+    for member in members:
+        if member_key(member.name)[1] in IMAGE_EXTS:
+            return member.data
+    return None
 
-    table = pq.read_table(keep_file, columns=["sample_index"], filters=[("shard", "=", shard)])
-    return set(table.column("sample_index").to_pylist())
+
+def regular(info: tarfile.TarInfo) -> bool:
+    """A plain file member: sparse, contiguous and every other special type are never copied."""
+    return info.type in (tarfile.REGTYPE, tarfile.AREGTYPE) and info.sparse is None
 
 
-def write_shard(url: str, keep: set[int], target: Path, max_member_bytes: int) -> tuple[int, int]:
-    """(samples written, members left out because they were over the size limit)."""
-    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+def write_shard(url: str, kept: Kept, target: Path, max_member_bytes: int) -> tuple[int, int, Damage]:
+    """(samples written, members left out because they were over the size limit, damage). A shard
+    with any damage is not written: its temporary file is removed."""
+    partial = temp_path(target, "partial")
     written = skipped = 0
+    damage, end, seen = Damage(), TarEnd(), set()
     try:
-        with _exclusive(partial) as handle, tarfile.open(fileobj=handle, mode="w", format=tarfile.PAX_FORMAT) as out:
-            for index, _, members in iter_raw_samples(url, max_member_bytes):
-                if index in keep:
-                    for member in members:
-                        if member.data is None:
-                            skipped += 1
-                            continue
+        with create_exclusive(partial) as handle, tarfile.open(fileobj=handle, mode="w", format=tarfile.PAX_FORMAT) as out:
+            for index, key, members in iter_raw_samples(url, max_member_bytes, end):
+                if index not in kept.keys:
+                    continue
+                seen.add(index)
+                if not same_sample(kept, index, key, _image_bytes(members)):
+                    damage.mismatched += 1
+                    continue
+                for member in members:
+                    if not regular(member.info):
+                        damage.non_regular += 1
+                    elif member.data is None:
+                        skipped += 1
+                    else:
                         out.addfile(member.info, io.BytesIO(member.data))
-                    written += 1
-        os.replace(partial, target)
+                written += 1
+        damage.missing = len(kept.keys.keys() - seen)
+        damage.source_error = end.error
+        if not damage:
+            os.replace(partial, target)
     finally:
         partial.unlink(missing_ok=True)
-    return written, skipped
-
-
-def _exclusive(path: Path):
-    """A new file opened for writing; fails rather than following a planted symlink."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
-    return os.fdopen(fd, "wb")
+    return written, skipped, damage
 
 
 def _reported(names: list[str], stats: dict, counts: dict, options):
@@ -70,9 +86,9 @@ def write_kept_parquet(keep_file: Path, shard: str, target: Path) -> None:
     import pyarrow.parquet as pq
 
     table = pq.read_table(keep_file, columns=["key", "url", "sample_index"], filters=[("shard", "=", shard)])
-    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    partial = temp_path(target, "partial")
     try:
-        with _exclusive(partial) as handle:
+        with create_exclusive(partial) as handle:
             pq.write_table(table, handle)
         os.replace(partial, target)
     finally:
@@ -96,16 +112,26 @@ def write_filtered_shards(report_dir: Path, keep_file: Path, out_dir: Path, opti
         raise UserError(f"--write-shards: {folders[0]} was scanned from a loose image folder; only tar and "
                         "Parquet/Arrow shards are rewritten (the keep list names the kept files by key)")
     out_dir.mkdir(parents=True, exist_ok=True)
-    counts, skipped = {}, 0
+    counts, skipped, damaged, non_regular = {}, 0, {}, 0
     for name in _reported(names, stats, counts, progress):
-        keep = kept_indices(keep_file, name)
-        if is_table_shard(sources[name]):  # Parquet/Arrow input: a filtered copy, every column kept
-            counts[name] = write_table_shard(sources[name], keep, table_target(out_dir, name, sources[name]))
-            continue
+        kept = kept_samples(keep_file, report_dir, name)
         try:
-            counts[name], left_out = write_shard(sources[name], keep, out_dir / f"{name}.tar", options.max_member_bytes)
+            if is_table_shard(sources[name]):  # Parquet/Arrow input: a filtered copy, every column kept
+                counts[name], damage = write_table_shard(sources[name], kept, table_target(out_dir, name, sources[name]))
+            else:
+                counts[name], left_out, damage = write_shard(sources[name], kept, out_dir / f"{name}.tar",
+                                                             options.max_member_bytes)
+                skipped += left_out
         except OSError as exc:
             raise UserError(f"{name}: cannot re-read {sources[name]}: {exc.strerror or exc}") from None
-        skipped += left_out
-        write_kept_parquet(keep_file, name, out_dir / f"{name}.parquet")
-    return {"samples": counts, "skipped_members": skipped}
+        non_regular += damage.non_regular
+        if damage:
+            damaged[name], counts[name] = damage, 0
+        elif not is_table_shard(sources[name]):
+            write_kept_parquet(keep_file, name, out_dir / f"{name}.parquet")
+    if damaged:
+        shown = "; ".join(f"{n}: {d.describe()}" for n, d in list(damaged.items())[:5])
+        more = f" and {len(damaged) - 5} more" if len(damaged) > 5 else ""
+        raise UserError(f"--write-shards: {len(damaged)} shard(s) not written, the re-read data is not what was "
+                        f"scanned: {shown}{more} (name the scanned shards with --shards)")
+    return {"samples": counts, "skipped_members": skipped, "non_regular_members": non_regular}

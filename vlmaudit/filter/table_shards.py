@@ -7,8 +7,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from vlmaudit.scan.parquet_source import is_table_shard, open_table, table_errors
+from vlmaudit.filter.matching import Damage, same_sample
+from vlmaudit.scan.parquet_source import _stem, is_table_shard, open_table, table_errors
 from vlmaudit.scan.tario import open_stream
+from vlmaudit.storage.localfiles import temp_path
 
 ROW_GROUP_BYTES = 64 << 20
 
@@ -18,33 +20,66 @@ def table_target(out_dir: Path, name: str, url: str) -> Path:
     return Path(out_dir) / f"{name}{'.arrow' if url.lower().endswith('.arrow') else '.parquet'}"
 
 
-def write_table_shard(url: str, keep: set[int], target: Path) -> int:
-    """Copy the kept rows of the table at `url` to `target` (same format); returns rows written."""
+def write_table_shard(url: str, kept, target: Path):
+    """Copy the kept rows (`kept`: matching.Kept) of the table at `url` to `target` (same format),
+    each checked against the scanned row by key and, when known, image SHA-256; returns (rows
+    written, matching.Damage). A table with any damage is not written."""
     assert is_table_shard(url)
-    partial = target.with_name(f".{target.name}.partial")
+    partial, damage = temp_path(target, "partial"), Damage()
     stream = open_stream(url)
     try:
         schema, batches = open_table(stream, url)
+        columns = _columns(schema, url)
         with _TableWriter(partial, schema, url) as sink:
-            written = sink.copy(_kept(batches(schema.names), keep))
+            written = sink.copy(_kept(batches(schema.names), kept, columns, _stem(url), damage))
+        damage.missing = len(kept.keys) - written - damage.mismatched
+        if not damage:
+            os.replace(partial, target)
+    except table_errors() as exc:
+        damage.missing, damage.source_error = len(kept.keys), f"{type(exc).__name__}: {exc}"[:300]
+        written = 0
     finally:
         stream.close()
-    os.replace(partial, target)
-    return written
+        partial.unlink(missing_ok=True)
+    return (0 if damage else written), damage
 
 
-def _kept(batches, keep: set[int]):
+def _columns(schema, url: str):
+    """The scanner's column choice for this table (the defaults: the report does not record flags)."""
+    from vlmaudit.errors import UserError
+    from vlmaudit.scan.parquet_source import ColumnChoice, resolve_columns
+
+    try:
+        return resolve_columns(schema, url, ColumnChoice())
+    except UserError:
+        return None
+
+
+def _kept(batches, kept, columns, stem: str, damage):
+    """Batches of the kept rows whose key and image match what was scanned; others are counted."""
     import pyarrow as pa
 
     start = 0
     try:
         for batch in batches:
-            mask = pa.array([start + i in keep for i in range(batch.num_rows)], pa.bool_())
+            wanted = [i for i in range(batch.num_rows) if start + i in kept.keys]
+            good = [i for i in wanted if _matches(batch, i, start + i, kept, columns, stem, same_sample)]
+            damage.mismatched += len(wanted) - len(good)
             start += batch.num_rows
-            if mask.true_count:
-                yield batch.filter(mask)
-    except table_errors():
-        return  # damaged after some rows: the report has no rows past the damage either
+            if good:
+                yield batch.take(pa.array(good, pa.int64()))
+    except table_errors() as exc:
+        damage.source_error = f"damaged after {start} rows: {type(exc).__name__}"
+
+
+def _matches(batch, i: int, index: int, kept, columns, stem: str, same_sample) -> bool:
+    from vlmaudit.scan.parquet_source import row_sample
+
+    if columns is None:
+        return False
+    row = batch.slice(i, 1).select(columns.names()).to_pylist()[0]
+    sample = row_sample(row, index, columns, stem, 1 << 62, 1)
+    return same_sample(kept, index, sample.key, sample.image)
 
 
 class _TableWriter:
@@ -58,8 +93,11 @@ class _TableWriter:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        self.sink = pa.ipc.new_stream(str(self.path), self.schema) if self.arrow else pq.ParquetWriter(
-            str(self.path), self.schema)
+        from vlmaudit.storage.localfiles import create_exclusive
+
+        self.handle = create_exclusive(self.path)  # a fresh file, never through a planted symlink
+        self.sink = pa.ipc.new_stream(self.handle, self.schema) if self.arrow else pq.ParquetWriter(
+            self.handle, self.schema)
         return self
 
     def copy(self, batches) -> int:
@@ -77,5 +115,8 @@ class _TableWriter:
         return written
 
     def __exit__(self, *exc):
-        self.sink.close()
+        try:
+            self.sink.close()
+        finally:
+            self.handle.close()
         return False

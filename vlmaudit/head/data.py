@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,6 +87,8 @@ def parquet_records(path: Path):
                 if isinstance(image, dict):
                     image = image.get("bytes") or (inside(root, file.parent, image["path"], origin)
                                                    if image.get("path") else None)
+                elif isinstance(image, str):  # a path column: confined like every other layout's paths
+                    image = inside(root, file.parent, image, origin)
                 yield {**row, "image": image}, origin
                 i += 1
 
@@ -200,12 +203,29 @@ def safe_examples(directory: Path) -> list[Example]:
     return [Example(path, SAFE, SAFE, str(path)) for path in files]
 
 
+MAX_IMAGE_FILE_BYTES = 64 << 20
+
+
+def _read_file(path: Path) -> bytes:
+    """A regular image file of at most MAX_IMAGE_FILE_BYTES (never a device, FIFO or directory)."""
+    import stat
+
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO must not block the open
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(f"{path.name} is not a regular file")
+        if info.st_size > MAX_IMAGE_FILE_BYTES:
+            raise OSError(f"{path.name} is {info.st_size} bytes, over the {MAX_IMAGE_FILE_BYTES >> 20} MiB limit")
+        return handle.read(MAX_IMAGE_FILE_BYTES + 1)
+
+
 def read_image(example: Example, max_pixels: int = 50_000_000):
     """Decode with the scanner's hardened decoder (format allow-list, pixel limit, EXIF, modes)."""
     from vlmaudit.scan.imaging import ImageDecodeError, ImageTooLarge, decode_image
 
     try:
-        data = example.image if isinstance(example.image, bytes) else Path(example.image).read_bytes()
+        data = example.image if isinstance(example.image, bytes) else _read_file(Path(example.image))
         return decode_image(data, max_pixels, None)[0]
     except (OSError, ImageDecodeError, ImageTooLarge) as exc:
         raise UserError(f"{example.origin}: cannot read image: {exc}") from None

@@ -44,7 +44,13 @@ def judge_verdicts(files, meta: dict, taxonomy, cutoff: float = 0.5, limit: int 
         batch = batch.filter(pc.fill_null(mask, False))
         if batch.num_rows == 0:
             continue
-        unsafe = batch.column("image_unsafe").to_numpy(zero_copy_only=False) >= cutoff
+        unsafe_scores = batch.column("image_unsafe").to_numpy(zero_copy_only=False).astype(np.float64)
+        if not (np.isfinite(unsafe_scores).all() and ((unsafe_scores >= 0) & (unsafe_scores <= 1)).all()):
+            from vlmaudit.report.reading import BadScores
+
+            raise BadScores("a report holds judge scores (image_unsafe) that are NaN, infinite or outside [0, 1]; "
+                            "a verdict is never guessed from them")
+        unsafe = unsafe_scores >= cutoff
         top = np.nan_to_num(score_matrix(batch.column("image_scores"), len(taxonomy.concepts)), nan=-1).argmax(axis=1)
         for shard, key, bad, concept in zip(batch.column("shard").to_pylist(), batch.column("key").to_pylist(), unsafe, top):
             verdict = Verdict(int(concept), category_of[concept]) if bad else Verdict(SAFE, SAFE)

@@ -47,11 +47,14 @@ class SafetyHead(nn.Module):
 
 
 def save_head(head: SafetyHead, out_dir: Path, config: dict) -> None:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
+
+    from vlmaudit.storage.localfiles import atomic_output, write_text_atomic
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}, str(out_dir / WEIGHTS_FILE))
-    (out_dir / CONFIG_FILE).write_text(json.dumps({"format": FORMAT, **config}, indent=2))
+    with atomic_output(out_dir / WEIGHTS_FILE) as handle:  # never written through a planted symlink
+        handle.write(save({k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}))
+    write_text_atomic(out_dir / CONFIG_FILE, json.dumps({"format": FORMAT, **config}, indent=2))
 
 
 def read_head_config(head_dir: Path) -> dict:

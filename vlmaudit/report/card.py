@@ -254,9 +254,10 @@ def _interval(estimate: dict | None, pct) -> str:
 
 def write_card(card: dict, md_path: Path, json_path: Path) -> None:
     from vlmaudit.report.safetext import json_text
+    from vlmaudit.storage.localfiles import write_text_atomic
 
-    try:
-        json_path.write_text(json_text(card) + "\n", encoding="utf-8")
-        md_path.write_text(to_markdown(card, json_path.name), encoding="utf-8")
+    try:  # each file renamed into place: a symlink planted at either name is replaced, never written through
+        write_text_atomic(json_path, json_text(card) + "\n")
+        write_text_atomic(md_path, to_markdown(card, json_path.name))
     except OSError as exc:
         raise UserError(f"{exc.filename or md_path}: cannot write the card ({exc.strerror or exc})") from None

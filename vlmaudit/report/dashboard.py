@@ -13,6 +13,22 @@ def pct(rate: float) -> str:
     return f"{100 * rate:.2f}%"
 
 
+def count(value) -> str:
+    """A count, or "n/a" where it was not scored (None)."""
+    return "n/a" if value is None else f"{value:,}"
+
+
+def pct_or_na(rate, label: str | None = None) -> str:
+    return (label or "n/a") if rate is None else pct(rate)
+
+
+def na(summary: dict) -> str:
+    """'n/a - not scored by MODEL' for this summary (report.coverage_view)."""
+    from vlmaudit.report.coverage_view import na as label
+
+    return label(summary)
+
+
 def bar(rate: float, peak: float, width: int, plain: bool = False) -> str:
     filled = 0 if peak <= 0 else round(width * rate / peak)
     return ("#" if plain else "█") * filled + ("." if plain else "·") * (width - filled)
@@ -92,8 +108,11 @@ def categories(summary: dict, width: int, plain: bool):
     table = _table("flagged rate per category", [("category", "left"), ("", "left"), ("rate", "right"),
                                                  ("samples", "right")], plain)
     bar_width = max(10, min(40, width - 56))
-    peak = max((c["rate"] for c in summary["categories"]), default=0)
+    peak = max((c["rate"] or 0 for c in summary["categories"]), default=0)
     for c in summary["categories"]:
+        if c["rate"] is None:  # not scored by this model: said, never drawn as 0
+            table.add_row(clip(c["name"], 60, plain), na(summary), "n/a", "n/a")
+            continue
         table.add_row(clip(c["name"], 60, plain), bar(c["rate"], peak, bar_width, plain), pct(c["rate"]), f"{c['flagged']:,}")
     return table
 
@@ -109,7 +128,7 @@ def concepts(summary: dict, width: int, plain: bool):
     fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
     for c in summary["top_concepts"]:
         row = [clip(c["name"], 40 if wide else 24, plain)] + ([clip(c["category"], 40, plain)] if wide else []) + [
-            f"{c['flagged']:,}", pct(c["rate"]), f"{c['image']:,}", f"{c['caption']:,}", fmt(c["mean_image"]),
+            f"{c['flagged']:,}", pct(c["rate"]), count(c["image"]), count(c["caption"]), fmt(c["mean_image"]),
             fmt(c["p95_image"])] + ([fmt(c["mean_caption"]), fmt(c["p95_caption"])] if wide else [])
         table.add_row(*row)
     return table
@@ -131,12 +150,17 @@ def highest(summary: dict, width: int, plain: bool):
 
 def modality_gap(summary: dict, width: int, plain: bool):
     m = summary["modality"]
-    table = _table(f"modality gap: image vs caption (overall agreement {pct(m['agreement'])} of flagged)",
+    agreement = na(summary) if m["agreement"] is None else f"{pct(m['agreement'])} of flagged"
+    table = _table(f"modality gap: image vs caption (overall agreement {agreement})",
                    [("category", "left"), ("both", "right"), ("image only", "right"), ("caption only", "right"),
                     ("agreement", "right")], plain)
     for c in summary["categories"]:
-        table.add_row(clip(c["name"], 60, plain), f"{c['both']:,}", f"{c['image_only']:,}", f"{c['caption_only']:,}", pct(c["agreement"]))
-    table.add_row("all", f"{m['both']:,}", f"{m['image_only']:,}", f"{m['caption_only']:,}", pct(m["agreement"]))
+        table.add_row(clip(c["name"], 60, plain), count(c["both"]), count(c["image_only"]), count(c["caption_only"]),
+                      pct_or_na(c["agreement"]))
+    table.add_row("all", count(m["both"]), count(m["image_only"]), count(m["caption_only"]), pct_or_na(m["agreement"]))
+    unscored = [name for name, ok in (m.get("scored") or {}).items() if not ok]
+    if unscored:
+        table.caption = rich_text(f"{' and '.join(unscored)}: {na(summary)}")
     return table
 
 
@@ -175,7 +199,9 @@ def compare(summary: dict, width: int, plain: bool):
     table = _table(f"compared with {summary['compare_dir']}", [("category", "left"), ("this", "right"),
                                                                ("other", "right"), ("delta", "right")], plain)
     for r in rows:
-        table.add_row(clip(r["name"], 60, plain), pct(r["rate"]), pct(r["other_rate"]), f"{100 * r['delta']:+.2f} pts")
+        delta = "n/a" if r["delta"] is None else f"{100 * r['delta']:+.2f} pts"
+        table.add_row(clip(r["name"], 60, plain), pct_or_na(r["rate"], r.get("na")),
+                      pct_or_na(r["other_rate"], r.get("other_na")), delta)
     return table
 
 
@@ -185,7 +211,8 @@ def examples(summary: dict, width: int, plain: bool, redact: bool):
     are shortened to the column's width."""
     from rich.text import Text
 
-    items = [(concept, item) for concept, listed in summary["examples"].items() for item in listed]
+    whole = {c["id"]: c["name"] for c in summary["top_concepts"] if c.get("level") == "category"}  # category-level model
+    items = [(whole.get(concept, concept), item) for concept, listed in summary["examples"].items() for item in listed]
     table = _table("examples" + (" (captions and URLs redacted)" if redact else ""),
                    [("concept", "left"), ("fired", "left"), ("score", "right"), ("key / shard: caption url", "left")],
                    plain)

@@ -8,6 +8,7 @@ the fsspec filesystem registered for the URL's protocol instead.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 
@@ -17,13 +18,14 @@ MEMORY_LIMIT = "640MB"  # DuckDB's own buffers; with Python and Arrow the proces
 MAX_THREADS = 16
 
 
-def connect(files=()):
-    """A fresh in-memory DuckDB connection: bounded threads and memory, spills to a private
-    temporary directory, and the fsspec filesystems the given URLs need."""
+def connect(files=(), temp_dir: str | None = None):
+    """A fresh in-memory DuckDB connection: bounded threads and memory, spills to `temp_dir` (a
+    private directory made with mkdtemp: unique name, mode 0700, never a planted symlink; session()
+    makes and removes one) or nowhere, and the fsspec filesystems the given URLs need."""
     import duckdb
 
     con = duckdb.connect(config={"threads": min(os.cpu_count() or 1, MAX_THREADS), "memory_limit": MEMORY_LIMIT,
-                                 "temp_directory": os.path.join(tempfile.gettempdir(), f"vlmaudit-duckdb-{os.getpid()}"),
+                                 "temp_directory": os.path.join(temp_dir, "spill") if temp_dir else "",
                                  "autoinstall_known_extensions": False, "autoload_known_extensions": False})
     con.execute("SET enable_progress_bar = false")  # stderr belongs to the command, not to DuckDB
     for protocol in sorted({str(f).split("://", 1)[0] for f in files if is_url(f)}):
@@ -41,7 +43,8 @@ def session(files, what: str):
 
     from vlmaudit.errors import UserError
 
-    con = connect(files)
+    spill = tempfile.mkdtemp(prefix="vlmaudit-duckdb-")
+    con = connect(files, spill)
     try:
         yield con
     except duckdb.Error as error:
@@ -50,6 +53,7 @@ def session(files, what: str):
         raise UserError(f"{what}: cannot read the reports: {shown}") from None
     finally:
         con.close()
+        shutil.rmtree(spill, ignore_errors=True)
 
 
 GLOB_CHARS = set("*?[")

@@ -6,7 +6,7 @@ import base64
 import io
 
 from vlmaudit.report import completeness, known_content
-from vlmaudit.report.dashboard import pct
+from vlmaudit.report.dashboard import count, na, pct, pct_or_na
 from vlmaudit.report.safetext import markdown_text as md
 
 
@@ -18,20 +18,31 @@ def to_markdown(summary: dict) -> str:
         f"flagged: {o['flagged']:,} ({pct(o['flagged_rate'])})",
         f"- model: {md(o['model'])} ({md(o['backend'])}); taxonomy: {md(o['taxonomy_version'])}; "
         f"thresholds: {md(o['thresholds']['source'])}", "",
-        *completeness.markdown_lines(summary),
+        *completeness.markdown_lines(summary), *_coverage_lines(summary),
         *known_content.markdown_lines(summary),
         "## Flagged rate per category", "", "| category | flagged | rate | both | image only | caption only |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
-    lines += [f"| {md(c['name'])} | {c['flagged']:,} | {pct(c['rate'])} | {c['both']:,} | {c['image_only']:,} | "
-              f"{c['caption_only']:,} |" for c in summary["categories"]]
+    lines += [f"| {md(c['name'])} | {count(c['flagged'])} | {pct_or_na(c['rate'], md(na(summary)))} | {count(c['both'])} | "
+              f"{count(c['image_only'])} | {count(c['caption_only'])} |" for c in summary["categories"]]
     lines += ["", "## Top concepts", "", "| concept | category | samples | rate | image | caption |",
               "| --- | --- | ---: | ---: | ---: | ---: |"]
-    lines += [f"| {md(c['name'])} | {md(c['category'])} | {c['flagged']:,} | {pct(c['rate'])} | {c['image']:,} | "
-              f"{c['caption']:,} |" for c in summary["top_concepts"]]
+    lines += [f"| {md(c['name'])} | {md(c['category'])} | {c['flagged']:,} | {pct(c['rate'])} | {count(c['image'])} | "
+              f"{count(c['caption'])} |" for c in summary["top_concepts"]]
     lines += ["", "## Shard hot spots", "", "| shard | samples | flagged | rate |", "| --- | ---: | ---: | ---: |"]
     lines += [f"| {md(s['shard'])} | {s['samples']:,} | {s['flagged']:,} | {pct(s['rate'])} |" for s in summary["top_shards"]]
     return "\n".join(lines) + "\n"
+
+
+def _coverage_lines(summary: dict) -> list[str]:
+    """What the model scored, when it is not everything (report.coverage_view)."""
+    cover = summary.get("coverage") or {}
+    if not cover or cover.get("everything"):
+        return []
+    level = " (one score per category)" if cover.get("level") == "category" else ""
+    return [f"- coverage: {md(cover.get('model'))} scores {md(', '.join(cover.get('categories') or []) or 'nothing')}"
+            f"{level}, {md(' and '.join(cover.get('modalities') or []) or 'no modality')}; "
+            f"everything else: {md(na(summary))}", ""]
 
 
 CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;margin:1em 0}

@@ -59,7 +59,7 @@ def category_bars(categories: list[dict], width: int = 720) -> str:
         y = 8 + k * row
         body.append(_text(left - 8, y + 14, _short(c["name"]), "end"))
         if c.get("scored") is False or c.get("rate") is None:
-            body.append(_text(left + 4, y + 14, "n/a - not scored", fill="#777"))
+            body.append(_text(left + 4, y + 14, c.get("na") or "n/a - not scored", fill="#777"))
             continue
         flagged = c["flagged"] or 0
         x = left
@@ -78,6 +78,7 @@ def split_bar(modality: dict, width: int = 720) -> str:
     """The flagged samples split by which modality fired: both, image only, caption only."""
     parts = [("image and caption", modality.get("both", 0), BOTH), ("image only", modality.get("image_only", 0), IMAGE),
              ("caption only", modality.get("caption_only", 0), CAPTION)]
+    parts = [part for part in parts if part[1] is not None]  # a modality not scored: no bar (said in the text)
     total = sum(n for _, n, _ in parts)
     body, x = [], 0.0
     for label, n, colour in parts:
@@ -114,19 +115,25 @@ def histogram(entry: dict, width: int = 340, height: int = 130) -> str:
     left, bottom, top = 34, 18, 6
     plot_w, plot_h = width - left - 6, height - bottom - top
     bins = entry["bins"]
-    peak = math.log1p(max(entry["image"] + entry["caption"], default=0)) or 1
+    scored = [m for m in ("image", "caption") if entry.get(m) is not None]  # unscored modality: no bars
+    values = [n for m in scored for n in entry[m]]
+    peak = math.log1p(max(values, default=0)) or 1
     body = [f"<line x1='{left}' y1='{top + plot_h}' x2='{left + plot_w}' y2='{top + plot_h}' stroke='#888'/>",
             _text(left, height - 4, "0", "middle"), _text(left + plot_w, height - 4, "1", "middle"),
-            _text(left - 4, top + 10, f"{max(entry['image'] + entry['caption'], default=0):,}", "end")]
+            _text(left - 4, top + 10, f"{max(values, default=0):,}", "end")]
     slot = plot_w / bins
     for b in range(bins):
         for offset, series, colour in ((0, "image", IMAGE), (1, "caption", CAPTION)):
+            if series not in scored:
+                continue
             n = entry[series][b]
             h = plot_h * math.log1p(n) / peak
             body.append(_rect(left + b * slot + offset * slot / 2, top + plot_h - h, slot / 2 - 0.5, h, colour,
                               f"{series} scores {b / bins:.2f}-{(b + 1) / bins:.2f}: {n:,}"))
     for series, dash, colour in (("image", "", IMAGE), ("caption", "4 3", CAPTION)):
         thr = entry[f"threshold_{series}"]
+        if series not in scored or thr is None:
+            continue
         x = left + plot_w * min(max(thr, 0.0), 1.0)
         body.append(f"<line class='threshold' x1='{x:.1f}' y1='{top}' x2='{x:.1f}' y2='{top + plot_h}' "
                     f"stroke='{colour}' stroke-width='2' stroke-dasharray='{dash}'><title>{series} threshold "

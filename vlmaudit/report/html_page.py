@@ -96,13 +96,18 @@ def _num(value) -> str:
 
 
 def _rate(c: dict) -> str:
-    return "n/a" if c.get("scored") is False or c.get("rate") is None else pct(c["rate"])
+    if c.get("scored") is False or c.get("rate") is None:
+        return esc(c.get("na") or "n/a")
+    return pct(c["rate"])
 
 
 def _split(summary: dict) -> str:
     m = summary.get("modality") or {}
+    agreement = esc(m.get("na") or "n/a") if m.get("agreement", 0) is None else pct(m.get("agreement", 0))
+    unscored = [name for name, ok in (m.get("scored") or {}).items() if not ok]
+    note = f" {esc(' and '.join(unscored))}: {esc(m.get('na'))}." if unscored else ""
     return ("<h2>Image, caption or both</h2><p>Which modality reached the thresholds, over the flagged samples "
-            f"(agreement {pct(m.get('agreement', 0))}).</p>" + charts.split_bar(m) + charts.split_legend())
+            f"(agreement {agreement}).{note}</p>" + charts.split_bar(m) + charts.split_legend())
 
 
 def _shards(summary: dict) -> str:
@@ -120,15 +125,19 @@ def _histograms(summary: dict) -> str:
         return "<h2>Score histograms</h2><p class='muted'>No concept reached its threshold: no histogram.</p>"
     figures = "".join(
         f"<figure>{charts.histogram(e)}<figcaption><b>{esc(e['name'])}</b> ({esc(e['category'])}) &middot; thresholds "
-        f"image {e['threshold_image']:.3f}, caption {e['threshold_caption']:.3f}</figcaption></figure>" for e in entries)
+        f"image {_thr(e['threshold_image'])}, caption {_thr(e['threshold_caption'])}</figcaption></figure>" for e in entries)
     return ("<h2>Score histograms</h2><p>Scores of the most flagged concepts, 20 bins over [0, 1], counts on a log "
             "scale; lines mark the thresholds (solid: image, dashed: caption).</p>"
             + charts.legend([("image", charts.IMAGE), ("caption", charts.CAPTION)]) + f"<div class='hists'>{figures}</div>")
 
 
+def _thr(value) -> str:
+    return "n/a (not scored)" if value is None else f"{value:.3f}"
+
+
 def _concepts(summary: dict) -> str:
     rows = "".join(f"<tr><td>{esc(c['name'])}</td><td>{esc(c['category'])}</td><td>{c['flagged']:,}</td>"
-                   f"<td>{pct(c['rate'])}</td><td>{c['image']:,}</td><td>{c['caption']:,}</td></tr>"
+                   f"<td>{pct(c['rate'])}</td><td>{_num(c['image'])}</td><td>{_num(c['caption'])}</td></tr>"
                    for c in summary["top_concepts"])
     return ("<h2>Top concepts</h2><table><tr><th>concept</th><th>category</th><th>samples</th><th>rate</th>"
             f"<th>image</th><th>caption</th></tr>{rows}</table>")

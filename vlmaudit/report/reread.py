@@ -72,12 +72,12 @@ def recorded_source_problem(url, allow_schemes: list[str]) -> str | None:
     return None
 
 
-def iter_raw_samples(url: str, max_member_bytes: int):
+def iter_raw_samples(url: str, max_member_bytes: int, end: TarEnd | None = None):
     """(sample_index, key, members) with every member's header and bytes, grouped exactly as the
     scanner groups them; a member over `max_member_bytes` has data None; a damaged tar ends the
-    iteration after its last intact member."""
+    iteration after its last intact member (`end` says how reading ended)."""
     stream = open_stream(url)
     try:
-        yield from group_by_key(iter_members(stream, TarEnd(), lambda name: True, max_member_bytes))
+        yield from group_by_key(iter_members(stream, end or TarEnd(), lambda name: True, max_member_bytes))
     finally:
         stream.close()

@@ -87,13 +87,17 @@ def summarize(report_dir, top: int = 10, view: View | None = None, hist_concept:
     stats = reports.selected_stats(view.shard_glob) if reports else {
         name: s for name, s in read_stats(report_dir).items()
         if not view.shard_glob or fnmatch.fnmatch(name, view.shard_glob)}
-    return _finish(meta, counts, stats, top, files, view, hist_concept, examples)
+    from vlmaudit.report.reading import read_run_file
+
+    run = reports.run if reports else read_run_file(report_dir)
+    return _finish(meta, counts, stats, top, files, view, hist_concept, examples, run)
 
 
-def _finish(meta, counts, stats, top, files, view, hist_concept, examples, highest=None) -> dict:
+def _finish(meta, counts, stats, top, files, view, hist_concept, examples, run: dict, highest=None) -> dict:
     from vlmaudit.report.summary_dict import build_summary
 
     summary = build_summary(meta, counts, stats, top, files, view, hist_concept, examples)
+    _apply_coverage(summary, run, meta)
     if not counts.flagged:  # an empty dashboard still shows how close the data came
         from vlmaudit.report.highest import highest_scores
 
@@ -129,4 +133,12 @@ def from_summaries(reports, files: list, meta: dict, view: View, top: int, hist_
     examples = merger.rows if view.examples else {}
     highest = lambda: merge_highest(merger.highest, min(top, 5))  # noqa: E731
     return _finish(meta, counts, reports.selected_stats(view.shard_glob), top, files, view, hist_concept,
-                   examples, highest)
+                   examples, reports.run, highest)
+
+
+def _apply_coverage(summary: dict, run: dict, meta: dict) -> None:
+    """Unscored categories / modalities become n/a (report.coverage_view); run: run.json's contents."""
+    from vlmaudit.report.coverage_view import apply_coverage
+    from vlmaudit.rulebook.coverage import coverage_of
+
+    apply_coverage(summary, coverage_of(run, meta))

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Iterator
 
 from vlmaudit.errors import UserError
-from vlmaudit.scan.samples import Sample, cap_caption
+from vlmaudit.scan.samples import KEPT_KEY_CHARS, MAX_NAME_CHARS, Sample, cap_caption
 from vlmaudit.scan.table_columns import ColumnChoice, Columns, resolve_columns
 from vlmaudit.scan.tario import TarEnd
 from vlmaudit.storage.location import is_url
@@ -117,13 +117,30 @@ def iter_table_samples(stream, url: str, end: TarEnd, choice: ColumnChoice, max_
 
 def row_sample(row: dict, index: int, columns: Columns, stem: str, max_bytes: int, max_caption_chars: int) -> Sample:
     key = row.get(columns.key) if columns.key else None
-    sample = Sample(key=f"{stem}/{index}" if key is None else str(key), index=index,
-                    url=row.get(columns.url) if columns.url else None,
-                    caption=row.get(columns.caption) if columns.caption else None)
+    key = f"{stem}/{index}" if key is None else str(key)
+    url = row.get(columns.url) if columns.url else None
+    url = None if url is None else str(url)
+    sample = Sample(key=_capped_key(key), index=index, url=url if url is None or len(url) <= MAX_NAME_CHARS
+                    else url[:MAX_NAME_CHARS], caption=row.get(columns.caption) if columns.caption else None)
+    if url is not None and len(url) > MAX_NAME_CHARS:
+        sample.notes.append("url_capped")
     sample.image, sample.status, sample.error = _image(row, columns, max_bytes)
+    if len(key) > MAX_NAME_CHARS:  # like an over-long tar member name: a row of its own, not scored
+        sample.image, sample.status = None, SampleStatus.BAD_NAME
+        sample.error = f"key of {len(key)} characters, over the {MAX_NAME_CHARS}-character limit"
     if sample.image is not None:
         sample.image_ext = "jpg" if columns.image == "jpg" else None
     return cap_caption(sample, max_caption_chars)
+
+
+def _capped_key(key: str) -> str:
+    """An over-long key keeps its first KEPT_KEY_CHARS characters plus a hash of the whole, as
+    tar member names do, so distinct keys stay distinct."""
+    if len(key) <= MAX_NAME_CHARS:
+        return key
+    import hashlib
+
+    return f"{key[:KEPT_KEY_CHARS]}…{hashlib.sha1(key.encode('utf-8', 'replace')).hexdigest()[:16]}"
 
 
 def _image(row: dict, columns: Columns, max_bytes: int):

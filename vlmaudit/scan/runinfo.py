@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import secrets
 import sys
 import time
 
@@ -68,13 +69,20 @@ def prepare_out_dir(out_dir) -> None:
     """Fail early, in one line, when --out (a directory or an fsspec URL) cannot be written."""
     refuse_credentials(str(out_dir), "--out")
     out = as_location(out_dir)
-    probe = f".write-test-{os.getpid()}"
     try:
-        if not out.remote:
-            out.root.mkdir(parents=True, exist_ok=True)
-        with out.open(probe, "wb") as handle:
+        if out.remote:
+            probe = f".write-test.{secrets.token_hex(8)}.tmp"
+            with out.open(probe, "wb") as handle:
+                handle.write(b"ok")
+            out.remove(probe)
+            return
+        from vlmaudit.storage.localfiles import create_exclusive, temp_path
+
+        out.root.mkdir(parents=True, exist_ok=True)
+        local = temp_path(out.root / ".write-test", "tmp")
+        with create_exclusive(local) as handle:  # a unique name, never through a planted symlink
             handle.write(b"ok")
-        out.remove(probe)
+        local.unlink()
     except OSError as exc:
         raise UserError(f"--out {out}: cannot write there ({redact(str(exc.strerror or exc))})") from None
 
@@ -96,6 +104,7 @@ def run_record(backend_info: dict, rules, config: dict, planned: list[str]) -> d
         "planned_shards": planned,
         **{k: backend_info.get(k) for k in ("backend", "model", "revision", "device", "precision")},
         "model_info": backend_info,
+        "coverage": backend_info.get("coverage"),  # which categories and modalities the model scores
         "taxonomy_version": rules.taxonomy.tag,
         "taxonomy_fingerprint": rules.taxonomy.fingerprint(),
         "thresholds_fingerprint": rules.thresholds.fingerprint(),

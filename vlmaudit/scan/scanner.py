@@ -87,7 +87,7 @@ class Scanner:
 
     def _handle(self, batch: PreparedBatch, result: ScanResult) -> None:
         name = batch.job.name
-        writer = self.writers.get(name) or self._open(name)
+        writer = self.writers.get(name) or self._open(name, batch.job.takeover)
         if writer is None:
             self._skip(batch, result)
             return
@@ -108,11 +108,11 @@ class Scanner:
         if batch.final:
             self._finish(batch, writer, result)
 
-    def _open(self, name: str) -> ShardWriter | None:
+    def _open(self, name: str, takeover: tuple[str, int] | None = None) -> ShardWriter | None:
         if name in self.skipping:
             return None
         writer = ShardWriter.claim_shard(self.out, name, self.schema, rescan_done=self.settings.overwrite,
-                                         summarizer=self.summarizer)
+                                         takeover=takeover, summarizer=self.summarizer)
         if writer is None:
             self.skipping.add(name)
             return None

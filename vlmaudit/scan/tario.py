@@ -18,6 +18,8 @@ from vlmaudit.storage.location import is_url
 from vlmaudit.schema import ShardStatus
 
 DATA_ERRORS = (tarfile.TarError, EOFError, OSError, ValueError)
+MAX_IGNORED_KINDS = 64  # distinct kinds listed in a shard's stats; the rest are counted under OTHER_KINDS
+OTHER_KINDS = "(other kinds)"
 MAX_HEADER_BYTES = 64 << 10  # pax / GNU long-name headers: a long name is a few KiB at most
 
 
@@ -35,7 +37,11 @@ class TarEnd:
     ignored_kinds: dict[str, int] = field(default_factory=dict)
 
     def ignore(self, kind: str) -> None:
+        """Count an ignored member by kind; past MAX_IGNORED_KINDS distinct kinds the rest are
+        counted together, so the stats file stays small whatever a shard holds."""
         self.members_ignored += 1
+        if kind not in self.ignored_kinds and len(self.ignored_kinds) >= MAX_IGNORED_KINDS:
+            kind = OTHER_KINDS
         self.ignored_kinds[kind] = self.ignored_kinds.get(kind, 0) + 1
 
 

@@ -43,6 +43,7 @@ class ScanSettings:
 class ShardJob:
     url: str
     name: str
+    takeover: tuple[str, int] | None = None  # (host, pid) of a writer known dead: its claim is taken over
 
 
 @dataclass

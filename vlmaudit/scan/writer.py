@@ -90,18 +90,20 @@ class ShardWriter:
         self.kept, self.meta = [], _summary_meta(schema) if summarizer else None
 
     @classmethod
-    def claim_shard(cls, out, name: str, schema, rescan_done: bool = True, summarizer=None):
+    def claim_shard(cls, out, name: str, schema, rescan_done: bool = True, takeover: tuple[str, int] | None = None,
+                    summarizer=None):
         """A writer for shard NAME, or None when another live writer holds it (or, unless
         rescan_done, when it is already done). Stale stats are removed first: until this writer
-        commits, the shard does not look done."""
+        commits, the shard does not look done. `takeover`: (host, pid) of a writer known to be
+        dead (a Ray actor the driver saw die): its claim is taken over at once."""
         out = as_location(out)
         claim = None
         if not out.remote:
             out.root.mkdir(parents=True, exist_ok=True)
-            claim = ShardClaim.acquire(out.root, name)
+            claim = ShardClaim.acquire(out.root, name, takeover)
             if claim is None:
                 return None
-            remove_abandoned_temps(out.root, name)
+            remove_abandoned_temps(out.root, name, takeover)
         if not rescan_done and shard_is_done(out, name):
             claim and claim.release()
             return None

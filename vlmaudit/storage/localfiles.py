@@ -9,6 +9,7 @@ import re
 import secrets
 import socket
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 STALE_SECONDS = 1800.0  # a claim not refreshed for this long is abandoned (its writer hung or is gone)
@@ -38,6 +39,21 @@ def write_text_atomic(path: Path, text: str) -> None:
             handle.write(text.encode("utf-8"))
             handle.flush()
             os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_output(path: Path):
+    """A binary handle whose bytes appear at `path` only when the block ends without error: written
+    to a unique temporary sibling created exclusively, then renamed over `path` (a symlink planted
+    at `path` is replaced, its target never written)."""
+    path = Path(path)
+    tmp = temp_path(path, "tmp")
+    try:
+        with create_exclusive(tmp) as handle:
+            yield handle
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -81,20 +97,24 @@ class ShardClaim:
         self.path, self.token, self.touched = path, token, time.monotonic()
 
     @classmethod
-    def acquire(cls, out_dir: Path, name: str) -> ShardClaim | None:
+    def acquire(cls, out_dir: Path, name: str, takeover: tuple[str, int] | None = None) -> ShardClaim | None:
+        """The claim, or None while another live writer holds it. `takeover`: (host, pid) of a
+        writer known to be dead, whose claim is broken even if its process has not exited yet."""
         path = out_dir / f".{name}.lock"
         for _ in range(2):
             token = secrets.token_hex(8)
-            try:
-                with create_exclusive(path) as handle:
-                    owner = {"host": host(), "pid": os.getpid(), "since": time.time(), "token": token}
-                    handle.write(json.dumps(owner).encode())
+            owner = {"host": host(), "pid": os.getpid(), "since": time.time(), "token": token}
+            if _link_new(path, json.dumps(owner).encode()):
                 return cls(path, token)
-            except FileExistsError:
-                if not cls._stale(path):
-                    return None
-                _break(path)
+            if not (cls._held_by(path, takeover) or cls._stale(path)):
+                return None
+            _break(path)
         return None
+
+    @staticmethod
+    def _held_by(path: Path, writer: tuple[str, int] | None) -> bool:
+        owner = _read_owner(path) if writer else None
+        return owner is not None and (owner.get("host"), owner.get("pid")) == tuple(writer)
 
     @classmethod
     def holder(cls, out_dir: Path, name: str) -> dict | None:
@@ -124,6 +144,27 @@ class ShardClaim:
         owner = _read_owner(self.path)
         if owner is not None and owner.get("token") == self.token:
             self.path.unlink(missing_ok=True)
+
+
+def _link_new(path: Path, data: bytes) -> bool:
+    """Create `path` holding `data`, atomically: written under a unique name, then hard-linked
+    (fails if anything is at `path`), so a claim is never seen empty or half written."""
+    tmp = temp_path(path, "tmp")
+    try:
+        with create_exclusive(tmp) as handle:
+            handle.write(data)
+        try:
+            os.link(tmp, path, follow_symlinks=False)
+        except FileExistsError:
+            raise
+        except OSError:  # a filesystem without hard links: an exclusive create, then the write
+            with create_exclusive(path) as handle:
+                handle.write(data)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _read_owner(path: Path) -> dict | None:
@@ -157,15 +198,16 @@ def _break(path: Path) -> None:
     aside.unlink(missing_ok=True)
 
 
-def remove_abandoned_temps(out_dir: Path, name: str) -> int:
-    """Delete temporary files of shard NAME left by writers that are gone; returns how many."""
+def remove_abandoned_temps(out_dir: Path, name: str, dead: tuple[str, int] | None = None) -> int:
+    """Delete temporary files of shard NAME left by writers that are gone (or by `dead`, the
+    (host, pid) of a writer known to be dead); returns how many."""
     removed = 0
     prefixes = (f".{name}.parquet.", f".{name}.stats.json.", f".{name}.summary.json.", f".{name}.hist.bin.")
     for path in out_dir.iterdir() if out_dir.is_dir() else []:
         match = OWNER.search(path.name)
         if not path.name.startswith(prefixes) or not match:
             continue
-        if abandoned(path, match["host"], int(match["pid"])):
+        if (match["host"], int(match["pid"])) == tuple(dead or ()) or abandoned(path, match["host"], int(match["pid"])):
             path.unlink(missing_ok=True)
             removed += 1
     return removed
@@ -173,7 +215,6 @@ def remove_abandoned_temps(out_dir: Path, name: str) -> int:
 
 def check_writable_dir(path: Path, flag: str = "--out") -> None:
     """Fail in one line, before anything loads or trains, when `path` cannot be a directory we write."""
-    import os
 
     from vlmaudit.errors import UserError
 
@@ -182,8 +223,9 @@ def check_writable_dir(path: Path, flag: str = "--out") -> None:
         raise UserError(f"{flag} {path}: exists and is not a directory")
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"ok")
+        probe = temp_path(path / ".write-test", "tmp")
+        with create_exclusive(probe) as handle:  # a unique name, never through a planted symlink
+            handle.write(b"ok")
         probe.unlink()
     except OSError as exc:
         raise UserError(f"{flag} {path}: cannot write there ({exc.strerror or exc})") from None

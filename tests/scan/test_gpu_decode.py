@@ -1,7 +1,7 @@
 """--decode gpu's logic, run on the CPU: the worker-side JPEG triage, the device-side transform
 against the model's own image processor, the batch completion and every fallback. The decoder is
 swapped for PIL here (torchvision's CUDA wheels do not import beside a CPU torch); the CUDA
-decoder itself is exercised by tests/test_gpu.py (-m gpu)."""
+decoder itself is exercised by tests/backends/test_gpu.py (-m gpu)."""
 
 import io
 import json

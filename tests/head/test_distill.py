@@ -49,6 +49,7 @@ def judged(tmp_path_factory):
         metas = [RowMeta(sm["__key__"], i, None, "a shape", "ok", image_row=i) for i, sm in enumerate(samples)]
         batch = builder.build(name, metas, scores, None, {"image_unsafe": unsafe}, "vlm")
         pq.write_table(pa.Table.from_batches([batch], schema), reports / f"{name}.parquet")
+        (reports / f"{name}.stats.json").write_text('{"status": "complete", "url": null}')  # the shard finished
     return shards, reports, rows
 
 

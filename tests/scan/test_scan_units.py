@@ -327,16 +327,13 @@ def test_plan_and_split_done(tmp_path):
 # ---- reshard ----------------------------------------------------------------------------------------
 
 def test_write_shard_keeps_exactly_the_chosen_samples_with_all_their_members(tmp_path):
-    from vlmaudit.filter.reshard import kept_indices, write_shard
+    from vlmaudit.filter.reshard import Kept, write_shard
 
     members = [("./a.jpg", b"A"), ("./a.txt", b"a"), ("b.jpg", b"B"), ("b.json", b"{}"), ("b.cls", b"1"),
                ("c.jpg", b"C"), ("a.jpg", b"A2")]
     shard = write_tar(tmp_path / "s.tar", members)
-    keep_file = tmp_path / "keep.parquet"
-    pq.write_table(pa.table({"shard": ["s", "s", "other"], "sample_index": [1, 3, 0]}), keep_file)
-    keep = kept_indices(keep_file, "s")
-    assert keep == {1, 3}
-    assert write_shard(str(shard), keep, tmp_path / "out.tar", 64 << 20) == (2, 0)
+    written, skipped, damage = write_shard(str(shard), Kept({1: "b", 3: "a"}), tmp_path / "out.tar", 64 << 20)
+    assert (written, skipped, bool(damage)) == (2, 0, False)
     with tarfile.open(tmp_path / "out.tar") as tf:
         assert [(m.name, tf.extractfile(m).read()) for m in tf.getmembers()] == [
             ("b.jpg", b"B"), ("b.json", b"{}"), ("b.cls", b"1"), ("a.jpg", b"A2")]
@@ -353,12 +350,13 @@ def test_write_filtered_shards_skips_failed_and_unfinished_shards(tmp_path):
         shard = write_tar(tmp_path / f"{name}.tar", [(f"{name}-{i}.jpg", bytes([i])) for i in range(3)])
         (report / f"{name}.stats.json").write_text(json.dumps({"status": status, "url": str(shard)}))
         if name != "gone":
-            (report / f"{name}.parquet").write_bytes(b"rows")
+            pq.write_table(pa.table({"key": [f"{name}-{i}" for i in range(3)], "sample_index": [0, 1, 2]}),
+                           report / f"{name}.parquet")
     keep_file = tmp_path / "keep.parquet"
     pq.write_table(pa.table({"shard": ["s1", "s1", "s2", "bad"], "key": ["s1-0", "s1-2", "s2-1", "bad-0"],
                              "url": ["u0", None, "u2", "u3"], "sample_index": [0, 2, 1, 0]}), keep_file)
     out = tmp_path / "out" / "nested"
-    written = {"samples": {"s1": 2, "s2": 1}, "skipped_members": 0}
+    written = {"samples": {"s1": 2, "s2": 1}, "skipped_members": 0, "non_regular_members": 0}
     assert write_filtered_shards(report, keep_file, out, ReReadOptions()) == written
     assert write_filtered_shards(report, keep_file, out, ReReadOptions()) == written  # a rerun overwrites
     assert sorted(p.name for p in out.iterdir()) == ["s1.parquet", "s1.tar", "s2.parquet", "s2.tar"]

@@ -7,7 +7,7 @@ from conftest import run_cli
 from vlmaudit.errors import RulesError
 from vlmaudit.rulebook.load import load_rules, shipped_rules_dir
 
-SHARED = Path(__file__).resolve().parent / "data" / "unsafe_concepts.yaml"  # copy of shared/taxonomy
+SHARED = Path(__file__).resolve().parents[1] / "data" / "unsafe_concepts.yaml"  # copy of shared/taxonomy
 
 
 def test_shipped_taxonomy_has_75_concepts_in_9_categories_with_prompts():

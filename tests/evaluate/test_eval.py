@@ -247,3 +247,33 @@ def test_the_hub_layout_data_dir_with_a_readme_loads_like_the_parquet_file(hf_la
     shutil.copy(hf_layout / "train-00000-of-00001.parquet", hub / "data")
     assert [it.concept for it in load_eval_data(hub, taxonomy)] == [it.concept for it in load_eval_data(hf_layout, taxonomy)]
     assert [e.concept for e in load_examples(hub, taxonomy)] == [e.concept for e in load_examples(hf_layout, taxonomy)]
+
+
+class ConstantScorer:
+    """Gives every concept the same score: knows nothing, so it must score chance."""
+
+    kind = "scorer"
+
+    def __init__(self, n_concepts):
+        self.n = n_concepts
+
+    def scores(self, images):
+        return np.full((len(images), self.n), 0.5)
+
+
+def test_a_tie_is_never_a_whole_hit_a_constant_scorer_scores_chance(repo_layout, taxonomy):
+    from vlmaudit.evaluate.data import load_eval_data
+    from vlmaudit.evaluate.metrics import topk_hits
+    from vlmaudit.evaluate.run import evaluate_scorer
+
+    items = load_eval_data(repo_layout, taxonomy)
+    n = len(taxonomy.concepts)
+    overall = evaluate_scorer(ConstantScorer(n), items, taxonomy, batch=4)["overall"]
+    assert overall["top1"] == pytest.approx(1 / n) and overall["top5"] == pytest.approx(5 / n)
+    index = np.asarray(taxonomy.concept_category_index())
+    sizes, truth = np.bincount(index), index[[it.concept for it in items]]
+    assert overall["category_accuracy"] == pytest.approx(np.mean([sizes[t] / n for t in truth]))
+    # a 3-way tie at the top with the true concept: 1/3 of a top-1 hit, a whole top-5 hit
+    scores = np.array([[0.9, 0.9, 0.9, 0.1, 0.0, 0.0, 0.0], [0.5, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9]])
+    assert topk_hits(scores, np.array([1, 0]), 1).tolist() == pytest.approx([1 / 3, 0.0])
+    assert topk_hits(scores, np.array([1, 1]), 5).tolist() == pytest.approx([1.0, 5 / 6])

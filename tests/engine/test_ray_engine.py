@@ -108,6 +108,52 @@ def test_an_actor_killed_mid_run_loses_and_duplicates_nothing(ray_session, tmp_p
     assert same_rows(rows(out), rows(reference))
 
 
+def test_actor_killing_shards_fail_alone_and_a_rerun_retries_only_them(ray_session, tmp_path, tiny_clip, shards,
+                                                                        reference):
+    """Two shards whose reading kills the actor (a pipe: that SIGKILLs its parent, the actor) among
+    good ones: each is retried on fresh actors, then failed alone; every good shard is complete."""
+    from dataclasses import replace
+
+    from vlmaudit.backends import BackendOptions
+    from vlmaudit.backends.modelref import ModelOptions
+    from vlmaudit.engine import ray_engine
+    from vlmaudit.engine.ray_engine import RayOptions, RayPool
+    from vlmaudit.engine.spec import ScannerSpec
+    from vlmaudit.scan.runinfo import plan_jobs, split_done
+    from vlmaudit.scan.worker import ScanSettings
+
+    out = tmp_path / "killers"
+    killers = [f"pipe:kill -9 $PPID # kill-{x}.tar" for x in "ab"]
+    specs = [str(shards[0]), killers[0], str(shards[1]), str(shards[2]), killers[1], str(shards[3]), str(shards[4])]
+    settings = replace(ScanSettings(), batch_size=4, workers=0)
+    spec = ScannerSpec("clip", ModelOptions(str(tiny_clip), "cpu", "fp32"), BackendOptions(), settings, str(out))
+    pool = RayPool(spec, RayOptions(workers=2))
+    try:
+        result = pool.run(plan_jobs(specs)[0])
+    finally:
+        pool.close()
+    assert result.shards == {**{s.stem: "complete" for s in shards}, "kill-a": "failed", "kill-b": "failed"}
+    assert pool.deaths == {"kill-a": ray_engine.SHARD_RETRIES + 1, "kill-b": ray_engine.SHARD_RETRIES + 1}
+    assert result.rows == 5 * 24
+    todo, done = split_done(plan_jobs(specs)[0], out, overwrite=False)  # what a re-run scans
+    assert sorted(j.name for j in todo) == ["kill-a", "kill-b"] and len(done) == 5
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no claim or temporary left
+    (out / "run.json").write_text("{}")
+    assert same_rows(rows(out), rows(reference))
+
+
+def test_a_retry_takes_over_the_dead_writers_claim_at_once(tmp_path):
+    """The driver names the dead actor: its claim is broken even while its pid still exists (a
+    process being killed, or a reused pid), and an empty or half-written claim never exists."""
+    from vlmaudit.storage.localfiles import ShardClaim, host
+
+    first = ShardClaim.acquire(tmp_path, "s")
+    assert first is not None and ShardClaim.acquire(tmp_path, "s") is None  # this process is alive
+    assert ShardClaim.acquire(tmp_path, "s", takeover=("other-host", os.getpid())) is None
+    second = ShardClaim.acquire(tmp_path, "s", takeover=(host(), os.getpid()))
+    assert second is not None and json.loads((tmp_path / ".s.lock").read_text())["token"] == second.token
+
+
 def test_core_scan_never_imports_ray_or_s3fs(tmp_path, tiny_clip, demo_shards):
     import subprocess
     import sys

@@ -12,7 +12,7 @@ from conftest import run_cli
 
 import vlmaudit
 
-CHECKOUT = Path(__file__).resolve().parents[1]
+CHECKOUT = Path(__file__).resolve().parents[2]
 
 
 def test_demo_builds_scans_and_shows_the_dashboard_with_meaningless_scores_labelled(tmp_path):

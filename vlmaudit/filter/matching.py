@@ -1,0 +1,60 @@
+"""Which re-read samples are the ones that were scanned and kept: the kept rows of a shard (key and,
+when the report stores it, the scanned image's SHA-256) and what did not match, counted."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class Kept:
+    """The kept rows of one shard: {sample_index: key} and, when the report stores the scanned
+    image's SHA-256 (`image_sha256`), {sample_index: digest} for rows that have one."""
+
+    keys: dict[int, str]
+    digests: dict[int, bytes] = field(default_factory=dict)
+
+
+@dataclass
+class Damage:
+    """What did not match the scanned data in one re-read shard."""
+
+    mismatched: int = 0
+    missing: int = 0
+    source_error: str | None = None
+    non_regular: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.mismatched or self.missing)
+
+    def describe(self) -> str:
+        parts = [f"{n} {what}" for n, what in ((self.mismatched, "differ from the scanned sample (key or image digest)"),
+                                               (self.missing, "missing")) if n]
+        if self.source_error and self.missing:
+            parts.append(f"source damaged: {self.source_error}")
+        return ", ".join(parts)
+
+
+def kept_samples(keep_file: Path, report_dir: Path, shard: str) -> Kept:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(keep_file, columns=["sample_index", "key"], filters=[("shard", "=", shard)])
+    kept = Kept(dict(zip(table.column("sample_index").to_pylist(), table.column("key").to_pylist(), strict=True)))
+    report = Path(report_dir) / f"{shard}.parquet"
+    if "image_sha256" in pq.read_schema(report).names:
+        digests = pq.read_table(report, columns=["sample_index", "image_sha256"])
+        kept.digests = {i: d for i, d in zip(digests.column("sample_index").to_pylist(),
+                                             digests.column("image_sha256").to_pylist(), strict=True)
+                        if d is not None and i in kept.keys}
+    return kept
+
+
+def same_sample(kept: Kept, index: int, key: str, image: bytes | None) -> bool:
+    """The re-read sample at `index` is the one scanned: same key and, when the report has its
+    image's SHA-256, the same image bytes."""
+    if kept.keys.get(index) != key:
+        return False
+    digest = kept.digests.get(index)
+    return digest is None or (image is not None and hashlib.sha256(image).digest() == bytes(digest))
