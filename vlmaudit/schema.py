@@ -106,3 +106,22 @@ def report_meta(taxonomy, thresholds, model_info: dict) -> dict:
 def read_meta(schema) -> dict:
     raw = (schema.metadata or {}).get(META_KEY)
     return json.loads(raw) if raw else {}
+
+
+def footer_digest(metadata) -> str:
+    """SHA-256 of what a Parquet footer says of its data (rows, row groups, column chunk sizes and
+    statistics): a shard summary records it, and a report file rewritten since no longer matches."""
+    import hashlib
+
+    parts: list = [metadata.num_rows, metadata.num_row_groups]
+    for i in range(metadata.num_row_groups):
+        group = metadata.row_group(i)
+        parts += [group.num_rows, group.total_byte_size]
+        for j in range(group.num_columns):
+            chunk = group.column(j)
+            stats = chunk.statistics
+            parts += [chunk.path_in_schema, chunk.total_compressed_size, chunk.total_uncompressed_size,
+                      None if stats is None else [stats.null_count, repr(stats.min) if stats.has_min_max else None,
+                                                  repr(stats.max) if stats.has_min_max else None]]
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
+

@@ -318,7 +318,7 @@ def test_rereads_honour_max_member_bytes(base, tmp_path):
     real = json.loads(stats_file(d).read_text())["url"]
     result = run_cli("filter", d, "--policy", "permissive", "--out", tmp_path / "f", "--write-shards",
                      tmp_path / "kept", "--max-member-bytes", "200")
-    assert result.exit_code == 0 and "over --max-member-bytes" in result.output
+    assert result.exit_code == 0 and "over --max-member-bytes" in result.output, result.output
     with tarfile.open(tmp_path / "kept" / f"{SHARD}.tar") as tf:
         names = tf.getnames()
     with tarfile.open(real) as tf:

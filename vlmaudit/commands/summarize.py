@@ -37,6 +37,7 @@ def _summarize_file(reports, path, meta: dict, name: str) -> int:
             from vlmaudit.report.shard_summary import compute
 
             summary, hist = compute(con, engine.source([path]), columns, meta, name)
+        summary["footer_sha256"] = reports.footer_digests[name] if reports.footer_digests else None
         write_summary(out, name, summary, hist)
         return 1
     finally:

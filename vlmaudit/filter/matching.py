@@ -53,8 +53,9 @@ def kept_samples(keep_file: Path, report_dir: Path, shard: str) -> Kept:
 
 def same_sample(kept: Kept, index: int, key: str, image: bytes | None) -> bool:
     """The re-read sample at `index` is the one scanned: same key and, when the report has its
-    image's SHA-256, the same image bytes."""
+    image's SHA-256, the same image bytes. An image not re-read (over --max-member-bytes: left
+    out of the written sample, counted) cannot be compared and writes nothing unchecked."""
     if kept.keys.get(index) != key:
         return False
     digest = kept.digests.get(index)
-    return digest is None or (image is not None and hashlib.sha256(image).digest() == bytes(digest))
+    return digest is None or image is None or hashlib.sha256(image).digest() == bytes(digest)

@@ -116,13 +116,15 @@ def check_report_file(path: Path) -> dict:
     return check_report_footer(path)[0]
 
 
-def check_report_footer(path: Path) -> tuple[dict, int]:
-    """check_report_file's checks; returns (footer metadata, row count from the footer)."""
+def check_report_footer(path: Path) -> tuple[dict, int, str]:
+    """check_report_file's checks; returns (footer metadata, row count, schema.footer_digest)."""
+    from vlmaudit.schema import footer_digest
+
     parquet, meta = _file_meta(path)
     _check_meta(path, meta)
     _check_columns(path, parquet.schema_arrow)
     _check_statistics(path, parquet)
-    return meta, parquet.metadata.num_rows
+    return meta, parquet.metadata.num_rows, footer_digest(parquet.metadata)
 
 
 def _file_meta(path: Path):

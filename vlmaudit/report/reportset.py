@@ -18,6 +18,7 @@ class ReportSet:
     footer_rows: dict  # shard name -> rows in its Parquet footer
     stats: dict  # shard name -> stats
     run: dict
+    footer_digests: dict | None = None  # shard name -> schema.footer_digest of its Parquet footer
     _digest: str | None = None  # taxonomy_digest(meta), computed once
 
     @classmethod
@@ -28,7 +29,7 @@ class ReportSet:
 
         files = files or report_files(location)
         footers = [check_report_footer(path) for path in files]
-        metas = [m for m, _ in footers]
+        metas = [m for m, _, _ in footers]
         _shared_meta(files, metas)
         check_mixed(files, metas, allow_mixed)
         stats = read_stats(location)
@@ -37,7 +38,8 @@ class ReportSet:
             if stem(path) not in stats:
                 raise DamagedReport(f"{path}: no {stem(path)}.stats.json beside it, so the shard never finished "
                                     "(re-run the scan, or remove the file)")
-        return cls(location, files, metas, {stem(f): n for f, (_, n) in zip(files, footers)}, stats, run)
+        return cls(location, files, metas, {stem(f): n for f, (_, n, _) in zip(files, footers)}, stats, run,
+                   {stem(f): d for f, (_, _, d) in zip(files, footers)})
 
     @property
     def meta(self) -> dict:
@@ -83,7 +85,8 @@ class ReportSet:
         if self._digest is None:
             self._digest = taxonomy_digest(self.meta)
         where = self._sibling(path, SUMMARY_SUFFIX)
-        return check(_read_json(where), self.meta, where, self.footer_rows.get(stem(path)), self._digest)
+        return check(_read_json(where), self.meta, where, self.footer_rows.get(stem(path)), self._digest,
+                     (self.footer_digests or {}).get(stem(path)))
 
     def hist(self, path, sha256: str, concepts: list[int] | None = None) -> dict:
         """One file's histograms, concept index -> [modality, bin], if its digest is the summary's

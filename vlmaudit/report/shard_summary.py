@@ -146,7 +146,13 @@ def _block(data: bytes, where) -> np.ndarray:
 
 # --- reading and checking --------------------------------------------------------------------------
 
-def check(summary, meta: dict, where, footer_rows: int | None = None, digest: str | None = None) -> dict:
+class StaleSummary(DamagedReport):
+    """The summary was made from another version of its Parquet file (the footer digest differs):
+    not used; the rows are read (and checked) instead."""
+
+
+def check(summary, meta: dict, where, footer_rows: int | None = None, digest: str | None = None,
+          footer: str | None = None) -> dict:
     """The summary if it is a well-formed summary of this taxonomy (and of a file of `footer_rows`
     rows); digest: taxonomy_digest(meta), when the caller has it already."""
     if not isinstance(summary, dict) or summary.get("format") != FORMAT:
@@ -184,6 +190,8 @@ def check(summary, meta: dict, where, footer_rows: int | None = None, digest: st
     if footer_rows is not None and footer_rows != summary["rows"]:
         raise DamagedReport(f"{where}: summary counts {summary['rows']} rows, its Parquet file holds {footer_rows}; "
                             "re-create it with `vlmaudit summarize`")
+    if footer is not None and summary.get("footer_sha256") not in (None, footer):
+        raise StaleSummary(f"{where}: made from another version of its Parquet file")
     return summary
 
 

@@ -80,7 +80,12 @@ def summarize(report_dir, top: int = 10, view: View | None = None, hist_concept:
     if reports is not None and summaries_answer(view, meta):
         files = reports.select(view.shard_glob)
         if reports.has_summaries(files):
-            return from_summaries(reports, files, meta, view, top, hist_concept)
+            from vlmaudit.report.shard_summary import StaleSummary
+
+            try:
+                return from_summaries(reports, files, meta, view, top, hist_concept)
+            except StaleSummary:
+                pass  # a report file rewritten since its summary: its rows say what it holds
     files = reports.select(view.shard_glob) if reports else select_files(report_dir, view.shard_glob)
     counts = count(view, files, meta, top)
     examples = example_rows(files, counts, counts.top_concepts(top)) if view.examples else {}

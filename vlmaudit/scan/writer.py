@@ -177,7 +177,19 @@ class ShardWriter:
         schema = pa.schema([self.schema.field(c) for c in kept_columns(self.schema)])
         table = pa.Table.from_batches(self.kept, schema=schema)
         self.kept = []
-        write_summary(self.out, self.name, *self.summarizer(table, self.meta, self.name))
+        summary, hist = self.summarizer(table, self.meta, self.name)
+        summary["footer_sha256"] = self._footer_digest()
+        write_summary(self.out, self.name, summary, hist)
+
+    def _footer_digest(self) -> str:
+        import pyarrow.parquet as pq
+
+        from vlmaudit.schema import footer_digest
+
+        if self.out.remote:
+            with self.out.open(parquet_name(self.name), "rb") as handle:
+                return footer_digest(pq.ParquetFile(handle).metadata)
+        return footer_digest(pq.ParquetFile(self.out.local(parquet_name(self.name))).metadata)
 
     def fail(self, stats: dict) -> None:
         """The shard could not be read at all: no Parquet, only stats saying so."""
