@@ -29,20 +29,57 @@ def is_table_shard(url: str) -> bool:
     return not url.startswith("pipe:") and url.lower().endswith(TABLE_SUFFIXES)
 
 
-def open_table(stream, url: str):
+class Oversized:
+    """Rows of a row group that are not read: a page of `columns` declares more bytes than the
+    budget. `known` holds the columns that fit (keys, URLs, ...), or None."""
+
+    def __init__(self, rows: int, columns: dict[str, int], limit: int, known=None):
+        self.num_rows, self.columns, self.limit, self.known = rows, columns, limit, known
+
+    def to_pylist(self) -> list[dict]:
+        return self.known.to_pylist() if self.known is not None else [{} for _ in range(self.num_rows)]
+
+    def error(self) -> str:
+        name, size = max(self.columns.items(), key=lambda item: item[1])
+        return (f"not read: its row group's column {name!r} has a page of {size} bytes uncompressed, "
+                f"over the {self.limit}-byte budget")
+
+
+def page_limit(max_bytes: int) -> int:
+    """The largest page a table reader decompresses: one image at the budget, plus room."""
+    return max_bytes + (1 << 20)
+
+
+def open_table(stream, url: str, max_bytes: int | None = None):
     """(schema, batches) of a Parquet or Arrow IPC (file or stream) table; batches(columns)
-    yields record batches of at most READ_ROWS rows."""
+    yields record batches of at most READ_ROWS rows. With `max_bytes`, a Parquet row group whose
+    page headers declare a page over page_limit(max_bytes) comes as one Oversized instead (its
+    big columns never decompressed); an Arrow batch whose body is over it is refused."""
     if url.lower().endswith(".arrow"):
         return _open_ipc(stream)
     import pyarrow.parquet as pq
+
+    from vlmaudit.scan.parquet_pages import oversized_pages
 
     parquet = pq.ParquetFile(stream, buffer_size=1 << 20, pre_buffer=False)
 
     def batches(columns):  # row group by row group: damage in one loses no row of the groups before it
         for group in range(parquet.num_row_groups):
+            big = {} if max_bytes is None else oversized_pages(stream, parquet.metadata, group, columns,
+                                                               page_limit(max_bytes))
+            if big:
+                yield _oversized(parquet, group, columns, big, page_limit(max_bytes))
+                continue
             yield from parquet.iter_batches(READ_ROWS, row_groups=[group], columns=columns, use_threads=False)
 
     return parquet.schema_arrow, batches
+
+
+def _oversized(parquet, group: int, columns: list[str], big: dict[str, int], limit: int) -> Oversized:
+    rows = parquet.metadata.row_group(group).num_rows
+    small = [c for c in columns if c not in big]
+    known = parquet.read_row_group(group, columns=small, use_threads=False) if small else None
+    return Oversized(rows, big, limit, known)
 
 
 def _open_ipc(stream):
@@ -95,7 +132,7 @@ def iter_table_samples(stream, url: str, end: TarEnd, choice: ColumnChoice, max_
     """Yield one Sample per row, in order. A file that cannot be read is `unreadable`; damage after
     some rows is `truncated`; a file without usable columns `failed` (the message says why)."""
     try:
-        schema, batches = open_table(stream, url)
+        schema, batches = open_table(stream, url, max_bytes)
     except table_errors() as exc:
         end.status, end.error = "unreadable", f"cannot read as {_format(url)}: {type(exc).__name__}: {exc}"
         return
@@ -108,7 +145,10 @@ def iter_table_samples(stream, url: str, end: TarEnd, choice: ColumnChoice, max_
     try:
         for batch in batches(columns.names()):
             for row in batch.to_pylist():
-                yield row_sample(row, index, columns, stem, max_bytes, max_caption_chars)
+                sample = row_sample(row, index, columns, stem, max_bytes, max_caption_chars)
+                if isinstance(batch, Oversized):
+                    sample.image, sample.status, sample.error = None, SampleStatus.TOO_LARGE, batch.error()
+                yield sample
                 index += 1
     except table_errors() as exc:
         end.status = ShardStatus.TRUNCATED if index else "unreadable"
