@@ -30,19 +30,17 @@ def is_table_shard(url: str) -> bool:
 
 
 class Oversized:
-    """Rows of a row group that are not read: a page of `columns` declares more bytes than the
-    budget. `known` holds the columns that fit (keys, URLs, ...), or None."""
+    """Rows of a row group or record batch that are not read: its metadata declares more bytes
+    than the budget. `known` holds the columns that fit (keys, URLs, ...), or None."""
 
-    def __init__(self, rows: int, columns: dict[str, int], limit: int, known=None):
-        self.num_rows, self.columns, self.limit, self.known = rows, columns, limit, known
+    def __init__(self, rows: int, why: str, known=None):
+        self.num_rows, self.why, self.known = rows, why, known
 
     def to_pylist(self) -> list[dict]:
         return self.known.to_pylist() if self.known is not None else [{} for _ in range(self.num_rows)]
 
     def error(self) -> str:
-        name, size = max(self.columns.items(), key=lambda item: item[1])
-        return (f"not read: its row group's column {name!r} has a page of {size} bytes uncompressed, "
-                f"over the {self.limit}-byte budget")
+        return f"not read: {self.why}"
 
 
 def page_limit(max_bytes: int) -> int:
@@ -56,7 +54,7 @@ def open_table(stream, url: str, max_bytes: int | None = None):
     page headers declare a page over page_limit(max_bytes) comes as one Oversized instead (its
     big columns never decompressed); an Arrow batch whose body is over it is refused."""
     if url.lower().endswith(".arrow"):
-        return _open_ipc(stream)
+        return _open_ipc(stream) if max_bytes is None else _open_ipc_budgeted(stream, page_limit(max_bytes))
     import pyarrow.parquet as pq
 
     from vlmaudit.scan.parquet_pages import oversized_pages
@@ -79,7 +77,9 @@ def _oversized(parquet, group: int, columns: list[str], big: dict[str, int], lim
     rows = parquet.metadata.row_group(group).num_rows
     small = [c for c in columns if c not in big]
     known = parquet.read_row_group(group, columns=small, use_threads=False) if small else None
-    return Oversized(rows, big, limit, known)
+    name, size = max(big.items(), key=lambda item: item[1])
+    return Oversized(rows, f"its row group's column {name!r} has a page of {size} bytes uncompressed, "
+                           f"over the {limit}-byte budget", known)
 
 
 def _open_ipc(stream):
@@ -99,6 +99,40 @@ def _open_ipc(stream):
             batch = batch.select(columns)
             for start in range(0, batch.num_rows, READ_ROWS):
                 yield batch.slice(start, READ_ROWS)
+
+    return reader.schema, batches
+
+
+def _open_ipc_budgeted(stream, limit: int):
+    """_open_ipc, but every message's declared size is read first (arrow_messages.walk) and a record
+    batch over `limit` is never read: it comes as one Oversized, the others through a stream of the
+    kept messages."""
+    import pyarrow as pa
+
+    from vlmaudit.scan.arrow_messages import DICTIONARY, RECORD_BATCH, Kept, walk
+
+    start = 8 if stream.read(6) == b"ARROW1" else 0
+    messages = walk(stream, start)
+    for kind, _, _, _, declared in messages:
+        if kind == DICTIONARY and declared > limit:
+            raise ValueError(f"a dictionary batch declares {declared} bytes, over the {limit}-byte budget")
+    big = {i for i, m in enumerate(messages) if m[0] == RECORD_BATCH and m[4] > limit}
+    reader = pa.ipc.open_stream(Kept(stream, [(m[1], m[2]) for i, m in enumerate(messages) if i not in big]))
+
+    def batches(columns):
+        kept = iter(reader)
+        for i, (kind, _, _, rows, declared) in enumerate(messages):
+            if kind != RECORD_BATCH:
+                continue
+            if i in big:
+                yield Oversized(rows, f"its record batch declares {declared} bytes, over the {limit}-byte budget")
+                continue
+            batch = next(kept, None)
+            if batch is None:
+                raise ValueError("the Arrow stream ends before its declared record batches")
+            batch = batch.select(columns)
+            for first in range(0, batch.num_rows, READ_ROWS):
+                yield batch.slice(first, READ_ROWS)
 
     return reader.schema, batches
 
