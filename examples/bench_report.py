@@ -2,6 +2,16 @@
 
     python examples/bench_report.py DIR --rows 10000000 --files 100   # generate DIR (once), then time
     python examples/bench_report.py DIR --time                        # time an existing DIR
+    python examples/bench_report.py DIR --simulate-shards 100000      # summaries only, no rows
+
+`dashboard` is the default dashboard from the per-shard summaries (`vlmaudit summarize` writes them
+after generation, standing in for the scan); `summary` is the same numbers from the rows (the path
+reports without summaries take). The hand-written SQL of both computes the same numbers from the
+rows: samples, flagged rows, flagged per category, and the top concepts' counts, means and p95
+(above 2 M rows the rows path samples files for the means and p95; summaries use every row).
+--simulate-shards N writes N summaries of 10,000 rows each (a template shard's, renamed; the
+hist.bin files hard links of one) without any rows, and times the default dashboard over them
+(every summary read and checked, the top concepts' histograms inflated; no Parquet footers).
 
 Rows use the real report schema, written by the scanner's own row builder and writer; scores are
 drawn from a skewed distribution so a few percent of rows are flagged. Three workloads, each run
@@ -12,6 +22,7 @@ and a filter (default policy). Both sides compute the same numbers; a few are cr
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -20,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-WORKLOADS = ("summary", "rethreshold", "filter")
+WORKLOADS = ("dashboard", "summary", "rethreshold", "filter")
 THREADS_MEMORY = ("SET threads = {threads}; SET memory_limit = '640MB'; SET preserve_insertion_order = true; "
                   "SET temp_directory = '{tmp}';")
 
@@ -61,6 +72,8 @@ def run_engine(report_dir: str, workload: str) -> dict:
     from vlmaudit.report.reading import read_report_meta, report_files
     from vlmaudit.report.summary import summarize
 
+    if workload in ("dashboard", "simulated"):
+        return dashboard(report_dir, simulated=workload == "simulated")
     meta = read_report_meta(report_files(report_dir))
     if workload == "filter":
         from vlmaudit.filter.lists import run_filter
@@ -75,6 +88,63 @@ def run_engine(report_dir: str, workload: str) -> dict:
     return {"samples": summary["overview"]["samples"], "flagged": summary["overview"]["flagged"],
             "categories": [c["flagged"] for c in summary["categories"]],
             "top": [(c["id"], c["flagged"], c["mean_image"], c["p95_image"]) for c in summary["top_concepts"]]}
+
+
+def dashboard(report_dir: str, simulated: bool) -> dict:
+    """`report`'s default dashboard from the summaries (ReportSet.open validates every footer; the
+    simulated set has no Parquet files, so its ReportSet is built from the summaries' names)."""
+    from vlmaudit.report.counts import default_view
+    from vlmaudit.report.reportset import ReportSet
+    from vlmaudit.report.summary import summarize
+
+    if simulated:
+        meta = json.loads((Path(report_dir) / "meta.json").read_text())
+        names = sorted(e.name[: -len(".summary.json")] for e in os.scandir(report_dir) if e.name.endswith(".summary.json"))
+        reports = ReportSet(report_dir, [Path(report_dir) / f"{n}.parquet" for n in names], [meta], {}, {}, {})
+    else:
+        reports = ReportSet.open(report_dir)
+    summary = summarize(reports, 10, default_view(reports.meta))
+    assert summary["overview"]["samples"] and summary["examples"] is not None
+    return {"samples": summary["overview"]["samples"], "flagged": summary["overview"]["flagged"],
+            "categories": [c["flagged"] for c in summary["categories"]],
+            "top": [(c["id"], c["flagged"], c["mean_image"], c["p95_image"]) for c in summary["top_concepts"]]}
+
+
+def simulate(out: Path, shards: int, rows: int = 10_000, seed: int = 0) -> None:
+    """N summaries of `rows` rows each, without rows: one template shard's summary under N names."""
+    import pyarrow as pa
+
+    from vlmaudit.report.shard_summary import summarize_table
+    from vlmaudit.rulebook.load import load_rules
+    from vlmaudit.scan.rows import RowBuilder, RowMeta
+    from vlmaudit.scan.summary import write_bytes_atomic
+    from vlmaudit.schema import report_meta, report_schema
+
+    rules = load_rules()
+    meta = report_meta(rules.taxonomy, rules.thresholds, {"model": "synthetic", "backend": "synthetic", "revision": "0"})
+    schema = report_schema(rules.taxonomy, meta)
+    builder = RowBuilder(rules.taxonomy, rules.thresholds, schema, "synthetic@0")
+    rng = np.random.default_rng(seed)
+    metas = [RowMeta(f"t{i:07d}", i, f"http://example.com/{i}.jpg", f"caption {i}", "ok", image_row=i, caption_row=i)
+             for i in range(rows)]
+    image = rng.beta(0.6, 6.0, (rows, 75)).astype(np.float32)
+    caption = rng.beta(0.6, 6.0, (rows, 75)).astype(np.float32)
+    table = pa.Table.from_batches([builder.build("TEMPLATE", metas, image, caption)])
+    template, hist = summarize_table(table, meta, "TEMPLATE")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "meta.json").write_text(json.dumps(meta))
+    (out / "template.hist.bin").write_bytes(hist)
+    text = json.dumps(template, sort_keys=True)
+    print(f"summary {len(text.encode())} bytes, hist.bin {len(hist)} bytes per shard of {rows:,} rows")
+    for f in range(shards):
+        name = f"{f:06d}"
+        write_bytes_atomic(out / f"{name}.summary.json", text.replace('"TEMPLATE"', f'"{name}"').encode())
+        target = out / f"{name}.hist.bin"
+        if not target.exists():
+            os.link(out / "template.hist.bin", target)
+        if f % 1000 == 999:
+            print(f"\rwrote {f + 1}/{shards} summaries", end="", flush=True)
+    print()
 
 
 # ---------------------------------------------------------------- hand-written DuckDB SQL (child process)
@@ -98,7 +168,7 @@ def hand_sql(report_dir: str, workload: str) -> dict:
                 "unnest(?::VARCHAR[]) AS category", [meta["concepts"], meta["concept_categories"]])
     if workload == "filter":
         return hand_filter(con, meta, Path(report_dir).parent / "bench-filter-sql")
-    if workload == "summary":  # the stored flag columns: (concept, score) per flagged modality
+    if workload in ("summary", "dashboard"):  # the stored flag columns: (concept, score) per flagged modality
         con.execute("""CREATE TEMP TABLE hits AS
             SELECT shard, sample_index, concept, bool_or(side = 'image') AS img, bool_or(side = 'caption') AS cap,
                    max(score) AS score FROM (
@@ -244,14 +314,29 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=100)
     parser.add_argument("--time", action="store_true", help="time an existing DIR (no generation)")
     parser.add_argument("--only", choices=WORKLOADS, action="append", help="time only these workloads")
+    parser.add_argument("--simulate-shards", type=int, help="summaries of N 10,000-row shards, no rows; time the dashboard")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         return child(str(args.dir), *args.child)
+    if args.simulate_shards:
+        if not args.time:
+            started = time.perf_counter()
+            simulate(args.dir, args.simulate_shards)
+            print(f"simulated {args.simulate_shards:,} shards in {time.perf_counter() - started:.0f} s")
+        result = measure(args.dir, "vlmaudit", "simulated")
+        print(f"dashboard over {args.simulate_shards:,} shards ({args.simulate_shards * 10_000:,} rows): "
+              f"{result['seconds']:.2f} s, peak RSS {result['peak_rss_mib']:.0f} MiB")
+        return None
     if not args.time:
         started = time.perf_counter()
         generate(args.dir, args.rows, args.files)
         print(f"generated {args.rows:,} rows in {time.perf_counter() - started:.0f} s")
+        started = time.perf_counter()
+        from vlmaudit.commands.summarize import run_summarize
+
+        run_summarize(args.dir)
+        print(f"wrote the per-shard summaries in {time.perf_counter() - started:.0f} s (the scan's share)")
     time_all(args.dir, args.only or WORKLOADS)
 
 

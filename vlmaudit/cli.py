@@ -283,6 +283,18 @@ def verify_card(
     raise typer.Exit(run_verify_card(card, report_location(report_dir), labels))
 
 
+@app.command()
+@handle_errors
+def summarize(
+    report_dir: Annotated[str, typer.Argument(help="A directory written by `vlmaudit scan` (or an s3://... URL).")],
+):
+    """Write the per-shard summaries a report directory lacks (reports from before summaries), so that
+    `report` reads them instead of every row."""
+    from vlmaudit.commands.summarize import run_summarize
+
+    raise typer.Exit(run_summarize(report_location(report_dir)))
+
+
 @app.command(name="filter")
 @handle_errors
 def filter_(

@@ -22,8 +22,12 @@ def test_two_processes_scanning_the_same_shards_into_one_out(tmp_path, tiny_clip
     outputs = [p.communicate(timeout=300)[1].decode() for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [f"{s.stem}.parquet" for s in many_shards] + [f"{s.stem}.stats.json" for s in many_shards] + ["run.json"])
+        [f"{s.stem}{suffix}" for s in many_shards for suffix in (".parquet", ".stats.json", ".summary.json", ".hist.bin")]
+        + ["run.json"])
     assert same_rows(rows(out), rows(reference))
+    for shard in many_shards:  # each shard's summary whole, of the rows its Parquet holds
+        summary = json.loads((out / f"{shard.stem}.summary.json").read_text())
+        assert summary["rows"] == pq.read_metadata(out / f"{shard.stem}.parquet").num_rows
     for shard in many_shards:
         stats = json.loads((out / f"{shard.stem}.stats.json").read_text())
         assert stats["status"] == "complete" and stats["rows"] == pq.read_metadata(out / f"{shard.stem}.parquet").num_rows

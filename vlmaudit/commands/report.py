@@ -165,14 +165,15 @@ def _write_card(summary: dict, meta: dict, request: ReportRequest) -> None:
 
 def _summarize(request: ReportRequest, report_dir: Path, histogram: bool = True) -> tuple[dict, dict]:
     """(summary, metadata) of one report directory, after validating every file in it."""
-    from vlmaudit.report.reading import naming_damage, report_files, validate_reports
+    from vlmaudit.report.reading import naming_damage
+    from vlmaudit.report.reportset import ReportSet
     from vlmaudit.report.summary import summarize
 
-    files = report_files(report_dir)
-    meta = validate_reports(report_dir, files, request.allow_mixed)
+    reports = ReportSet.open(report_dir, request.allow_mixed)
+    meta = reports.meta
     view = build_view(request, meta)
-    with naming_damage(files, len(meta["concepts"])):
-        return summarize(report_dir, request.top, view, request.concept if histogram else None), meta
+    with naming_damage(reports.files, len(meta["concepts"])):
+        return summarize(reports, request.top, view, request.concept if histogram else None), meta
 
 
 def _add_comparison(summary: dict, request: ReportRequest) -> None:

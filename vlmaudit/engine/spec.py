@@ -35,7 +35,9 @@ class ScannerSpec:
         backend = build_backend(self.backend, rules, self.model, self.options)
         settings = replace(self.settings, decode=resolve_decode(self.decode, backend))
         schema = report_schema(rules.taxonomy, report_meta(rules.taxonomy, rules.thresholds, backend.describe()))
-        return Scanner(backend, rules, self.out, settings, schema, progress)
+        from vlmaudit.report.shard_summary import summarize_table
+
+        return Scanner(backend, rules, self.out, settings, schema, progress, summarizer=summarize_table)
 
 
 def known_identity(backend: str, model: str | None, head, rules) -> dict:

@@ -56,22 +56,23 @@ def codes_sql(meta: dict, image_score: str, caption_score: str) -> str:
             f"{code(0, flagged_row, 'f')}])")
 
 
-def counts_sql(view: View, meta: dict, files: list, columns: set[str]) -> str:
+def counts_sql(view: View, meta: dict, files: list, columns: set[str], source: str | None = None) -> str:
     """One GROUP BY over every row: rows per code (per shard and status where they matter) and,
-    per concept, the CANDIDATES best flagged rows (by best score; ties by shard, sample index)."""
+    per concept, the CANDIDATES best flagged rows (by best score; ties by shard, sample index).
+    `source` replaces read_parquet over `files` (e.g. a registered Arrow table)."""
     img, cap, image_score, caption_score = flag_lists(view, meta, columns)
     cat = engine.ints([meta["categories"].index(c) + 1 for c in meta["concept_categories"]])
     return f"""
         SELECT item.code AS code, CASE WHEN item.code IN ({ROW * KIND}, {FLAGGED * KIND}) THEN shard END AS shard,
                CASE WHEN item.code = {ROW * KIND} THEN status END AS status, count(*) AS n,
-               max_by({{'shard': shard, 'i': sample_index}}, {{'s': item.s, 'shard': shard, 'i': sample_index}},
+               max_by({{'shard': shard, 'i': sample_index, 's': item.s}}, {{'s': item.s, 'shard': shard, 'i': sample_index}},
                       {CANDIDATES}) FILTER (WHERE item.s IS NOT NULL) AS best
         FROM (SELECT shard, status, sample_index, unnest({codes_sql(meta, image_score, caption_score)}) AS item
               FROM (SELECT *, list_distinct(list_transform(img, lambda i: {cat}[i])) AS icat,
                            list_distinct(list_transform(cap, lambda i: {cat}[i])) AS ccat
                     FROM (SELECT coalesce(shard, '') AS shard, coalesce(status, '') AS status, sample_index,
                                  {img} AS img, {cap} AS cap, {_stored_columns(image_score, caption_score)}
-                          FROM {engine.source(files)})))
+                          FROM {source or engine.source(files)})))
         GROUP BY ALL"""
 
 

@@ -29,6 +29,12 @@ class View:
         return self.policy is not None or self.source != "scan"
 
 
+def default_view(meta: dict, examples: int = 3) -> View:
+    thr = meta["thresholds"]
+    return View(np.asarray(thr["image"], np.float32), np.asarray(thr["caption"], np.float32),
+                np.ones(len(meta["concepts"]), bool), examples=examples)
+
+
 @dataclass
 class ConceptCounts:
     """Per concept (report order): rows where it is flagged in either modality, the image, the caption."""

@@ -15,10 +15,10 @@ SAMPLE_ROWS = 2_000_000
 BATCH_ROWS = 1 << 17
 
 
-def details_sql(concepts: list[int], files: list) -> str:
-    """Per row: each concept's image and caption score."""
+def details_sql(concepts: list[int], files: list, source: str | None = None) -> str:
+    """Per row: each concept's image and caption score (from `source` when given, else the files)."""
     items = [f"image_scores[{c + 1}] AS i{c}, caption_scores[{c + 1}] AS c{c}" for c in concepts]
-    return f"SELECT {', '.join(items)} FROM {engine.source(files)}"
+    return f"SELECT {', '.join(items)} FROM {source or engine.source(files)}"
 
 
 class DetailAccumulator:

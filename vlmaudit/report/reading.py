@@ -113,11 +113,16 @@ def check_mixed(files: list[Path], metas: list[dict], allow_mixed: bool) -> None
 
 
 def check_report_file(path: Path) -> dict:
+    return check_report_footer(path)[0]
+
+
+def check_report_footer(path: Path) -> tuple[dict, int]:
+    """check_report_file's checks; returns (footer metadata, row count from the footer)."""
     parquet, meta = _file_meta(path)
     _check_meta(path, meta)
     _check_columns(path, parquet.schema_arrow)
     _check_statistics(path, parquet)
-    return meta
+    return meta, parquet.metadata.num_rows
 
 
 def _file_meta(path: Path):

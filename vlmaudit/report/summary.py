@@ -10,7 +10,7 @@ import numpy as np
 
 from vlmaudit.report import codes, details, engine
 from vlmaudit.report.engine import stem
-from vlmaudit.report.counts import Counts, View
+from vlmaudit.report.counts import Counts, View, default_view  # noqa: F401 (default_view: callers import it here)
 from vlmaudit.report.reading import read_report_meta, read_stats, report_files
 
 
@@ -66,37 +66,79 @@ def example_rows(files: list, counts: Counts, concepts: list[int]) -> dict:
         return {(r[0], r[1]): dict(zip(names, r)) for r in result.fetchall()}
 
 
-def default_view(meta: dict, examples: int = 3) -> View:
-    thr = meta["thresholds"]
-    return View(np.asarray(thr["image"], np.float32), np.asarray(thr["caption"], np.float32),
-                np.ones(len(meta["concepts"]), bool), examples=examples)
-
-
 def summarize(report_dir, top: int = 10, view: View | None = None, hist_concept: str | None = None) -> dict:
-    from vlmaudit.report.summary_dict import build_summary
+    """The summary dict of a report directory (or an opened ReportSet): from the per-shard
+    summaries when every selected file has one and the view is the scan's own, else one pass
+    over the rows."""
+    from vlmaudit.report.reportset import ReportSet
 
-    meta = read_report_meta(report_files(report_dir))
+    reports = report_dir if isinstance(report_dir, ReportSet) else None
+    meta = reports.meta if reports else read_report_meta(report_files(report_dir))
     view = view or default_view(meta)
     if hist_concept:
         view.hist_concept = meta["concepts"].index(hist_concept)
-    files = select_files(report_dir, view.shard_glob)
+    if reports is not None and summaries_answer(view, meta):
+        files = reports.select(view.shard_glob)
+        if reports.has_summaries(files):
+            return from_summaries(reports, files, meta, view, top, hist_concept)
+    files = reports.select(view.shard_glob) if reports else select_files(report_dir, view.shard_glob)
     counts = count(view, files, meta, top)
     examples = example_rows(files, counts, counts.top_concepts(top)) if view.examples else {}
-    stats = {name: s for name, s in read_stats(report_dir).items()
-             if not view.shard_glob or fnmatch.fnmatch(name, view.shard_glob)}
+    stats = reports.selected_stats(view.shard_glob) if reports else {
+        name: s for name, s in read_stats(report_dir).items()
+        if not view.shard_glob or fnmatch.fnmatch(name, view.shard_glob)}
+    from vlmaudit.report.reading import read_run_file
+
+    run = reports.run if reports else read_run_file(report_dir)
+    return _finish(meta, counts, stats, top, files, view, hist_concept, examples, run)
+
+
+def _finish(meta, counts, stats, top, files, view, hist_concept, examples, run: dict, highest=None) -> dict:
+    from vlmaudit.report.summary_dict import build_summary
+
     summary = build_summary(meta, counts, stats, top, files, view, hist_concept, examples)
-    _apply_coverage(summary, report_dir, meta)
+    _apply_coverage(summary, run, meta)
     if not counts.flagged:  # an empty dashboard still shows how close the data came
         from vlmaudit.report.highest import highest_scores
 
-        summary["highest_scores"] = highest_scores(files, min(top, 5))
+        summary["highest_scores"] = highest() if highest else highest_scores(files, min(top, 5))
     return summary
 
 
-def _apply_coverage(summary: dict, report_dir, meta: dict) -> None:
-    """Unscored categories / modalities become n/a (report.coverage_view)."""
+def summaries_answer(view: View, meta: dict) -> bool:
+    """The per-shard summaries hold this view's numbers: the scan's thresholds, every concept."""
+    thr = meta["thresholds"]
+    return (view.policy is None and view.source == "scan" and bool(view.concepts.all())
+            and np.array_equal(view.thr_image, np.asarray(thr["image"], np.float32))
+            and np.array_equal(view.thr_caption, np.asarray(thr["caption"], np.float32)))
+
+
+def from_summaries(reports, files: list, meta: dict, view: View, top: int, hist_concept) -> dict:
+    """The summary dict from per-shard summaries only (each read once, folded, forgotten): no pass
+    over the rows; the top concepts' histograms are read afterwards, file by file."""
+    from vlmaudit.report.highest import merge_highest
+    from vlmaudit.report.shard_summary import Merger
+
+    merger, digests = Merger(meta), []
+    for path in files:
+        shard = reports.summary(path)
+        merger.add(shard)
+        digests.append(shard["hist"]["sha256"])
+    counts = merger.result()
+    extra = [view.hist_concept] if view.hist_concept is not None else []
+    concepts = list(dict.fromkeys(counts.top_concepts(top) + extra))
+    if concepts:
+        hists = (reports.hist(path, digest, concepts) for path, digest in zip(files, digests))
+        counts.details = merger.details(hists, concepts)
+    examples = merger.rows if view.examples else {}
+    highest = lambda: merge_highest(merger.highest, min(top, 5))  # noqa: E731
+    return _finish(meta, counts, reports.selected_stats(view.shard_glob), top, files, view, hist_concept,
+                   examples, reports.run, highest)
+
+
+def _apply_coverage(summary: dict, run: dict, meta: dict) -> None:
+    """Unscored categories / modalities become n/a (report.coverage_view); run: run.json's contents."""
     from vlmaudit.report.coverage_view import apply_coverage
-    from vlmaudit.report.reading import read_run_file
     from vlmaudit.rulebook.coverage import coverage_of
 
-    apply_coverage(summary, coverage_of(read_run_file(report_dir), meta))
+    apply_coverage(summary, coverage_of(run, meta))

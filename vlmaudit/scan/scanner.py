@@ -48,13 +48,14 @@ class ScanResult:
 
 
 class Scanner:
-    def __init__(self, backend: Scorer, rules, out_dir, settings: ScanSettings, schema, progress=None, decoder=None):
-        """out_dir: a local directory or an fsspec URL (s3://bucket/prefix)."""
+    def __init__(self, backend: Scorer, rules, out_dir, settings: ScanSettings, schema, progress=None, decoder=None,
+                 summarizer=None):
+        """out_dir: a local directory or an fsspec URL (s3://bucket/prefix). summarizer: see ShardWriter."""
         self.backend, self.out, self.settings = backend, as_location(out_dir), settings
         info = backend.describe()
         model_tag = f"{info['model']}@{info['revision']}"
         self.rows = RowBuilder(rules.taxonomy, rules.thresholds, schema, model_tag)
-        self.schema, self.progress = schema, progress or NullProgress()
+        self.schema, self.progress, self.summarizer = schema, progress or NullProgress(), summarizer
         self.writers: dict[str, ShardWriter] = {}
         self.held: dict[str, list] = {}  # first-stage rows of a shard with a second stage, until it ends
         self.skipping: set[str] = set()
@@ -111,7 +112,7 @@ class Scanner:
         if name in self.skipping:
             return None
         writer = ShardWriter.claim_shard(self.out, name, self.schema, rescan_done=self.settings.overwrite,
-                                         takeover=takeover)
+                                         takeover=takeover, summarizer=self.summarizer)
         if writer is None:
             self.skipping.add(name)
             return None
@@ -208,10 +209,10 @@ def score_batch(backend, batch: PreparedBatch):
         return None, None, {}
 
 
-def scan_shard(job: ShardJob, backend, rules, out_dir, settings: ScanSettings, schema) -> list[str]:
+def scan_shard(job: ShardJob, backend, rules, out_dir, settings: ScanSettings, schema, summarizer=None) -> list[str]:
     """Scan one shard in this process (no worker processes) and return where its files are."""
     from dataclasses import replace
 
     out = as_location(out_dir)
-    Scanner(backend, rules, out, replace(settings, workers=0), schema).run([job])
+    Scanner(backend, rules, out, replace(settings, workers=0), schema, summarizer=summarizer).run([job])
     return [out.url(f) for f in (parquet_name(job.name), stats_name(job.name)) if out.exists(f)]

@@ -1,6 +1,8 @@
 """Write one shard's report so that crashes, retries and concurrent writers never corrupt it.
 
 The stats JSON is written last: its presence marks the shard done (img2dataset's convention).
+Before it, the shard's summary (scan.summary: NAME.hist.bin, then NAME.summary.json) is written
+from the rows the writer kept, with the same temporary-name and rename rules.
 Local --out: the Parquet goes to a unique hidden temporary file (created exclusively, never
 through a symlink) and is renamed into place when complete; one writer claims a shard at a time
 (.NAME.lock with owner and staleness), and if two still race, the atomic rename keeps one whole
@@ -63,20 +65,33 @@ def shard_is_done(out, name: str) -> bool:
     return isinstance(stats, dict) and stats.get("status") in DONE and out.exists(parquet_name(name))
 
 
+def _summary_meta(schema) -> dict | None:
+    """The footer metadata a summary is computed with, or None for a schema that has no taxonomy."""
+    from vlmaudit.schema import read_meta
+
+    meta = read_meta(schema)
+    needed = ("concepts", "concept_categories", "categories", "thresholds")
+    return meta if all(meta.get(k) for k in needed) and "sample_index" in schema.names else None
+
+
 class ShardWriter:
     """Buffers record batches into row groups of ~8k rows; counts rows per status and flags.
     Build it with `claim`, which returns None when another live writer holds the shard."""
 
-    def __init__(self, out: Location, name: str, schema, claim: ShardClaim | None):
-        self.out, self.name, self.schema, self.claim = out, name, schema, claim
+    def __init__(self, out: Location, name: str, schema, claim: ShardClaim | None, summarizer=None):
+        """summarizer(table, meta, name) -> (summary dict, hist bytes): writes NAME.summary.json and
+        NAME.hist.bin at commit (None: no summary)."""
+        self.out, self.name, self.schema, self.claim, self.summarizer = out, name, schema, claim, summarizer
         self.handle, self.partial = self._open_target()
         self.writer = open_parquet_writer(self.handle, schema)
         self.buffer, self.buffered = [], 0
         self.rows, self.status_counts = 0, {}
         self.flagged = {"image": 0, "caption": 0, "any": 0}
+        self.kept, self.meta = [], _summary_meta(schema) if summarizer else None
 
     @classmethod
-    def claim_shard(cls, out, name: str, schema, rescan_done: bool = True, takeover: tuple[str, int] | None = None):
+    def claim_shard(cls, out, name: str, schema, rescan_done: bool = True, takeover: tuple[str, int] | None = None,
+                    summarizer=None):
         """A writer for shard NAME, or None when another live writer holds it (or, unless
         rescan_done, when it is already done). Stale stats are removed first: until this writer
         commits, the shard does not look done. `takeover`: (host, pid) of a writer known to be
@@ -93,7 +108,10 @@ class ShardWriter:
             claim and claim.release()
             return None
         out.remove(stats_name(name))
-        return cls(out, name, schema, claim)
+        from vlmaudit.scan.summary import remove_summary
+
+        remove_summary(out, name)
+        return cls(out, name, schema, claim, summarizer)
 
     def _open_target(self):
         if self.out.remote:
@@ -118,6 +136,10 @@ class ShardWriter:
         import pyarrow.compute as pc
 
         self.rows += batch.num_rows
+        if self.meta is not None:
+            from vlmaudit.scan.summary import kept_columns
+
+            self.kept.append(batch.select(kept_columns(self.schema)))
         for item in pc.value_counts(batch.column("status")).to_pylist():
             self.status_counts[item["values"]] = self.status_counts.get(item["values"], 0) + item["counts"]
         for key, column in (("image", "image_flagged"), ("caption", "caption_flagged"), ("any", "flagged")):
@@ -140,9 +162,22 @@ class ShardWriter:
         self.handle.close()
         if self.partial is not None:
             os.replace(self.partial, self.out.local(parquet_name(self.name)))
+        self._write_summary()
         stats.update(rows=self.rows, status_counts=self.status_counts, flagged=self.flagged)
         self._finish(stats)
         return [self.out.url(parquet_name(self.name)), self.out.url(stats_name(self.name))]
+
+    def _write_summary(self) -> None:
+        if self.meta is None:
+            return
+        import pyarrow as pa
+
+        from vlmaudit.scan.summary import kept_columns, write_summary
+
+        schema = pa.schema([self.schema.field(c) for c in kept_columns(self.schema)])
+        table = pa.Table.from_batches(self.kept, schema=schema)
+        self.kept = []
+        write_summary(self.out, self.name, *self.summarizer(table, self.meta, self.name))
 
     def fail(self, stats: dict) -> None:
         """The shard could not be read at all: no Parquet, only stats saying so."""

@@ -202,7 +202,7 @@ def remove_abandoned_temps(out_dir: Path, name: str, dead: tuple[str, int] | Non
     """Delete temporary files of shard NAME left by writers that are gone (or by `dead`, the
     (host, pid) of a writer known to be dead); returns how many."""
     removed = 0
-    prefixes = (f".{name}.parquet.", f".{name}.stats.json.")
+    prefixes = (f".{name}.parquet.", f".{name}.stats.json.", f".{name}.summary.json.", f".{name}.hist.bin.")
     for path in out_dir.iterdir() if out_dir.is_dir() else []:
         match = OWNER.search(path.name)
         if not path.name.startswith(prefixes) or not match:

@@ -1,0 +1,139 @@
+"""Per-shard summaries (report.shard_summary, written by the scan's writer): merged, they give
+exactly the numbers a full pass over the rows gives, on seeded random reports with empty shards and
+shards holding only failed rows; damaged, foreign or stale summaries are refused naming the file."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+from vlmaudit.rulebook.load import load_rules
+
+RULES = load_rules()
+TAX = RULES.taxonomy
+
+
+def write_reports(out, seed, sizes, failing=()):
+    """Shards of `sizes` rows through the scanner's own row builder and ShardWriter (which writes
+    the summaries); shards in `failing` hold only failed rows."""
+    from vlmaudit.scan.rows import RowBuilder, RowMeta
+    from vlmaudit.report.shard_summary import summarize_table
+    from vlmaudit.scan.writer import ShardWriter
+    from vlmaudit.schema import report_meta, report_schema
+
+    meta = report_meta(TAX, RULES.thresholds, {"model": "synthetic", "backend": "synthetic"})
+    schema = report_schema(TAX, meta)
+    builder = RowBuilder(TAX, RULES.thresholds, schema, "synthetic@0")
+    rng = np.random.default_rng(seed)
+    n_c = len(TAX.concept_ids)
+    for s, n in enumerate(sizes):
+        name = f"{s:05d}"
+        writer = ShardWriter.claim_shard(out, name, schema, summarizer=summarize_table)
+        for start in range(0, max(n, 1), 50):
+            m = min(50, n - start)
+            image = rng.beta(0.6, 6.0, (m, n_c)).astype(np.float32)
+            caption = rng.beta(0.6, 6.0, (m, n_c)).astype(np.float32)
+            hot = rng.random((m, n_c)) < 0.02 * (s % 4 + 1)
+            image[hot] = rng.uniform(0.6, 1.0, hot.sum())
+            caption[rng.random((m, n_c)) < 0.01] = np.float32(0.95)  # ties across shards
+            metas = []
+            for j in range(start, start + m):
+                status, image_row, caption_row = "ok", j - start, j - start
+                if s in failing:
+                    status, image_row, caption_row = ("decode_error", "inference_error")[j % 2], -1, -1
+                elif j % 13 == 3:
+                    status, image_row = "missing_image", -1
+                elif j % 19 == 4:
+                    status, image_row, caption_row = "inference_error", -1, -1
+                metas.append(RowMeta(f"s{s}k{j:04d}", j, f"http://x/{s}/{j}", f"caption {s} {j}", status,
+                                     image_row=image_row, caption_row=caption_row))
+            if m:
+                writer.add(builder.build(name, metas, image, caption))
+        writer.commit({"shard": name, "status": "complete", "started_at": 1.0 * s, "finished_at": 1.0 * s + 2})
+    return out
+
+
+def report_json(out, *extra):
+    result = run_cli("report", str(out), "--format", "json", *extra)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+def without_summaries(out, where):
+    shutil.copytree(out, where)
+    for path in list(where.glob("*.summary.json")) + list(where.glob("*.hist.bin")):
+        path.unlink()
+    return where
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_merged_summaries_equal_the_full_pass(tmp_path, seed):
+    rng = np.random.default_rng(100 + seed)
+    sizes = [int(n) for n in rng.integers(1, 140, 6)] + [0]  # and an empty shard
+    out = write_reports(tmp_path / "r", seed, sizes, failing={2})
+    assert len(list(out.glob("*.summary.json"))) == len(sizes) == len(list(out.glob("*.hist.bin")))
+    plain = without_summaries(out, tmp_path / "plain")
+    for extra in ((), ("--concept", TAX.concept_ids[0], "--top", "4"), ("--shard", "0000[0-2]"), ("--top", "30")):
+        fast, full = report_json(out, *extra), report_json(plain, *extra)
+        assert fast["overview"]["flagged"] > 0
+        assert fast == full, extra
+
+
+def test_only_failures_and_nothing_flagged_show_the_same_highest_scores(tmp_path):
+    out = write_reports(tmp_path / "r", 3, [5, 7], failing={0, 1})
+    plain = without_summaries(out, tmp_path / "plain")
+    fast, full = report_json(out), report_json(plain)
+    assert fast["overview"]["flagged"] == 0 and fast["overview"]["failed"] == 12
+    assert fast == full
+
+
+def test_summary_path_reads_no_rows(tmp_path, monkeypatch):
+    """The default dashboard never runs the row pass when every shard has its summary."""
+    from vlmaudit.report import summary
+
+    out = write_reports(tmp_path / "r", 4, [30, 40])
+    monkeypatch.setattr(summary, "count", lambda *a, **k: pytest.fail("read the rows"))
+    assert report_json(out)["overview"]["samples"] == 70
+
+
+@pytest.mark.parametrize("damage", ["garbage", "foreign", "rows", "hist"])
+def test_damaged_or_foreign_summaries_are_refused_naming_the_file(tmp_path, damage):
+    out = write_reports(tmp_path / "r", 5, [20, 25])
+    target = out / "00001.summary.json"
+    summary = json.loads(target.read_text())
+    if damage == "garbage":
+        target.write_text("{not json")
+    elif damage == "foreign":
+        summary["taxonomy"] = "0" * 64
+        target.write_text(json.dumps(summary))
+    elif damage == "rows":  # a summary of another version of the shard
+        summary["rows"] += 1
+        summary["status"]["ok"] = summary["status"].get("ok", 0) + 1
+        target.write_text(json.dumps(summary))
+    else:
+        data = bytearray((out / "00001.hist.bin").read_bytes())
+        data[-3] ^= 0xFF
+        (out / "00001.hist.bin").write_bytes(bytes(data))
+    result = run_cli("report", str(out))
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "00001." in lines[0], result.output
+
+
+def test_summarize_writes_the_missing_summaries(tmp_path):
+    out = write_reports(tmp_path / "r", 6, [15, 0, 33])
+    plain = without_summaries(out, tmp_path / "plain")
+    result = run_cli("summarize", str(plain))
+    assert result.exit_code == 0, result.output
+    for name in ("00000", "00001", "00002"):  # the same bytes the scan's writer wrote
+        assert (plain / f"{name}.summary.json").read_bytes() == (out / f"{name}.summary.json").read_bytes()
+        assert (plain / f"{name}.hist.bin").read_bytes() == (out / f"{name}.hist.bin").read_bytes()
+    assert not [p for p in plain.iterdir() if p.name.startswith(".")]  # no temporary file or claim left
+    stamp = (plain / "00001.summary.json").stat().st_mtime_ns
+    (plain / "00002.summary.json").unlink()
+    result = run_cli("summarize", str(plain))
+    assert result.exit_code == 0 and "1 summary written" in result.output, result.output
+    assert (plain / "00001.summary.json").stat().st_mtime_ns == stamp  # a valid summary is left alone
+    assert report_json(plain) == report_json(out)

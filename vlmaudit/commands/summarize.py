@@ -1,0 +1,44 @@
+"""`vlmaudit summarize DIR`: write the per-shard summaries that reports from before summaries (or
+from an interrupted copy) lack, with the scan's rules: claim the shard, temporary name, rename."""
+
+from __future__ import annotations
+
+
+def run_summarize(report_dir) -> int:
+    from vlmaudit.report.engine import stem
+    from vlmaudit.report.reportset import ReportSet
+    from vlmaudit.report.safetext import safe_text
+
+    reports = ReportSet.open(report_dir, allow_mixed=True)
+    written = 0
+    for path, meta in zip(reports.files, reports.metas):
+        if reports.has_summaries([path]):
+            reports.summary(path)  # a damaged one is refused, not overwritten
+        else:
+            written += _summarize_file(reports, path, meta, stem(path))
+    print(f"{written} summar{'y' if written == 1 else 'ies'} written in {safe_text(str(report_dir))}")
+    return 0
+
+
+def _summarize_file(reports, path, meta: dict, name: str) -> int:
+    from vlmaudit.report import engine
+    from vlmaudit.scan.summary import write_summary
+    from vlmaudit.storage.localfiles import ShardClaim
+    from vlmaudit.storage.location import Location
+
+    out = Location(str(reports.location)) if isinstance(reports.location, str) else Location(reports.location)
+    claim = None if out.remote else ShardClaim.acquire(out.root, name)
+    if claim is None and not out.remote:
+        return 0  # a live writer (a scan, another summarize) holds the shard
+    try:
+        with engine.session([path], str(path)) as con:
+            engine.check_scores(con, [path], len(meta["concepts"]))
+            columns = {d[0] for d in con.execute(f"SELECT * FROM {engine.source([path])} LIMIT 0").description}
+            from vlmaudit.report.shard_summary import compute
+
+            summary, hist = compute(con, engine.source([path]), columns, meta, name)
+        write_summary(out, name, summary, hist)
+        return 1
+    finally:
+        if claim is not None:
+            claim.release()
