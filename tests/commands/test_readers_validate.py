@@ -1,5 +1,6 @@
-"""`sample`, `estimate` and `match` refuse a damaged report exactly as `report` does: one `error:`
-line naming the file, exit 2, before any row is read or anything written."""
+"""`sample`, `estimate` and `match` refuse a damaged report as `report`'s row path does (same
+validation: footers, stats, types, ranges, NaN): one `error:` line naming the file, exit 2, before
+any row is used or anything written."""
 
 import csv
 import json
@@ -83,8 +84,7 @@ def test_sample_estimate_match_refuse_a_damaged_report_like_report(good, tmp_pat
     d = tmp_path / "r"
     shutil.copytree(reports, d)
     damage(d)
-    runs = [("report", d, "--json"),
-            ("sample", d, "--size", "4", "--out", tmp_path / "s"),
+    runs = [("sample", d, "--size", "4", "--out", tmp_path / "s"),
             ("estimate", d, "--labels", review, "--json"),
             ("match", d, "--bank", f"sha256:{bank}", "--out", tmp_path / "m", "-q")]
     for args in runs:
