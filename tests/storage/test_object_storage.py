@@ -25,7 +25,8 @@ def test_scan_reads_shards_from_s3_and_writes_reports_to_s3(tmp_path, s3, tiny_c
 
     objects = sorted(p.rsplit("/", 1)[1] for p in fs.find(f"{bucket}/reports"))
     names = sorted(s.name[: -len(".tar")] for s in demo_shards)
-    assert objects == sorted([f"{n}.parquet" for n in names] + [f"{n}.stats.json" for n in names] + ["run.json"])
+    assert objects == sorted([f"{n}{suffix}" for n in names for suffix in (".parquet", ".stats.json", ".summary.json",
+                                                                           ".hist.bin")] + ["run.json"])
     files = report_files(url)
     assert [str(f) for f in files] == [f"{url}/{n}.parquet" for n in names]
     assert read_report_meta(files)["concepts"]

@@ -112,6 +112,13 @@ def check_scores(con, files, n_concepts: int) -> None:
         raise BadScores(f"{found[0]}: column {found[1]} holds scores that are NaN, infinite or outside [0, 1]")
 
 
+def check_values(files, n_concepts: int, what: str) -> None:
+    """check_scores in a session of its own: for readers that take other columns than the scores
+    (`match`), so a damaged report is refused as `report` refuses it, before any row is used."""
+    with session(files, what) as con:
+        check_scores(con, files, n_concepts)
+
+
 def text(value: str) -> str:
     """A SQL string literal."""
     return "'" + str(value).replace("'", "''") + "'"

@@ -29,20 +29,57 @@ def is_table_shard(url: str) -> bool:
     return not url.startswith("pipe:") and url.lower().endswith(TABLE_SUFFIXES)
 
 
-def open_table(stream, url: str):
+class Oversized:
+    """Rows of a row group or record batch that are not read: its metadata declares more bytes
+    than the budget. `known` holds the columns that fit (keys, URLs, ...), or None."""
+
+    def __init__(self, rows: int, why: str, known=None):
+        self.num_rows, self.why, self.known = rows, why, known
+
+    def to_pylist(self) -> list[dict]:
+        return self.known.to_pylist() if self.known is not None else [{} for _ in range(self.num_rows)]
+
+    def error(self) -> str:
+        return f"not read: {self.why}"
+
+
+def page_limit(max_bytes: int) -> int:
+    """The largest page a table reader decompresses: one image at the budget, plus room."""
+    return max_bytes + (1 << 20)
+
+
+def open_table(stream, url: str, max_bytes: int | None = None):
     """(schema, batches) of a Parquet or Arrow IPC (file or stream) table; batches(columns)
-    yields record batches of at most READ_ROWS rows."""
+    yields record batches of at most READ_ROWS rows. With `max_bytes`, a Parquet row group whose
+    page headers declare a page over page_limit(max_bytes) comes as one Oversized instead (its
+    big columns never decompressed); an Arrow batch whose body is over it is refused."""
     if url.lower().endswith(".arrow"):
-        return _open_ipc(stream)
+        return _open_ipc(stream) if max_bytes is None else _open_ipc_budgeted(stream, page_limit(max_bytes))
     import pyarrow.parquet as pq
+
+    from vlmaudit.scan.parquet_pages import oversized_pages
 
     parquet = pq.ParquetFile(stream, buffer_size=1 << 20, pre_buffer=False)
 
     def batches(columns):  # row group by row group: damage in one loses no row of the groups before it
         for group in range(parquet.num_row_groups):
+            big = {} if max_bytes is None else oversized_pages(stream, parquet.metadata, group, columns,
+                                                               page_limit(max_bytes))
+            if big:
+                yield _oversized(parquet, group, columns, big, page_limit(max_bytes))
+                continue
             yield from parquet.iter_batches(READ_ROWS, row_groups=[group], columns=columns, use_threads=False)
 
     return parquet.schema_arrow, batches
+
+
+def _oversized(parquet, group: int, columns: list[str], big: dict[str, int], limit: int) -> Oversized:
+    rows = parquet.metadata.row_group(group).num_rows
+    small = [c for c in columns if c not in big]
+    known = parquet.read_row_group(group, columns=small, use_threads=False) if small else None
+    name, size = max(big.items(), key=lambda item: item[1])
+    return Oversized(rows, f"its row group's column {name!r} has a page of {size} bytes uncompressed, "
+                           f"over the {limit}-byte budget", known)
 
 
 def _open_ipc(stream):
@@ -62,6 +99,40 @@ def _open_ipc(stream):
             batch = batch.select(columns)
             for start in range(0, batch.num_rows, READ_ROWS):
                 yield batch.slice(start, READ_ROWS)
+
+    return reader.schema, batches
+
+
+def _open_ipc_budgeted(stream, limit: int):
+    """_open_ipc, but every message's declared size is read first (arrow_messages.walk) and a record
+    batch over `limit` is never read: it comes as one Oversized, the others through a stream of the
+    kept messages."""
+    import pyarrow as pa
+
+    from vlmaudit.scan.arrow_messages import DICTIONARY, RECORD_BATCH, Kept, walk
+
+    start = 8 if stream.read(6) == b"ARROW1" else 0
+    messages = walk(stream, start)
+    for kind, _, _, _, declared in messages:
+        if kind == DICTIONARY and declared > limit:
+            raise ValueError(f"a dictionary batch declares {declared} bytes, over the {limit}-byte budget")
+    big = {i for i, m in enumerate(messages) if m[0] == RECORD_BATCH and m[4] > limit}
+    reader = pa.ipc.open_stream(Kept(stream, [(m[1], m[2]) for i, m in enumerate(messages) if i not in big]))
+
+    def batches(columns):
+        kept = iter(reader)
+        for i, (kind, _, _, rows, declared) in enumerate(messages):
+            if kind != RECORD_BATCH:
+                continue
+            if i in big:
+                yield Oversized(rows, f"its record batch declares {declared} bytes, over the {limit}-byte budget")
+                continue
+            batch = next(kept, None)
+            if batch is None:
+                raise ValueError("the Arrow stream ends before its declared record batches")
+            batch = batch.select(columns)
+            for first in range(0, batch.num_rows, READ_ROWS):
+                yield batch.slice(first, READ_ROWS)
 
     return reader.schema, batches
 
@@ -95,7 +166,7 @@ def iter_table_samples(stream, url: str, end: TarEnd, choice: ColumnChoice, max_
     """Yield one Sample per row, in order. A file that cannot be read is `unreadable`; damage after
     some rows is `truncated`; a file without usable columns `failed` (the message says why)."""
     try:
-        schema, batches = open_table(stream, url)
+        schema, batches = open_table(stream, url, max_bytes)
     except table_errors() as exc:
         end.status, end.error = "unreadable", f"cannot read as {_format(url)}: {type(exc).__name__}: {exc}"
         return
@@ -108,7 +179,10 @@ def iter_table_samples(stream, url: str, end: TarEnd, choice: ColumnChoice, max_
     try:
         for batch in batches(columns.names()):
             for row in batch.to_pylist():
-                yield row_sample(row, index, columns, stem, max_bytes, max_caption_chars)
+                sample = row_sample(row, index, columns, stem, max_bytes, max_caption_chars)
+                if isinstance(batch, Oversized):
+                    sample.image, sample.status, sample.error = None, SampleStatus.TOO_LARGE, batch.error()
+                yield sample
                 index += 1
     except table_errors() as exc:
         end.status = ShardStatus.TRUNCATED if index else "unreadable"

@@ -99,7 +99,8 @@ class Location:
         return open(self.local(name), mode) if not self.remote else self.fs.open(self.path(name), mode)
 
     def names(self, suffix: str = "") -> list[str]:
-        """Sorted names of the files here that end with `suffix` (hidden files left out)."""
+        """Sorted names of the files here that end with `suffix`, dot-named ones included (exactly what
+        a local directory lists: a report shard named `.x` counts on S3 as on disk)."""
         if not self.remote:
             if not self.root.is_dir():
                 return []
@@ -109,7 +110,7 @@ class Location:
                 found = [PurePosixPath(p).name for p in self.fs.find(self.root, maxdepth=1)]
             except (FileNotFoundError, OSError):
                 return []
-        return sorted(n for n in found if n.endswith(suffix) and not n.startswith("."))
+        return sorted(n for n in found if n.endswith(suffix))
 
     def is_dir(self) -> bool:
         if not self.remote:
