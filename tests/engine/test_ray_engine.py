@@ -9,6 +9,8 @@ import pytest
 from conftest import STABLE, rows, run_cli, s3fs_client, same_rows, scan_args, wait_for
 
 
+SHARD_FILES = (".parquet", ".stats.json", ".summary.json", ".hist.bin")  # what a finished shard leaves
+
 @pytest.fixture(scope="module")
 def ray_session():
     import ray
@@ -47,7 +49,7 @@ def stats_of(out):
 
 def assert_each_shard_once(out, shards):
     names = sorted(p.name for p in out.iterdir())
-    expected = sorted([f"{s.stem}.parquet" for s in shards] + [f"{s.stem}.stats.json" for s in shards] + ["run.json"])
+    expected = sorted([f"{s.stem}{suffix}" for s in shards for suffix in SHARD_FILES] + ["run.json"])
     assert names == expected  # no temporaries, no locks, no duplicates
 
 
@@ -262,7 +264,7 @@ def test_ray_actors_write_reports_to_s3(ray_session, s3, tiny_clip, shards, refe
     fs = s3fs_client(endpoint)
     names = sorted(s.stem for s in shards)
     objects = sorted(p.rsplit("/", 1)[1] for p in fs.find(f"{bucket}/ray"))
-    assert objects == sorted([f"{n}.parquet" for n in names] + [f"{n}.stats.json" for n in names] + ["run.json"])
+    assert objects == sorted([f"{n}{suffix}" for n in names for suffix in SHARD_FILES] + ["run.json"])
     remote = [row for n in names for row in pq.read_table(fs.open(f"{bucket}/ray/{n}.parquet"), columns=STABLE).to_pylist()]
     assert same_rows(remote, rows(reference))
 

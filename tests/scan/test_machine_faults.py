@@ -93,15 +93,16 @@ def test_shard_names_with_leading_or_extra_dots_are_reported(tmp_path, tiny_clip
 
 
 def test_a_full_disk_is_one_line_and_nothing_marked_done(tmp_path, tiny_clip):
-    """Files may not grow past 4 KiB (RLIMIT_FSIZE: the write fails with EFBIG, as a full disk
-    fails with ENOSPC): one error line, exit 1, no stats, no temporary file left."""
+    """Files may not grow past 16 KiB (RLIMIT_FSIZE: the write fails with EFBIG, as a full disk
+    fails with ENOSPC; run.json fits, a shard's Parquet does not): one error line, exit 1, no
+    stats, no temporary file left."""
     from vlmaudit.demo.build import build_demo_shards
 
     shards = build_demo_shards(tmp_path / "shards", shards=2, per_shard=20)
     code = textwrap.dedent("""
         import resource, signal, sys
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (16384, 16384))
         from vlmaudit.cli import main
         sys.argv = ["vlmaudit"] + sys.argv[1:]
         main()
