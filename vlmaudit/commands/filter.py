@@ -62,13 +62,12 @@ def known_matches_file(report_dir, files: list, banks: list, tmp: Path, out: Pat
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from vlmaudit.match.known import MATCH_DIR, MATCH_FILE, known_matches
+    from vlmaudit.match.known import MATCH_FILE, read_matches
 
     tables = []
-    stored = None if is_url(report_dir) else Path(report_dir) / MATCH_DIR / MATCH_FILE
-    if stored is not None and stored.is_file():
-        known_matches(report_dir)  # size and readability checked: one line if damaged
-        tables.append(pq.read_table(stored, columns=["shard", "key", "bank"]))
+    stored = read_matches(report_dir, ["shard", "key", "bank"])  # from `match` or `scan --bank`
+    if stored is not None:
+        tables.append(stored)
     if banks:
         from vlmaudit.commands.match import match_files, write_outputs
 

@@ -10,19 +10,16 @@ MATCH_FILE = "matches.parquet"
 MAX_MATCH_ROWS = 50_000_000
 
 
-def known_matches(report_dir) -> set[tuple[str, str]]:
-    """(shard, key) of every sample in REPORT_DIR/matches/matches.parquet; empty without one."""
+def read_matches(report_dir, columns: list[str]):
+    """COLUMNS of REPORT_DIR/matches/matches.parquet (checked: size, readability), or None when
+    `match` has not been run there."""
     from vlmaudit.storage.location import is_url
 
     if report_dir is None or is_url(str(report_dir)):
-        return set()
+        return None
     path = Path(report_dir) / MATCH_DIR / MATCH_FILE
     if not path.is_file():
-        return set()
-    return _read(path)
-
-
-def _read(path: Path) -> set[tuple[str, str]]:
+        return None
     import pyarrow.parquet as pq
 
     from vlmaudit.errors import UserError
@@ -31,29 +28,17 @@ def _read(path: Path) -> set[tuple[str, str]]:
         parquet = pq.ParquetFile(path)
         if parquet.metadata.num_rows > MAX_MATCH_ROWS:
             raise UserError(f"{path}: over {MAX_MATCH_ROWS:,} rows")
-        table = parquet.read(columns=["shard", "key"])
+        return parquet.read(columns=columns)
     except UserError:
         raise
     except Exception as exc:  # noqa: BLE001 - a damaged file: refuse in one line, never show images
         raise UserError(f"{path}: not a readable match output ({type(exc).__name__}); "
                         "re-run `vlmaudit match` or remove it") from None
+
+
+def known_matches(report_dir) -> set[tuple[str, str]]:
+    """(shard, key) of every sample in REPORT_DIR/matches/matches.parquet; empty without one."""
+    table = read_matches(report_dir, ["shard", "key"])
+    if table is None:
+        return set()
     return set(zip(table.column("shard").to_pylist(), table.column("key").to_pylist()))
-
-
-def bank_counts(report_dir) -> dict[str, int] | None:
-    """Matches per bank from REPORT_DIR/matches, or None when `match` has not been run."""
-    if report_dir is None:
-        return None
-    path = Path(report_dir) / MATCH_DIR / MATCH_FILE
-    if not path.is_file():
-        return None
-    import pyarrow.parquet as pq
-
-    try:
-        banks = pq.read_table(path, columns=["bank"]).column("bank").to_pylist()
-    except Exception:  # noqa: BLE001
-        return None
-    counts: dict[str, int] = {}
-    for bank in banks:
-        counts[bank] = counts.get(bank, 0) + 1
-    return counts

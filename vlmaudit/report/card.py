@@ -166,16 +166,11 @@ def sha256_file(path: Path) -> str:
 def known_match_counts(report_dir) -> dict | None:
     """{bank: {"matches": rows, "samples": distinct samples}} from REPORT_DIR/matches/matches.parquet
     (SHARED.md item 2); None when there is no such file."""
-    path = Path(str(report_dir)) / "matches" / "matches.parquet"
-    if not path.is_file():
-        return None
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    from vlmaudit.match.known import read_matches
 
-    try:
-        table = pq.read_table(path, columns=["bank", "shard", "key"], use_threads=False)
-    except (pa.ArrowException, OSError, ValueError, KeyError) as exc:
-        raise UserError(f"{path}: not a readable matches file ({' '.join(str(exc).split())[:200]})") from None
+    table = read_matches(report_dir, ["bank", "shard", "key"])
+    if table is None:
+        return None
     out: dict = {}
     for bank, shard, key in zip(*(table.column(c).to_pylist() for c in ("bank", "shard", "key"))):
         entry = out.setdefault(str(bank), {"matches": 0, "samples": set()})

@@ -4,12 +4,15 @@ out of the examples before anything re-reads, thumbnails or prints them."""
 
 from __future__ import annotations
 
-from vlmaudit.match.known import bank_counts, known_matches
+from collections import Counter
+
+from vlmaudit.match.known import read_matches
 
 
 def apply_known_matches(summary: dict, report_dir) -> None:
-    counts = bank_counts(report_dir)
-    known = known_matches(report_dir)
+    table = read_matches(report_dir, ["shard", "key", "bank"])  # one read: the set and the counts
+    known = set() if table is None else set(zip(table.column("shard").to_pylist(), table.column("key").to_pylist()))
+    counts = None if table is None else dict(Counter(table.column("bank").to_pylist()))
     withheld = 0
     for concept, items in (summary.get("examples") or {}).items():
         kept = [item for item in items if (item["shard"], item["key"]) not in known]
