@@ -27,7 +27,10 @@ def run_match(report_dir: Path, banks: list[str], out: Path | None, options: Mat
     out = Path(out) if out else Path(report_dir) / MATCH_DIR
     out.mkdir(parents=True, exist_ok=True)
     check_writable_dir(out, "--out")
-    result = match_batches(_batches(files, options.batch_rows), loaded, options, _progress(quiet))
+    from vlmaudit.progress import start_progress
+
+    with start_progress("match", quiet=quiet, flagged="matched") as progress:
+        result = match_batches(_batches(files, options.batch_rows), loaded, options, progress.batch)
     write_outputs(result.table(), out)
     _print(result, loaded, out)
     return 0
@@ -75,25 +78,6 @@ def write_outputs(table, out: Path) -> None:
             os.replace(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)
-
-
-def _progress(quiet: bool):
-    if quiet:
-        return None
-    import sys
-    import time
-
-    state = {"rows": 0, "last": 0.0, "start": time.monotonic()}
-
-    def report(rows: int, matched: int) -> None:
-        state["rows"] += rows
-        now = time.monotonic()
-        if now - state["last"] >= 30 or state["last"] == 0.0:
-            state["last"] = now
-            rate = state["rows"] / max(now - state["start"], 1e-9)
-            print(f"match: rows {state['rows']:,}, {rate:,.0f} rows/s, matched {matched:,}", file=sys.stderr, flush=True)
-
-    return report
 
 
 def _print(result, banks, out: Path) -> None:

@@ -47,10 +47,11 @@ def match_batches(batches, banks: list[Bank], options: MatchOptions, progress=No
     result = MatchResult()
     for batch in batches:
         result.scanned += batch.num_rows
+        before = len(result.rows["key"])
         for bank, index in indexes:
             _match_one(batch, bank, index, options, result)
-        if progress:
-            progress(batch.num_rows, len(result.rows["key"]))
+        if progress:  # progress(rows, matches in them): vlmaudit.progress displays' batch()
+            progress(batch.num_rows, len(result.rows["key"]) - before)
     return result
 
 
