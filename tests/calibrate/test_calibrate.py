@@ -9,23 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import run_cli
-
-
-def write_report(out_dir, image, caption, keys=None, shard="00000"):
-    """A real report Parquet (the scanner's row builder and schema) with these planted scores."""
-    from vlmaudit.rulebook.load import load_rules
-    from vlmaudit.scan.rows import RowBuilder, RowMeta
-    from vlmaudit.schema import report_meta, report_schema
-
-    rules = load_rules()
-    schema = report_schema(rules.taxonomy, report_meta(rules.taxonomy, rules.thresholds, {"backend": "planted"}))
-    keys = keys or [f"k{i:06d}" for i in range(len(image))]
-    metas = [RowMeta(key, i, None, "c", "ok", image_row=i, caption_row=i) for i, key in enumerate(keys)]
-    batch = RowBuilder(rules.taxonomy, rules.thresholds, schema, "planted").build(shard, metas, image, caption)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    pq.write_table(__import__("pyarrow").Table.from_batches([batch], schema), out_dir / f"{shard}.parquet")
-    (out_dir / f"{shard}.stats.json").write_text('{"status": "complete", "url": null}')  # the shard finished
-    return rules.taxonomy, keys
+from conftest import write_planted_report as write_report
 
 
 def planted(n, rng, taxonomy, category, positive_rate=0.3):

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Mutation testing of one package, locally (not in CI): mutmut 3 mutates vlmaudit/PACKAGE/ and runs
+# only the tests that cover it (tests/PACKAGE/ plus the extra files named below), in a scratch copy
+# so the checkout stays clean and each package keeps its own mutmut cache.
+#
+#   scripts/mutation.sh calibrate              # mutate, test, print the summary line
+#   scripts/mutation.sh calibrate results      # list the survivors of the last run
+#   scripts/mutation.sh calibrate show NAME    # the diff of one mutant
+#   MUTATION_DIR=DIR scripts/mutation.sh ...   # scratch copy under DIR (default: /tmp/vlmaudit-mutation)
+#   MUTATION_CHILDREN=N ...                    # parallel mutants (default 1: runs under nice -n 19)
+# Config: [tool.mutmut] in pyproject.toml; this script only swaps only_mutate and the test selection.
+set -euo pipefail
+
+pkg=${1:?usage: scripts/mutation.sh PACKAGE [run|results|show NAME]}
+shift
+action=${1:-run}
+[ $# -gt 0 ] && shift
+root=$(cd "$(dirname "$0")/.." && pwd)
+work=${MUTATION_DIR:-/tmp/vlmaudit-mutation}/$pkg
+[ -d "$root/vlmaudit/$pkg" ] || { echo "error: no package vlmaudit/$pkg" >&2; exit 2; }
+
+# tests beyond tests/PACKAGE/ that exercise the package (kept short: every mutant runs the tests covering it)
+case $pkg in
+  rulebook) extra=(tests/filter/test_filter.py) ;;
+  *) extra=() ;;
+esac
+
+if [ "$action" = run ]; then
+  mkdir -p "$work"
+  # tracked and untracked-but-not-ignored files; mutants/ and the mutmut cache survive between runs
+  (cd "$root" && git ls-files -co --exclude-standard -z | tar --null -T - -cf -) | (cd "$work" && tar -xf -)
+  selection=$(printf '"%s", ' "tests/$pkg" "${extra[@]}")
+  python - "$work/pyproject.toml" "vlmaudit/$pkg/*" "[${selection%, }]" <<'PY'
+import re, sys
+path, only, selection = sys.argv[1:]
+text = open(path).read()
+text = re.sub(r'(?m)^only_mutate = .*$', f'only_mutate = ["{only}"]', text)
+text = re.sub(r'(?m)^pytest_add_cli_args_test_selection = .*$', f'pytest_add_cli_args_test_selection = {selection}', text)
+open(path, "w").write(text)
+PY
+fi
+cd "$work"
+unset PYTHONPATH
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=1
+case $action in
+  run) nice -n 19 mutmut run --max-children "${MUTATION_CHILDREN:-1}" "$@" ;;
+  results) mutmut results "$@" ;;
+  show) mutmut show "$@" ;;
+  *) mutmut "$action" "$@" ;;
+esac
