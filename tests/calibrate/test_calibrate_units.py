@@ -210,11 +210,22 @@ def test_labelled_scores_of_keys_not_in_the_report_are_empty(tmp_path):
 def test_group_scores_of_both_modalities_take_the_higher(tmp_path):
     from vlmaudit.calibrate.scores import group_scores
 
-    image = np.array([[0.1, 0.2, 0.9], [np.nan, np.nan, np.nan], [np.nan, np.nan, np.nan]], np.float32)
-    caption = np.array([[0.3, 0.1, 0.0], [0.4, 0.6, 0.0], [np.nan, np.nan, np.nan]], np.float32)
+    image = np.array([[0.1, 0.2, 0.9], [np.nan, np.nan, np.nan], [np.nan, np.nan, np.nan], [0.7, 0.1, 0.0]], np.float32)
+    caption = np.array([[0.3, 0.1, 0.0], [0.4, 0.6, 0.0], [np.nan, np.nan, np.nan], [0.2, 0.2, 0.9]], np.float32)
     members = np.array([True, True, False])
-    assert group_scores(image, caption, members, "both").tolist() == pytest.approx([0.3, 0.6, np.nan], nan_ok=True)
-    assert group_scores(image, caption, members, "image").tolist() == pytest.approx([0.2, np.nan, np.nan], nan_ok=True)
+    assert group_scores(image, caption, members, "both").tolist() == pytest.approx([0.3, 0.6, np.nan, 0.7], nan_ok=True)
+    assert group_scores(image, caption, members, "image").tolist() == pytest.approx([0.2, np.nan, np.nan, 0.7], nan_ok=True)
+
+
+def test_calibrate_with_an_empty_labels_file(tmp_path):
+    import json
+
+    _report(tmp_path, {"00000": ["a", "b"]})
+    labels = _labels_csv(tmp_path / "l.csv", "key,category,label\n")
+    result = run_cli("calibrate", tmp_path / "rep", "--labels", labels, "--target-precision", "0.9", "--out",
+                     tmp_path / "t.yaml", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["labels"] == 0 and json.loads(result.output)["groups"] == []
 
 
 def test_calibrate_with_labels_that_match_no_report_row(tmp_path):
