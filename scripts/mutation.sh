@@ -40,6 +40,13 @@ open(path, "w").write(text)
 PY
 fi
 cd "$work"
+if [ "$action" = run ] && [ -d mutants/vlmaudit ]; then
+  # mutmut copies the unmutated modules once: drop copies that differ from the checkout so they are copied again
+  (cd vlmaudit && find . -name '*.py') | while read -r f; do
+    case $f in ./$pkg/*) continue ;; esac
+    cmp -s "vlmaudit/$f" "mutants/vlmaudit/$f" || rm -f "mutants/vlmaudit/$f"
+  done
+fi
 unset PYTHONPATH
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=1
 case $action in
