@@ -87,3 +87,95 @@ def test_kept_parquet_holds_key_url_and_index_of_its_shard_only(tmp_path):
     write_kept_parquet(keep, "s1", tmp_path / "s1.parquet")
     assert pq.read_table(tmp_path / "s1.parquet").to_pylist() == [{"key": "a", "url": "u0", "sample_index": 0},
                                                                    {"key": "c", "url": "u4", "sample_index": 4}]
+
+
+def planted_shards(tmp_path, shards: dict, out="rep"):
+    """A report directory: per shard name (tar samples or None for no source, status) a planted
+    report whose rows are the tar's samples in order; stats record the tar as the source."""
+    import json
+
+    import numpy as np
+
+    from conftest import write_planted_report
+    from vlmaudit.rulebook.load import load_rules
+
+    n_concepts = len(load_rules().taxonomy.concepts)
+    for name, (samples, status, url) in shards.items():
+        keys = [key for key, _ in samples] or ["unused"]
+        scores = np.zeros((len(keys), n_concepts), np.float32)
+        write_planted_report(tmp_path / out, scores, scores, keys=keys, shard=name)
+        if url is None:
+            url = write_shard(tmp_path / f"{name}.tar", samples)
+        stats = {"status": status, "url": url, "rows": len(samples)}
+        (tmp_path / out / f"{name}.stats.json").write_text(json.dumps(stats))
+    return tmp_path / out
+
+
+def keep_file(path, rows):
+    pq.write_table(pa.table({"shard": [s for s, _, _ in rows], "key": [k for _, k, _ in rows],
+                             "sample_index": [i for _, _, i in rows], "url": [None] * len(rows)}), path)
+    return path
+
+
+def test_write_filtered_shards_counts_and_reports_progress_per_shard(tmp_path, capsys):
+    from vlmaudit.filter.reshard import write_filtered_shards
+    from vlmaudit.progress import ProgressOptions
+    from vlmaudit.report.reread import ReReadOptions
+
+    s0 = [("a", [("jpg", b"img-a"), ("txt", BIG)]), ("b", [("jpg", b"img-b"), ("cont", b"x")]), ("c", [("jpg", b"c")])]
+    s1 = [("d", [("jpg", b"img-d"), ("txt", BIG), ("cont", b"y")])]
+    report = planted_shards(tmp_path, {"s0": (s0, "complete", None), "s1": (s1, "truncated", None),
+                                       "s2": ([], "complete", None), "s3": (s0, "failed", None)})
+    keep = keep_file(tmp_path / "keep.parquet", [("s0", "a", 0), ("s0", "b", 1), ("s1", "d", 0)])
+    out = tmp_path / "kept" / "deeper"
+    result = write_filtered_shards(report, keep, out, ReReadOptions(max_member_bytes=100),
+                                   ProgressOptions(quiet=False, every=1e9))
+    assert result == {"samples": {"s0": 2, "s1": 1, "s2": 0}, "skipped_members": 2, "non_regular_members": 2}
+    assert sorted(p.name for p in out.iterdir()) == ["s0.parquet", "s0.tar", "s1.parquet", "s1.tar", "s2.parquet",
+                                                     "s2.tar"]
+    lines = [line.split(", ") for line in capsys.readouterr().err.splitlines()]
+    assert [[p for p in line if not p.endswith(("samples/s", ")")) and not p.startswith("ETA")] for line in lines] == [
+        ["write-shards: shards 1/3", "samples 3/4", "written 2"],
+        ["write-shards: shards 2/3", "samples 4/4", "written 3"],
+        ["write-shards: shards 3/3", "samples 4/4", "written 3"]]
+    # the same directory again: written over, not refused
+    assert write_filtered_shards(report, keep, out, ReReadOptions(max_member_bytes=100))["samples"]["s0"] == 2
+
+
+def test_write_filtered_shards_refuses_what_it_will_not_re_read(tmp_path):
+    import pytest
+
+    from vlmaudit.errors import UserError
+    from vlmaudit.filter.reshard import write_filtered_shards
+    from vlmaudit.report.reread import ReReadOptions
+
+    one = [("a", [("jpg", b"img-a")])]
+    report = planted_shards(tmp_path, {f"n{i}": (one, "complete", "pipe:cat x") for i in range(4)})
+    keep = keep_file(tmp_path / "keep.parquet", [("n0", "a", 0)])
+    with pytest.raises(UserError) as info:
+        write_filtered_shards(report, keep, tmp_path / "out", ReReadOptions())
+    why = "recorded source is a pipe: command; never run from a report (name the shards with --shards)"
+    assert str(info.value) == f"--write-shards: 4 shard(s) will not be re-read: n0: {why}; n1: {why}; n2: {why}"
+    (tmp_path / "images").mkdir()
+    report = planted_shards(tmp_path, {"f0": (one, "complete", f"folder:{tmp_path / 'images'}#0:1:abc"),
+                                       "f1": (one, "complete", f"folder:{tmp_path / 'images'}#1:1:abd")}, out="rep2")
+    with pytest.raises(UserError) as info:
+        write_filtered_shards(report, keep, tmp_path / "out", ReReadOptions())
+    assert str(info.value) == ("--write-shards: f0 was scanned from a loose image folder; only tar and Parquet/Arrow "
+                               "shards are rewritten (the keep list names the kept files by key)")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_damaged_shard_is_named_and_counted_as_nothing_written(tmp_path, capsys):
+    import pytest
+
+    from vlmaudit.errors import UserError
+    from vlmaudit.filter.reshard import write_filtered_shards
+    from vlmaudit.progress import ProgressOptions
+    from vlmaudit.report.reread import ReReadOptions
+
+    report = planted_shards(tmp_path, {"s0": ([("a", [("jpg", b"img-a")])], "complete", None)})
+    keep = keep_file(tmp_path / "keep.parquet", [("s0", "a", 0), ("s0", "zz", 3)])
+    with pytest.raises(UserError, match=r"1 shard\(s\) not written, .*: s0: 1 missing \(name the scanned"):
+        write_filtered_shards(report, keep, tmp_path / "out", ReReadOptions(), ProgressOptions(quiet=False, every=1e9))
+    assert "written 0" in capsys.readouterr().err
