@@ -179,3 +179,51 @@ def test_a_damaged_shard_is_named_and_counted_as_nothing_written(tmp_path, capsy
     with pytest.raises(UserError, match=r"1 shard\(s\) not written, .*: s0: 1 missing \(name the scanned"):
         write_filtered_shards(report, keep, tmp_path / "out", ReReadOptions(), ProgressOptions(quiet=False, every=1e9))
     assert "written 0" in capsys.readouterr().err
+
+
+def matched(tmp_path, match: int):
+    """(key -> (action, reasons)) of a planted three-row report decided by the permissive policy with
+    known-content matches for rows a (two banks) and c; row c also fires a drop rule by itself."""
+    import numpy as np
+
+    from conftest import write_planted_report
+    from vlmaudit.filter.lists import decided_sql, with_matches
+    from vlmaudit.report import engine
+    from vlmaudit.rulebook.load import find_rule_file, load_rules
+    from vlmaudit.rulebook.policy import load_policy
+
+    taxonomy = load_rules().taxonomy
+    scores = np.zeros((3, len(taxonomy.concepts)), np.float32)
+    scores[2] = 1.0
+    write_planted_report(tmp_path / "rep", scores, scores, keys=["a", "b", "c"], shard="s0")
+    files = [tmp_path / "rep" / "s0.parquet"]
+    pq.write_table(pa.table({"shard": ["s0", "s0", "s0", "zz"], "key": ["a", "a", "c", "b"],
+                             "bank": ["bank2", "bank1", "bank3", "other"]}), tmp_path / "matches.parquet")
+    policy = load_policy(find_rule_file("policies", "permissive"), taxonomy.concept_ids,
+                         [c.category for c in taxonomy.concepts])
+    policy.match = match
+    sql = with_matches(decided_sql(policy, 0, files), policy, tmp_path / "matches.parquet")
+    with engine.session(files, "test") as con:
+        return {k: (a, r) for k, a, r in con.execute(f"SELECT key, action, reasons FROM ({sql})").fetchall()}
+
+
+def test_known_content_matches_raise_the_action_and_lead_the_reasons(tmp_path):
+    rows = matched(tmp_path, match=1)  # review
+    action, reasons = rows["a"]
+    assert action == "review" and reasons == [{"rule": "bank:bank1", "action": "review", "modality": "image",
+                                                "threshold": None, "image_score": None, "caption_score": None}]
+    assert rows["b"] == ("keep", [])  # a match in another shard is not this sample
+    action, reasons = rows["c"]
+    assert action == "drop" and reasons[0]["rule"] == "bank:bank3" and len(reasons) > 1  # never lowered
+    assert matched(tmp_path / "drop", match=2)["a"][0] == "drop"
+
+
+def test_unfinished_shards_list_partial_files_but_not_truncated_shards(tmp_path):
+    from vlmaudit.filter.lists import unfinished_shards
+
+    info = {"complete": False, "incomplete": {"missing_shards": ["m"], "held_shards": [], "failed_shards": ["f"],
+                                              "truncated": [{"shard": "t", "samples_read": 3}]}}
+    (tmp_path / ".s1.parquet.partial").write_bytes(b"")
+    (tmp_path / "s2.parquet").write_bytes(b"")
+    assert unfinished_shards(info, tmp_path) == ["m (not scanned)", "f (failed)", ".s1.parquet.partial (unfinished)"]
+    assert unfinished_shards(info, "s3://bucket/reports") == ["m (not scanned)", "f (failed)"]
