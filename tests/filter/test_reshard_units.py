@@ -181,14 +181,12 @@ def test_a_damaged_shard_is_named_and_counted_as_nothing_written(tmp_path, capsy
     assert "written 0" in capsys.readouterr().err
 
 
-def matched(tmp_path, match: int):
-    """(key -> (action, reasons)) of a planted three-row report decided by the permissive policy with
-    known-content matches for rows a (two banks) and c; row c also fires a drop rule by itself."""
+def matched_inputs(tmp_path, match: int):
+    """(report files, permissive policy with this match action, matches file): a planted three-row
+    report with known-content matches for rows a (two banks) and c; row c also fires a drop rule."""
     import numpy as np
 
     from conftest import write_planted_report
-    from vlmaudit.filter.lists import decided_sql, with_matches
-    from vlmaudit.report import engine
     from vlmaudit.rulebook.load import find_rule_file, load_rules
     from vlmaudit.rulebook.policy import load_policy
 
@@ -196,13 +194,21 @@ def matched(tmp_path, match: int):
     scores = np.zeros((3, len(taxonomy.concepts)), np.float32)
     scores[2] = 1.0
     write_planted_report(tmp_path / "rep", scores, scores, keys=["a", "b", "c"], shard="s0")
-    files = [tmp_path / "rep" / "s0.parquet"]
     pq.write_table(pa.table({"shard": ["s0", "s0", "s0", "zz"], "key": ["a", "a", "c", "b"],
                              "bank": ["bank2", "bank1", "bank3", "other"]}), tmp_path / "matches.parquet")
     policy = load_policy(find_rule_file("policies", "permissive"), taxonomy.concept_ids,
                          [c.category for c in taxonomy.concepts])
     policy.match = match
-    sql = with_matches(decided_sql(policy, 0, files), policy, tmp_path / "matches.parquet")
+    return [tmp_path / "rep" / "s0.parquet"], policy, tmp_path / "matches.parquet"
+
+
+def matched(tmp_path, match: int):
+    """key -> (action, reasons) of the matched_inputs rows decided by the policy and the matches."""
+    from vlmaudit.filter.lists import decided_sql, with_matches
+    from vlmaudit.report import engine
+
+    files, policy, matches = matched_inputs(tmp_path, match)
+    sql = with_matches(decided_sql(policy, 0, files), policy, matches)
     with engine.session(files, "test") as con:
         return {k: (a, r) for k, a, r in con.execute(f"SELECT key, action, reasons FROM ({sql})").fetchall()}
 
@@ -227,3 +233,15 @@ def test_unfinished_shards_list_partial_files_but_not_truncated_shards(tmp_path)
     (tmp_path / "s2.parquet").write_bytes(b"")
     assert unfinished_shards(info, tmp_path) == ["m (not scanned)", "f (failed)", ".s1.parquet.partial (unfinished)"]
     assert unfinished_shards(info, "s3://bucket/reports") == ["m (not scanned)", "f (failed)"]
+
+
+def test_write_decisions_splits_by_action_and_counts_bank_matches(tmp_path):
+    from vlmaudit.filter.lists import write_decisions
+
+    files, policy, matches = matched_inputs(tmp_path, match=2)
+    out = tmp_path / "out" / "lists"
+    counts, fired = write_decisions(files, policy, 0, out, matches)
+    assert counts == {"keep": 1, "review": 0, "drop": 2}
+    assert fired["bank:bank1"] == 1 and fired["bank:bank3"] == 1 and "bank:bank2" not in fired
+    assert sorted(p.name for p in out.iterdir()) == ["drop.parquet", "keep.parquet", "review.parquet"]
+    assert sorted(pq.read_table(out / "drop.parquet").column("key").to_pylist()) == ["a", "c"]
