@@ -1,0 +1,105 @@
+"""Rulebook edges the older tests left open (found by mutation testing): every prompt field that a
+file sets or leaves to its default, the file and field named by each prompt and policy error, the
+`match` action of policies, the modality rule parts, thresholds on top of a base."""
+
+import numpy as np
+import pytest
+import yaml
+
+from vlmaudit.errors import RulesError, UserError
+from vlmaudit.rulebook.load import find_rule_file, load_rules, shipped_rules_dir
+from vlmaudit.rulebook.policy import MODALITIES, load_policy, rule_parts
+from vlmaudit.rulebook.prompts import load_prompts
+from vlmaudit.rulebook.thresholds import Thresholds, load_thresholds
+
+TAX = load_rules().taxonomy
+IDS, CATS = TAX.concept_ids, [c.category for c in TAX.concepts]
+
+
+def error(fn, *args) -> str:
+    with pytest.raises(RulesError) as info:
+        fn(*args)
+    return str(info.value)
+
+
+def prompts_file(tmp_path, edit=lambda d: None):
+    data = yaml.safe_load((shipped_rules_dir() / "prompts" / "unsafeconcepts.yaml").read_text())
+    edit(data)
+    path = tmp_path / "prompts.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path, data
+
+
+def test_prompt_fields_come_from_the_file_when_it_sets_them(tmp_path):
+    def edit(d):
+        d["assistant_prefill"] = '{"answer": "'
+        d["caption"].pop("image", None)
+
+    path, data = prompts_file(tmp_path, edit)
+    p = load_prompts(path)
+    assert p.path == path and p.prefill == '{"answer": "' and p.rationale_question == data["rationale_question"]
+    assert p.caption_questions == tuple(data["caption"]["questions"]) and p.caption_image == "none"
+
+
+@pytest.mark.parametrize("edit, field, problem", [
+    (lambda d: d["caption"].update(questions=[" "]), "caption.questions[0]", "non-empty string"),
+    (lambda d: d["caption"].update(context=" "), "caption.context", "non-empty string"),
+    (lambda d: d["category_question"].update(none_option=" "), "category_question.none_option", "non-empty string"),
+    (lambda d: d.update(rationale_question=" "), "rationale_question", "non-empty string"),
+    (lambda d: d.update(image_questions=["ok", 3]), "image_questions[1]", "expected str, got int"),
+])
+def test_prompt_errors_name_the_file_and_field(tmp_path, edit, field, problem):
+    path, _ = prompts_file(tmp_path, edit)
+    message = error(load_prompts, path)
+    assert message.startswith(f"{path}: {field}: ") and problem in message
+
+
+def policy(tmp_path, text):
+    path = tmp_path / "mine.yaml"
+    path.write_text(text)
+    return load_policy(path, IDS, CATS)
+
+
+def test_policy_match_action_review_or_drop_never_keep(tmp_path):
+    base = "default: {threshold: 0.5, modality: any, action: keep}\n"
+    assert policy(tmp_path, base).match == 2  # drop unless the policy says otherwise
+    assert policy(tmp_path, base + "match: review\n").match == 1
+    assert policy(tmp_path, base + "match: drop\n").match == 2
+    message = error(policy, tmp_path, base + "match: keep\n")
+    assert message == (f"{tmp_path / 'mine.yaml'}: match: 'keep' is not one of review, drop (a known-content match "
+                       "is never kept)")
+    assert error(policy, tmp_path, base + "match: [drop]\n").startswith(f"{tmp_path / 'mine.yaml'}: match: ")
+
+
+def test_policy_errors_name_the_file(tmp_path):
+    path = tmp_path / "mine.yaml"
+    assert error(policy, tmp_path, "default: {threshold: 0.5, modality: any, action: keep}\nextra: 1\n").startswith(
+        f"{path}: (top)")
+    assert error(policy, tmp_path, "default: {threshold: 2, modality: any, action: keep}\n").startswith(
+        f"{path}: default.threshold")
+
+
+def test_rule_parts_of_each_modality():
+    assert {m: rule_parts(i) for i, m in enumerate(MODALITIES)} == {
+        "image": (True, False, True), "caption": (False, True, True), "any": (True, True, False),
+        "both": (True, True, True)}
+
+
+def test_thresholds_file_applies_on_top_of_a_base_copy(tmp_path):
+    base = Thresholds(np.full(len(IDS), 0.3, np.float32), np.full(len(IDS), 0.6, np.float32))
+    same = load_thresholds(None, TAX, base=base)
+    assert (same.image == 0.3).all() and (same.caption == 0.6).all()
+    same.image[:] = 0.1
+    assert (base.image == 0.3).all()  # a copy: the base is never changed
+    path = tmp_path / "t.yaml"
+    path.write_text("concepts: {torture: {image: 0.9}}\n")
+    loaded = load_thresholds(path, TAX, base=base)
+    t = IDS.index("torture")
+    assert loaded.image[t] == pytest.approx(0.9) and loaded.caption[t] == pytest.approx(0.6)
+    assert (np.delete(loaded.image, t) == np.float32(0.3)).all() and (base.image == 0.3).all()
+
+
+def test_unknown_rule_kind_is_named_in_the_error():
+    with pytest.raises(UserError, match=r"^no widgets named 'nope' \(shipped: \); or give a .yaml path$"):
+        find_rule_file("widgets", "nope")
+
