@@ -103,3 +103,34 @@ def test_unknown_rule_kind_is_named_in_the_error():
     with pytest.raises(UserError, match=r"^no widgets named 'nope' \(shipped: \); or give a .yaml path$"):
         find_rule_file("widgets", "nope")
 
+
+
+def test_thresholds_yaml_is_what_load_thresholds_reads(tmp_path):
+    from vlmaudit.rulebook.thresholds import thresholds_yaml
+
+    text = thresholds_yaml({"categories": {"hate": {"image": 0.25, "caption": 0.5}}, "concepts": {"torture": {"image": 0.75}},
+                            "empty": {}}, header="calibrated\nfrom labels")
+    assert text.startswith("# calibrated\n# from labels\n") and "empty" not in text
+    assert yaml.safe_load(text) == {"categories": {"hate": {"image": 0.25, "caption": 0.5}},
+                                    "concepts": {"torture": {"image": 0.75}}}
+    path = tmp_path / "t.yaml"
+    path.write_text(text)
+    loaded = load_thresholds(path, TAX, default=0.8)
+    hate = np.array([c == "hate" for c in CATS])
+    assert (loaded.image[hate] == np.float32(0.25)).all() and (loaded.caption[hate] == np.float32(0.5)).all()
+    assert loaded.image[IDS.index("torture")] == np.float32(0.75) and loaded.caption[IDS.index("torture")] == np.float32(0.8)
+    assert thresholds_yaml({"concepts": {}}) == "{}\n" and yaml.safe_load(thresholds_yaml({})) == {}
+    assert thresholds_yaml({"concepts": {"torture": {"image": np.float32(0.5)}}}) == "concepts:\n  torture: {image: 0.5}\n"
+
+
+def test_apply_to_report_uses_the_report_taxonomy_in_place(tmp_path):
+    from vlmaudit.rulebook.thresholds import apply_to_report
+
+    meta = {"concepts": ["a1", "a2", "b1"], "concept_categories": ["a", "a", "b"], "categories": ["a", "b"]}
+    image, caption = np.array([0.1, 0.2, 0.3]), np.array([0.4, 0.5, 0.6])
+    path = tmp_path / "t.yaml"
+    path.write_text("categories: {a: {caption: 0.9}}\nconcepts: {b1: 0.05}\n")
+    apply_to_report(path, meta, image, caption)
+    assert image.tolist() == pytest.approx([0.1, 0.2, 0.05]) and caption.tolist() == pytest.approx([0.9, 0.9, 0.05])
+    path.write_text("concepts: {zz: 0.5}\n")
+    assert error(apply_to_report, path, meta, image, caption).startswith(f"{path}: concepts")
