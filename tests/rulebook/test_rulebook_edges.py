@@ -134,3 +134,29 @@ def test_apply_to_report_uses_the_report_taxonomy_in_place(tmp_path):
     assert image.tolist() == pytest.approx([0.1, 0.2, 0.05]) and caption.tolist() == pytest.approx([0.9, 0.9, 0.05])
     path.write_text("concepts: {zz: 0.5}\n")
     assert error(apply_to_report, path, meta, image, caption).startswith(f"{path}: concepts")
+
+
+@pytest.mark.parametrize("text, field, problem", [
+    ("categories: {hate: {action: delete}}\n", "categories.hate.action", "'delete' is not one of keep, review, drop"),
+    ("categories: {hate: {modality: 3}}\n", "categories.hate.modality", "non-empty string"),
+    ("concepts: {torture: {threshold: -1}}\n", "concepts.torture.threshold", ""),
+    ("categories: {nope: {action: drop}}\n", "categories", "nope"),
+    ("concepts: {torture: {colour: red}}\n", "concepts.torture", "colour"),
+])
+def test_policy_rule_errors_name_the_file_and_field(tmp_path, text, field, problem):
+    message = error(policy, tmp_path, "default: {threshold: 0.5, modality: any, action: keep}\n" + text)
+    assert message.startswith(f"{tmp_path / 'mine.yaml'}: {field}") and problem in message
+
+
+def test_a_thresholds_file_overrides_the_rules_directory_where_it_sets_them(tmp_path):
+    import shutil
+
+    rules = tmp_path / "rules"
+    shutil.copytree(shipped_rules_dir(), rules)
+    (rules / "thresholds.yaml").write_text("default: 0.4\ncategories: {hate: {caption: 0.3}}\n")
+    extra = tmp_path / "calibrated.yaml"
+    extra.write_text("concepts: {torture: {image: 0.9}}\n")
+    loaded = load_rules(rules, thresholds_file=str(extra)).thresholds
+    hate, t = np.array([c == "hate" for c in CATS]), IDS.index("torture")
+    assert loaded.image[t] == np.float32(0.9) and loaded.caption[t] == np.float32(0.4)
+    assert (loaded.caption[hate] == np.float32(0.3)).all() and (np.delete(loaded.image, t) == np.float32(0.4)).all()
