@@ -160,3 +160,31 @@ def test_a_thresholds_file_overrides_the_rules_directory_where_it_sets_them(tmp_
     hate, t = np.array([c == "hate" for c in CATS]), IDS.index("torture")
     assert loaded.image[t] == np.float32(0.9) and loaded.caption[t] == np.float32(0.4)
     assert (loaded.caption[hate] == np.float32(0.3)).all() and (np.delete(loaded.image, t) == np.float32(0.4)).all()
+
+
+def taxonomy_file(tmp_path, edit):
+    data = yaml.safe_load((shipped_rules_dir() / "taxonomy.yaml").read_text())
+    edit(data)
+    path = tmp_path / "taxonomy.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize("edit, field, problem", [
+    (lambda d: d["concepts"][0].pop("category"), "concepts[0].category", "missing"),
+    (lambda d: d["concepts"][1].pop("prompts"), "concepts[1].prompts", "missing"),
+    (lambda d: d["concepts"][0].update(id=" "), "concepts[0].id", "non-empty string"),
+])
+def test_taxonomy_concept_errors_name_the_file_and_field(tmp_path, edit, field, problem):
+    from vlmaudit.rulebook.taxonomy import load_taxonomy
+
+    path = taxonomy_file(tmp_path, edit)
+    message = error(load_taxonomy, path)
+    assert message.startswith(f"{path}: {field}: ") and problem in message
+
+
+def test_a_concept_without_description_has_an_empty_one(tmp_path):
+    from vlmaudit.rulebook.taxonomy import load_taxonomy
+
+    taxonomy = load_taxonomy(taxonomy_file(tmp_path, lambda d: d["concepts"][0].pop("description", None)))
+    assert taxonomy.concepts[0].description == ""
