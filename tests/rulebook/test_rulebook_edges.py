@@ -188,3 +188,50 @@ def test_a_concept_without_description_has_an_empty_one(tmp_path):
 
     taxonomy = load_taxonomy(taxonomy_file(tmp_path, lambda d: d["concepts"][0].pop("description", None)))
     assert taxonomy.concepts[0].description == ""
+
+
+@pytest.mark.parametrize("edit, field, problem", [
+    (lambda d: d.update(prompt_templates="a photo of {name}"), "prompt_templates", "expected a list"),
+    (lambda d: d.update(safe_prompts=["ok", 2]), "safe_prompts[1]", "expected str, got int"),
+    (lambda d: d.update(version=" "), "version", "non-empty string"),
+])
+def test_taxonomy_top_level_errors_name_the_file_and_field(tmp_path, edit, field, problem):
+    from vlmaudit.rulebook.taxonomy import load_taxonomy
+
+    path = taxonomy_file(tmp_path, edit)
+    message = error(load_taxonomy, path)
+    assert message.startswith(f"{path}: {field}: ") and problem in message
+
+
+def test_taxonomy_prompt_templates_are_optional_and_need_the_name(tmp_path):
+    from vlmaudit.rulebook.taxonomy import load_taxonomy
+
+    assert load_taxonomy(taxonomy_file(tmp_path, lambda d: d.pop("prompt_templates"))).prompt_templates == ()
+    path = taxonomy_file(tmp_path, lambda d: d.update(prompt_templates=["a photo of {name}", "no field"]))
+    assert error(load_taxonomy, path) == f"{path}: prompt_templates[1]: must contain {{name}}"
+
+
+# 1 mapping + key a + [1, 2, 3] (4) + key b + [*x, *x] (1 + 4 + 4): 16 nodes with the aliases expanded;
+# after key b the count is exactly 7
+ALIASED = "a: &x [1, 2, 3]\nb: [*x, *x]\n"
+
+
+@pytest.mark.parametrize("limit, accepted", [(16, True), (15, False), (7, False)])
+def test_yaml_nodes_are_counted_with_aliases_expanded(tmp_path, monkeypatch, limit, accepted):
+    from vlmaudit.rulebook import yamlfile
+
+    monkeypatch.setattr(yamlfile, "MAX_YAML_NODES", limit)
+    path = tmp_path / "a.yaml"
+    path.write_text(ALIASED)
+    if accepted:
+        assert yamlfile.read_yaml(path) == {"a": [1, 2, 3], "b": [[1, 2, 3], [1, 2, 3]]}
+    else:
+        assert error(yamlfile.read_yaml, path) == f"{path}: (file): aliases expand to over {limit} nodes (a YAML alias bomb?)"
+
+
+def test_a_recursive_yaml_document_is_refused(tmp_path):
+    from vlmaudit.rulebook.yamlfile import read_yaml
+
+    path = tmp_path / "r.yaml"
+    path.write_text("&a [1, *a]\n")
+    assert "aliases expand to over" in error(read_yaml, path)
