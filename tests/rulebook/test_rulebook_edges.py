@@ -235,3 +235,29 @@ def test_a_recursive_yaml_document_is_refused(tmp_path):
     path = tmp_path / "r.yaml"
     path.write_text("&a [1, *a]\n")
     assert "aliases expand to over" in error(read_yaml, path)
+
+
+def test_read_yaml_size_limit_is_exact(tmp_path, monkeypatch):
+    from vlmaudit.rulebook import yamlfile
+
+    path = tmp_path / "s.yaml"
+    path.write_text("a: 1234\n")  # 8 bytes
+    monkeypatch.setattr(yamlfile, "MAX_YAML_BYTES", 8)
+    assert yamlfile.read_yaml(path) == {"a": 1234}
+    monkeypatch.setattr(yamlfile, "MAX_YAML_BYTES", 7)
+    assert error(yamlfile.read_yaml, path) == f"{path}: (file): over the 7-byte limit for a rules file"
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"a: \xff\n", "(file): not UTF-8 text (invalid start byte at byte 3)"),
+    (b"a: [1,\n  2\nb: }\n", "(file): invalid YAML: while parsing a flow sequence"),
+    (b"[" * 5000 + b"]" * 5000, "(file): nested too deeply"),
+])
+def test_read_yaml_errors_name_the_file(tmp_path, content, message):
+    from vlmaudit.rulebook.yamlfile import read_yaml
+
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(content)
+    text = error(read_yaml, path)
+    assert text.startswith(f"{path}: {message}") and "\n" not in text and "XX" not in text
+    assert error(read_yaml, tmp_path / "missing.yaml") == f"{tmp_path / 'missing.yaml'}: (file): cannot read: No such file or directory"
