@@ -85,6 +85,10 @@ def test_policy_rules_that_could_never_fire_are_refused(tmp_path):
     ok.write_text(f"default: {{threshold: 0.5, modality: any, action: review}}\ncategories: {{sexual: {{modality: image}}}}\n"
                   f"concepts: {{{nudity}: {{action: drop}}}}\n")
     check_policy(ok, cover, categories)
+    caption = tmp_path / "caption.yaml"
+    caption.write_text(f"default: {{threshold: 0.5, modality: any, action: review}}\nconcepts: {{{nudity}: {{modality: caption}}}}\n")
+    with pytest.raises(UserError, match=rf"policy .*caption.yaml: concepts.{nudity}.modality caption: n/a"):
+        check_policy(caption, cover, categories)
     bad = tmp_path / "bad.yaml"
     bad.write_text("default: {threshold: 0.5, modality: both, action: review}\n"
                    "categories: {hate: {action: drop}, sexual: {modality: caption}}\n"

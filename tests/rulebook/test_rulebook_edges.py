@@ -142,6 +142,7 @@ def test_apply_to_report_uses_the_report_taxonomy_in_place(tmp_path):
     ("concepts: {torture: {threshold: -1}}\n", "concepts.torture.threshold", ""),
     ("categories: {nope: {action: drop}}\n", "categories", "nope"),
     ("concepts: {torture: {colour: red}}\n", "concepts.torture", "colour"),
+    ("concepts: {nope: {action: drop}}\n", "concepts", "nope"),
 ])
 def test_policy_rule_errors_name_the_file_and_field(tmp_path, text, field, problem):
     message = error(policy, tmp_path, "default: {threshold: 0.5, modality: any, action: keep}\n" + text)
@@ -233,8 +234,9 @@ def test_a_recursive_yaml_document_is_refused(tmp_path):
     from vlmaudit.rulebook.yamlfile import read_yaml
 
     path = tmp_path / "r.yaml"
-    path.write_text("&a [1, *a]\n")
-    assert "aliases expand to over" in error(read_yaml, path)
+    for text in ("&a [1, *a]\n", "&a [*a]\n"):
+        path.write_text(text)
+        assert "aliases expand to over" in error(read_yaml, path)
 
 
 def test_read_yaml_size_limit_is_exact(tmp_path, monkeypatch):
@@ -261,3 +263,23 @@ def test_read_yaml_errors_name_the_file(tmp_path, content, message):
     text = error(read_yaml, path)
     assert text.startswith(f"{path}: {message}") and "\n" not in text and "XX" not in text
     assert error(read_yaml, tmp_path / "missing.yaml") == f"{tmp_path / 'missing.yaml'}: (file): cannot read: No such file or directory"
+
+
+def test_policy_category_rules_and_an_absent_description(tmp_path):
+    p = policy(tmp_path, "default: {threshold: 0.5, modality: any, action: keep}\ncategories: {hate: {action: drop}}\n")
+    hate = np.array([c == "hate" for c in CATS])
+    assert (p.action[hate] == 2).all() and (p.action[~hate] == 0).all() and p.description == ""
+
+
+def test_thresholds_yaml_keeps_the_given_order():
+    from vlmaudit.rulebook.thresholds import thresholds_yaml
+
+    text = thresholds_yaml({"concepts": {"torture": {"image": 0.5, "caption": 0.25}, "blood": {"image": 0.75}}})
+    assert text == "concepts:\n  torture: {image: 0.5, caption: 0.25}\n  blood: {image: 0.75}\n"
+
+
+def test_prompt_templates_must_be_strings(tmp_path):
+    from vlmaudit.rulebook.taxonomy import load_taxonomy
+
+    path = taxonomy_file(tmp_path, lambda d: d.update(prompt_templates=["a photo of {name}", 3]))
+    assert error(load_taxonomy, path).startswith(f"{path}: prompt_templates[1]: expected str")
