@@ -8,6 +8,7 @@ import tarfile
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 BIG = b"t" * 300  # over max_member_bytes=100 below
 
@@ -245,3 +246,20 @@ def test_write_decisions_splits_by_action_and_counts_bank_matches(tmp_path):
     assert fired["bank:bank1"] == 1 and fired["bank:bank3"] == 1 and "bank:bank2" not in fired
     assert sorted(p.name for p in out.iterdir()) == ["drop.parquet", "keep.parquet", "review.parquet"]
     assert sorted(pq.read_table(out / "drop.parquet").column("key").to_pylist()) == ["a", "c"]
+
+
+@pytest.mark.parametrize("n, more", [(5, ""), (6, " and 1 more"), (7, " and 2 more")])
+def test_more_than_five_damaged_shards_are_summed_up(tmp_path, n, more):
+
+    from vlmaudit.errors import UserError
+    from vlmaudit.filter.reshard import write_filtered_shards
+    from vlmaudit.report.reread import ReReadOptions
+
+    one = [("a", [("jpg", b"img-a")])]
+    report = planted_shards(tmp_path, {f"s{i}": (one, "complete", None) for i in range(n)})
+    keep = keep_file(tmp_path / "keep.parquet", [(f"s{i}", "gone", 5) for i in range(n)])
+    with pytest.raises(UserError) as info:
+        write_filtered_shards(report, keep, tmp_path / "out", ReReadOptions())
+    shown = "; ".join(f"s{i}: 1 missing" for i in range(5))
+    assert str(info.value) == (f"--write-shards: {n} shard(s) not written, the re-read data is not what was scanned: "
+                               f"{shown}{more} (name the scanned shards with --shards)")
