@@ -2,6 +2,7 @@ import io
 import os
 import tarfile
 import time
+import typing
 from pathlib import Path
 
 import numpy as np
@@ -66,21 +67,91 @@ def run_cli(*args: str):
     return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
 
 
-def scanned_demo(root: Path, model, shards: int, per_shard: int) -> tuple[list[Path], Path]:
-    """(demo shards, their reports): ROOT/shards scanned into ROOT/reports with MODEL."""
-    from vlmaudit.demo.build import build_demo_shards
-
-    paths = build_demo_shards(root / "shards", shards=shards, per_shard=per_shard)
-    assert run_cli(*scan_args(paths, root / "reports", model)).exit_code == 0
-    return paths, root / "reports"
-
-
 def scan_args(shards, out, model, *extra) -> list[str]:
     """fp32 pinned: tests compare scores exactly, and auto picks bf16 on CPUs with native bf16. The local
     engine decodes in-process (--workers 0); under --engine ray the test names --actors itself."""
     decode = [] if "ray" in extra else ["--workers", "0"]
     base = ["scan", *map(str, shards), "--out", str(out), "--model", str(model), *decode, "-q"]
     return base + ([] if "--precision" in extra else ["--precision", "fp32"]) + list(extra)
+
+
+# ---- the scanned demo: scanned once per session, read-only for every test ----
+
+class ReadOnlyTree:
+    """A directory tests must not change: the digest of every file (and the list of folders) is
+    taken once, with a pristine copy beside it; changes() names what differs, restore() undoes it."""
+
+    def __init__(self, root: Path, pristine: Path):
+        import shutil
+
+        self.root, self.pristine = root, pristine
+        shutil.copytree(root, pristine, symlinks=True)
+        self.digests = tree_digests(root)
+
+    def changes(self) -> list[str]:
+        now = tree_digests(self.root)
+        return sorted(name for name in self.digests.keys() | now.keys() if self.digests.get(name) != now.get(name))
+
+    def restore(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.root)
+        shutil.copytree(self.pristine, self.root, symlinks=True)
+
+
+def tree_digests(root: Path) -> dict[str, str]:
+    import hashlib
+
+    return {str(p.relative_to(root)): "folder" if p.is_dir() and not p.is_symlink() else
+            hashlib.sha256(os.readlink(p).encode() if p.is_symlink() else p.read_bytes()).hexdigest()
+            for p in root.rglob("*")}
+
+
+class DemoScan(typing.NamedTuple):
+    shards: list[Path]
+    reports: Path
+    tree: ReadOnlyTree
+
+
+@pytest.fixture(scope="session")
+def demo_scan(tmp_path_factory, tiny_clip) -> DemoScan:
+    """The demo's shards (3 x 20 samples, the last shard with the bad samples real crawls hold:
+    no image, a broken JPEG, a very long caption) scanned with the tiny CLIP and the shipped rules,
+    once per session. READ-ONLY: after every test that uses it, a test that changed, added or
+    removed a file under it fails (and the demo is restored for the next tests). A test that must
+    change the reports works on `scanned_copy`; a module fixture that derives more from it writes
+    beside it, in a folder of its own."""
+    from vlmaudit.demo.build import build_demo_shards
+
+    root = tmp_path_factory.mktemp("demo-scan")
+    shards = build_demo_shards(root / "demo" / "shards", shards=3, per_shard=20, with_bad_samples=True)
+    result = run_cli(*scan_args(shards, root / "demo" / "reports", tiny_clip))
+    assert result.exit_code == 0, result.output
+    return DemoScan(shards, root / "demo" / "reports", ReadOnlyTree(root / "demo", root / "pristine"))
+
+
+@pytest.fixture(autouse=True)
+def _demo_scan_stays_unchanged(request):
+    """Every test that uses the demo scan, directly or through a module fixture, leaves it as it was."""
+    demo = request.getfixturevalue("demo_scan") if "demo_scan" in request.fixturenames else None
+    yield
+    if demo and (changed := demo.tree.changes()):
+        demo.tree.restore()
+        pytest.fail(f"changed the shared demo scan (read-only: use scanned_copy): {changed[:10]}", pytrace=False)
+
+
+@pytest.fixture
+def scanned(demo_scan) -> Path:
+    """The report directory of the demo scan (read-only; see demo_scan)."""
+    return demo_scan.reports
+
+
+@pytest.fixture
+def scanned_copy(demo_scan, tmp_path) -> Path:
+    """A private copy of the demo scan's report directory, TMP_PATH/reports, for a test to change."""
+    import shutil
+
+    return Path(shutil.copytree(demo_scan.reports, tmp_path / "reports"))
 
 
 @pytest.fixture(scope="session")
