@@ -5,27 +5,17 @@ card or the reports cannot be read."""
 import csv
 import hashlib
 import json
-import shutil
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import run_cli, scanned_demo
-
-
-@pytest.fixture(scope="module")
-def scanned(tiny_clip, tmp_path_factory):
-    root = tmp_path_factory.mktemp("card")
-    _, reports = scanned_demo(root, tiny_clip, shards=3, per_shard=20)
-    return reports
+from conftest import run_cli
 
 
 @pytest.fixture
-def reports(scanned, tmp_path):
+def reports(scanned_copy):
     """A private copy to tamper with."""
-    copy = tmp_path / "reports"
-    shutil.copytree(scanned, copy)
-    return copy
+    return scanned_copy
 
 
 def make_card(reports, out, *extra):
@@ -47,7 +37,7 @@ def test_card_records_what_with_what_results_and_digests(scanned, tmp_path):
     every = sorted(p.name for p in scanned.iterdir() if p.is_file() and not p.name.startswith("."))
     assert list(card["files"]) == every and all(card["files"][n] == sha(scanned / n) for n in every)
     assert card["audited"]["shard_list_sha256"] == hashlib.sha256(b"00000\n00001\n00002\n").hexdigest()
-    assert card["audited"]["samples"] == 60 and card["audited"]["complete"] is True
+    assert card["audited"]["samples"] == 63 and card["audited"]["complete"] is True
     run = json.loads((scanned / "run.json").read_text())
     assert card["model"]["revision"] == run["revision"] and card["model"]["model"] == run["model"]
     assert card["taxonomy"]["fingerprint"] == run["taxonomy_fingerprint"]
@@ -78,12 +68,12 @@ def test_tampered_report_file_or_number_is_named(reports, tmp_path):
     card = json.loads(card_path.read_text())
     sexual = next(r for r in card["results"] if r["id"] == "sexual")
     sexual["flagged"] += 1
-    card["audited"]["samples"] = 59
+    card["audited"]["samples"] = 62
     card_path.write_text(json.dumps(card))
     result = verify(card_path, reports)
     assert result.exit_code == 1
     assert f"results[sexual].flagged: {sexual['flagged']} in the card, {sexual['flagged'] - 1} from" in result.output
-    assert "audited.samples: 59 in the card, 60 from the reports" in result.output
+    assert "audited.samples: 62 in the card, 63 from the reports" in result.output
 
 
 def test_removed_and_added_files_are_named(reports, tmp_path):
@@ -96,7 +86,7 @@ def test_removed_and_added_files_are_named(reports, tmp_path):
     assert "file 00002.parquet: listed in the card, not in the reports" in result.output
     assert "file notes.txt: in the reports, not listed in the card" in result.output
     assert "audited.complete: True in the card, False from the reports" in result.output
-    assert "audited.samples: 60 in the card, 40" in result.output
+    assert "audited.samples: 63 in the card, 40" in result.output
 
 
 def test_card_of_an_incomplete_run(reports, tmp_path):
@@ -151,8 +141,8 @@ def test_card_with_labels_carries_the_estimates(reports, tmp_path):
     assert run_cli("sample", reports, "--size", 24, "--out", review, "--seed", 7).exit_code == 0
     with open(review / "review.csv", newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
-    for row in rows:
-        row["labels"] = "sexual" if int(row["key"][-2:]) % 3 == 0 else "safe"
+    for i, row in enumerate(rows):
+        row["labels"] = "sexual" if i % 3 == 0 else "safe"
     with open(review / "review.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
