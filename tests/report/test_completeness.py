@@ -133,9 +133,8 @@ def test_filter_summary_lists_incomplete_shards(partial, tmp_path):
     assert summary["complete"] is False and summary["incomplete"]["missing_shards"] == ["00001"]
 
 
-def test_complete_run_says_so_everywhere(tmp_path, tiny_clip, demo_shards):
-    reports = tmp_path / "reports"
-    assert run_cli(*scan_args(demo_shards, reports, tiny_clip)).exit_code == 0
+def test_complete_run_says_so_everywhere(tmp_path, scanned):
+    reports = scanned
     data = report_json(reports)
     assert data["complete"] is True and data["incomplete"]["truncated"] == []
     markdown = run_cli("report", reports, "--format", "markdown").output
