@@ -1,3 +1,4 @@
+import csv
 import io
 import os
 import tarfile
@@ -34,8 +35,9 @@ class NoInputs:
 
 
 def write_tar(path: Path, members: list[tuple[str, bytes]], gz: bool = False) -> Path:
-    """Write members in exactly this order (for layouts TarWriter would not produce)."""
-    with tarfile.open(path, "w:gz" if gz else "w") as tf:
+    """Write members in exactly this order (for layouts TarWriter would not produce); PAX headers hold
+    names of any length."""
+    with tarfile.open(path, "w:gz" if gz else "w", format=tarfile.PAX_FORMAT) as tf:
         for name, data in members:
             info = tarfile.TarInfo(name)
             info.size = len(data)
@@ -274,6 +276,41 @@ def hf_layout(tmp_path):
     path.parent.mkdir()
     pq.write_table(table, path)
     return path.parent
+
+
+# ---- review sheets (`vlmaudit sample`): drawn, read, labelled ----
+
+def draw_review(reports, out: Path, *extra) -> Path:
+    """`vlmaudit sample` of REPORTS into OUT: 24 rows, seed 7, unless EXTRA says otherwise."""
+    result = run_cli("sample", reports, "--size", 24, "--out", out, "--seed", 7, *extra)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def read_sheet(out: Path) -> list[dict]:
+    with open(out / "review.csv", newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def write_sheet(out: Path, rows: list[dict]) -> None:
+    with open(out / "review.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def label_sheet(out: Path, rule) -> list[dict]:
+    """Every row of OUT's review.csv labelled RULE(row); the rows written back."""
+    rows = read_sheet(out)
+    for row in rows:
+        row["labels"] = rule(row)
+    write_sheet(out, rows)
+    return rows
+
+
+def every_third(row: dict) -> bool:
+    """Rows 1, 4, 7, ... of a review sheet."""
+    return int(row["row"]) % 3 == 1
 
 
 def s3fs_client(endpoint):

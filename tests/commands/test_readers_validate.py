@@ -2,7 +2,6 @@
 validation: footers, stats, types, ranges, NaN): one `error:` line naming the file, exit 2, before
 any row is used or anything written."""
 
-import csv
 import json
 import math
 
@@ -10,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import run_cli
+from conftest import draw_review, label_sheet, run_cli
 from vlmaudit.schema import META_KEY
 
 SHARD = "00000"
@@ -21,14 +20,8 @@ def good(tmp_path_factory, demo_scan):
     """A labelled review sheet of the demo scan, and a SHA-256 bank."""
     root = tmp_path_factory.mktemp("readers-validate")
     reports = demo_scan.reports
-    review = root / "review"
-    assert run_cli("sample", reports, "--size", "10", "--out", review).exit_code == 0
-    with open(review / "review.csv", newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    with open(review / "review.csv", "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows([{**row, "labels": "safe"} for row in rows])
+    review = draw_review(reports, root / "review", "--size", 10)
+    label_sheet(review, lambda r: "safe")
     bank = root / "bank.txt"
     bank.write_text("0" * 64 + "\n")
     assert run_cli("estimate", reports, "--labels", review, "--json").exit_code == 0

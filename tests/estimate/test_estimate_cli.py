@@ -1,44 +1,16 @@
 """`vlmaudit sample` -> fill labels -> `vlmaudit estimate` / `report --labels`, through the CLI on
 scanned demo shards, and the errors a label file can cause."""
 
-import csv
 import json
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import run_cli
-
-
-def draw(where, reports, name, *extra):
-    out = where / name
-    result = run_cli("sample", reports, "--size", 24, "--out", out, "--seed", 7, *extra)
-    assert result.exit_code == 0, result.output
-    return out
-
-
-def read_sheet(out):
-    with open(out / "review.csv", newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
-
-
-def write_sheet(out, rows):
-    with open(out / "review.csv", "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def label_all(out, rule):
-    rows = read_sheet(out)
-    for row in rows:
-        row["labels"] = rule(row)
-    write_sheet(out, rows)
-    return rows
+from conftest import draw_review, every_third, label_sheet, read_sheet, run_cli, write_sheet
 
 
 def test_sample_writes_the_sheet_design_and_blurred_page(scanned, tmp_path):
     reports = scanned
-    out = draw(tmp_path, reports, "review-a")
+    out = draw_review(reports, tmp_path / "review-a")
     rows = read_sheet(out)
     design = json.loads((out / "design.json").read_text())
     assert len(rows) == design["drawn"] == 24 and design["population"] == 63
@@ -55,15 +27,15 @@ def test_sample_writes_the_sheet_design_and_blurred_page(scanned, tmp_path):
     page = (out / "review.html").read_text()
     no_image = page.count("(no image)")  # the demo's sample without an image and its broken JPEG, if drawn
     assert page.count("class='blur'") == 24 - no_image and no_image <= 2 and "data:image/jpeg;base64," in page
-    again = draw(tmp_path, reports, "review-b")
+    again = draw_review(reports, tmp_path / "review-b")
     assert [(r["shard"], r["key"]) for r in read_sheet(again)] == [(r["shard"], r["key"]) for r in rows]
-    other = draw(tmp_path, reports, "review-c", "--seed", 8)
+    other = draw_review(reports, tmp_path / "review-c", "--seed", 8)
     assert {(r["shard"], r["key"]) for r in read_sheet(other)} != {(r["shard"], r["key"]) for r in rows}
 
 
 def test_sample_refuses_to_overwrite_a_sheet(scanned, tmp_path):
     reports = scanned
-    out = draw(tmp_path, reports, "review-keep")
+    out = draw_review(reports, tmp_path / "review-keep")
     result = run_cli("sample", reports, "--size", 10, "--out", out)
     assert result.exit_code == 2 and "already holds a review sheet" in result.output
     assert run_cli("sample", reports, "--size", 10, "--out", out, "--overwrite").exit_code == 0
@@ -71,9 +43,8 @@ def test_sample_refuses_to_overwrite_a_sheet(scanned, tmp_path):
 
 def test_sample_then_label_then_estimate_end_to_end(scanned, tmp_path):
     reports = scanned
-    out = draw(tmp_path, reports, "review-e2e")
-    every_third = lambda r: sum(map(ord, r["key"])) % 3 == 0  # noqa: E731  (keys of bad samples end in words)
-    rows = label_all(out, lambda r: "sexual, Hate" if every_third(r) else "safe")
+    out = draw_review(reports, tmp_path / "review-e2e")
+    rows = label_sheet(out, lambda r: "sexual, Hate" if every_third(r) else "safe")
     result = run_cli("estimate", reports, "--labels", out, "--json")
     assert result.exit_code == 0, result.output
     est = json.loads(result.output)
@@ -100,7 +71,7 @@ def test_labels_from_the_parquet_sheet(scanned, tmp_path):
     import pyarrow as pa
 
     reports = scanned
-    out = draw(tmp_path, reports, "review-parquet")
+    out = draw_review(reports, tmp_path / "review-parquet")
     table = pq.read_table(out / "review.parquet")
     assert table.schema.field("labels").type == pa.string()
     labels = ["violence" if i % 4 == 0 else "safe" for i in range(table.num_rows)]
@@ -114,10 +85,10 @@ def test_labels_from_the_parquet_sheet(scanned, tmp_path):
 
 def test_unlabelled_strata_say_too_few_labels(scanned, tmp_path):
     reports = scanned
-    out = draw(tmp_path, reports, "review-partial")
+    out = draw_review(reports, tmp_path / "review-partial")
     design = json.loads((out / "design.json").read_text())
     first = design["strata"][0]["id"]
-    label_all(out, lambda r: "" if r["stratum"] == first else "safe")
+    label_sheet(out, lambda r: "" if r["stratum"] == first else "safe")
     est = json.loads(run_cli("estimate", reports, "--labels", out, "--json").output)
     assert est["overall"]["prevalence"]["status"] == "too few labels"
     assert est["overall"]["prevalence"]["estimate"] is None
@@ -126,8 +97,8 @@ def test_unlabelled_strata_say_too_few_labels(scanned, tmp_path):
 
 def test_report_with_labels_adds_the_estimates(scanned, tmp_path):
     reports = scanned
-    out = draw(tmp_path, reports, "review-report")
-    label_all(out, lambda r: "sexual" if r["key"].endswith("1") else "safe")
+    out = draw_review(reports, tmp_path / "review-report")
+    label_sheet(out, lambda r: "sexual" if r["key"].endswith("1") else "safe")
     result = run_cli("report", reports, "--labels", out, "--json")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)
@@ -151,7 +122,7 @@ def test_report_with_labels_adds_the_estimates(scanned, tmp_path):
 ])
 def test_bad_labels_are_one_line_and_exit_2(scanned, tmp_path, edit, message):
     reports = scanned
-    out = draw(tmp_path, reports, f"review-bad-{abs(hash(message))}")
+    out = draw_review(reports, tmp_path / f"review-bad-{abs(hash(message))}")
     rows = read_sheet(out)
     for row in rows:
         row["labels"] = "safe"
@@ -164,7 +135,7 @@ def test_bad_labels_are_one_line_and_exit_2(scanned, tmp_path, edit, message):
 
 def test_a_label_for_a_row_not_drawn_is_refused(scanned, tmp_path):
     reports = scanned
-    out = draw(tmp_path, reports, "review-undrawn")
+    out = draw_review(reports, tmp_path / "review-undrawn")
     rows = read_sheet(out)
     drawn = {(r["shard"], r["key"]) for r in rows}
     every = [(s, f"{s}{i:04d}") for s in ("00000", "00001", "00002") for i in range(20)]
@@ -183,8 +154,8 @@ def test_changed_reports_are_refused(scanned, tmp_path):
     import shutil
 
     reports = scanned
-    out = draw(tmp_path, reports, "review-changed")
-    label_all(out, lambda r: "safe")
+    out = draw_review(reports, tmp_path / "review-changed")
+    label_sheet(out, lambda r: "safe")
     fewer = tmp_path / "fewer"
     shutil.copytree(reports, fewer)
     for path in fewer.glob("00002*"):
@@ -203,6 +174,6 @@ def test_every_review_image_goes_through_images_allowed(scanned, tmp_path, monke
     real = exports._thumbnail
     monkeypatch.setattr(exports, "_thumbnail", lambda data, size: seen.append(1) or real(data, size))
     monkeypatch.setattr(review_page, "images_allowed", lambda report_dir, rows: [r for r in rows if r["row"] % 2])
-    out = draw(tmp_path, reports, "review-hook")
+    out = draw_review(reports, tmp_path / "review-hook")
     page = (out / "review.html").read_text()
     assert page.count("data:image/jpeg;base64,") == 12 == len(seen) and page.count("(no image)") == 12

@@ -9,7 +9,7 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import run_cli
+from conftest import draw_review, every_third, label_sheet, run_cli
 
 
 @pytest.fixture
@@ -137,16 +137,8 @@ def test_unscored_categories_are_na_and_known_matches_counted(reports, tmp_path)
 
 
 def test_card_with_labels_carries_the_estimates(reports, tmp_path):
-    review = tmp_path / "review"
-    assert run_cli("sample", reports, "--size", 24, "--out", review, "--seed", 7).exit_code == 0
-    with open(review / "review.csv", newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    for i, row in enumerate(rows):
-        row["labels"] = "sexual" if i % 3 == 0 else "safe"
-    with open(review / "review.csv", "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    review = draw_review(reports, tmp_path / "review")
+    rows = label_sheet(review, lambda r: "sexual" if every_third(r) else "safe")
     card, markdown = make_card(reports, tmp_path / "card", "--labels", review)
     estimate = json.loads(run_cli("estimate", reports, "--labels", review, "--json").output)
     sexual = next(c for c in estimate["categories"] if c["id"] == "sexual")["prevalence"]

@@ -3,7 +3,6 @@ blurred until clicked, escaping of every piece of data; opened in a real headles
 DevTools protocol (no console error, charts drawn at a non-zero size, nothing fetched from the
 network, images blurred before a click and not after), with a screenshot for a person to look at."""
 
-import csv
 import json
 import os
 import re
@@ -11,31 +10,17 @@ import shutil
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import run_cli
+from conftest import draw_review, every_third, label_sheet, run_cli
 
 HOSTILE = "<img src=x onerror=\"document.title='pwned'\">"
 
 
-def labelled_review(root, reports_dir):
-    """`vlmaudit sample` of the reports, every drawn row labelled (every third one: sexual)."""
-    out = root / "review"
-    result = run_cli("sample", reports_dir, "--size", 24, "--out", out, "--seed", 7)
-    assert result.exit_code == 0, result.output
-    with open(out / "review.csv", newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    for i, row in enumerate(rows):
-        row["labels"] = "sexual" if i % 3 == 0 else "safe"
-    with open(out / "review.csv", "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return out
-
-
 @pytest.fixture(scope="module")
 def reports(demo_scan, tmp_path_factory):
-    """(the demo scan's reports, a labelled review of them)."""
-    return demo_scan.reports, labelled_review(tmp_path_factory.mktemp("html"), demo_scan.reports)
+    """(the demo scan's reports, a review of them with every row labelled, every third one sexual)."""
+    review = draw_review(demo_scan.reports, tmp_path_factory.mktemp("html") / "review")
+    label_sheet(review, lambda r: "sexual" if every_third(r) else "safe")
+    return demo_scan.reports, review
 
 
 def summary_of(reports_dir, *args):

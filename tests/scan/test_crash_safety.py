@@ -80,13 +80,6 @@ def test_resume_with_other_thresholds_is_refused_unless_overwrite(tmp_path, tiny
     assert json.loads((out / "run.json").read_text())["rules_dir"] == str(rules)
 
 
-def test_unwritable_out_fails_clearly(tmp_path, tiny_clip, many_shards):
-    blocker = tmp_path / "file"
-    blocker.write_text("x")
-    result = run_cli(*scan_args(many_shards, blocker / "out", tiny_clip))
-    assert result.exit_code == 2 and "cannot write there" in result.output
-
-
 def test_opening_a_pipe_shard_runs_no_python_between_fork_and_exec():
     """A Ctrl-C that lands in the interpreter's fork handlers (which run only when Python code
     runs between fork and exec, e.g. a preexec_fn) leaves the logging lock held: the interrupted
