@@ -1,6 +1,9 @@
 import csv
 import io
 import os
+import signal
+import subprocess
+import sys
 import tarfile
 import time
 import typing
@@ -326,6 +329,32 @@ def wait_for(predicate, timeout=600):  # returns as soon as true; generous for l
             return True
         time.sleep(0.05)
     return False
+
+
+def start_scan(shards, out, model, *extra) -> subprocess.Popen:
+    """`vlmaudit scan` in a child process, for a test to kill, interrupt or race."""
+    cmd = [sys.executable, "-m", "vlmaudit", *scan_args(shards, out, model, *extra)]
+    return subprocess.Popen(cmd, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+
+
+def interrupt_after_two_shards(shards, out, model, fifo: Path, *extra) -> tuple[int, bytes]:
+    """A real Ctrl-C: scan SHARDS with a third one between them that is a pipe from the FIFO, which
+    blocks until the test lets it go, so the interrupt always lands after two finished shards (no
+    skip when a fast machine would finish first). Returns (exit status, stderr)."""
+    os.mkfifo(fifo)
+    proc = start_scan(shards[:2] + [f"pipe:cat {fifo}"] + shards[2:], out, model, *extra)
+    try:
+        assert wait_for(lambda: len(list(out.glob("*.stats.json"))) >= 2 or proc.poll() is not None)
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        try:  # let a `cat FIFO` still waiting for a writer reach end of file and exit
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:  # no reader left
+            pass
+    return proc.returncode, err
 
 
 def decide_by_policy(policy, image, caption, tmp_path, on_failed: int = 0):

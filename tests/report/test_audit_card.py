@@ -2,14 +2,13 @@
 digests and numbers from the reports and names every difference (exit 1), or exits 2 when the
 card or the reports cannot be read."""
 
-import csv
 import hashlib
 import json
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import draw_review, every_third, label_sheet, run_cli
+from conftest import draw_review, every_third, label_sheet, run_cli, write_sheet
 
 
 @pytest.fixture
@@ -150,10 +149,7 @@ def test_card_with_labels_carries_the_estimates(reports, tmp_path):
     unchecked = verify(tmp_path / "card.json", reports)
     assert unchecked.exit_code == 0 and "not re-checked" in unchecked.output
     rows[0]["labels"] = "safe" if rows[0]["labels"] == "sexual" else "sexual"
-    with open(review / "review.csv", "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_sheet(review, rows)
     result = verify(tmp_path / "card.json", reports, "--labels", review)
     assert result.exit_code == 1 and "results[sexual].estimate" in result.output
 
