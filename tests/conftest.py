@@ -105,11 +105,15 @@ class ReadOnlyTree:
 
 
 def tree_digests(root: Path) -> dict[str, str]:
+    """Relative path -> its mode and the SHA-256 of its bytes (of its target, for a link)."""
     import hashlib
 
-    return {str(p.relative_to(root)): "folder" if p.is_dir() and not p.is_symlink() else
-            hashlib.sha256(os.readlink(p).encode() if p.is_symlink() else p.read_bytes()).hexdigest()
-            for p in root.rglob("*")}
+    def digest(p: Path) -> str:
+        if p.is_dir() and not p.is_symlink():
+            return "folder"
+        return hashlib.sha256(os.readlink(p).encode() if p.is_symlink() else p.read_bytes()).hexdigest()
+
+    return {str(p.relative_to(root)): f"{p.lstat().st_mode:o} {digest(p)}" for p in root.rglob("*")}
 
 
 class DemoScan(typing.NamedTuple):
@@ -124,8 +128,10 @@ def demo_scan(tmp_path_factory, tiny_clip) -> DemoScan:
     no image, a broken JPEG, a very long caption) scanned with the tiny CLIP and the shipped rules,
     once per session. READ-ONLY: after every test that uses it, a test that changed, added or
     removed a file under it fails (and the demo is restored for the next tests). A test that must
-    change the reports works on `scanned_copy`; a module fixture that derives more from it writes
-    beside it, in a folder of its own."""
+    change the reports works on `scanned_copy`; a module fixture that derives more from it (a review
+    sheet, filter lists, another scan of its shards) writes in a folder of its own. Modules that need
+    other data or other scan settings keep a fixture of their own, named for what differs
+    (scanned_all_flagged, partial, nsfw_reports, hostile_captions, long_keys, photo_scan)."""
     from vlmaudit.demo.build import build_demo_shards
 
     root = tmp_path_factory.mktemp("demo-scan")

@@ -203,6 +203,7 @@ def test_a_change_to_the_shared_demo_scan_is_named_and_undone(tmp_path):
     (root / "reports" / "a.parquet").write_bytes(b"ROWS")
     (root / "reports" / "b.json").unlink()
     (root / "reports" / "new").mkdir()
-    assert tree.changes() == ["reports/a.parquet", "reports/b.json", "reports/new"]
+    (root / "reports").chmod(0o700)
+    assert tree.changes() == ["reports", "reports/a.parquet", "reports/b.json", "reports/new"]
     tree.restore()
     assert tree.changes() == [] and (root / "reports" / "a.parquet").read_bytes() == b"rows"
