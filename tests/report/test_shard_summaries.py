@@ -206,3 +206,30 @@ def test_worker_processes_give_the_numbers_of_one_process(tmp_path, monkeypatch)
         pooled = report_json(out, *extra)
         assert runs, "no worker pool was started"
         assert pooled == single == report_json(plain, *extra), extra
+
+
+def test_the_row_pass_checks_scores_in_the_same_pass(tmp_path, monkeypatch):
+    """Without summaries, the counting pass itself finds damaged scores: the separate check pass
+    runs only to name the file once something is found."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from vlmaudit.report import engine
+
+    out = write_reports(tmp_path / "r", 12, [30, 20])
+    plain = without_summaries(out, tmp_path / "plain")
+    calls = []
+    real = engine.check_scores
+    monkeypatch.setattr(engine, "check_scores", lambda *a, **k: calls.append(1) or real(*a, **k))
+    assert report_json(plain, "--threshold", "0.5")["overview"]["samples"] == 50
+    assert not calls
+    table = pq.read_table(plain / "00001.parquet")
+    scores = table.column("image_scores").to_pylist()
+    row = next(i for i, s in enumerate(scores) if s)
+    scores[row] = [float("nan")] * len(scores[row])
+    table = table.set_column(table.schema.get_field_index("image_scores"), table.schema.field("image_scores"),
+                             pa.array(scores, table.schema.field("image_scores").type))
+    pq.write_table(table, plain / "00001.parquet")
+    result = run_cli("report", str(plain), "--threshold", "0.5")
+    assert result.exit_code == 2 and "00001.parquet" in result.output and "NaN" in result.output, result.output
+    assert calls

@@ -78,6 +78,7 @@ class Counts:
     category: CategoryCounts | None = None
     candidates: dict = field(default_factory=dict)  # concept index -> [(shard, sample_index)], best first
     details: dict = field(default_factory=dict)  # concept index -> ConceptDetail (top concepts, --concept)
+    damaged: int = 0  # rows whose scores are damaged (NaN, out of range, wrong length): refused
 
     @classmethod
     def empty(cls, n_concepts: int, n_categories: int) -> "Counts":

@@ -83,6 +83,10 @@ def compute(con, source: str, columns: set[str], meta: dict, name: str) -> tuple
     counts = Counts.empty(n_c, n_k)
     rows = con.execute(codes.counts_sql(view, meta, [], columns, source=source)).fetchall()
     codes.add_codes(counts, rows)
+    if counts.damaged:
+        from vlmaudit.report.reading import BadScores
+
+        raise BadScores(f"{name}: {counts.damaged} rows hold scores that are NaN, infinite or outside [0, 1]")
     candidates = {str(code % codes.KIND - 1): [[b["s"], b["shard"], b["i"]] for b in best]
                   for code, _, _, _, best in rows if code // codes.KIND == codes.ANY and best}
     builder = HistBuilder([meta["categories"].index(c) for c in meta["concept_categories"]], n_k)

@@ -11,7 +11,7 @@ import numpy as np
 from vlmaudit.report import codes, details, engine
 from vlmaudit.report.engine import stem
 from vlmaudit.report.counts import Counts, View, default_view  # noqa: F401 (default_view: callers import it here)
-from vlmaudit.report.reading import read_report_meta, read_stats, report_files
+from vlmaudit.report.reading import BadScores, read_report_meta, read_stats, report_files
 
 
 def select_files(report_dir, shard_glob: str | None) -> list:
@@ -34,8 +34,10 @@ def count(view: View, files: list, meta: dict, top: int = 10) -> Counts:
         columns = set(pq.read_schema(handle).names)
     counts = Counts.empty(len(meta["concepts"]), len(meta["categories"]))
     with engine.session(files, str(files[0]).rsplit("/", 1)[0]) as con:
-        engine.check_scores(con, files, len(meta["concepts"]))
         codes.add_codes(counts, con.execute(codes.counts_sql(view, meta, files, columns)).fetchall())
+        if counts.damaged:  # checked in the same pass; now find and name the file
+            engine.check_scores(con, files, len(meta["concepts"]))
+            raise BadScores("a report holds scores that are NaN, infinite or outside [0, 1]")
         extra = [view.hist_concept] if view.hist_concept is not None else []
         concepts = list(dict.fromkeys(counts.top_concepts(top) + extra))
         if concepts:
