@@ -20,26 +20,27 @@ class ReportSet:
     run: dict
     footer_digests: dict | None = None  # shard name -> schema.footer_digest of its Parquet footer
     _digest: str | None = None  # taxonomy_digest(meta), computed once
+    listing: object = None  # reading.ReportDir: the directory's one listing (stats, run.json, claims)
 
     @classmethod
     def open(cls, location, allow_mixed: bool = False, files: list | None = None) -> "ReportSet":
         """Every check a command runs before counting (reading.validate_reports), once."""
-        from vlmaudit.report.reading import (DamagedReport, _shared_meta, check_mixed, check_report_footer,
-                                             read_run_file, read_stats, report_files)
+        from vlmaudit.report.reading import DamagedReport, ReportDir, _shared_meta, check_mixed, check_report_footer
 
-        files = files or report_files(location)
+        listing = ReportDir(location)  # the one listing: files, stats, run.json, claims, partial writes
+        files = files or listing.report_files()
         footers = [check_report_footer(path) for path in files]
         metas = [m for m, _, _ in footers]
         _shared_meta(files, metas)
         check_mixed(files, metas, allow_mixed)
-        stats = read_stats(location)
-        run = read_run_file(location)
+        stats = listing.stats()
+        run = listing.run()
         for path in files:
             if stem(path) not in stats:
                 raise DamagedReport(f"{path}: no {stem(path)}.stats.json beside it, so the shard never finished "
                                     "(re-run the scan, or remove the file)")
         return cls(location, files, metas, {stem(f): n for f, (_, n, _) in zip(files, footers)}, stats, run,
-                   {stem(f): d for f, (_, _, d) in zip(files, footers)})
+                   {stem(f): d for f, (_, _, d) in zip(files, footers)}, listing=listing)
 
     @property
     def meta(self) -> dict:

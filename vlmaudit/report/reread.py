@@ -27,7 +27,8 @@ class ReReadOptions:
 
 
 def shard_sources(report_dir: Path, names: list[str], options: ReReadOptions) -> tuple[dict, dict]:
-    """({report name: source to open}, {report name: why it is not opened}) for `names`."""
+    """({report name: source to open}, {report name: why it is not opened}) for `names`.
+    REPORT_DIR: a path, or an opened ReportSet or reading.ReportDir (its stats are reused)."""
     given = _named_on_command_line(options.shards)
     stats = read_stats(report_dir)
     sources, refused = {}, {}
