@@ -13,7 +13,7 @@ import numpy as np
 
 from vlmaudit.errors import UserError
 from vlmaudit.rulebook.policy import ACTIONS, MODALITIES, Policy
-from vlmaudit.report.reading import listing_of
+from vlmaudit.report.reportset import listing_of
 from vlmaudit.scan.writer import write_json_atomic
 from vlmaudit.schema import SampleStatus
 

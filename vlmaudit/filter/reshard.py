@@ -14,7 +14,7 @@ from pathlib import Path
 from vlmaudit.errors import UserError
 from vlmaudit.filter.matching import Damage, Kept, kept_samples, same_sample
 from vlmaudit.filter.table_shards import table_target, write_table_shard
-from vlmaudit.report.reading import listing_of
+from vlmaudit.report.reportset import listing_of
 from vlmaudit.report.reread import ReReadOptions, iter_raw_samples, shard_sources
 from vlmaudit.scan.parquet_source import is_table_shard
 from vlmaudit.scan.samples import IMAGE_EXTS, member_key

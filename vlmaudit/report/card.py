@@ -29,7 +29,7 @@ def build_card(report_dir, summary: dict, meta: dict, view, options: dict, skip:
     """The card dict. `options`: the report options that shaped the numbers (re-applied by
     verify-card); `skip`: paths of files not to digest (the card itself, written there)."""
     from vlmaudit import __version__
-    from vlmaudit.report.reading import listing_of, location_of
+    from vlmaudit.report.reportset import listing_of, location_of
 
     listing = listing_of(report_dir)  # an opened ReportSet's: nothing listed or read again
     run = listing.run()
@@ -133,7 +133,7 @@ def file_digests(report_dir, skip: tuple = ()) -> dict[str, str]:
     """{relative path: SHA-256} of every regular file under REPORT_DIR (a path, or an opened
     ReportSet or reading.ReportDir, whose listing is the top level), hidden files (claims, partial
     writes) and symlinks left out."""
-    from vlmaudit.report.reading import listing_of
+    from vlmaudit.report.reportset import listing_of
 
     listing = listing_of(report_dir)
     if listing.remote:

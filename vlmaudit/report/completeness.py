@@ -17,7 +17,7 @@ def assess(report_dir, shard_glob: str | None = None, status_counts: dict | None
     """{"complete": bool, "incomplete": {...}} of REPORT_DIR (a path, or an opened ReportSet or
     reading.ReportDir, whose listing and stats are reused). `status_counts` ({status: samples}
     of the rows counted) gives the failed samples by status; without it the shards' stats do."""
-    from vlmaudit.report.reading import listing_of
+    from vlmaudit.report.reportset import listing_of
 
     listing = listing_of(report_dir, missing_ok=True)
     stats = listing.stats()

@@ -64,7 +64,7 @@ def load_thumbnails(report_dir, summary: dict, reread, size: int = 128) -> tuple
     samples, read from the shards the command line allows (see report.reread.shard_sources).
     REPORT_DIR: a path, or an opened ReportSet (its stats are reused, not read again)."""
     from vlmaudit.match.known import known_matches
-    from vlmaudit.report.reading import location_of
+    from vlmaudit.report.reportset import location_of
     from vlmaudit.report.reread import shard_sources
 
     known = known_matches(location_of(report_dir))  # a matched image is never decoded again

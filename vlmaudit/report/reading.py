@@ -149,27 +149,13 @@ def _remote_entries(where, missing_ok: bool) -> dict[str, str]:
     return entries
 
 
-def listing_of(where, missing_ok: bool = False) -> ReportDir:
-    """The listing of WHERE: a ReportDir itself, an opened ReportSet's, or a new one of a path or URL."""
-    from vlmaudit.report.reportset import ReportSet
-
-    if isinstance(where, ReportDir):
-        return where
-    if isinstance(where, ReportSet):
-        return where.listing or ReportDir(where.location, missing_ok)
-    return ReportDir(where, missing_ok)
-
-
-def location_of(where):
-    """The path or URL WHERE was opened from (a ReportSet, a ReportDir, or the path itself)."""
-    from vlmaudit.report.reportset import ReportSet
-
-    return where.location if isinstance(where, (ReportDir, ReportSet)) else where
-
-
 def report_files(report_dir) -> list:
-    """The reports' Parquet files (see ReportDir.report_files)."""
-    return listing_of(report_dir).report_files()
+    """The reports' Parquet files (see ReportDir.report_files); REPORT_DIR: a path, URL or ReportDir."""
+    return _listing(report_dir).report_files()
+
+
+def _listing(report_dir, missing_ok: bool = False) -> ReportDir:
+    return report_dir if isinstance(report_dir, ReportDir) else ReportDir(report_dir, missing_ok)
 
 
 def open_report(path):
@@ -378,7 +364,7 @@ def _stats(row_group, index):
 
 def read_stats(report_dir) -> dict[str, dict]:
     """{shard name: stats} of every *.stats.json (none where there is no directory)."""
-    return listing_of(report_dir, missing_ok=True).stats()
+    return _listing(report_dir, missing_ok=True).stats()
 
 
 def read_json_file(path):
@@ -415,7 +401,7 @@ def check_stats(path: Path, stats) -> dict:
 
 def read_run_file(report_dir) -> dict:
     """run.json (absent: {}); a damaged one is refused, naming it."""
-    return listing_of(report_dir, missing_ok=True).run()
+    return _listing(report_dir, missing_ok=True).run()
 
 
 def check_run(path, run) -> dict:
@@ -425,14 +411,6 @@ def check_run(path, run) -> dict:
     if not isinstance(planned, list) or not all(isinstance(p, str) for p in planned):
         raise DamagedReport(f"{path}: planned_shards must be a list of shard names")
     return run
-
-
-def validate_reports(report_dir, files: list | None = None, allow_mixed: bool = False) -> dict:
-    """Every check a command runs before counting (report.reportset.ReportSet.open, which commands
-    use to keep what it read). Returns the shared metadata."""
-    from vlmaudit.report.reportset import ReportSet
-
-    return ReportSet.open(report_dir, allow_mixed, files).meta
 
 
 def iter_batches(files: list[Path], columns: list[str], batch_size: int = 131072):

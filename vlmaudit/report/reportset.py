@@ -24,7 +24,7 @@ class ReportSet:
 
     @classmethod
     def open(cls, location, allow_mixed: bool = False, files: list | None = None) -> "ReportSet":
-        """Every check a command runs before counting (reading.validate_reports), once."""
+        """Every check a command runs before counting, once: the footers, the stats and run.json, models not mixed."""
         from vlmaudit.report.reading import DamagedReport, ReportDir, _shared_meta, check_mixed, check_report_footer
 
         listing = ReportDir(location)  # the one listing: files, stats, run.json, claims, partial writes
@@ -129,3 +129,20 @@ def _read_json(where):
         return json.loads(_read_bytes(where, MAX_SUMMARY_BYTES))
     except (ValueError, RecursionError) as exc:
         raise DamagedReport(f"{where}: not valid JSON ({str(exc)[:200]})") from None
+
+
+def listing_of(where, missing_ok: bool = False):
+    """The one listing (reading.ReportDir) of WHERE: an opened ReportSet's, a ReportDir itself, or a
+    new one of a path or URL. Readers that take a report directory take any of the three."""
+    from vlmaudit.report.reading import ReportDir
+
+    if isinstance(where, ReportSet):
+        return where.listing or ReportDir(where.location, missing_ok)
+    return where if isinstance(where, ReportDir) else ReportDir(where, missing_ok)
+
+
+def location_of(where):
+    """The path or URL WHERE was opened from (a ReportSet, a reading.ReportDir, or the path itself)."""
+    from vlmaudit.report.reading import ReportDir
+
+    return where.location if isinstance(where, (ReportSet, ReportDir)) else where
