@@ -20,31 +20,31 @@ class ReportSet:
     run: dict
     footer_digests: dict | None = None  # shard name -> schema.footer_digest of its Parquet footer
     _digest: str | None = None  # taxonomy_digest(meta), computed once
+    listing: object = None  # reading.ReportDir: the directory's one listing (stats, run.json, claims)
     lazy: bool = False  # only the first footer checked (open_lazy); `checked()` checks them all
-    names: set | None = None  # lazy: every file name in the location (one listing)
     meta_sha256: str | None = None  # schema.meta_digest of the first file's run metadata
     allow_mixed: bool = False
     meta_digests: dict | None = None  # open(): shard name -> schema.meta_digest of its footer
 
     @classmethod
     def open(cls, location, allow_mixed: bool = False, files: list | None = None) -> "ReportSet":
-        """Every check a command runs before counting (reading.validate_reports), once."""
-        from vlmaudit.report.reading import (DamagedReport, _shared_meta, check_mixed, check_report_footer,
-                                             read_run_file, read_stats, report_files)
+        """Every check a command runs before counting, once: the footers, the stats and run.json, models not mixed."""
+        from vlmaudit.report.reading import DamagedReport, ReportDir, _shared_meta, check_mixed, check_report_footer
 
-        files = files or report_files(location)
+        listing = ReportDir(location)  # the one listing: files, stats, run.json, claims, partial writes
+        files = files or listing.report_files()
         footers = [check_report_footer(path) for path in files]
         metas = [m for m, _, _, _ in footers]
         _shared_meta(files, metas)
         check_mixed(files, metas, allow_mixed)
-        stats = read_stats(location)
-        run = read_run_file(location)
+        stats = listing.stats()
+        run = listing.run()
         for path in files:
             if stem(path) not in stats:
                 raise DamagedReport(f"{path}: no {stem(path)}.stats.json beside it, so the shard never finished "
                                     "(re-run the scan, or remove the file)")
         return cls(location, files, metas, {stem(f): n for f, (_, n, _, _) in zip(files, footers)}, stats, run,
-                   {stem(f): d for f, (_, _, d, _) in zip(files, footers)}, meta_sha256=footers[0][3],
+                   {stem(f): d for f, (_, _, d, _) in zip(files, footers)}, listing=listing, meta_sha256=footers[0][3],
                    allow_mixed=allow_mixed, meta_digests={stem(f): m for f, (_, _, _, m) in zip(files, footers)})
 
     @classmethod
@@ -53,38 +53,32 @@ class ReportSet:
         checked in full, run.json read; each other file is checked against its summary (its footer's
         digest, its stats' row count, the run's metadata digest) while the summaries are folded, and
         `stats` is filled then. Anything else asks `checked()` for every check `open` runs."""
-        from vlmaudit.report.reading import check_report_footer, read_run_file, report_files
+        from vlmaudit.report.reading import DamagedReport, ReportDir, check_report_footer
 
-        from vlmaudit.report.reading import DamagedReport
-
-        files = report_files(location)
+        listing = ReportDir(location)
+        files = listing.report_files()
         meta, _, _, meta_sha = check_report_footer(files[0])
-        names = _listing(location)
         for path in files:
-            if f"{stem(path)}.stats.json" not in names:
+            if f"{stem(path)}.stats.json" not in listing.entries:
                 check_report_footer(path)  # a damaged file says so first, as `open` does
                 raise DamagedReport(f"{path}: no {stem(path)}.stats.json beside it, so the shard never finished "
                                     "(re-run the scan, or remove the file)")
-        return cls(location, files, [meta], {}, {}, read_run_file(location), lazy=True, names=names,
+        return cls(location, files, [meta], {}, {}, listing.run(), listing=listing, lazy=True,
                    meta_sha256=meta_sha, allow_mixed=allow_mixed)
 
     def checked(self) -> "ReportSet":
         """This set with every footer and stats file checked (itself unless lazy)."""
         return ReportSet.open(self.location, self.allow_mixed, self.files) if self.lazy else self
 
-    def unpaired_stats(self) -> dict:
-        """Lazy: the stats of shards without a report file (failed shards), read on their own."""
-        from vlmaudit.report.reading import DamagedReport, check_stats
-        from vlmaudit.report.summary_fold import read_json
+    def adopt_stats(self, read: dict) -> None:
+        """Lazy: the stats the summary fold read, with the others (shards without a report file,
+        files outside --shard) read here; the listing keeps them for later readers."""
+        from vlmaudit.report.reading import check_stats
 
-        stems = {stem(f) for f in self.files}
-        out = {}
-        for name in sorted(self.names or ()):
-            shard = name[: -len(".stats.json")] if name.endswith(".stats.json") else ""
-            if shard and shard not in stems:
-                where = _child(self.location, name)
-                out[shard] = check_stats(where, read_json(where, DamagedReport))
-        return out
+        rest = {n[: -len(".stats.json")]: n for n in self.listing.names(".stats.json")}
+        self.stats = dict(read) | {shard: check_stats(self.listing.file(name), self.listing.read_json(name))
+                                   for shard, name in rest.items() if shard not in read}
+        self.listing._stats = self.stats
 
     @property
     def meta(self) -> dict:
@@ -104,25 +98,10 @@ class ReportSet:
         return {n: s for n, s in self.stats.items() if not shard_glob or fnmatch.fnmatch(n, shard_glob)}
 
     def has_summaries(self, files: list) -> bool:
-        """Every file has a summary beside it (else the rows path)."""
-        if self.names is not None:
-            return all(f"{stem(f)}.summary.json" in self.names and f"{stem(f)}.hist.bin" in self.names for f in files)
-        return all(self._summary_exists(f) for f in files)
-
-    def _sibling(self, path, suffix: str):
-        text = str(path)
-        return (text[: -len(".parquet")] + suffix) if isinstance(path, str) else path.with_name(stem(path) + suffix)
-
-    def _summary_exists(self, path) -> bool:
-        from vlmaudit.scan.summary import SUMMARY_SUFFIX
-
-        sibling = self._sibling(path, SUMMARY_SUFFIX)
-        if isinstance(sibling, str):
-            from vlmaudit.storage.location import filesystem
-
-            fs, where = filesystem(sibling)
-            return fs.exists(where)
-        return sibling.exists()
+        """Every file has a summary and histograms beside it, as listed (else the rows path)."""
+        entries = self.listing.entries
+        return all(entries.get(f"{stem(f)}.summary.json") == "file" and entries.get(f"{stem(f)}.hist.bin") == "file"
+                   for f in files)
 
     def reader(self):
         """summary_fold.ShardReader of this set (what a worker process needs to check a summary)."""
@@ -141,21 +120,18 @@ class ReportSet:
         return reader.summary(path, rows)
 
 
-def _listing(location) -> set:
-    """Every file name in a report location, in one listing."""
-    import os
+def listing_of(where, missing_ok: bool = False):
+    """The one listing (reading.ReportDir) of WHERE: an opened ReportSet's, a ReportDir itself, or a
+    new one of a path or URL. Readers that take a report directory take any of the three."""
+    from vlmaudit.report.reading import ReportDir
 
-    from vlmaudit.storage.location import Location, is_url
-
-    if is_url(str(location)):
-        return set(Location(str(location)).names(""))
-    with os.scandir(location) as entries:
-        return {e.name for e in entries}
+    if isinstance(where, ReportSet):
+        return where.listing or ReportDir(where.location, missing_ok)
+    return where if isinstance(where, ReportDir) else ReportDir(where, missing_ok)
 
 
-def _child(location, name: str):
-    from pathlib import Path
+def location_of(where):
+    """The path or URL WHERE was opened from (a ReportSet, a reading.ReportDir, or the path itself)."""
+    from vlmaudit.report.reading import ReportDir
 
-    from vlmaudit.storage.location import is_url
-
-    return f"{str(location).rstrip('/')}/{name}" if is_url(str(location)) else Path(location) / name
+    return where.location if isinstance(where, (ReportSet, ReportDir)) else where

@@ -152,7 +152,7 @@ def from_summaries(reports, files: list, meta: dict, view: View, top: int, hist_
     for other, _, _ in parts[1:]:
         merger.merge(other)
     if reports.lazy:
-        reports.stats = {name: s for _, _, part in parts for name, s in part.items()} | reports.unpaired_stats()
+        reports.adopt_stats({name: s for _, _, part in parts for name, s in part.items()})
     counts = merger.result()
     k = None if summaries_answer(view, meta) else rethreshold_edge(view)
     hists = _rethreshold(reader, files, kept, k, counts) if k is not None else None
