@@ -30,11 +30,11 @@ def run_calibrate(request: CalibrateRequest) -> dict:
     from vlmaudit.calibrate.choose import choose
     from vlmaudit.calibrate.labels import load_labels
     from vlmaudit.calibrate.scores import MODALITIES, group_scores, labelled_rows
-    from vlmaudit.report.reading import report_files, validate_reports
+    from vlmaudit.report.reportset import ReportSet
 
     _check(request, MODALITIES)
-    files = report_files(request.report_dir)
-    meta = validate_reports(request.report_dir, files)  # the checks `report` runs: footers, stats, mixed models
+    reports = ReportSet.open(request.report_dir)  # the checks `report` runs: footers, stats, mixed models
+    files, meta = reports.files, reports.meta
     ids, names, members = _groups(meta, request.per)
     labels = load_labels(request.labels, request.per, ids, names)
     rows, image, caption = labelled_rows(labels, meta, files)

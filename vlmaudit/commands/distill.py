@@ -38,7 +38,7 @@ def run_distill(request: DistillRequest, settings) -> dict:
     from vlmaudit.head.model import save_head
     from vlmaudit.progress import ProgressOptions
     from vlmaudit.storage.localfiles import check_writable_dir
-    from vlmaudit.report.reading import report_files, validate_reports
+    from vlmaudit.report.reportset import ReportSet
     from vlmaudit.rulebook.load import load_rules
     from vlmaudit.scan.runinfo import plan_jobs
     from vlmaudit.scan.worker import ScanSettings
@@ -46,8 +46,8 @@ def run_distill(request: DistillRequest, settings) -> dict:
     check_writable_dir(request.out)  # like every check here, before the vision tower loads
     console = Console(stderr=True, quiet=request.quiet)
     taxonomy = load_rules(request.rules).taxonomy
-    files = report_files(request.report_dir)
-    meta = validate_reports(request.report_dir, files)  # the checks `report` runs: footers, stats, mixed models
+    reports = ReportSet.open(request.report_dir)  # the checks `report` runs: footers, stats, mixed models
+    files, meta = reports.files, reports.meta
     verdicts = judge_verdicts(files, meta, taxonomy, request.cutoff, request.max_samples)
     jobs, _ = plan_jobs(request.shards)
     model = vision_model(request, meta)  # every check above runs before the vision tower loads

@@ -26,15 +26,15 @@ def estimate_for(report_dir, labels: Path, meta: dict, files: list, thr_image, t
 
 def run_estimate(report_dir, labels: Path, fmt: str, output: Path | None, allow_mixed: bool = False) -> None:
     from vlmaudit.estimate import render
-    from vlmaudit.report.reading import report_files, validate_reports
+    from vlmaudit.report.reportset import ReportSet
     from vlmaudit.report.safetext import json_text
 
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
-    files = report_files(report_dir)
-    meta = validate_reports(report_dir, files, allow_mixed)
+    reports = ReportSet.open(report_dir, allow_mixed)  # listed, footers and stats read once
+    meta = reports.meta
     thr = meta["thresholds"]
-    result = estimate_for(report_dir, labels, meta, files, thr["image"], thr["caption"])
+    result = estimate_for(report_dir, labels, meta, reports.files, thr["image"], thr["caption"])
     if fmt == "table" and not output:
         render.render_table(result)
         return
