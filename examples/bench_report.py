@@ -84,7 +84,7 @@ def run_engine(report_dir: str, workload: str) -> dict:
         summary = run_filter(Path(report_dir), policy, Path(report_dir).parent / "bench-filter-engine", "review", True)
         return {"samples": summary["samples"], "counts": summary["counts"]}
     thresholds = ["0.5"] if workload == "rethreshold" else []
-    summary = summarize(report_dir, 10, build_view(ReportRequest(Path(report_dir), thresholds=thresholds), meta))
+    summary = summarize(report_dir, 10, build_view(ReportRequest(report_dir=Path(report_dir), thresholds=thresholds), meta))
     return {"samples": summary["overview"]["samples"], "flagged": summary["overview"]["flagged"],
             "categories": [c["flagged"] for c in summary["categories"]],
             "top": [(c["id"], c["flagged"], c["mean_image"], c["p95_image"]) for c in summary["top_concepts"]]}
@@ -333,9 +333,10 @@ def main() -> None:
         generate(args.dir, args.rows, args.files)
         print(f"generated {args.rows:,} rows in {time.perf_counter() - started:.0f} s")
         started = time.perf_counter()
+        from vlmaudit.commands.options import SummarizeRequest
         from vlmaudit.commands.summarize import run_summarize
 
-        run_summarize(args.dir)
+        run_summarize(SummarizeRequest(report_dir=args.dir))
         print(f"wrote the per-shard summaries in {time.perf_counter() - started:.0f} s (the scan's share)")
     time_all(args.dir, args.only or WORKLOADS)
 
