@@ -135,7 +135,6 @@ def run_verify_card(request: VerifyCardRequest) -> int:
     from vlmaudit.report.safetext import safe_text
 
     card_path, report_dir, labels = request.card, request.report_dir, request.labels
-
     card, json_path = load_card(card_path)
     if card.get("estimate") and labels is None:
         print("note: the card's estimates are not re-checked (pass --labels with the review sheet)")
