@@ -137,3 +137,72 @@ def test_summarize_writes_the_missing_summaries(tmp_path):
     assert result.exit_code == 0 and "1 summary written" in result.output, result.output
     assert (plain / "00001.summary.json").stat().st_mtime_ns == stamp  # a valid summary is left alone
     assert report_json(plain) == report_json(out)
+
+
+def no_row_pass(monkeypatch):
+    from vlmaudit.report import summary
+
+    monkeypatch.setattr(summary, "count", lambda *a, **k: pytest.fail("read the rows"))
+
+
+@pytest.mark.parametrize("threshold", ["0.5", "0.3", "0.95", "0.001"])
+def test_one_threshold_on_a_bin_edge_comes_from_the_histograms_exactly(tmp_path, monkeypatch, threshold):
+    """`--threshold T` (T a multiple of 1/1000) is answered from hist.bin without reading rows, and
+    says what a full pass over the rows says, examples and per-shard counts included."""
+    rng = np.random.default_rng(7)
+    out = write_reports(tmp_path / "r", 8, [int(n) for n in rng.integers(1, 120, 5)] + [0], failing={1})
+    plain = without_summaries(out, tmp_path / "plain")
+    full = report_json(plain, "--threshold", threshold, "--top", "75", "--examples", "8")
+    with monkeypatch.context() as patch:
+        no_row_pass(patch)
+        fast = report_json(out, "--threshold", threshold, "--top", "75", "--examples", "8")
+    assert fast["overview"]["flagged"] > 0
+    assert fast == full
+
+
+def test_a_threshold_between_bin_edges_reads_the_rows(tmp_path, monkeypatch):
+    from vlmaudit.report import summary
+
+    out = write_reports(tmp_path / "r", 9, [40, 30])
+    plain = without_summaries(out, tmp_path / "plain")
+    calls = []
+    real = summary.count
+    monkeypatch.setattr(summary, "count", lambda *a, **k: calls.append(1) or real(*a, **k))
+    assert report_json(out, "--threshold", "0.5005") == report_json(plain, "--threshold", "0.5005")
+    assert len(calls) == 2  # both directories took the row pass
+    for mixed in (["--threshold", "0.5", "--threshold", "sexual=0.4"], ["--threshold", "0.4", "--concept", TAX.concept_ids[3]]):
+        calls.clear()
+        assert report_json(out, *mixed) == report_json(plain, *mixed)
+        assert len(calls) == 2, mixed  # one threshold per category or a slice: the rows decide
+
+
+def test_worker_processes_give_the_numbers_of_one_process(tmp_path, monkeypatch):
+    """Above POOL_MIN_FILES files the summaries are folded in worker processes (spawned, importing
+    the installed package): the same JSON as in-process and as the rows."""
+    from vlmaudit.report import summary_fold
+
+    rng = np.random.default_rng(11)
+    out = write_reports(tmp_path / "r", 10, [int(n) for n in rng.integers(1, 60, 9)] + [0])
+    plain = without_summaries(out, tmp_path / "plain")
+    monkeypatch.setattr(summary_fold, "_cores", lambda: 2)
+    runs = []
+    real = summary_fold.ProcessPoolExecutor if hasattr(summary_fold, "ProcessPoolExecutor") else None
+    assert real is None  # imported inside run(): spy on the pool through concurrent.futures
+    import concurrent.futures
+
+    pool = concurrent.futures.ProcessPoolExecutor
+
+    class Spy(pool):
+        def __init__(self, *a, **k):
+            runs.append(a)
+            super().__init__(*a, **k)
+
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", Spy)
+    for extra in ((), ("--threshold", "0.4")):
+        monkeypatch.setattr(summary_fold, "POOL_MIN_FILES", 10 ** 9)
+        single = report_json(out, *extra)
+        monkeypatch.setattr(summary_fold, "POOL_MIN_FILES", 2)
+        runs.clear()
+        pooled = report_json(out, *extra)
+        assert runs, "no worker pool was started"
+        assert pooled == single == report_json(plain, *extra), extra

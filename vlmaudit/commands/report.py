@@ -145,7 +145,7 @@ def _summarize(request: ReportRequest, report_dir: Path, histogram: bool = True)
     from vlmaudit.report.reportset import ReportSet
     from vlmaudit.report.summary import summarize
 
-    reports = ReportSet.open(report_dir, request.allow_mixed)
+    reports = ReportSet.open_lazy(report_dir, request.allow_mixed)  # the rest checked as it is read
     meta = reports.meta
     view = build_view(request, meta)
     with naming_damage(reports.files, len(meta["concepts"])):

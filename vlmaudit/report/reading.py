@@ -116,15 +116,27 @@ def check_report_file(path: Path) -> dict:
     return check_report_footer(path)[0]
 
 
-def check_report_footer(path: Path) -> tuple[dict, int, str]:
-    """check_report_file's checks; returns (footer metadata, row count, schema.footer_digest)."""
-    from vlmaudit.schema import footer_digest
+def check_report_footer(path: Path) -> tuple[dict, int, str, str]:
+    """check_report_file's checks; returns (footer metadata, row count, schema.footer_digest,
+    schema.meta_digest)."""
+    from vlmaudit.schema import META_KEY, meta_digest
 
     parquet, meta = _file_meta(path)
     _check_meta(path, meta)
     _check_columns(path, parquet.schema_arrow)
     _check_statistics(path, parquet)
-    return meta, parquet.metadata.num_rows, footer_digest(parquet.metadata)
+    return meta, parquet.metadata.num_rows, raw_footer_digest(path), meta_digest(parquet.schema_arrow.metadata[META_KEY])
+
+
+def raw_footer_digest(path) -> str:
+    """schema.footer_digest of a local or remote report file; a damaged tail is refused naming it."""
+    from vlmaudit.schema import footer_digest
+
+    try:
+        with open_input(path) if is_url(str(path)) else open(path, "rb") as handle:
+            return footer_digest(handle)
+    except (OSError, ValueError) as exc:
+        raise DamagedReport(f"{path}: not a readable Parquet file (truncated or damaged?): {_short(exc)}") from None
 
 
 def _file_meta(path: Path):

@@ -20,6 +20,11 @@ class ReportSet:
     run: dict
     footer_digests: dict | None = None  # shard name -> schema.footer_digest of its Parquet footer
     _digest: str | None = None  # taxonomy_digest(meta), computed once
+    lazy: bool = False  # only the first footer checked (open_lazy); `checked()` checks them all
+    names: set | None = None  # lazy: every file name in the location (one listing)
+    meta_sha256: str | None = None  # schema.meta_digest of the first file's run metadata
+    allow_mixed: bool = False
+    meta_digests: dict | None = None  # open(): shard name -> schema.meta_digest of its footer
 
     @classmethod
     def open(cls, location, allow_mixed: bool = False, files: list | None = None) -> "ReportSet":
@@ -29,7 +34,7 @@ class ReportSet:
 
         files = files or report_files(location)
         footers = [check_report_footer(path) for path in files]
-        metas = [m for m, _, _ in footers]
+        metas = [m for m, _, _, _ in footers]
         _shared_meta(files, metas)
         check_mixed(files, metas, allow_mixed)
         stats = read_stats(location)
@@ -38,8 +43,48 @@ class ReportSet:
             if stem(path) not in stats:
                 raise DamagedReport(f"{path}: no {stem(path)}.stats.json beside it, so the shard never finished "
                                     "(re-run the scan, or remove the file)")
-        return cls(location, files, metas, {stem(f): n for f, (_, n, _) in zip(files, footers)}, stats, run,
-                   {stem(f): d for f, (_, _, d) in zip(files, footers)})
+        return cls(location, files, metas, {stem(f): n for f, (_, n, _, _) in zip(files, footers)}, stats, run,
+                   {stem(f): d for f, (_, _, d, _) in zip(files, footers)}, meta_sha256=footers[0][3],
+                   allow_mixed=allow_mixed, meta_digests={stem(f): m for f, (_, _, _, m) in zip(files, footers)})
+
+    @classmethod
+    def open_lazy(cls, location, allow_mixed: bool = False) -> "ReportSet":
+        """For the summary path at any number of files: the directory listed, the first footer
+        checked in full, run.json read; each other file is checked against its summary (its footer's
+        digest, its stats' row count, the run's metadata digest) while the summaries are folded, and
+        `stats` is filled then. Anything else asks `checked()` for every check `open` runs."""
+        from vlmaudit.report.reading import check_report_footer, read_run_file, report_files
+
+        from vlmaudit.report.reading import DamagedReport
+
+        files = report_files(location)
+        meta, _, _, meta_sha = check_report_footer(files[0])
+        names = _listing(location)
+        for path in files:
+            if f"{stem(path)}.stats.json" not in names:
+                check_report_footer(path)  # a damaged file says so first, as `open` does
+                raise DamagedReport(f"{path}: no {stem(path)}.stats.json beside it, so the shard never finished "
+                                    "(re-run the scan, or remove the file)")
+        return cls(location, files, [meta], {}, {}, read_run_file(location), lazy=True, names=names,
+                   meta_sha256=meta_sha, allow_mixed=allow_mixed)
+
+    def checked(self) -> "ReportSet":
+        """This set with every footer and stats file checked (itself unless lazy)."""
+        return ReportSet.open(self.location, self.allow_mixed, self.files) if self.lazy else self
+
+    def unpaired_stats(self) -> dict:
+        """Lazy: the stats of shards without a report file (failed shards), read on their own."""
+        from vlmaudit.report.reading import DamagedReport, check_stats
+        from vlmaudit.report.summary_fold import read_json
+
+        stems = {stem(f) for f in self.files}
+        out = {}
+        for name in sorted(self.names or ()):
+            shard = name[: -len(".stats.json")] if name.endswith(".stats.json") else ""
+            if shard and shard not in stems:
+                where = _child(self.location, name)
+                out[shard] = check_stats(where, read_json(where, DamagedReport))
+        return out
 
     @property
     def meta(self) -> dict:
@@ -60,6 +105,8 @@ class ReportSet:
 
     def has_summaries(self, files: list) -> bool:
         """Every file has a summary beside it (else the rows path)."""
+        if self.names is not None:
+            return all(f"{stem(f)}.summary.json" in self.names and f"{stem(f)}.hist.bin" in self.names for f in files)
         return all(self._summary_exists(f) for f in files)
 
     def _sibling(self, path, suffix: str):
@@ -77,54 +124,38 @@ class ReportSet:
             return fs.exists(where)
         return sibling.exists()
 
-    def summary(self, path) -> dict:
-        """The checked summary of one report file (read each time: callers fold and forget it)."""
-        from vlmaudit.report.shard_summary import check, taxonomy_digest
-        from vlmaudit.scan.summary import SUMMARY_SUFFIX
+    def reader(self):
+        """summary_fold.ShardReader of this set (what a worker process needs to check a summary)."""
+        from vlmaudit.report.shard_summary import taxonomy_digest
+        from vlmaudit.report.summary_fold import ShardReader
 
         if self._digest is None:
             self._digest = taxonomy_digest(self.meta)
-        where = self._sibling(path, SUMMARY_SUFFIX)
-        return check(_read_json(where), self.meta, where, self.footer_rows.get(stem(path)), self._digest,
-                     (self.footer_digests or {}).get(stem(path)))
+        return ShardReader(self.meta, {"taxonomy": self._digest, "meta": self.meta_sha256})
 
-    def hist(self, path, sha256: str, concepts: list[int] | None = None) -> dict:
-        """One file's histograms, concept index -> [modality, bin], if its digest is the summary's
-        (only the given concepts are inflated)."""
-        import hashlib
-
-        from vlmaudit.report.reading import DamagedReport
-        from vlmaudit.report.shard_summary import decode_hist
-        from vlmaudit.scan.summary import HIST_SUFFIX
-
-        where = self._sibling(path, HIST_SUFFIX)
-        data = _read_bytes(where, 64 << 20)
-        if hashlib.sha256(data).hexdigest() != sha256:
-            raise DamagedReport(f"{where}: does not match its summary (digest differs)")
-        return decode_hist(data, len(self.meta["concepts"]), where, concepts)
+    def summary(self, path) -> dict:
+        """The checked summary of one report file (checked against its footer and stats)."""
+        reader = self.reader()
+        name = stem(path)
+        rows = self.footer_rows.get(name, (self.stats.get(name) or {}).get("rows"))
+        return reader.summary(path, rows)
 
 
-def _read_bytes(where, limit: int) -> bytes:
-    from vlmaudit.report.reading import DamagedReport
-    from vlmaudit.storage.location import open_input
+def _listing(location) -> set:
+    """Every file name in a report location, in one listing."""
+    import os
 
-    try:
-        with open_input(where) if isinstance(where, str) else open(where, "rb") as handle:
-            data = handle.read(limit + 1)
-    except OSError as exc:
-        raise DamagedReport(f"{where}: cannot read ({exc.strerror or exc})") from None
-    if len(data) > limit:
-        raise DamagedReport(f"{where}: over the {limit}-byte limit for this file")
-    return data
+    from vlmaudit.storage.location import Location, is_url
+
+    if is_url(str(location)):
+        return set(Location(str(location)).names(""))
+    with os.scandir(location) as entries:
+        return {e.name for e in entries}
 
 
-def _read_json(where):
-    import json
+def _child(location, name: str):
+    from pathlib import Path
 
-    from vlmaudit.report.reading import DamagedReport
-    from vlmaudit.report.shard_summary import MAX_SUMMARY_BYTES
+    from vlmaudit.storage.location import is_url
 
-    try:
-        return json.loads(_read_bytes(where, MAX_SUMMARY_BYTES))
-    except (ValueError, RecursionError) as exc:
-        raise DamagedReport(f"{where}: not valid JSON ({str(exc)[:200]})") from None
+    return f"{str(location).rstrip('/')}/{name}" if is_url(str(location)) else Path(location) / name

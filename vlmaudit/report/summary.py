@@ -68,8 +68,8 @@ def example_rows(files: list, counts: Counts, concepts: list[int]) -> dict:
 
 def summarize(report_dir, top: int = 10, view: View | None = None, hist_concept: str | None = None) -> dict:
     """The summary dict of a report directory (or an opened ReportSet): from the per-shard
-    summaries when every selected file has one and the view is the scan's own, else one pass
-    over the rows."""
+    summaries when every selected file has one and they answer the view (the scan's thresholds,
+    or one threshold on a histogram bin edge), else one pass over the rows."""
     from vlmaudit.report.reportset import ReportSet
 
     reports = report_dir if isinstance(report_dir, ReportSet) else None
@@ -77,15 +77,18 @@ def summarize(report_dir, top: int = 10, view: View | None = None, hist_concept:
     view = view or default_view(meta)
     if hist_concept:
         view.hist_concept = meta["concepts"].index(hist_concept)
-    if reports is not None and summaries_answer(view, meta):
+    if reports is not None and (summaries_answer(view, meta) or rethreshold_edge(view) is not None):
         files = reports.select(view.shard_glob)
         if reports.has_summaries(files):
-            from vlmaudit.report.shard_summary import StaleSummary
+            from vlmaudit.report.shard_summary import SummaryMismatch
 
             try:
                 return from_summaries(reports, files, meta, view, top, hist_concept)
-            except StaleSummary:
-                pass  # a report file rewritten since its summary: its rows say what it holds
+            except SummaryMismatch:
+                pass  # a report file rewritten since its summary, or another run's: its rows say what it holds
+    if reports is not None and reports.lazy:
+        reports = reports.checked()
+        _adopt(report_dir, reports)
     files = reports.select(view.shard_glob) if reports else select_files(report_dir, view.shard_glob)
     counts = count(view, files, meta, top)
     examples = example_rows(files, counts, counts.top_concepts(top)) if view.examples else {}
@@ -96,6 +99,11 @@ def summarize(report_dir, top: int = 10, view: View | None = None, hist_concept:
 
     run = reports.run if reports else read_run_file(report_dir)
     return _finish(meta, counts, stats, top, files, view, hist_concept, examples, run)
+
+
+def _adopt(lazy, checked) -> None:
+    """The caller's lazy ReportSet becomes the checked one (its stats complete for later steps)."""
+    lazy.__dict__.update(checked.__dict__)
 
 
 def _finish(meta, counts, stats, top, files, view, hist_concept, examples, run: dict, highest=None) -> dict:
@@ -118,27 +126,75 @@ def summaries_answer(view: View, meta: dict) -> bool:
             and np.array_equal(view.thr_caption, np.asarray(thr["caption"], np.float32)))
 
 
-def from_summaries(reports, files: list, meta: dict, view: View, top: int, hist_concept) -> dict:
-    """The summary dict from per-shard summaries only (each read once, folded, forgotten): no pass
-    over the rows; the top concepts' histograms are read afterwards, file by file."""
-    from vlmaudit.report.highest import merge_highest
-    from vlmaudit.report.shard_summary import Merger
+def rethreshold_edge(view: View) -> int | None:
+    """k when the view is one threshold EDGES[k] for every concept and modality (the histograms
+    answer it exactly), else None."""
+    from vlmaudit.report.counts import edge_index
 
-    merger, digests = Merger(meta), []
-    for path in files:
-        shard = reports.summary(path)
-        merger.add(shard)
-        digests.append(shard["hist"]["sha256"])
+    values = np.concatenate([view.thr_image, view.thr_caption])
+    if view.policy is not None or not view.concepts.all() or not len(values) or not (values == values[0]).all():
+        return None
+    return edge_index(float(values[0]))
+
+
+def from_summaries(reports, files: list, meta: dict, view: View, top: int, hist_concept) -> dict:
+    """The summary dict from per-shard summaries (each read once, folded, forgotten; worker
+    processes for many files), then histograms: the top concepts' blocks, or every block for a
+    re-threshold. Rows are read only for the examples shown (a few rows of a few files)."""
+    from vlmaudit.report import summary_fold
+    from vlmaudit.report.highest import merge_highest
+
+    reader = reports.reader()
+    parts = summary_fold.run(summary_fold.fold_summaries, reader, files)
+    merger, kept = parts[0][0], [item for _, part, _ in parts for item in part]  # (hist sha256, shard names)
+    for other, _, _ in parts[1:]:
+        merger.merge(other)
+    if reports.lazy:
+        reports.stats = {name: s for _, _, part in parts for name, s in part.items()} | reports.unpaired_stats()
     counts = merger.result()
+    k = None if summaries_answer(view, meta) else rethreshold_edge(view)
+    hists = _rethreshold(reader, files, kept, k, counts) if k is not None else None
     extra = [view.hist_concept] if view.hist_concept is not None else []
     concepts = list(dict.fromkeys(counts.top_concepts(top) + extra))
-    if concepts:
-        hists = (reports.hist(path, digest, concepts) for path, digest in zip(files, digests))
-        counts.details = merger.details(hists, concepts)
-    examples = merger.rows if view.examples else {}
+    if concepts and hists is None:
+        items = [(path, sha) for path, (sha, _) in zip(files, kept)]
+        totals = summary_fold.run(summary_fold.fold_concept_hists, reader, items, concepts)
+        counts.details = merger.details({c: sum(t[c] for t in totals) for c in concepts})
+    elif concepts:
+        counts.details = merger.details({c: hists[c] for c in concepts})
+    examples = _checked_examples(reports, files, kept, counts, counts.top_concepts(top)) if view.examples else {}
     highest = lambda: merge_highest(merger.highest, min(top, 5))  # noqa: E731
     return _finish(meta, counts, reports.selected_stats(view.shard_glob), top, files, view, hist_concept,
                    examples, reports.run, highest)
+
+
+def _rethreshold(reader, files: list, kept: list, k: int, counts: Counts):
+    """counts at threshold EDGES[k] from every file's histograms; returns the concepts' summed
+    [image, caption] histograms. A file holding rows of several shards: its rows are read instead."""
+    from vlmaudit.report import summary_fold
+    from vlmaudit.report.shard_summary import SummaryMismatch
+
+    if any(len(names) > 1 for _, names in kept):
+        raise SummaryMismatch("a report file holding several shards: per-shard counts need its rows")
+    items = [(path, sha, names[0] if names else "") for path, (sha, names) in zip(files, kept)]
+    parts = summary_fold.run(summary_fold.fold_rethreshold, reader, items, k)
+    for other in parts[1:]:
+        parts[0].merge(other)
+    parts[0].apply(counts)
+    return parts[0].hists
+
+
+def _checked_examples(reports, files: list, kept: list, counts: Counts, concepts: list[int]) -> dict:
+    """example_rows from the few files whose summaries hold the candidates' shards, each fully
+    checked first (never a pass over every file)."""
+    from vlmaudit.report.reading import check_report_footer
+
+    holder = {name: path for path, (_, names) in zip(files, kept) for name in names}
+    shards = {shard for c in concepts for shard, _ in counts.candidates.get(c, [])}
+    chosen = sorted({holder[s] for s in shards if s in holder}, key=str)
+    for path in chosen if reports.lazy else ():
+        check_report_footer(path)
+    return example_rows(chosen, counts, concepts) if chosen else {}
 
 
 def _apply_coverage(summary: dict, run: dict, meta: dict) -> None:
