@@ -11,12 +11,13 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import run_cli, s3fs_client, scanned_demo
+from conftest import run_cli, s3fs_client
 
 
-@pytest.fixture(scope="module")
-def reports(tmp_path_factory, tiny_clip):
-    return scanned_demo(tmp_path_factory.mktemp("report-set"), tiny_clip, shards=3, per_shard=4)[1]
+@pytest.fixture
+def reports(scanned):
+    """The shared demo scan's reports (read-only)."""
+    return scanned
 
 
 class Reads:
