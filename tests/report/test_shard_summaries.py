@@ -15,7 +15,7 @@ RULES = load_rules()
 TAX = RULES.taxonomy
 
 
-def write_reports(out, seed, sizes, failing=()):
+def write_reports(out, seed, sizes, failing=(), model="synthetic"):
     """Shards of `sizes` rows through the scanner's own row builder and ShardWriter (which writes
     the summaries); shards in `failing` hold only failed rows."""
     from vlmaudit.scan.rows import RowBuilder, RowMeta
@@ -23,7 +23,7 @@ def write_reports(out, seed, sizes, failing=()):
     from vlmaudit.scan.writer import ShardWriter
     from vlmaudit.schema import report_meta, report_schema
 
-    meta = report_meta(TAX, RULES.thresholds, {"model": "synthetic", "backend": "synthetic"})
+    meta = report_meta(TAX, RULES.thresholds, {"model": model, "backend": "synthetic"})
     schema = report_schema(TAX, meta)
     builder = RowBuilder(TAX, RULES.thresholds, schema, "synthetic@0")
     rng = np.random.default_rng(seed)
@@ -233,3 +233,27 @@ def test_the_row_pass_checks_scores_in_the_same_pass(tmp_path, monkeypatch):
     result = run_cli("report", str(plain), "--threshold", "0.5")
     assert result.exit_code == 2 and "00001.parquet" in result.output and "NaN" in result.output, result.output
     assert calls
+
+
+def test_a_shard_of_another_run_with_its_own_summary_is_refused_as_mixed(tmp_path):
+    """Each summary records its run's metadata digest: a file of another model copied in with its
+    summary is caught without reading every footer, and refused as `report` refuses mixed runs."""
+    out = write_reports(tmp_path / "r", 13, [20, 30])
+    other = write_reports(tmp_path / "o", 14, [0, 0, 25], model="someone/else")
+    for name in ("00002.parquet", "00002.summary.json", "00002.hist.bin", "00002.stats.json"):
+        shutil.copy(other / name, out / name)
+    result = run_cli("report", str(out))
+    assert result.exit_code == 2 and "00002.parquet: another model" in result.output, result.output
+    assert report_json(out, "--allow-mixed")["overview"]["samples"] == 75
+
+
+def test_a_report_file_rewritten_after_its_summary_is_read_from_its_rows(tmp_path):
+    import pyarrow.parquet as pq
+
+    out = write_reports(tmp_path / "r", 15, [40, 30])
+    before = report_json(out)
+    table = pq.read_table(out / "00001.parquet")
+    pq.write_table(table.slice(0, 10), out / "00001.parquet")  # same run, other rows: the footer changed
+    (out / "00001.stats.json").write_text(json.dumps({**json.loads((out / "00001.stats.json").read_text()), "rows": 10}))
+    after = report_json(out)
+    assert before["overview"]["samples"] == 70 and after["overview"]["samples"] == 50
