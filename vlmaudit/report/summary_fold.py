@@ -210,19 +210,26 @@ def fold_rethreshold(reader: ShardReader, items: list, k: int) -> Rethreshold:
 
 # --- running a fold over many files ----------------------------------------------------------------
 
-def run(fold, reader: ShardReader, items: list, *args) -> list:
-    """[fold(reader, share, *args)] over shares of items: in this process below POOL_MIN_FILES
-    items (or on one core), else in worker processes."""
+def workers_for(items: list):
+    """A process pool for folding `items` (None: fold in this process: below POOL_MIN_FILES items
+    or on one core); the caller shuts it down (use it as a context manager)."""
     workers = _cores()
     if len(items) < POOL_MIN_FILES or workers < 2:
-        return [fold(reader, items, *args)]
+        return None
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    n = workers * CHUNKS_PER_WORKER
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+
+
+def run(fold, reader: ShardReader, items: list, *args, pool=None) -> list:
+    """[fold(reader, share, *args)] over shares of items: in `pool` (workers_for) when given, else
+    in this process."""
+    if pool is None:
+        return [fold(reader, items, *args)]
+    n = pool._max_workers * CHUNKS_PER_WORKER
     shares = [items[i * len(items) // n:(i + 1) * len(items) // n] for i in range(n)]
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return list(pool.map(fold, [reader] * n, shares, *([a] * n for a in args)))
+    return list(pool.map(fold, [reader] * n, shares, *([a] * n for a in args)))
 
 
 def _cores() -> int:
