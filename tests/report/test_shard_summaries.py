@@ -98,7 +98,7 @@ def test_summary_path_reads_no_rows(tmp_path, monkeypatch):
     assert report_json(out)["overview"]["samples"] == 70
 
 
-@pytest.mark.parametrize("damage", ["garbage", "foreign", "rows", "hist"])
+@pytest.mark.parametrize("damage", ["garbage", "foreign", "rows", "hist", "hist-tail"])
 def test_damaged_or_foreign_summaries_are_refused_naming_the_file(tmp_path, damage):
     out = write_reports(tmp_path / "r", 5, [20, 25])
     target = out / "00001.summary.json"
@@ -112,11 +112,11 @@ def test_damaged_or_foreign_summaries_are_refused_naming_the_file(tmp_path, dama
         summary["rows"] += 1
         summary["status"]["ok"] = summary["status"].get("ok", 0) + 1
         target.write_text(json.dumps(summary))
-    else:
+    else:  # the block table (read by every report), or the last block (read by a re-threshold)
         data = bytearray((out / "00001.hist.bin").read_bytes())
-        data[-3] ^= 0xFF
+        data[-3 if damage == "hist-tail" else 30] ^= 0xFF
         (out / "00001.hist.bin").write_bytes(bytes(data))
-    result = run_cli("report", str(out))
+    result = run_cli("report", str(out), *(["--threshold", "0.5"] if damage == "hist-tail" else []))
     assert result.exit_code == 2, result.output
     lines = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "00001." in lines[0], result.output

@@ -76,7 +76,7 @@ def summarize_table(table, meta: dict, name: str) -> tuple[dict, bytes]:
 
 def compute(con, source: str, columns: set[str], meta: dict, name: str) -> tuple[dict, bytes]:
     """(summary dict, hist.bin bytes) of the rows in `source` (a DuckDB relation) at the scan's thresholds."""
-    from vlmaudit.report.shard_hists import HistBuilder
+    from vlmaudit.report.shard_hists import HistBuilder, index_digest
 
     view = default_view(meta)
     n_c, n_k = len(meta["concepts"]), len(meta["categories"])
@@ -102,7 +102,8 @@ def compute(con, source: str, columns: set[str], meta: dict, name: str) -> tuple
         "score_sums": builder.sums.ravel().tolist(), "score_counts": builder.scored.ravel().tolist(),
         "candidates": candidates,
         "highest": [list(r) for r in highest_rows(con, source, HIGHEST)],
-        "hist": {"bins": BINS, "bytes": len(hist), "sha256": hashlib.sha256(hist).hexdigest()},
+        "hist": {"bins": BINS, "bytes": len(hist), "sha256": hashlib.sha256(hist).hexdigest(),
+                 "index_sha256": index_digest(hist, n_c, n_k)},
     }
     return summary, hist
 
@@ -142,7 +143,8 @@ def check(summary, meta: dict, where, expect: dict | None = None) -> dict:
     _check_candidates(summary, n_c, where)
     _check_rows(summary.get("highest"), 6, where, "highest")
     hist = summary.get("hist")
-    if not isinstance(hist, dict) or hist.get("bins") != BINS or not isinstance(hist.get("sha256"), str):
+    if not isinstance(hist, dict) or hist.get("bins") != BINS or not isinstance(hist.get("sha256"), str) \
+            or not isinstance(hist.get("index_sha256", ""), str) or not _is_count(hist.get("bytes")):
         raise DamagedReport(f"{where}: field hist malformed")
     if sum(summary["status"].values()) != summary["rows"] or summary["counts"][0] > summary["rows"]:
         raise DamagedReport(f"{where}: counts do not add up")

@@ -155,7 +155,7 @@ def from_summaries(reports, files: list, meta: dict, view: View, top: int, hist_
         extra = [view.hist_concept] if view.hist_concept is not None else []
         concepts = list(dict.fromkeys(counts.top_concepts(top) + extra))
         if concepts and hists is None:
-            items = [(path, sha) for path, (sha, _) in zip(files, kept)]
+            items = [(path, hist) for path, (hist, _) in zip(files, kept)]
             totals = summary_fold.run(summary_fold.fold_concept_hists, reports.reader(), items, concepts, pool=pool)
             counts.details = merger.details({c: sum(t[c] for t in totals) for c in concepts})
         elif concepts:
@@ -167,7 +167,7 @@ def from_summaries(reports, files: list, meta: dict, view: View, top: int, hist_
 
 
 def _fold_summaries(reports, files: list, pool):
-    """(Counts, Merger, [(hist sha256, shard names)] per file) of the files' summaries; a lazy
+    """(Counts, Merger, [(the summary's hist field, shard names)] per file) of the files' summaries; a lazy
     set's stats are filled from what the fold read."""
     from vlmaudit.report import summary_fold
 

@@ -54,6 +54,38 @@ class ShardReader:
             raise DamagedReport(f"{where}: does not match its summary (digest differs)")
         return HistFile(data, where, len(self.meta["concepts"]), len(self.meta["categories"]))
 
+    def hist_blocks(self, path, hist: dict, handle):
+        """A HistFile reading only the blocks asked for from `handle` (an open hist.bin), after
+        checking its header and block table against the summary's index digest."""
+        import hashlib
+
+        from vlmaudit.report.reading import DamagedReport
+        from vlmaudit.report.shard_hists import HistFile, header_size
+
+        where = sibling(path, ".hist.bin")
+        n_c, n_k = len(self.meta["concepts"]), len(self.meta["categories"])
+        head = handle.read(header_size(n_c, n_k))
+        if hashlib.sha256(head).hexdigest() != hist["index_sha256"]:
+            raise DamagedReport(f"{where}: does not match its summary (digest differs)")
+
+        def read(offset: int, length: int) -> bytes:
+            handle.seek(offset)
+            return handle.read(length)
+
+        if handle.seek(0, 2) != hist["bytes"]:
+            raise DamagedReport(f"{where}: does not match its summary (size differs)")
+        return HistFile(head, where, n_c, n_k, hist["bytes"], read)
+
+    def open_hist(self, path):
+        from vlmaudit.report.reading import DamagedReport
+        from vlmaudit.storage.location import open_input
+
+        where = sibling(path, ".hist.bin")
+        try:
+            return open_input(where) if isinstance(where, str) else open(where, "rb")
+        except OSError as exc:
+            raise DamagedReport(f"{where}: cannot read ({exc.strerror or exc})") from None
+
 
 def sibling(path, suffix: str):
     """NAME.parquet's NAME{suffix}, local Path or URL string alike."""
@@ -88,7 +120,7 @@ def read_json(where, error, limit: int = 1 << 20):
 # --- the three folds (each runs on a share of the files) -------------------------------------------
 
 def fold_summaries(reader: ShardReader, paths: list) -> tuple:
-    """(Merger, [(hist sha256, the summary's shard names)] per path, {shard name: stats})."""
+    """(Merger, [(the summary's hist field, its shard names)] per path, {shard name: stats})."""
     from vlmaudit.report.engine import stem
     from vlmaudit.report.shard_summary import Merger
 
@@ -97,18 +129,25 @@ def fold_summaries(reader: ShardReader, paths: list) -> tuple:
         shard_stats = reader.stats(path)
         summary = reader.summary(path, shard_stats.get("rows"))
         merger.add(summary)
-        shas.append((summary["hist"]["sha256"], list(summary["shards"])))
+        shas.append((summary["hist"], list(summary["shards"])))
         stats[stem(path)] = shard_stats
     return merger, shas, stats
 
 
 def fold_concept_hists(reader: ShardReader, items: list, concepts: list[int]) -> dict:
-    """concept -> summed [image, caption] histograms over (path, sha256) items."""
+    """concept -> summed [image, caption] histograms over (path, summary's hist field) items,
+    reading only those concepts' blocks (the whole file when the summary has no index digest)."""
     totals = {c: np.zeros((2, BINS), np.int64) for c in concepts}
-    for path, sha in items:
-        hist = reader.hist(path, sha)
-        for c in concepts:
-            totals[c] += hist.concept(c)
+    for path, hist_field in items:
+        if "index_sha256" not in hist_field:
+            hist = reader.hist(path, hist_field["sha256"])
+            for c in concepts:
+                totals[c] += hist.concept(c)
+            continue
+        with reader.open_hist(path) as handle:
+            hist = reader.hist_blocks(path, hist_field, handle)
+            for c in concepts:
+                totals[c] += hist.concept(c)
     return totals
 
 
@@ -204,7 +243,7 @@ def fold_rethreshold(reader: ShardReader, items: list, k: int) -> Rethreshold:
     """items: (path, sha256, shard name) of files holding one shard each."""
     out = Rethreshold(len(reader.meta["concepts"]), len(reader.meta["categories"]), k)
     for path, sha, shard in items:
-        out.add(reader.hist(path, sha), shard)
+        out.add(reader.hist(path, sha["sha256"]), shard)
     return out
 
 
