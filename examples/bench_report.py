@@ -166,9 +166,9 @@ def simulate(out: Path, shards: int, rows: int = 10_000, seed: int = 0) -> None:
                 pq.write_table(head.set_column(head.schema.get_field_index("shard"), "shard",
                                                pa.array([name] * len(head), pa.string())), rows_file)
             else:
-                os.link(shared, rows_file)
+                os.link(link_source(shared, f), rows_file)
         if not (out / f"{name}.hist.bin").exists():
-            os.link(template / "TEMPLATE.hist.bin", out / f"{name}.hist.bin")
+            os.link(link_source(template / "TEMPLATE.hist.bin", f), out / f"{name}.hist.bin")
         with open(rows_file, "rb") as handle:
             digest = footer_digest(handle)
         text = json.loads(summary.replace('"TEMPLATE"', f'"{name}"'))
@@ -178,6 +178,16 @@ def simulate(out: Path, shards: int, rows: int = 10_000, seed: int = 0) -> None:
         if f % 1000 == 999:
             print(f"\rwrote {f + 1}/{shards} shards", end="", flush=True)
     print()
+
+
+def link_source(path: Path, f: int) -> Path:
+    """A copy of `path` for shard f to hard-link to: one per 50,000 shards (ext4 allows 65,000 links)."""
+    import shutil
+
+    copy = path.with_name(f"{path.name}.{f // 50_000}")
+    if not copy.exists():
+        shutil.copyfile(path, copy)
+    return copy
 
 
 # ---------------------------------------------------------------- hand-written DuckDB SQL (child process)

@@ -52,7 +52,7 @@ def count(view: View, files: list, meta: dict, top: int = 10) -> Counts:
 def example_rows(files: list, counts: Counts, concepts: list[int]) -> dict:
     """(shard, sample_index) -> row (key, url, caption, score lists) of the candidates, re-read
     from the candidates' shard files only."""
-    wanted = {pair for c in concepts for pair in counts.candidates[c]}
+    wanted = {pair for c in concepts for pair in counts.candidates.get(c, [])}
     if not wanted:
         return {}
     shards = {shard for shard, _ in wanted}
@@ -155,7 +155,7 @@ def from_summaries(reports, files: list, meta: dict, view: View, top: int, hist_
         extra = [view.hist_concept] if view.hist_concept is not None else []
         concepts = list(dict.fromkeys(counts.top_concepts(top) + extra))
         if concepts and hists is None:
-            items = [(path, hist) for path, (hist, _) in zip(files, kept)]
+            items = [(path, hist) for path, (hist, _, _) in zip(files, kept)]
             totals = summary_fold.run(summary_fold.fold_concept_hists, reports.reader(), items, concepts, pool=pool)
             counts.details = merger.details({c: sum(t[c] for t in totals) for c in concepts})
         elif concepts:
@@ -175,8 +175,13 @@ def _fold_summaries(reports, files: list, pool):
     merger, kept = parts[0][0], [item for _, part, _ in parts for item in part]
     for other, _, _ in parts[1:]:
         merger.merge(other)
+    stats = {name: s for _, _, part in parts for name, s in part.items()}
+    others = [f for f in reports.files if f not in set(files)] if reports.lazy else []
+    if others:  # outside --shard: checked as every file is (its summary against its footer), not counted
+        stats |= {name: s for _, _, part in summary_fold.run(summary_fold.fold_summaries, reports.reader(),
+                                                             others, pool=pool) for name, s in part.items()}
     if reports.lazy:
-        reports.adopt_stats({name: s for _, _, part in parts for name, s in part.items()})
+        reports.adopt_stats(stats)
     return merger.result(), merger, kept
 
 
@@ -186,9 +191,9 @@ def _rethreshold(reader, files: list, kept: list, k: int, counts: Counts, pool):
     from vlmaudit.report import summary_fold
     from vlmaudit.report.shard_summary import SummaryMismatch
 
-    if any(len(names) > 1 for _, names in kept):
+    if any(len(names) > 1 for _, names, _ in kept):
         raise SummaryMismatch("a report file holding several shards: per-shard counts need its rows")
-    items = [(path, sha, names[0] if names else "") for path, (sha, names) in zip(files, kept)]
+    items = [(path, hist, names[0] if names else "", rows) for path, (hist, names, rows) in zip(files, kept)]
     parts = summary_fold.run(summary_fold.fold_rethreshold, reader, items, k, pool=pool)
     for other in parts[1:]:
         parts[0].merge(other)
@@ -199,7 +204,7 @@ def _rethreshold(reader, files: list, kept: list, k: int, counts: Counts, pool):
 def _checked_examples(reports, files: list, kept: list, counts: Counts, concepts: list[int]) -> dict:
     """example_rows from the few files whose summaries hold the candidates' shards, each fully
     checked first (never a pass over every file)."""
-    holder = {name: path for path, (_, names) in zip(files, kept) for name in names}
+    holder = {name: path for path, (_, names, _) in zip(files, kept) for name in names}
     shards = {shard for c in concepts for shard, _ in counts.candidates.get(c, [])}
     chosen = sorted({holder[s] for s in shards if s in holder}, key=str)
     for path in chosen if reports.lazy else ():

@@ -39,7 +39,9 @@ class ShardReader:
         from vlmaudit.report.shard_summary import MAX_SUMMARY_BYTES, check
 
         where = sibling(path, ".summary.json")
-        expect = dict(self.expect, footer=raw_footer_digest(path), rows=rows)
+        from vlmaudit.report.engine import stem
+
+        expect = dict(self.expect, footer=raw_footer_digest(path), rows=rows, shard=stem(path))
         return check(read_json(where, DamagedReport, MAX_SUMMARY_BYTES), self.meta, where, expect)
 
     def hist(self, path, sha256: str):
@@ -120,7 +122,7 @@ def read_json(where, error, limit: int = 1 << 20):
 # --- the three folds (each runs on a share of the files) -------------------------------------------
 
 def fold_summaries(reader: ShardReader, paths: list) -> tuple:
-    """(Merger, [(the summary's hist field, its shard names)] per path, {shard name: stats})."""
+    """(Merger, [(the summary's hist field, its shard names, its rows)] per path, {shard name: stats})."""
     from vlmaudit.report.engine import stem
     from vlmaudit.report.shard_summary import Merger
 
@@ -129,7 +131,7 @@ def fold_summaries(reader: ShardReader, paths: list) -> tuple:
         shard_stats = reader.stats(path)
         summary = reader.summary(path, shard_stats.get("rows"))
         merger.add(summary)
-        shas.append((summary["hist"], list(summary["shards"])))
+        shas.append((summary["hist"], list(summary["shards"]), summary["rows"]))
         stats[stem(path)] = shard_stats
     return merger, shas, stats
 
@@ -203,10 +205,18 @@ class Rethreshold:
         self.shard_flagged: dict[str, int] = {}
         self.best = BestRows()
 
-    def add(self, hist, shard: str) -> None:
+    def add(self, hist, shard: str, rows: int | None = None) -> None:
+        """One file's histograms (checked: each min(image, caption) block within both of its
+        blocks, no block holding more values than the file's rows)."""
         from vlmaudit.report.shard_hists import group_block
 
         blocks = hist.all_blocks()
+        totals = blocks.sum(axis=1, dtype=np.int64)
+        both_ok = (totals[2::3] <= np.minimum(totals[0::3], totals[1::3])).all()
+        if not both_ok or (rows is not None and int(totals.max(initial=0)) > rows):
+            from vlmaudit.report.reading import DamagedReport
+
+            raise DamagedReport(f"{hist.where}: histograms that do not add up")
         reached = blocks[:, self.k:].sum(axis=1, dtype=np.int64)
         self.reached += reached
         self.hists += blocks[: 3 * self.n_c].reshape(self.n_c, 3, BINS)[:, :2]
@@ -240,10 +250,10 @@ class Rethreshold:
 
 
 def fold_rethreshold(reader: ShardReader, items: list, k: int) -> Rethreshold:
-    """items: (path, sha256, shard name) of files holding one shard each."""
+    """items: (path, summary's hist field, shard name, rows) of files holding one shard each."""
     out = Rethreshold(len(reader.meta["concepts"]), len(reader.meta["categories"]), k)
-    for path, sha, shard in items:
-        out.add(reader.hist(path, sha["sha256"]), shard)
+    for path, sha, shard, rows in items:
+        out.add(reader.hist(path, sha["sha256"]), shard, rows)
     return out
 
 
