@@ -232,10 +232,12 @@ def hand_sql(report_dir: str, workload: str) -> dict:
                   FROM (SELECT shard, sample_index, caption_scores,
                                unnest(list_filter(range(1, 76), lambda i: caption_scores[i] >= 0.5)) AS i FROM src))
             JOIN concepts USING (i) GROUP BY ALL""")
-    return hand_summary(con, files)
+    return hand_summary(con, files, exact=workload in ("dashboard", "rethreshold-hist"))
 
 
-def hand_summary(con, files) -> dict:
+def hand_summary(con, files, exact: bool) -> dict:
+    """exact: means and p95 over every row (what the summaries give); else over every k-th file
+    above 2 M rows (what the rows path does)."""
     rows = con.execute("SELECT shard, status, count(*) FROM src GROUP BY ALL").fetchall()
     flagged_rows = con.execute("""SELECT shard, count(*) AS n, count_if(i AND c), count_if(i AND NOT c), count_if(c AND NOT i)
         FROM (SELECT shard, sample_index, bool_or(img) AS i, bool_or(cap) AS c FROM hits GROUP BY ALL) GROUP BY shard""").fetchall()
@@ -250,8 +252,12 @@ def hand_summary(con, files) -> dict:
         {'s': score, 'shard': shard, 'i': sample_index}, 8) FROM hits WHERE list_contains(?, concept) GROUP BY concept""",
                              [names]).fetchall()
     total = sum(n for *_, n in rows)
-    sampled = files[::max(1, total // 2_000_000)]
-    binned = lambda x: f"greatest(least(trunc({x} * 1000.0::FLOAT)::INTEGER, 999), 0)"  # noqa: E731
+    sampled = files if exact else files[::max(1, total // 2_000_000)]
+    def binned(x: str) -> str:  # the bin whose float32 edges hold x, as vlmaudit's score_bins
+        b = f"greatest(least(trunc({x} * 1000.0::FLOAT)::INTEGER, 999), 0)"
+        return (f"({b} - CASE WHEN {b} > 0 AND {x} < ({b} / 1000.0)::FLOAT THEN 1 ELSE 0 END "
+                f"+ CASE WHEN {b} < 999 AND {x} >= (({b} + 1) / 1000.0)::FLOAT THEN 1 ELSE 0 END)")
+
     stats = ", ".join(f"avg(image_scores[{index[c]}]), histogram({binned(f'image_scores[{index[c]}]')}), "
                       f"avg(caption_scores[{index[c]}]), histogram({binned(f'caption_scores[{index[c]}]')})" for c in names)
     details = con.execute(f"SELECT {stats} FROM read_parquet({sampled})").fetchone() if names else ()
