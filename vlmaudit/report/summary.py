@@ -195,7 +195,8 @@ def _checked_examples(reports, files: list, kept: list, counts: Counts, concepts
     shards = {shard for c in concepts for shard, _ in counts.candidates.get(c, [])}
     chosen = sorted({holder[s] for s in shards if s in holder}, key=str)
     for path in chosen if reports.lazy else ():
-        check_report_footer(path)
+        if path != reports.files[0]:  # open_lazy checked the first file: each footer is read once
+            check_report_footer(path)
     return example_rows(chosen, counts, concepts) if chosen else {}
 
 
