@@ -359,9 +359,10 @@ def main() -> None:
         generate(args.dir, args.rows, args.files)
         print(f"generated {args.rows:,} rows in {time.perf_counter() - started:.0f} s")
         started = time.perf_counter()
+        from vlmaudit.commands.options import SummarizeRequest
         from vlmaudit.commands.summarize import run_summarize
 
-        run_summarize(args.dir)
+        run_summarize(SummarizeRequest(report_dir=args.dir))
         print(f"wrote the per-shard summaries in {time.perf_counter() - started:.0f} s (the scan's share)")
     time_all(args.dir, args.only or WORKLOADS)
 

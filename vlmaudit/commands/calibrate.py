@@ -4,26 +4,13 @@ user's labels reaches the target; a thresholds file that scan --thresholds / rep
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
+from vlmaudit.commands.options import CalibrateRequest
 from vlmaudit.errors import UserError
 
 PERS = ("category", "concept")
-
-
-@dataclass
-class CalibrateRequest:
-    report_dir: Path
-    labels: Path
-    target_precision: float
-    out: Path
-    per: str = "category"
-    modality: str = "both"
-    min_flagged: int = 1
-    as_json: bool = False
 
 
 def run_calibrate(request: CalibrateRequest) -> dict:

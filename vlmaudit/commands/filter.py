@@ -5,13 +5,12 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from vlmaudit.commands.options import FilterRequest
 from vlmaudit.errors import UserError
 from vlmaudit.storage.location import is_url
 
 
-def run_filter_command(report_dir: Path, policy_name: str, out: Path, on_failed: str, allow_partial: bool,
-                       write_shards: Path | None, rules_dir: Path | None, reread=None, allow_mixed: bool = False,
-                       progress=None, banks: list[str] | None = None) -> None:
+def run_filter_command(request: FilterRequest) -> None:
     from vlmaudit.filter.lists import run_filter
     from vlmaudit.rulebook.policy import ACTIONS, load_policy
     from vlmaudit.report.reading import naming_damage
@@ -19,6 +18,9 @@ def run_filter_command(report_dir: Path, policy_name: str, out: Path, on_failed:
     from vlmaudit.rulebook.coverage import check_policy, coverage_of
     from vlmaudit.rulebook.load import find_rule_file
 
+    report_dir, policy_name, out, on_failed = request.report_dir, request.policy, request.out, request.on_failed
+    allow_partial, write_shards, rules_dir = request.allow_partial, request.write_shards, request.rules
+    reread, allow_mixed, progress, banks = request.reread(), request.allow_mixed, request.progress(), request.banks
     if write_shards and is_url(out):
         raise UserError("--write-shards needs a local --out (it reads the keep list from there); "
                         "write the lists locally, or drop --write-shards")

@@ -2,38 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
 
+from vlmaudit.commands.options import ReportRequest
 from vlmaudit.report.known_content import apply_known_matches
 from vlmaudit.errors import UserError
 from vlmaudit.rulebook.thresholds import target_mask
 
 FORMATS = ("table", "json", "markdown", "html", "card")
-
-
-@dataclass
-class ReportRequest:
-    report_dir: Path
-    fmt: str = "table"
-    output: Path | None = None
-    top: int = 10
-    thresholds: list[str] = field(default_factory=list)
-    policy: str | None = None
-    category: str | None = None
-    concept: str | None = None
-    shard: str | None = None
-    compare: Path | None = None
-    examples: int = 3
-    redact: bool = False
-    blur: bool = True
-    fail_above: list[str] = field(default_factory=list)
-    rules: Path | None = None
-    thresholds_file: Path | None = None  # a thresholds YAML (e.g. from `vlmaudit calibrate`)
-    reread: object = None  # report.reread.ReReadOptions: which shards the HTML gallery may open
-    allow_mixed: bool = False
-    labels: Path | None = None  # a review sheet (`vlmaudit sample`) with labels: adds the estimates
-    allow_incomplete: bool = False  # --fail-above gates a run with unfinished or truncated shards
 
 
 def build_view(request: ReportRequest, meta: dict):
@@ -248,11 +223,10 @@ def _with_estimates(text: str, estimates: dict, fmt: str) -> str:
 def _thumbnails(request: ReportRequest, summary: dict, reports=None) -> dict:
     import sys
 
-    from vlmaudit.report.reread import ReReadOptions
     from vlmaudit.report.exports import load_thumbnails
     from vlmaudit.report.safetext import safe_text
 
-    thumbs, refused = load_thumbnails(reports or request.report_dir, summary, request.reread or ReReadOptions())
+    thumbs, refused = load_thumbnails(reports or request.report_dir, summary, request.reread())
     for name, why in list(refused.items())[:5]:
         print(f"note: gallery shows no images of {safe_text(name)}: {why}", file=sys.stderr)
     return thumbs

@@ -4,27 +4,12 @@ sheet (CSV + Parquet), its design file and the reviewers' HTML page."""
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
+from vlmaudit.commands.options import SampleRequest
 from vlmaudit.errors import UserError
 
 MAX_SIZE = 20_000  # DuckDB keeps strata x largest n_h candidates while drawing
-
-
-@dataclass
-class SampleRequest:
-    report_dir: Path
-    out: Path
-    size: int
-    seed: int = 0
-    strata: str = "top"
-    bands: int = 5
-    overwrite: bool = False
-    redact: bool = False
-    blur: bool = True
-    reread: object = None  # report.reread.ReReadOptions: which shards the page may re-read images from
-    allow_mixed: bool = False
 
 
 def run_sample(request: SampleRequest) -> dict:
@@ -102,12 +87,11 @@ def design_dict(meta: dict, result) -> dict:
 def _write(request: SampleRequest, meta: dict, result, rows: list[dict], reports=None) -> None:
     from vlmaudit.estimate import review_page
     from vlmaudit.estimate.sheet import PAGE, write_sheet
-    from vlmaudit.report.reread import ReReadOptions
     from vlmaudit.report.safetext import safe_text
 
     request.out.mkdir(parents=True, exist_ok=True)
     write_sheet(request.out, [{k: v for k, v in r.items() if k != "caption"} for r in rows], design_dict(meta, result))
-    thumbs, refused = review_page.thumbnails(reports or request.report_dir, rows, request.reread or ReReadOptions())
+    thumbs, refused = review_page.thumbnails(reports or request.report_dir, rows, request.reread())
     for name, why in list(refused.items())[:5]:
         print(f"note: the review page shows no images of {safe_text(name)}: {why}", file=sys.stderr)
     page = review_page.page(rows, meta["categories"], thumbs, request.blur, request.redact)

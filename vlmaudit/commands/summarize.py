@@ -3,12 +3,15 @@ from an interrupted copy) lack, with the scan's rules: claim the shard, temporar
 
 from __future__ import annotations
 
+from vlmaudit.commands.options import SummarizeRequest
 
-def run_summarize(report_dir) -> int:
+
+def run_summarize(request: SummarizeRequest) -> int:
     from vlmaudit.report.engine import stem
     from vlmaudit.report.reportset import ReportSet
     from vlmaudit.report.safetext import safe_text
 
+    report_dir = request.report_dir
     reports = ReportSet.open(report_dir, allow_mixed=True)
     written = 0
     for path, meta in zip(reports.files, reports.metas):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vlmaudit.commands.options import VerifyCardRequest
 from vlmaudit.errors import UserError
 from vlmaudit.report.card import CARD_VERSION, CHECKED
 
@@ -39,7 +40,7 @@ def recompute(card: dict, json_path: Path, report_dir, labels: Path | None) -> d
 
     opts = card["options"]
     text = lambda key: opts.get(key) if isinstance(opts.get(key), str) else None
-    request = ReportRequest(report_dir, examples=0, policy=text("policy"), category=text("category"),
+    request = ReportRequest(report_dir=report_dir, examples=0, policy=text("policy"), category=text("category"),
                             concept=text("concept"), shard=text("shard"), rules=text("rules") and Path(text("rules")),
                             allow_mixed=opts.get("allow_mixed") is True)
     reports = ReportSet.open(report_dir, request.allow_mixed)  # listed, footers, stats and run.json read once
@@ -130,9 +131,10 @@ def _short(value) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
-def run_verify_card(card_path: Path, report_dir, labels: Path | None = None) -> int:
+def run_verify_card(request: VerifyCardRequest) -> int:
     from vlmaudit.report.safetext import safe_text
 
+    card_path, report_dir, labels = request.card, request.report_dir, request.labels
     card, json_path = load_card(card_path)
     if card.get("estimate") and labels is None:
         print("note: the card's estimates are not re-checked (pass --labels with the review sheet)")

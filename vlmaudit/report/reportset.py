@@ -57,14 +57,21 @@ class ReportSet:
 
         listing = ReportDir(location)
         files = listing.report_files()
-        meta, _, _, meta_sha = check_report_footer(files[0])
+        meta, rows, digest, meta_sha = check_report_footer(files[0])
         for path in files:
             if f"{stem(path)}.stats.json" not in listing.entries:
                 check_report_footer(path)  # a damaged file says so first, as `open` does
                 raise DamagedReport(f"{path}: no {stem(path)}.stats.json beside it, so the shard never finished "
                                     "(re-run the scan, or remove the file)")
-        return cls(location, files, [meta], {}, {}, listing.run(), listing=listing, lazy=True,
-                   meta_sha256=meta_sha, allow_mixed=allow_mixed)
+        return cls(location, files, [meta], {stem(files[0]): rows}, {}, listing.run(), {stem(files[0]): digest},
+                   listing=listing, lazy=True, meta_sha256=meta_sha, allow_mixed=allow_mixed)
+
+    def check_footer(self, path) -> None:
+        """Lazy: check one more file's footer in full (once)."""
+        from vlmaudit.report.reading import check_report_footer
+
+        if stem(path) not in self.footer_rows:
+            _, self.footer_rows[stem(path)], self.footer_digests[stem(path)], _ = check_report_footer(path)
 
     def checked(self) -> "ReportSet":
         """This set with every footer and stats file checked (itself unless lazy)."""

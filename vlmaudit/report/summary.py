@@ -189,14 +189,11 @@ def _rethreshold(reader, files: list, kept: list, k: int, counts: Counts):
 def _checked_examples(reports, files: list, kept: list, counts: Counts, concepts: list[int]) -> dict:
     """example_rows from the few files whose summaries hold the candidates' shards, each fully
     checked first (never a pass over every file)."""
-    from vlmaudit.report.reading import check_report_footer
-
     holder = {name: path for path, (_, names) in zip(files, kept) for name in names}
     shards = {shard for c in concepts for shard, _ in counts.candidates.get(c, [])}
     chosen = sorted({holder[s] for s in shards if s in holder}, key=str)
     for path in chosen if reports.lazy else ():
-        if path != reports.files[0]:  # open_lazy checked the first file: each footer is read once
-            check_report_footer(path)
+        reports.check_footer(path)
     return example_rows(chosen, counts, concepts) if chosen else {}
 
 

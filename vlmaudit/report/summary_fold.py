@@ -29,10 +29,10 @@ class ShardReader:
     expect: dict  # check()'s expect: taxonomy and meta digests
 
     def stats(self, path) -> dict:
-        from vlmaudit.report.reading import check_stats, read_json_file
+        from vlmaudit.report import reading
 
-        where = sibling(path, ".stats.json")  # the one reader of stats files: same limit and messages as every command
-        return check_stats(where, read_json_file(where))
+        where = sibling(path, ".stats.json")
+        return reading.check_stats(where, reading.read_json_file(where))
 
     def summary(self, path, rows) -> dict:
         from vlmaudit.report.reading import DamagedReport, raw_footer_digest
