@@ -15,9 +15,9 @@ The hand-written SQL computes, from the rows, the numbers the command prints: sa
 flagged per category, and the top 10 concepts' counts, image means and image p95 (above 2 M rows both
 sides take the means and p95 from every k-th file on the rows path; summaries use every row); the
 last column says whether both sides agree. --simulate-shards N builds a directory of N 10,000-row
-shards from one template shard (its summary and histograms under each name; each shard's Parquet holds
-10 of the template's rows, renamed, so the footer each summary is checked against is real) and
-times `dashboard` and `rethreshold-hist` over it.
+shards from one template shard (its summary and histograms under each name, each shard's Parquet a
+hard link to one file of 10 of the template's rows, so the footer each summary is checked against
+is real) and times `dashboard` and `rethreshold-hist` over it.
 """
 
 import argparse
@@ -114,15 +114,17 @@ def command(report_dir: str, thresholds: list[str]) -> dict:
 def simulate(out: Path, shards: int, rows: int = 10_000, seed: int = 0) -> None:
     """A report directory of N shards of `rows` rows each, without scanning or writing N times the
     rows: one template shard written by the scanner's own writer (Parquet, summary, hist.bin); per
-    shard, its summary and stats renamed, its hist.bin hard-linked, and a Parquet file of 10 of its
-    rows (shard column renamed) whose footer digest the summary records. Every file `report` reads
-    per shard is there and checked (footer digest, stats, summary, histograms); most example
-    candidates point at rows the small files do not hold, so few examples are found (the cost of
-    looking is paid)."""
+    shard, its summary and stats renamed, its hist.bin hard-linked, and a small Parquet file whose
+    footer digest its summary records: 10 of the template's rows under the shard's name for the
+    first shard and the last 1,000 (the files `report` checks in full: the first, and those holding
+    the example candidates, which all-equal summaries break ties to), a hard link to one file of
+    those rows with a null shard column for the others (checked by footer digest only, as every
+    file is). Every file `report` reads per shard is there and checked (footer digest, stats,
+    summary, histograms); the candidates point at rows the small files do not hold, so no example
+    is found (the cost of looking is paid)."""
     from vlmaudit.report.shard_summary import summarize_table
     from vlmaudit.rulebook.load import load_rules
     from vlmaudit.scan.rows import RowBuilder, RowMeta
-    from vlmaudit.scan.summary import write_bytes_atomic
     from vlmaudit.scan.writer import ShardWriter
     from vlmaudit.schema import report_meta, report_schema
 
@@ -150,26 +152,42 @@ def simulate(out: Path, shards: int, rows: int = 10_000, seed: int = 0) -> None:
     summary = (template / "TEMPLATE.summary.json").read_text()
     stats = json.loads((template / "TEMPLATE.stats.json").read_text())
     head = pq.read_table(template / "TEMPLATE.parquet").slice(0, 10)
+    shared = template / "ROWS.parquet"  # 10 rows, shard column null: one file, hard-linked
+    pq.write_table(head.set_column(head.schema.get_field_index("shard"), "shard", pa.nulls(len(head), pa.string())),
+                   shared)
     print(f"per shard of {rows:,} rows: summary.json {len(summary.encode()):,} bytes, hist.bin "
           f"{(template / 'TEMPLATE.hist.bin').stat().st_size:,} bytes, Parquet {(template / 'TEMPLATE.parquet').stat().st_size:,} bytes")
     out.mkdir(parents=True, exist_ok=True)
-    column = head.schema.get_field_index("shard")
     for f in range(shards):
         name = f"{f:06d}"
         rows_file = out / f"{name}.parquet"
-        pq.write_table(head.set_column(column, "shard", pa.array([name] * len(head), pa.string())), rows_file)
+        if not rows_file.exists():
+            if f == 0 or f >= shards - 1000:  # checked in full: the first file, the example candidates' files
+                pq.write_table(head.set_column(head.schema.get_field_index("shard"), "shard",
+                                               pa.array([name] * len(head), pa.string())), rows_file)
+            else:
+                os.link(link_source(shared, f), rows_file)
+        if not (out / f"{name}.hist.bin").exists():
+            os.link(link_source(template / "TEMPLATE.hist.bin", f), out / f"{name}.hist.bin")
         with open(rows_file, "rb") as handle:
             digest = footer_digest(handle)
-        target = out / f"{name}.hist.bin"
-        if not target.exists():
-            os.link(template / "TEMPLATE.hist.bin", target)
         text = json.loads(summary.replace('"TEMPLATE"', f'"{name}"'))
         text["footer_sha256"] = digest
-        write_bytes_atomic(out / f"{name}.summary.json", json.dumps(text, sort_keys=True).encode())
+        (out / f"{name}.summary.json").write_text(json.dumps(text, sort_keys=True))
         (out / f"{name}.stats.json").write_text(json.dumps(dict(stats, shard=name)))
         if f % 1000 == 999:
             print(f"\rwrote {f + 1}/{shards} shards", end="", flush=True)
     print()
+
+
+def link_source(path: Path, f: int) -> Path:
+    """A copy of `path` for shard f to hard-link to: one per 50,000 shards (ext4 allows 65,000 links)."""
+    import shutil
+
+    copy = path.with_name(f"{path.name}.{f // 50_000}")
+    if not copy.exists():
+        shutil.copyfile(path, copy)
+    return copy
 
 
 # ---------------------------------------------------------------- hand-written DuckDB SQL (child process)

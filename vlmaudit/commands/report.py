@@ -173,6 +173,7 @@ def _add_estimates(summary: dict, meta: dict, request: ReportRequest, reports) -
     from vlmaudit.commands.estimate import estimate_for
 
     view = build_view(request, meta)
+    reports = reports.checked()  # the estimates read rows: every footer checked first
     summary["estimates"] = estimate_for(request.report_dir, request.labels, meta, reports.files, view.thr_image,
                                         view.thr_caption)
 

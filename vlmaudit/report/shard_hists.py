@@ -127,11 +127,27 @@ def score_matrix(column, n_concepts: int) -> np.ndarray:
     return out
 
 
-class HistFile:
-    """A read hist.bin: its header and block table checked on open, blocks inflated on demand."""
+def header_size(n_concepts: int, n_categories: int) -> int:
+    """Bytes before the first block: magic, HEAD and the table of block lengths."""
+    return len(MAGIC) + HEAD.size + 4 * block_count(n_concepts, n_categories)
 
-    def __init__(self, data: bytes, where, n_concepts: int, n_categories: int):
+
+def index_digest(data: bytes, n_concepts: int, n_categories: int) -> str:
+    """SHA-256 of a hist.bin's header and block table: a summary records it, so a reader that
+    inflates a few blocks (each checked by zlib's own checksum) knows they are this file's."""
+    import hashlib
+
+    return hashlib.sha256(data[:header_size(n_concepts, n_categories)]).hexdigest()
+
+
+class HistFile:
+    """A hist.bin: header and block table checked on open, blocks inflated on demand. `data` is the
+    whole file, or only its header when `read(offset, length)` reads the blocks (of a file of
+    `size` bytes)."""
+
+    def __init__(self, data: bytes, where, n_concepts: int, n_categories: int, size: int | None = None, read=None):
         self.data, self.where = data, where
+        self.read = read or (lambda offset, length: data[offset:offset + length])
         head = len(MAGIC) + HEAD.size
         if len(data) < head or data[:len(MAGIC)] != MAGIC:
             raise DamagedReport(f"{where}: not a vlmaudit histogram file (or one of an older version: "
@@ -145,12 +161,16 @@ class HistFile:
             raise DamagedReport(f"{where}: damaged histograms (truncated)")
         lengths = np.frombuffer(data, "<u4", n, head).astype(np.int64)
         self.offsets = head + 4 * n + np.concatenate([[0], np.cumsum(lengths)])
-        if self.offsets[-1] != len(data):
+        if self.offsets[-1] != (len(data) if size is None else size):
             raise DamagedReport(f"{where}: damaged histograms (wrong size)")
         self.n_c, self.dtype = n_concepts, f"<u{width}"
 
+    def _raw(self, i: int) -> bytes:
+        start, end = int(self.offsets[i]), int(self.offsets[i + 1])
+        return self.read(start, end - start)
+
     def block(self, i: int) -> np.ndarray:
-        return _inflate(self.data[self.offsets[i]:self.offsets[i + 1]], BINS * int(self.dtype[-1]), self.where, self.dtype)
+        return _inflate(self._raw(i), BINS * int(self.dtype[-1]), self.where, self.dtype)
 
     def concept(self, c: int) -> np.ndarray:
         """[image, caption] histograms of concept c."""
@@ -163,7 +183,7 @@ class HistFile:
         """The best rows per concept (TOP_ROW records, concept by concept, best first): of the
         file's one shard (a file of several shards is re-thresholded from its rows)."""
         limit = self.n_c * CANDIDATES * TOP_ROW.itemsize
-        raw = _inflate(self.data[self.offsets[-2]:self.offsets[-1]], limit, self.where, None)
+        raw = _inflate(self._raw(len(self.offsets) - 2), limit, self.where, None)
         if len(raw) % TOP_ROW.itemsize:
             raise DamagedReport(f"{self.where}: damaged histograms (best rows)")
         rows = np.frombuffer(raw, TOP_ROW)
@@ -173,8 +193,9 @@ class HistFile:
 
 
 def _is_candidate(x) -> bool:
+    """[score in [0, 1], shard, sample index]."""
     return (isinstance(x, list) and len(x) == 3 and isinstance(x[0], (int, float)) and not isinstance(x[0], bool)
-            and isinstance(x[1], str) and isinstance(x[2], int) and not isinstance(x[2], bool))
+            and 0 <= x[0] <= 1 and isinstance(x[1], str) and isinstance(x[2], int) and not isinstance(x[2], bool))
 
 
 def _inflate(data: bytes, limit: int, where, dtype):

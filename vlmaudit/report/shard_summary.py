@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 
 import numpy as np
 
@@ -27,6 +28,7 @@ HIGHEST = 5  # highest-scoring rows kept per shard (the empty dashboard shows at
 MAX_SUMMARY_BYTES = 4 << 20
 BATCH_ROWS = 1 << 15
 TOTALS = ("flagged", "both", "image_only", "caption_only")
+DIGITS = re.compile("[0-9]{1,6}")
 
 
 def taxonomy_digest(meta: dict) -> str:
@@ -62,8 +64,9 @@ def unflatten(vector: np.ndarray, counts: Counts, n_c: int, n_k: int) -> None:
 
 # --- computing one shard's summary -----------------------------------------------------------------
 
-def summarize_table(table, meta: dict, name: str) -> tuple[dict, bytes]:
-    """(summary, hist.bin bytes) of one shard's rows (an Arrow table): the scan writer's summarizer."""
+def summarize_table(table, meta: dict, name: str) -> tuple[dict, bytes] | None:
+    """(summary, hist.bin bytes) of one shard's rows (an Arrow table): the scan writer's summarizer;
+    None when a row's scores are damaged (NaN, out of range: the shard is written without one)."""
     from vlmaudit.report import engine
 
     con = engine.connect()
@@ -74,19 +77,18 @@ def summarize_table(table, meta: dict, name: str) -> tuple[dict, bytes]:
         con.close()
 
 
-def compute(con, source: str, columns: set[str], meta: dict, name: str) -> tuple[dict, bytes]:
-    """(summary dict, hist.bin bytes) of the rows in `source` (a DuckDB relation) at the scan's thresholds."""
-    from vlmaudit.report.shard_hists import HistBuilder
+def compute(con, source: str, columns: set[str], meta: dict, name: str) -> tuple[dict, bytes] | None:
+    """(summary dict, hist.bin bytes) of the rows in `source` (a DuckDB relation) at the scan's
+    thresholds; None when a row's scores are damaged."""
+    from vlmaudit.report.shard_hists import HistBuilder, index_digest
 
     view = default_view(meta)
     n_c, n_k = len(meta["concepts"]), len(meta["categories"])
     counts = Counts.empty(n_c, n_k)
     rows = con.execute(codes.counts_sql(view, meta, [], columns, source=source)).fetchall()
     codes.add_codes(counts, rows)
-    if counts.damaged:
-        from vlmaudit.report.reading import BadScores
-
-        raise BadScores(f"{name}: {counts.damaged} rows hold scores that are NaN, infinite or outside [0, 1]")
+    if counts.damaged:  # no summary: `report` reads this shard's rows and refuses them, naming the file
+        return None
     candidates = {str(code % codes.KIND - 1): [[b["s"], b["shard"], b["i"]] for b in best]
                   for code, _, _, _, best in rows if code // codes.KIND == codes.ANY and best}
     builder = HistBuilder([meta["categories"].index(c) for c in meta["concept_categories"]], n_k)
@@ -102,7 +104,8 @@ def compute(con, source: str, columns: set[str], meta: dict, name: str) -> tuple
         "score_sums": builder.sums.ravel().tolist(), "score_counts": builder.scored.ravel().tolist(),
         "candidates": candidates,
         "highest": [list(r) for r in highest_rows(con, source, HIGHEST)],
-        "hist": {"bins": BINS, "bytes": len(hist), "sha256": hashlib.sha256(hist).hexdigest()},
+        "hist": {"bins": BINS, "bytes": len(hist), "sha256": hashlib.sha256(hist).hexdigest(),
+                 "index_sha256": index_digest(hist, n_c, n_k)},
     }
     return summary, hist
 
@@ -120,13 +123,15 @@ StaleSummary = SummaryMismatch
 def check(summary, meta: dict, where, expect: dict | None = None) -> dict:
     """The summary if it is a well-formed summary of this taxonomy. expect (all optional): taxonomy
     (taxonomy_digest(meta), when the caller has it), rows (the footer's or the stats' row count),
-    footer (schema.footer_digest of its Parquet file), meta (schema.meta_digest of the run)."""
+    footer (schema.footer_digest of its Parquet file), meta (schema.meta_digest of the run),
+    shard (the only shard name its rows may carry: the file's)."""
     expect = expect or {}
     if not isinstance(summary, dict) or summary.get("format") != FORMAT:
         raise DamagedReport(f"{where}: not a vlmaudit shard summary")
     if summary.get("version") != VERSION:
         raise SummaryMismatch(f"{where}: shard summary version {summary.get('version')!r}, expected {VERSION} "
                               "(run `vlmaudit summarize` again)")
+    _check_digests(summary, expect, where)  # a summary of another version of the file is stale, not damaged
     if summary.get("taxonomy") != (expect.get("taxonomy") or taxonomy_digest(meta)):
         raise DamagedReport(f"{where}: summary of another taxonomy or thresholds than its report")
     n_c, n_k = len(meta["concepts"]), len(meta["categories"])
@@ -140,24 +145,41 @@ def check(summary, meta: dict, where, expect: dict | None = None) -> dict:
     if not _numbers(summary.get("score_sums"), 2 * n_c, False) or not _counts_list(summary.get("score_counts"), 2 * n_c):
         raise DamagedReport(f"{where}: field score_sums / score_counts malformed")
     _check_candidates(summary, n_c, where)
-    _check_rows(summary.get("highest"), 6, where, "highest")
+    _check_highest(summary.get("highest"), where)
     hist = summary.get("hist")
-    if not isinstance(hist, dict) or hist.get("bins") != BINS or not isinstance(hist.get("sha256"), str):
+    if not isinstance(hist, dict) or hist.get("bins") != BINS or not isinstance(hist.get("sha256"), str) \
+            or not isinstance(hist.get("index_sha256", ""), str) or not _is_count(hist.get("bytes")):
         raise DamagedReport(f"{where}: field hist malformed")
-    if sum(summary["status"].values()) != summary["rows"] or summary["counts"][0] > summary["rows"]:
-        raise DamagedReport(f"{where}: counts do not add up")
-    _check_expected(summary, expect, where)
+    _check_sums(summary, expect, where)
+    if expect.get("rows") is not None and expect["rows"] != summary["rows"]:
+        raise DamagedReport(f"{where}: summary counts {summary['rows']} rows, its report holds {expect['rows']}; "
+                            "re-create it with `vlmaudit summarize`")
     return summary
 
 
-def _check_expected(summary: dict, expect: dict, where) -> None:
+def _check_digests(summary: dict, expect: dict, where) -> None:
     if expect.get("footer") is not None and summary.get("footer_sha256") != expect["footer"]:
         raise SummaryMismatch(f"{where}: made from another version of its Parquet file")
     if expect.get("meta") is not None and summary.get("meta_sha256") != expect["meta"]:
         raise SummaryMismatch(f"{where}: made for another run's metadata than the first report's")
-    if expect.get("rows") is not None and expect["rows"] != summary["rows"]:
-        raise DamagedReport(f"{where}: summary counts {summary['rows']} rows, its report holds {expect['rows']}; "
-                            "re-create it with `vlmaudit summarize`")
+
+
+def _check_sums(summary: dict, expect: dict, where) -> None:
+    """Counts that add up: nothing above the rows, the modality split adding up to the flagged
+    rows, no concept or category above them, score counts within the rows and each score sum
+    within its count (scores are in [0, 1]), per-shard rows and flags adding up to the file's,
+    and no other shard name than the file's."""
+    rows, counts = summary["rows"], np.asarray(summary["counts"], np.int64)
+    flagged = int(counts[0])
+    sums, scored = np.asarray(summary["score_sums"], np.float64), np.asarray(summary["score_counts"], np.int64)
+    shards = summary["shards"]
+    if (sum(summary["status"].values()) != rows or flagged > rows or int(counts[1:4].sum()) != flagged
+            or (len(counts) > 4 and int(counts[4:].max()) > flagged) or (len(scored) and int(scored.max()) > rows)
+            or bool((sums > scored + 1e-6 * np.maximum(scored, 1)).any())
+            or sum(n for n, _ in shards.values()) != rows or sum(f for _, f in shards.values()) != flagged
+            or any(f > n for n, f in shards.values())
+            or (expect.get("shard") is not None and set(shards) - {expect["shard"]})):
+        raise DamagedReport(f"{where}: counts do not add up")
 
 
 def _is_count(v) -> bool:
@@ -200,14 +222,24 @@ def _check_candidates(summary: dict, n_concepts: int, where) -> None:
     if not isinstance(value, dict) or len(value) > n_concepts:
         raise DamagedReport(f"{where}: field candidates malformed")
     for key, items in value.items():
-        if not (key.isdigit() and int(key) < n_concepts and isinstance(items, list) and len(items) <= CANDIDATES
+        if not (DIGITS.fullmatch(key) and int(key) < n_concepts and isinstance(items, list) and len(items) <= CANDIDATES
                 and all(_is_candidate(x) for x in items)):
             raise DamagedReport(f"{where}: field candidates malformed")
 
 
-def _check_rows(value, width: int, where, key) -> None:
-    if not isinstance(value, list) or len(value) > HIGHEST or not all(isinstance(r, list) and len(r) == width for r in value):
-        raise DamagedReport(f"{where}: field {key} malformed")
+def _check_highest(value, where) -> None:
+    """[shard, key, image concept, image score, caption concept, caption score] rows: text or null
+    where text goes, scores in [0, 1] or null, at least one score."""
+    def text(x):
+        return x is None or isinstance(x, str)
+
+    def score(x):
+        return x is None or (isinstance(x, (int, float)) and not isinstance(x, bool) and 0 <= x <= 1)
+
+    if not isinstance(value, list) or len(value) > HIGHEST or not all(
+            isinstance(r, list) and len(r) == 6 and text(r[0]) and text(r[1]) and text(r[2]) and text(r[4])
+            and score(r[3]) and score(r[5]) and (r[3] is not None or r[5] is not None) for r in value):
+        raise DamagedReport(f"{where}: field highest malformed")
 
 
 # --- merging ---------------------------------------------------------------------------------------

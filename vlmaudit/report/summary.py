@@ -52,7 +52,7 @@ def count(view: View, files: list, meta: dict, top: int = 10) -> Counts:
 def example_rows(files: list, counts: Counts, concepts: list[int]) -> dict:
     """(shard, sample_index) -> row (key, url, caption, score lists) of the candidates, re-read
     from the candidates' shard files only."""
-    wanted = {pair for c in concepts for pair in counts.candidates[c]}
+    wanted = {pair for c in concepts for pair in counts.candidates.get(c, [])}
     if not wanted:
         return {}
     shards = {shard for shard, _ in wanted}
@@ -143,43 +143,58 @@ def from_summaries(reports, files: list, meta: dict, view: View, top: int, hist_
     """The summary dict from per-shard summaries (each read once, folded, forgotten; worker
     processes for many files), then histograms: the top concepts' blocks, or every block for a
     re-threshold. Rows are read only for the examples shown (a few rows of a few files)."""
+    import contextlib
+
     from vlmaudit.report import summary_fold
     from vlmaudit.report.highest import merge_highest
 
-    reader = reports.reader()
-    parts = summary_fold.run(summary_fold.fold_summaries, reader, files)
-    merger, kept = parts[0][0], [item for _, part, _ in parts for item in part]  # (hist sha256, shard names)
-    for other, _, _ in parts[1:]:
-        merger.merge(other)
-    if reports.lazy:
-        reports.adopt_stats({name: s for _, _, part in parts for name, s in part.items()})
-    counts = merger.result()
-    k = None if summaries_answer(view, meta) else rethreshold_edge(view)
-    hists = _rethreshold(reader, files, kept, k, counts) if k is not None else None
-    extra = [view.hist_concept] if view.hist_concept is not None else []
-    concepts = list(dict.fromkeys(counts.top_concepts(top) + extra))
-    if concepts and hists is None:
-        items = [(path, sha) for path, (sha, _) in zip(files, kept)]
-        totals = summary_fold.run(summary_fold.fold_concept_hists, reader, items, concepts)
-        counts.details = merger.details({c: sum(t[c] for t in totals) for c in concepts})
-    elif concepts:
-        counts.details = merger.details({c: hists[c] for c in concepts})
+    with summary_fold.workers_for(files) or contextlib.nullcontext() as pool:
+        counts, merger, kept = _fold_summaries(reports, files, pool)
+        k = None if summaries_answer(view, meta) else rethreshold_edge(view)
+        hists = _rethreshold(reports.reader(), files, kept, k, counts, pool) if k is not None else None
+        extra = [view.hist_concept] if view.hist_concept is not None else []
+        concepts = list(dict.fromkeys(counts.top_concepts(top) + extra))
+        if concepts and hists is None:
+            items = [(path, hist) for path, (hist, _, _) in zip(files, kept)]
+            totals = summary_fold.run(summary_fold.fold_concept_hists, reports.reader(), items, concepts, pool=pool)
+            counts.details = merger.details({c: sum(t[c] for t in totals) for c in concepts})
+        elif concepts:
+            counts.details = merger.details({c: hists[c] for c in concepts})
     examples = _checked_examples(reports, files, kept, counts, counts.top_concepts(top)) if view.examples else {}
     highest = lambda: merge_highest(merger.highest, min(top, 5))  # noqa: E731
     return _finish(meta, counts, reports.selected_stats(view.shard_glob), top, files, view, hist_concept,
                    examples, reports.run, highest)
 
 
-def _rethreshold(reader, files: list, kept: list, k: int, counts: Counts):
+def _fold_summaries(reports, files: list, pool):
+    """(Counts, Merger, [(the summary's hist field, shard names)] per file) of the files' summaries; a lazy
+    set's stats are filled from what the fold read."""
+    from vlmaudit.report import summary_fold
+
+    parts = summary_fold.run(summary_fold.fold_summaries, reports.reader(), files, pool=pool)
+    merger, kept = parts[0][0], [item for _, part, _ in parts for item in part]
+    for other, _, _ in parts[1:]:
+        merger.merge(other)
+    stats = {name: s for _, _, part in parts for name, s in part.items()}
+    others = [f for f in reports.files if f not in set(files)] if reports.lazy else []
+    if others:  # outside --shard: checked as every file is (its summary against its footer), not counted
+        stats |= {name: s for _, _, part in summary_fold.run(summary_fold.fold_summaries, reports.reader(),
+                                                             others, pool=pool) for name, s in part.items()}
+    if reports.lazy:
+        reports.adopt_stats(stats)
+    return merger.result(), merger, kept
+
+
+def _rethreshold(reader, files: list, kept: list, k: int, counts: Counts, pool):
     """counts at threshold EDGES[k] from every file's histograms; returns the concepts' summed
     [image, caption] histograms. A file holding rows of several shards: its rows are read instead."""
     from vlmaudit.report import summary_fold
     from vlmaudit.report.shard_summary import SummaryMismatch
 
-    if any(len(names) > 1 for _, names in kept):
+    if any(len(names) > 1 for _, names, _ in kept):
         raise SummaryMismatch("a report file holding several shards: per-shard counts need its rows")
-    items = [(path, sha, names[0] if names else "") for path, (sha, names) in zip(files, kept)]
-    parts = summary_fold.run(summary_fold.fold_rethreshold, reader, items, k)
+    items = [(path, hist, names[0] if names else "", rows) for path, (hist, names, rows) in zip(files, kept)]
+    parts = summary_fold.run(summary_fold.fold_rethreshold, reader, items, k, pool=pool)
     for other in parts[1:]:
         parts[0].merge(other)
     parts[0].apply(counts)
@@ -189,7 +204,7 @@ def _rethreshold(reader, files: list, kept: list, k: int, counts: Counts):
 def _checked_examples(reports, files: list, kept: list, counts: Counts, concepts: list[int]) -> dict:
     """example_rows from the few files whose summaries hold the candidates' shards, each fully
     checked first (never a pass over every file)."""
-    holder = {name: path for path, (_, names) in zip(files, kept) for name in names}
+    holder = {name: path for path, (_, names, _) in zip(files, kept) for name in names}
     shards = {shard for c in concepts for shard, _ in counts.candidates.get(c, [])}
     chosen = sorted({holder[s] for s in shards if s in holder}, key=str)
     for path in chosen if reports.lazy else ():

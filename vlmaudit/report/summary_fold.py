@@ -39,7 +39,9 @@ class ShardReader:
         from vlmaudit.report.shard_summary import MAX_SUMMARY_BYTES, check
 
         where = sibling(path, ".summary.json")
-        expect = dict(self.expect, footer=raw_footer_digest(path), rows=rows)
+        from vlmaudit.report.engine import stem
+
+        expect = dict(self.expect, footer=raw_footer_digest(path), rows=rows, shard=stem(path))
         return check(read_json(where, DamagedReport, MAX_SUMMARY_BYTES), self.meta, where, expect)
 
     def hist(self, path, sha256: str):
@@ -53,6 +55,38 @@ class ShardReader:
         if hashlib.sha256(data).hexdigest() != sha256:
             raise DamagedReport(f"{where}: does not match its summary (digest differs)")
         return HistFile(data, where, len(self.meta["concepts"]), len(self.meta["categories"]))
+
+    def hist_blocks(self, path, hist: dict, handle):
+        """A HistFile reading only the blocks asked for from `handle` (an open hist.bin), after
+        checking its header and block table against the summary's index digest."""
+        import hashlib
+
+        from vlmaudit.report.reading import DamagedReport
+        from vlmaudit.report.shard_hists import HistFile, header_size
+
+        where = sibling(path, ".hist.bin")
+        n_c, n_k = len(self.meta["concepts"]), len(self.meta["categories"])
+        head = handle.read(header_size(n_c, n_k))
+        if hashlib.sha256(head).hexdigest() != hist["index_sha256"]:
+            raise DamagedReport(f"{where}: does not match its summary (digest differs)")
+
+        def read(offset: int, length: int) -> bytes:
+            handle.seek(offset)
+            return handle.read(length)
+
+        if handle.seek(0, 2) != hist["bytes"]:
+            raise DamagedReport(f"{where}: does not match its summary (size differs)")
+        return HistFile(head, where, n_c, n_k, hist["bytes"], read)
+
+    def open_hist(self, path):
+        from vlmaudit.report.reading import DamagedReport
+        from vlmaudit.storage.location import open_input
+
+        where = sibling(path, ".hist.bin")
+        try:
+            return open_input(where) if isinstance(where, str) else open(where, "rb")
+        except OSError as exc:
+            raise DamagedReport(f"{where}: cannot read ({exc.strerror or exc})") from None
 
 
 def sibling(path, suffix: str):
@@ -88,7 +122,7 @@ def read_json(where, error, limit: int = 1 << 20):
 # --- the three folds (each runs on a share of the files) -------------------------------------------
 
 def fold_summaries(reader: ShardReader, paths: list) -> tuple:
-    """(Merger, [(hist sha256, the summary's shard names)] per path, {shard name: stats})."""
+    """(Merger, [(the summary's hist field, its shard names, its rows)] per path, {shard name: stats})."""
     from vlmaudit.report.engine import stem
     from vlmaudit.report.shard_summary import Merger
 
@@ -97,18 +131,25 @@ def fold_summaries(reader: ShardReader, paths: list) -> tuple:
         shard_stats = reader.stats(path)
         summary = reader.summary(path, shard_stats.get("rows"))
         merger.add(summary)
-        shas.append((summary["hist"]["sha256"], list(summary["shards"])))
+        shas.append((summary["hist"], list(summary["shards"]), summary["rows"]))
         stats[stem(path)] = shard_stats
     return merger, shas, stats
 
 
 def fold_concept_hists(reader: ShardReader, items: list, concepts: list[int]) -> dict:
-    """concept -> summed [image, caption] histograms over (path, sha256) items."""
+    """concept -> summed [image, caption] histograms over (path, summary's hist field) items,
+    reading only those concepts' blocks (the whole file when the summary has no index digest)."""
     totals = {c: np.zeros((2, BINS), np.int64) for c in concepts}
-    for path, sha in items:
-        hist = reader.hist(path, sha)
-        for c in concepts:
-            totals[c] += hist.concept(c)
+    for path, hist_field in items:
+        if "index_sha256" not in hist_field:
+            hist = reader.hist(path, hist_field["sha256"])
+            for c in concepts:
+                totals[c] += hist.concept(c)
+            continue
+        with reader.open_hist(path) as handle:
+            hist = reader.hist_blocks(path, hist_field, handle)
+            for c in concepts:
+                totals[c] += hist.concept(c)
     return totals
 
 
@@ -164,10 +205,18 @@ class Rethreshold:
         self.shard_flagged: dict[str, int] = {}
         self.best = BestRows()
 
-    def add(self, hist, shard: str) -> None:
+    def add(self, hist, shard: str, rows: int | None = None) -> None:
+        """One file's histograms (checked: each min(image, caption) block within both of its
+        blocks, no block holding more values than the file's rows)."""
         from vlmaudit.report.shard_hists import group_block
 
         blocks = hist.all_blocks()
+        totals = blocks.sum(axis=1, dtype=np.int64)
+        both_ok = (totals[2::3] <= np.minimum(totals[0::3], totals[1::3])).all()
+        if not both_ok or (rows is not None and int(totals.max(initial=0)) > rows):
+            from vlmaudit.report.reading import DamagedReport
+
+            raise DamagedReport(f"{hist.where}: histograms that do not add up")
         reached = blocks[:, self.k:].sum(axis=1, dtype=np.int64)
         self.reached += reached
         self.hists += blocks[: 3 * self.n_c].reshape(self.n_c, 3, BINS)[:, :2]
@@ -201,28 +250,35 @@ class Rethreshold:
 
 
 def fold_rethreshold(reader: ShardReader, items: list, k: int) -> Rethreshold:
-    """items: (path, sha256, shard name) of files holding one shard each."""
+    """items: (path, summary's hist field, shard name, rows) of files holding one shard each."""
     out = Rethreshold(len(reader.meta["concepts"]), len(reader.meta["categories"]), k)
-    for path, sha, shard in items:
-        out.add(reader.hist(path, sha), shard)
+    for path, sha, shard, rows in items:
+        out.add(reader.hist(path, sha["sha256"]), shard, rows)
     return out
 
 
 # --- running a fold over many files ----------------------------------------------------------------
 
-def run(fold, reader: ShardReader, items: list, *args) -> list:
-    """[fold(reader, share, *args)] over shares of items: in this process below POOL_MIN_FILES
-    items (or on one core), else in worker processes."""
+def workers_for(items: list):
+    """A process pool for folding `items` (None: fold in this process: below POOL_MIN_FILES items
+    or on one core); the caller shuts it down (use it as a context manager)."""
     workers = _cores()
     if len(items) < POOL_MIN_FILES or workers < 2:
-        return [fold(reader, items, *args)]
+        return None
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    n = workers * CHUNKS_PER_WORKER
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+
+
+def run(fold, reader: ShardReader, items: list, *args, pool=None) -> list:
+    """[fold(reader, share, *args)] over shares of items: in `pool` (workers_for) when given, else
+    in this process."""
+    if pool is None:
+        return [fold(reader, items, *args)]
+    n = pool._max_workers * CHUNKS_PER_WORKER
     shares = [items[i * len(items) // n:(i + 1) * len(items) // n] for i in range(n)]
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return list(pool.map(fold, [reader] * n, shares, *([a] * n for a in args)))
+    return list(pool.map(fold, [reader] * n, shares, *([a] * n for a in args)))
 
 
 def _cores() -> int:

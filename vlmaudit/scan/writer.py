@@ -177,7 +177,10 @@ class ShardWriter:
         schema = pa.schema([self.schema.field(c) for c in kept_columns(self.schema)])
         table = pa.Table.from_batches(self.kept, schema=schema)
         self.kept = []
-        summary, hist = self.summarizer(table, self.meta, self.name)
+        result = self.summarizer(table, self.meta, self.name)
+        if result is None:  # damaged scores: no summary, so `report` reads the rows and names the file
+            return
+        summary, hist = result
         summary["footer_sha256"], summary["meta_sha256"] = self._footer_digests()
         write_summary(self.out, self.name, summary, hist)
 
