@@ -27,11 +27,11 @@ class ReportSet:
     meta_digests: dict | None = None  # open(): shard name -> schema.meta_digest of its footer
 
     @classmethod
-    def open(cls, location, allow_mixed: bool = False, files: list | None = None) -> "ReportSet":
+    def open(cls, location, allow_mixed: bool = False, files: list | None = None, listing=None) -> "ReportSet":
         """Every check a command runs before counting, once: the footers, the stats and run.json, models not mixed."""
         from vlmaudit.report.reading import DamagedReport, ReportDir, _shared_meta, check_mixed, check_report_footer
 
-        listing = ReportDir(location)  # the one listing: files, stats, run.json, claims, partial writes
+        listing = listing or ReportDir(location)  # the one listing: files, stats, run.json, claims, partial writes
         files = files or listing.report_files()
         footers = [check_report_footer(path) for path in files]
         metas = [m for m, _, _, _ in footers]
@@ -75,7 +75,7 @@ class ReportSet:
 
     def checked(self) -> "ReportSet":
         """This set with every footer and stats file checked (itself unless lazy)."""
-        return ReportSet.open(self.location, self.allow_mixed, self.files) if self.lazy else self
+        return ReportSet.open(self.location, self.allow_mixed, self.files, self.listing) if self.lazy else self
 
     def adopt_stats(self, read: dict) -> None:
         """Lazy: the stats the summary fold read, with the others (shards without a report file,
