@@ -24,10 +24,22 @@ def rules_for(view: View) -> flagsql.Rules:
     return flagsql.Rules.from_thresholds(view.thr_image, view.thr_caption, view.concepts)
 
 
+def reads_scores(view: View, columns: set[str]) -> bool:
+    """The counting pass reads the score lists (a re-threshold, a policy, no stored flags): it then
+    checks them too (DAMAGED); else the stored flag columns are enough and a check pass of its
+    own, reading only the score columns, is cheaper than widening the counting pass."""
+    return view.needs_all_scores or not FLAG_COLUMNS | STORED_SCORES <= columns
+
+
+def damaged_sql(columns: set[str], n_concepts: int) -> str:
+    """SQL true on a row whose scores (lists, top, per-category, judge) are damaged."""
+    return " OR ".join(engine.bad_score_conditions(columns, n_concepts).values()) or "false"
+
+
 def flag_lists(view: View, meta: dict, columns: set[str]) -> tuple[str, str, str, str]:
     """SQL for each row's (image, caption) lists of flagged concept indices, and for the score of
     flagged concept i on each side."""
-    if not view.needs_all_scores and FLAG_COLUMNS | STORED_SCORES <= columns:
+    if not reads_scores(view, columns):
         names = engine.texts(meta["concepts"])
         img, cap = (flagsql.stored_flags(side, meta["concepts"], view.concepts) for side in flagsql.SIDES)
         score = lambda side: (f"{side}_flagged_scores[list_position({side}_flagged_concepts, "  # noqa: E731
@@ -60,10 +72,11 @@ def codes_sql(meta: dict, image_score: str, caption_score: str) -> str:
 def counts_sql(view: View, meta: dict, files: list, columns: set[str], source: str | None = None) -> str:
     """One GROUP BY over every row: rows per code (per shard and status where they matter) and,
     per concept, the CANDIDATES best flagged rows (by best score; ties by shard, sample index);
-    rows with damaged scores are counted too (DAMAGED), so the same pass checks them.
+    when it reads the score lists, rows with damaged scores are counted too (DAMAGED): the same
+    pass checks them.
     `source` replaces read_parquet over `files` (e.g. a registered Arrow table)."""
     img, cap, image_score, caption_score = flag_lists(view, meta, columns)
-    damaged = " OR ".join(engine.bad_score_conditions(columns, len(meta["concepts"])).values()) or "false"
+    damaged = damaged_sql(columns, len(meta["concepts"])) if reads_scores(view, columns) else "false"
     cat = engine.ints([meta["categories"].index(c) + 1 for c in meta["concept_categories"]])
     return f"""
         SELECT item.code AS code, CASE WHEN item.code IN ({ROW * KIND}, {FLAGGED * KIND}) THEN shard END AS shard,

@@ -87,6 +87,9 @@ def compute(con, source: str, columns: set[str], meta: dict, name: str) -> tuple
     counts = Counts.empty(n_c, n_k)
     rows = con.execute(codes.counts_sql(view, meta, [], columns, source=source)).fetchall()
     codes.add_codes(counts, rows)
+    if not codes.reads_scores(view, columns):
+        counts.damaged = con.execute(f"SELECT count(*) FROM {source} WHERE "
+                                     f"{codes.damaged_sql(columns, n_c)}").fetchall()[0][0]
     if counts.damaged:  # no summary: `report` reads this shard's rows and refuses them, naming the file
         return None
     candidates = {str(code % codes.KIND - 1): [[b["s"], b["shard"], b["i"]] for b in best]

@@ -34,8 +34,10 @@ def count(view: View, files: list, meta: dict, top: int = 10) -> Counts:
         columns = set(pq.read_schema(handle).names)
     counts = Counts.empty(len(meta["concepts"]), len(meta["categories"]))
     with engine.session(files, str(files[0]).rsplit("/", 1)[0]) as con:
+        if not codes.reads_scores(view, columns):  # a pass over the score columns alone
+            engine.check_scores(con, files, len(meta["concepts"]))
         codes.add_codes(counts, con.execute(codes.counts_sql(view, meta, files, columns)).fetchall())
-        if counts.damaged:  # checked in the same pass; now find and name the file
+        if counts.damaged:  # checked in the counting pass; now find and name the file
             engine.check_scores(con, files, len(meta["concepts"]))
             raise BadScores("a report holds scores that are NaN, infinite or outside [0, 1]")
         extra = [view.hist_concept] if view.hist_concept is not None else []
