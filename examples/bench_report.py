@@ -1,23 +1,23 @@
 """Scale benchmark for `vlmaudit report` and `vlmaudit filter` against hand-written DuckDB SQL.
 
-    python examples/bench_report.py DIR --rows 10000000 --files 100   # generate DIR (once), then time
-    python examples/bench_report.py DIR --time                        # time an existing DIR
-    python examples/bench_report.py DIR --simulate-shards 100000      # summaries only, no rows
+    python examples/bench_report.py DIR --rows 10000000 --files 1000   # generate DIR (once), then time
+    python examples/bench_report.py DIR --time                         # time an existing DIR
+    python examples/bench_report.py DIR --simulate-shards 100000       # 1 billion rows' summaries, rows linked
 
-`dashboard` is the default dashboard from the per-shard summaries (`vlmaudit summarize` writes them
-after generation, standing in for the scan); `summary` is the same numbers from the rows (the path
-reports without summaries take). The hand-written SQL of both computes the same numbers from the
-rows: samples, flagged rows, flagged per category, and the top concepts' counts, means and p95
-(above 2 M rows the rows path samples files for the means and p95; summaries use every row).
---simulate-shards N writes N summaries of 10,000 rows each (a template shard's, renamed; the
-hist.bin files hard links of one) without any rows, and times the default dashboard over them
-(every summary read and checked, the top concepts' histograms inflated; no Parquet footers).
-
-Rows use the real report schema, written by the scanner's own row builder and writer; scores are
-drawn from a skewed distribution so a few percent of rows are flagged. Three workloads, each run
-by vlmaudit's engine and by equivalent hand-written DuckDB SQL over the same files, every run in a
-fresh process (peak RSS is that process's): the default summary, a re-threshold (--threshold 0.5)
-and a filter (default policy). Both sides compute the same numbers; a few are cross-checked.
+Workloads, each in a fresh process (peak RSS is that process's):
+- `dashboard`: `vlmaudit report DIR` as a user runs it, from the per-shard summaries (`vlmaudit
+  summarize` writes them after generation, standing in for the scan) and the top concepts' histograms.
+- `rethreshold-hist`: `vlmaudit report DIR --threshold 0.5`, from the histograms (0.5 is a bin edge).
+- `summary` / `rethreshold`: the same numbers from the rows (the path reports without summaries,
+  or a threshold between bin edges, take).
+- `filter`: `vlmaudit filter` with the default policy.
+The hand-written SQL computes, from the rows, the numbers the command prints: samples, flagged rows,
+flagged per category, and the top 10 concepts' counts, image means and image p95 (above 2 M rows both
+sides take the means and p95 from every k-th file on the rows path; summaries use every row); the
+last column says whether both sides agree. --simulate-shards N builds a directory of N 10,000-row
+shards from one template shard (its summary and histograms under each name, each shard's Parquet a
+hard link to one file of 10 of the template's rows, so the footer each summary is checked against
+is real) and times `dashboard` and `rethreshold-hist` over it.
 """
 
 import argparse
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-WORKLOADS = ("dashboard", "summary", "rethreshold", "filter")
+WORKLOADS = ("dashboard", "rethreshold-hist", "summary", "rethreshold", "filter")
 THREADS_MEMORY = ("SET threads = {threads}; SET memory_limit = '640MB'; SET preserve_insertion_order = true; "
                   "SET temp_directory = '{tmp}';")
 
@@ -72,8 +72,8 @@ def run_engine(report_dir: str, workload: str) -> dict:
     from vlmaudit.report.reading import read_report_meta, report_files
     from vlmaudit.report.summary import summarize
 
-    if workload in ("dashboard", "simulated"):
-        return dashboard(report_dir, simulated=workload == "simulated")
+    if workload in ("dashboard", "rethreshold-hist"):
+        return command(report_dir, ["0.5"] if workload == "rethreshold-hist" else [])
     meta = read_report_meta(report_files(report_dir))
     if workload == "filter":
         from vlmaudit.filter.lists import run_filter
@@ -84,40 +84,48 @@ def run_engine(report_dir: str, workload: str) -> dict:
         summary = run_filter(Path(report_dir), policy, Path(report_dir).parent / "bench-filter-engine", "review", True)
         return {"samples": summary["samples"], "counts": summary["counts"]}
     thresholds = ["0.5"] if workload == "rethreshold" else []
-    summary = summarize(report_dir, 10, build_view(ReportRequest(Path(report_dir), thresholds=thresholds), meta))
+    # the rows path: a plain directory argument (not an opened ReportSet) never uses the summaries
+    summary = summarize(report_dir, 10, build_view(ReportRequest(report_dir=Path(report_dir), thresholds=thresholds), meta))
+    return numbers(summary)
+
+
+def numbers(summary: dict) -> dict:
     return {"samples": summary["overview"]["samples"], "flagged": summary["overview"]["flagged"],
             "categories": [c["flagged"] for c in summary["categories"]],
             "top": [(c["id"], c["flagged"], c["mean_image"], c["p95_image"]) for c in summary["top_concepts"]]}
 
 
-def dashboard(report_dir: str, simulated: bool) -> dict:
-    """`report`'s default dashboard from the summaries (ReportSet.open validates every footer; the
-    simulated set has no Parquet files, so its ReportSet is built from the summaries' names)."""
-    from vlmaudit.report.counts import default_view
-    from vlmaudit.report.reportset import ReportSet
-    from vlmaudit.report.summary import summarize
+def command(report_dir: str, thresholds: list[str]) -> dict:
+    """`vlmaudit report DIR --format json [--threshold T]` in this process (what a user runs: the
+    per-shard summaries, or for a threshold on a bin edge their histograms; completeness, coverage,
+    known matches), its JSON read back for the numbers."""
+    import tempfile
 
-    if simulated:
-        meta = json.loads((Path(report_dir) / "meta.json").read_text())
-        names = sorted(e.name[: -len(".summary.json")] for e in os.scandir(report_dir) if e.name.endswith(".summary.json"))
-        reports = ReportSet(report_dir, [Path(report_dir) / f"{n}.parquet" for n in names], [meta], {}, {}, {})
-    else:
-        reports = ReportSet.open(report_dir)
-    summary = summarize(reports, 10, default_view(reports.meta))
-    assert summary["overview"]["samples"] and summary["examples"] is not None
-    return {"samples": summary["overview"]["samples"], "flagged": summary["overview"]["flagged"],
-            "categories": [c["flagged"] for c in summary["categories"]],
-            "top": [(c["id"], c["flagged"], c["mean_image"], c["p95_image"]) for c in summary["top_concepts"]]}
+    from vlmaudit.commands.report import ReportRequest, run_report_command
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "report.json"
+        code = run_report_command(ReportRequest(report_dir=Path(report_dir), fmt="json", output=out, thresholds=thresholds))
+        summary = json.loads(out.read_text())
+    assert code == 0 and summary["overview"]["samples"]
+    return numbers(summary)
 
 
 def simulate(out: Path, shards: int, rows: int = 10_000, seed: int = 0) -> None:
-    """N summaries of `rows` rows each, without rows: one template shard's summary under N names."""
-    import pyarrow as pa
-
+    """A report directory of N shards of `rows` rows each, without scanning or writing N times the
+    rows: one template shard written by the scanner's own writer (Parquet, summary, hist.bin); per
+    shard, its summary and stats renamed, its hist.bin hard-linked, and a small Parquet file whose
+    footer digest its summary records: 10 of the template's rows under the shard's name for the
+    first shard and the last 1,000 (the files `report` checks in full: the first, and those holding
+    the example candidates, which all-equal summaries break ties to), a hard link to one file of
+    those rows with a null shard column for the others (checked by footer digest only, as every
+    file is). Every file `report` reads per shard is there and checked (footer digest, stats,
+    summary, histograms); the candidates point at rows the small files do not hold, so no example
+    is found (the cost of looking is paid)."""
     from vlmaudit.report.shard_summary import summarize_table
     from vlmaudit.rulebook.load import load_rules
     from vlmaudit.scan.rows import RowBuilder, RowMeta
-    from vlmaudit.scan.summary import write_bytes_atomic
+    from vlmaudit.scan.writer import ShardWriter
     from vlmaudit.schema import report_meta, report_schema
 
     rules = load_rules()
@@ -125,26 +133,61 @@ def simulate(out: Path, shards: int, rows: int = 10_000, seed: int = 0) -> None:
     schema = report_schema(rules.taxonomy, meta)
     builder = RowBuilder(rules.taxonomy, rules.thresholds, schema, "synthetic@0")
     rng = np.random.default_rng(seed)
-    metas = [RowMeta(f"t{i:07d}", i, f"http://example.com/{i}.jpg", f"caption {i}", "ok", image_row=i, caption_row=i)
-             for i in range(rows)]
-    image = rng.beta(0.6, 6.0, (rows, 75)).astype(np.float32)
-    caption = rng.beta(0.6, 6.0, (rows, 75)).astype(np.float32)
-    table = pa.Table.from_batches([builder.build("TEMPLATE", metas, image, caption)])
-    template, hist = summarize_table(table, meta, "TEMPLATE")
+    template = out.parent / f"{out.name}-template"
+    if not (template / "TEMPLATE.stats.json").exists():
+        template.mkdir(parents=True, exist_ok=True)
+        writer = ShardWriter.claim_shard(template, "TEMPLATE", schema, summarizer=summarize_table)
+        for start in range(0, rows, 5000):
+            metas = [RowMeta(f"t{i:07d}", i, f"http://example.com/{i}.jpg", f"caption {i}", "ok", image_row=j, caption_row=j)
+                     for j, i in enumerate(range(start, min(rows, start + 5000)))]
+            image = rng.beta(0.6, 6.0, (len(metas), 75)).astype(np.float32)
+            caption = rng.beta(0.6, 6.0, (len(metas), 75)).astype(np.float32)
+            writer.add(builder.build("TEMPLATE", metas, image, caption))
+        writer.commit({"shard": "TEMPLATE", "status": "complete", "started_at": 0.0, "finished_at": 1.0})
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from vlmaudit.schema import footer_digest
+
+    summary = (template / "TEMPLATE.summary.json").read_text()
+    stats = json.loads((template / "TEMPLATE.stats.json").read_text())
+    head = pq.read_table(template / "TEMPLATE.parquet").slice(0, 10)
+    shared = template / "ROWS.parquet"  # 10 rows, shard column null: one file, hard-linked
+    pq.write_table(head.set_column(head.schema.get_field_index("shard"), "shard", pa.nulls(len(head), pa.string())),
+                   shared)
+    print(f"per shard of {rows:,} rows: summary.json {len(summary.encode()):,} bytes, hist.bin "
+          f"{(template / 'TEMPLATE.hist.bin').stat().st_size:,} bytes, Parquet {(template / 'TEMPLATE.parquet').stat().st_size:,} bytes")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "meta.json").write_text(json.dumps(meta))
-    (out / "template.hist.bin").write_bytes(hist)
-    text = json.dumps(template, sort_keys=True)
-    print(f"summary {len(text.encode())} bytes, hist.bin {len(hist)} bytes per shard of {rows:,} rows")
     for f in range(shards):
         name = f"{f:06d}"
-        write_bytes_atomic(out / f"{name}.summary.json", text.replace('"TEMPLATE"', f'"{name}"').encode())
-        target = out / f"{name}.hist.bin"
-        if not target.exists():
-            os.link(out / "template.hist.bin", target)
+        rows_file = out / f"{name}.parquet"
+        if not rows_file.exists():
+            if f == 0 or f >= shards - 1000:  # checked in full: the first file, the example candidates' files
+                pq.write_table(head.set_column(head.schema.get_field_index("shard"), "shard",
+                                               pa.array([name] * len(head), pa.string())), rows_file)
+            else:
+                os.link(link_source(shared, f), rows_file)
+        if not (out / f"{name}.hist.bin").exists():
+            os.link(link_source(template / "TEMPLATE.hist.bin", f), out / f"{name}.hist.bin")
+        with open(rows_file, "rb") as handle:
+            digest = footer_digest(handle)
+        text = json.loads(summary.replace('"TEMPLATE"', f'"{name}"'))
+        text["footer_sha256"] = digest
+        (out / f"{name}.summary.json").write_text(json.dumps(text, sort_keys=True))
+        (out / f"{name}.stats.json").write_text(json.dumps(dict(stats, shard=name)))
         if f % 1000 == 999:
-            print(f"\rwrote {f + 1}/{shards} summaries", end="", flush=True)
+            print(f"\rwrote {f + 1}/{shards} shards", end="", flush=True)
     print()
+
+
+def link_source(path: Path, f: int) -> Path:
+    """A copy of `path` for shard f to hard-link to: one per 50,000 shards (ext4 allows 65,000 links)."""
+    import shutil
+
+    copy = path.with_name(f"{path.name}.{f // 50_000}")
+    if not copy.exists():
+        shutil.copyfile(path, copy)
+    return copy
 
 
 # ---------------------------------------------------------------- hand-written DuckDB SQL (child process)
@@ -189,10 +232,12 @@ def hand_sql(report_dir: str, workload: str) -> dict:
                   FROM (SELECT shard, sample_index, caption_scores,
                                unnest(list_filter(range(1, 76), lambda i: caption_scores[i] >= 0.5)) AS i FROM src))
             JOIN concepts USING (i) GROUP BY ALL""")
-    return hand_summary(con, files)
+    return hand_summary(con, files, exact=workload in ("dashboard", "rethreshold-hist"))
 
 
-def hand_summary(con, files) -> dict:
+def hand_summary(con, files, exact: bool) -> dict:
+    """exact: means and p95 over every row (what the summaries give); else over every k-th file
+    above 2 M rows (what the rows path does)."""
     rows = con.execute("SELECT shard, status, count(*) FROM src GROUP BY ALL").fetchall()
     flagged_rows = con.execute("""SELECT shard, count(*) AS n, count_if(i AND c), count_if(i AND NOT c), count_if(c AND NOT i)
         FROM (SELECT shard, sample_index, bool_or(img) AS i, bool_or(cap) AS c FROM hits GROUP BY ALL) GROUP BY shard""").fetchall()
@@ -207,8 +252,12 @@ def hand_summary(con, files) -> dict:
         {'s': score, 'shard': shard, 'i': sample_index}, 8) FROM hits WHERE list_contains(?, concept) GROUP BY concept""",
                              [names]).fetchall()
     total = sum(n for *_, n in rows)
-    sampled = files[::max(1, total // 2_000_000)]
-    binned = lambda x: f"greatest(least(trunc({x} * 1000.0::FLOAT)::INTEGER, 999), 0)"  # noqa: E731
+    sampled = files if exact else files[::max(1, total // 2_000_000)]
+    def binned(x: str) -> str:  # the bin whose float32 edges hold x, as vlmaudit's score_bins
+        b = f"greatest(least(trunc({x} * 1000.0::FLOAT)::INTEGER, 999), 0)"
+        return (f"({b} - CASE WHEN {b} > 0 AND {x} < ({b} / 1000.0)::FLOAT THEN 1 ELSE 0 END "
+                f"+ CASE WHEN {b} < 999 AND {x} >= (({b} + 1) / 1000.0)::FLOAT THEN 1 ELSE 0 END)")
+
     stats = ", ".join(f"avg(image_scores[{index[c]}]), histogram({binned(f'image_scores[{index[c]}]')}), "
                       f"avg(caption_scores[{index[c]}]), histogram({binned(f'caption_scores[{index[c]}]')})" for c in names)
     details = con.execute(f"SELECT {stats} FROM read_parquet({sampled})").fetchone() if names else ()
@@ -324,18 +373,20 @@ def main() -> None:
             started = time.perf_counter()
             simulate(args.dir, args.simulate_shards)
             print(f"simulated {args.simulate_shards:,} shards in {time.perf_counter() - started:.0f} s")
-        result = measure(args.dir, "vlmaudit", "simulated")
-        print(f"dashboard over {args.simulate_shards:,} shards ({args.simulate_shards * 10_000:,} rows): "
-              f"{result['seconds']:.2f} s, peak RSS {result['peak_rss_mib']:.0f} MiB")
+        for workload in ("dashboard", "rethreshold-hist"):
+            result = measure(args.dir, "vlmaudit", workload)
+            print(f"{workload} over {args.simulate_shards:,} shards ({args.simulate_shards * 10_000:,} rows): "
+                  f"{result['seconds']:.2f} s, peak RSS {result['peak_rss_mib']:.0f} MiB", flush=True)
         return None
     if not args.time:
         started = time.perf_counter()
         generate(args.dir, args.rows, args.files)
         print(f"generated {args.rows:,} rows in {time.perf_counter() - started:.0f} s")
         started = time.perf_counter()
+        from vlmaudit.commands.options import SummarizeRequest
         from vlmaudit.commands.summarize import run_summarize
 
-        run_summarize(args.dir)
+        run_summarize(SummarizeRequest(report_dir=args.dir))
         print(f"wrote the per-shard summaries in {time.perf_counter() - started:.0f} s (the scan's share)")
     time_all(args.dir, args.only or WORKLOADS)
 

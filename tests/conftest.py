@@ -1,7 +1,12 @@
+import csv
 import io
 import os
+import signal
+import subprocess
+import sys
 import tarfile
 import time
+import typing
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +38,9 @@ class NoInputs:
 
 
 def write_tar(path: Path, members: list[tuple[str, bytes]], gz: bool = False) -> Path:
-    """Write members in exactly this order (for layouts TarWriter would not produce)."""
-    with tarfile.open(path, "w:gz" if gz else "w") as tf:
+    """Write members in exactly this order (for layouts TarWriter would not produce); PAX headers hold
+    names of any length."""
+    with tarfile.open(path, "w:gz" if gz else "w", format=tarfile.PAX_FORMAT) as tf:
         for name, data in members:
             info = tarfile.TarInfo(name)
             info.size = len(data)
@@ -66,21 +72,97 @@ def run_cli(*args: str):
     return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
 
 
-def scanned_demo(root: Path, model, shards: int, per_shard: int) -> tuple[list[Path], Path]:
-    """(demo shards, their reports): ROOT/shards scanned into ROOT/reports with MODEL."""
-    from vlmaudit.demo.build import build_demo_shards
-
-    paths = build_demo_shards(root / "shards", shards=shards, per_shard=per_shard)
-    assert run_cli(*scan_args(paths, root / "reports", model)).exit_code == 0
-    return paths, root / "reports"
-
-
 def scan_args(shards, out, model, *extra) -> list[str]:
     """fp32 pinned: tests compare scores exactly, and auto picks bf16 on CPUs with native bf16. The local
     engine decodes in-process (--workers 0); under --engine ray the test names --actors itself."""
     decode = [] if "ray" in extra else ["--workers", "0"]
     base = ["scan", *map(str, shards), "--out", str(out), "--model", str(model), *decode, "-q"]
     return base + ([] if "--precision" in extra else ["--precision", "fp32"]) + list(extra)
+
+
+# ---- the scanned demo: scanned once per session, read-only for every test ----
+
+class ReadOnlyTree:
+    """A directory tests must not change: the digest of every file (and the list of folders) is
+    taken once, with a pristine copy beside it; changes() names what differs, restore() undoes it."""
+
+    def __init__(self, root: Path, pristine: Path):
+        import shutil
+
+        self.root, self.pristine = root, pristine
+        shutil.copytree(root, pristine, symlinks=True)
+        self.digests = tree_digests(root)
+
+    def changes(self) -> list[str]:
+        now = tree_digests(self.root)
+        return sorted(name for name in self.digests.keys() | now.keys() if self.digests.get(name) != now.get(name))
+
+    def restore(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.root)
+        shutil.copytree(self.pristine, self.root, symlinks=True)
+
+
+def tree_digests(root: Path) -> dict[str, str]:
+    """Relative path -> its mode and the SHA-256 of its bytes (of its target, for a link)."""
+    import hashlib
+
+    def digest(p: Path) -> str:
+        if p.is_dir() and not p.is_symlink():
+            return "folder"
+        return hashlib.sha256(os.readlink(p).encode() if p.is_symlink() else p.read_bytes()).hexdigest()
+
+    return {str(p.relative_to(root)): f"{p.lstat().st_mode:o} {digest(p)}" for p in root.rglob("*")}
+
+
+class DemoScan(typing.NamedTuple):
+    shards: list[Path]
+    reports: Path
+    tree: ReadOnlyTree
+
+
+@pytest.fixture(scope="session")
+def demo_scan(tmp_path_factory, tiny_clip) -> DemoScan:
+    """The demo's shards (3 x 20 samples, the last shard with the bad samples real crawls hold:
+    no image, a broken JPEG, a very long caption) scanned with the tiny CLIP and the shipped rules,
+    once per session. READ-ONLY: after every test that uses it, a test that changed, added or
+    removed a file under it fails (and the demo is restored for the next tests). A test that must
+    change the reports works on `scanned_copy`; a module fixture that derives more from it (a review
+    sheet, filter lists, another scan of its shards) writes in a folder of its own. Modules that need
+    other data or other scan settings keep a fixture of their own, named for what differs
+    (scanned_all_flagged, partial, nsfw_reports, hostile_captions, long_keys, photo_scan)."""
+    from vlmaudit.demo.build import build_demo_shards
+
+    root = tmp_path_factory.mktemp("demo-scan")
+    shards = build_demo_shards(root / "demo" / "shards", shards=3, per_shard=20, with_bad_samples=True)
+    result = run_cli(*scan_args(shards, root / "demo" / "reports", tiny_clip))
+    assert result.exit_code == 0, result.output
+    return DemoScan(shards, root / "demo" / "reports", ReadOnlyTree(root / "demo", root / "pristine"))
+
+
+@pytest.fixture(autouse=True)
+def _demo_scan_stays_unchanged(request):
+    """Every test that uses the demo scan, directly or through a module fixture, leaves it as it was."""
+    demo = request.getfixturevalue("demo_scan") if "demo_scan" in request.fixturenames else None
+    yield
+    if demo and (changed := demo.tree.changes()):
+        demo.tree.restore()
+        pytest.fail(f"changed the shared demo scan (read-only: use scanned_copy): {changed[:10]}", pytrace=False)
+
+
+@pytest.fixture
+def scanned(demo_scan) -> Path:
+    """The report directory of the demo scan (read-only; see demo_scan)."""
+    return demo_scan.reports
+
+
+@pytest.fixture
+def scanned_copy(demo_scan, tmp_path) -> Path:
+    """A private copy of the demo scan's report directory, TMP_PATH/reports, for a test to change."""
+    import shutil
+
+    return Path(shutil.copytree(demo_scan.reports, tmp_path / "reports"))
 
 
 @pytest.fixture(scope="session")
@@ -205,6 +287,41 @@ def hf_layout(tmp_path):
     return path.parent
 
 
+# ---- review sheets (`vlmaudit sample`): drawn, read, labelled ----
+
+def draw_review(reports, out: Path, *extra) -> Path:
+    """`vlmaudit sample` of REPORTS into OUT: 24 rows, seed 7, unless EXTRA says otherwise."""
+    result = run_cli("sample", reports, "--size", 24, "--out", out, "--seed", 7, *extra)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def read_sheet(out: Path) -> list[dict]:
+    with open(out / "review.csv", newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def write_sheet(out: Path, rows: list[dict]) -> None:
+    with open(out / "review.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def label_sheet(out: Path, rule) -> list[dict]:
+    """Every row of OUT's review.csv labelled RULE(row); the rows written back."""
+    rows = read_sheet(out)
+    for row in rows:
+        row["labels"] = rule(row)
+    write_sheet(out, rows)
+    return rows
+
+
+def every_third(row: dict) -> bool:
+    """Rows 1, 4, 7, ... of a review sheet."""
+    return int(row["row"]) % 3 == 1
+
+
 def s3fs_client(endpoint):
     import s3fs
 
@@ -218,6 +335,32 @@ def wait_for(predicate, timeout=600):  # returns as soon as true; generous for l
             return True
         time.sleep(0.05)
     return False
+
+
+def start_scan(shards, out, model, *extra) -> subprocess.Popen:
+    """`vlmaudit scan` in a child process, for a test to kill, interrupt or race."""
+    cmd = [sys.executable, "-m", "vlmaudit", *scan_args(shards, out, model, *extra)]
+    return subprocess.Popen(cmd, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+
+
+def interrupt_after_two_shards(shards, out, model, fifo: Path, *extra) -> tuple[int, bytes]:
+    """A real Ctrl-C: scan SHARDS with a third one between them that is a pipe from the FIFO, which
+    blocks until the test lets it go, so the interrupt always lands after two finished shards (no
+    skip when a fast machine would finish first). Returns (exit status, stderr)."""
+    os.mkfifo(fifo)
+    proc = start_scan(shards[:2] + [f"pipe:cat {fifo}"] + shards[2:], out, model, *extra)
+    try:
+        assert wait_for(lambda: len(list(out.glob("*.stats.json"))) >= 2 or proc.poll() is not None)
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        try:  # let a `cat FIFO` still waiting for a writer reach end of file and exit
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:  # no reader left
+            pass
+    return proc.returncode, err
 
 
 def decide_by_policy(policy, image, caption, tmp_path, on_failed: int = 0):

@@ -140,3 +140,70 @@ def test_the_scanner_calls_the_scorer_protocol_and_never_probes_a_backend():
         probes = [ast.unparse(n) for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
                   and n.func.id in ("getattr", "hasattr") and "backend" in ast.unparse(n.args[0])]
         assert probes == [], (name, probes)
+
+
+# ---- the tests' own layout: tests/X/ holds the tests of vlmaudit/X/, helpers live in conftest ----
+
+TESTS = Path(__file__).resolve().parent
+HELPERS = {"conftest", "cdp", "s3_server"}  # the modules test modules may import
+
+
+def modules_of_tests() -> list[Path]:
+    return sorted(TESTS.rglob("test_*.py"))
+
+
+def test_folders_name_the_package_they_test():
+    folders = {p.parent.name for p in modules_of_tests() if p.parent != TESTS}
+    assert folders <= {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}, folders
+
+
+def test_no_test_module_imports_another():
+    local = {p.stem for p in TESTS.rglob("*.py")} - HELPERS
+    for path in modules_of_tests():
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [
+                node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            assert not {n.split(".")[0] for n in names} & (local | {"tests"}), (str(path.relative_to(TESTS)), names)
+
+
+def bodies_of_tests(source: str) -> dict[str, list[str]]:
+    """Normalised body (ast.dump, docstring left out) -> the test functions in SOURCE that have it."""
+    bodies: dict[str, list[str]] = {}
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.startswith("test"):
+            body = node.body[1:] if ast.get_docstring(node) is not None else node.body
+            bodies.setdefault("\n".join(ast.dump(statement) for statement in body), []).append(node.name)
+    return bodies
+
+
+def duplicate_tests(sources: dict[str, str]) -> list[list[str]]:
+    found: dict[str, list[str]] = {}
+    for name, source in sources.items():
+        for body, tests in bodies_of_tests(source).items():
+            found.setdefault(body, []).extend(f"{name}::{test}" for test in tests)
+    return [places for places in found.values() if len(places) > 1]
+
+
+def test_no_two_tests_share_a_body():
+    sources = {str(p.relative_to(TESTS)): p.read_text() for p in TESTS.rglob("*.py")}
+    assert duplicate_tests(sources) == []
+    planted = '''def test_b(x):\n    """Another name, another docstring."""\n    assert x == 1\n'''
+    assert duplicate_tests({"a.py": "def test_a(x):\n    assert x == 1\n", "b.py": planted}) == [["a.py::test_a", "b.py::test_b"]]
+
+
+def test_a_change_to_the_shared_demo_scan_is_named_and_undone(tmp_path):
+    from conftest import ReadOnlyTree
+
+    root = tmp_path / "demo"
+    (root / "reports").mkdir(parents=True)
+    (root / "reports" / "a.parquet").write_bytes(b"rows")
+    (root / "reports" / "b.json").write_text("{}")
+    tree = ReadOnlyTree(root, tmp_path / "pristine")
+    assert tree.changes() == []
+    (root / "reports" / "a.parquet").write_bytes(b"ROWS")
+    (root / "reports" / "b.json").unlink()
+    (root / "reports" / "new").mkdir()
+    (root / "reports").chmod(0o700)
+    assert tree.changes() == ["reports", "reports/a.parquet", "reports/b.json", "reports/new"]
+    tree.restore()
+    assert tree.changes() == [] and (root / "reports" / "a.parquet").read_bytes() == b"rows"

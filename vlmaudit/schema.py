@@ -108,20 +108,35 @@ def read_meta(schema) -> dict:
     return json.loads(raw) if raw else {}
 
 
-def footer_digest(metadata) -> str:
-    """SHA-256 of what a Parquet footer says of its data (rows, row groups, column chunk sizes and
-    statistics): a shard summary records it, and a report file rewritten since no longer matches."""
+MAX_FOOTER_BYTES = 64 << 20
+
+
+def footer_digest(handle) -> str:
+    """SHA-256 of a Parquet file's footer bytes (the metadata, its length and the magic), read from
+    an open binary file: a shard summary records it, and a report file rewritten since no longer
+    matches. Costs two small reads, no parsing. ValueError when the tail is not a Parquet footer."""
+    import hashlib
+    import struct
+
+    handle.seek(0, 2)
+    size = handle.tell()
+    if size < 12:
+        raise ValueError("too short for a Parquet file")
+    handle.seek(size - 8)
+    tail = handle.read(8)
+    (length,) = struct.unpack("<I", tail[:4])
+    if tail[4:] != b"PAR1" or length > min(MAX_FOOTER_BYTES, size - 12):
+        raise ValueError("no Parquet footer at the end")
+    handle.seek(size - 8 - length)
+    footer = handle.read(length)
+    if len(footer) != length:
+        raise ValueError("truncated Parquet footer")
+    return hashlib.sha256(footer + tail).hexdigest()
+
+
+def meta_digest(raw: bytes) -> str:
+    """SHA-256 of the raw vlmaudit metadata in a footer: files of one run share it."""
     import hashlib
 
-    parts: list = [metadata.num_rows, metadata.num_row_groups]
-    for i in range(metadata.num_row_groups):
-        group = metadata.row_group(i)
-        parts += [group.num_rows, group.total_byte_size]
-        for j in range(group.num_columns):
-            chunk = group.column(j)
-            stats = chunk.statistics
-            parts += [chunk.path_in_schema, chunk.total_compressed_size, chunk.total_uncompressed_size,
-                      None if stats is None else [stats.null_count, repr(stats.min) if stats.has_min_max else None,
-                                                  repr(stats.max) if stats.has_min_max else None]]
-    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
+    return hashlib.sha256(raw).hexdigest()
 

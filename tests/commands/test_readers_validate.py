@@ -2,39 +2,31 @@
 validation: footers, stats, types, ranges, NaN): one `error:` line naming the file, exit 2, before
 any row is used or anything written."""
 
-import csv
 import json
 import math
-import shutil
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import run_cli, scanned_demo
+from conftest import draw_review, label_sheet, run_cli
 from vlmaudit.schema import META_KEY
 
 SHARD = "00000"
 
 
 @pytest.fixture(scope="module")
-def good(tmp_path_factory, tiny_clip):
-    """A one-shard report, its labelled review sheet, and a SHA-256 bank."""
+def good(tmp_path_factory, demo_scan):
+    """A labelled review sheet of the demo scan, and a SHA-256 bank."""
     root = tmp_path_factory.mktemp("readers-validate")
-    reports = scanned_demo(root, tiny_clip, shards=1, per_shard=6)[1]
-    review = root / "review"
-    assert run_cli("sample", reports, "--size", "6", "--out", review).exit_code == 0
-    with open(review / "review.csv", newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    with open(review / "review.csv", "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows([{**row, "labels": "safe"} for row in rows])
+    reports = demo_scan.reports
+    review = draw_review(reports, root / "review", "--size", 10)
+    label_sheet(review, lambda r: "safe")
     bank = root / "bank.txt"
     bank.write_text("0" * 64 + "\n")
     assert run_cli("estimate", reports, "--labels", review, "--json").exit_code == 0
     assert run_cli("match", reports, "--bank", f"sha256:{bank}", "--out", root / "m", "-q").exit_code == 0
-    return reports, review, bank
+    return review, bank
 
 
 def rewrite(d, change, statistics=True, meta=None):
@@ -79,10 +71,9 @@ DAMAGED = [
 
 
 @pytest.mark.parametrize("case, damage, message", DAMAGED, ids=[c[0] for c in DAMAGED])
-def test_sample_estimate_match_refuse_a_damaged_report_like_report(good, tmp_path, case, damage, message):
-    reports, review, bank = good
-    d = tmp_path / "r"
-    shutil.copytree(reports, d)
+def test_sample_estimate_match_refuse_a_damaged_report_like_report(good, scanned_copy, tmp_path, case, damage, message):
+    review, bank = good
+    d = scanned_copy
     damage(d)
     runs = [("sample", d, "--size", "4", "--out", tmp_path / "s"),
             ("estimate", d, "--labels", review, "--json"),

@@ -40,10 +40,10 @@ def synthetic_reports(out, files=2, rows=300, seed=0, keys=None, captions=None, 
 
 
 def load(reports):
-    from vlmaudit.report.reading import report_files, validate_reports
+    from vlmaudit.report.reportset import ReportSet
 
-    files = report_files(reports)
-    return files, validate_reports(reports, files)
+    opened = ReportSet.open(reports)
+    return opened.files, opened.meta
 
 
 def test_strata_partition_the_scored_rows_and_skip_unscored_ones(tmp_path):

@@ -74,16 +74,6 @@ def test_shipped_policies_load(name):
     assert load_policy(shipped_rules_dir() / "policies" / f"{name}.yaml", IDS, CATS).name == name
 
 
-@pytest.fixture
-def scanned(tmp_path, tiny_clip, demo_shards):
-    from conftest import write_tar
-
-    bad = write_tar(tmp_path / "shards" / "bad.tar", [("x.jpg", b"not an image"), ("x.txt", b"caption")])
-    out = tmp_path / "reports"
-    assert run_cli(*scan_args(demo_shards + [bad], out, tiny_clip)).exit_code == 0
-    return out
-
-
 def read(path):
     return pq.read_table(path).to_pylist()
 
@@ -94,16 +84,16 @@ def test_filter_counts_add_up_reasons_and_on_failed(tmp_path, scanned):
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
     keep, drop, review = (read(out / f"{a}.parquet") for a in ("keep", "drop", "review"))
-    assert len(keep) + len(drop) + len(review) == summary["samples"] == 22
+    assert len(keep) + len(drop) + len(review) == summary["samples"] == 63
     assert summary["counts"] == {"keep": len(keep), "review": len(review), "drop": len(drop)}
-    failed = [r for r in keep + drop + review if r["key"] == "x"][0]
+    failed = [r for r in keep + drop + review if r["key"] == "00002-broken"][0]  # the demo's broken JPEG
     assert failed["reasons"][0]["rule"] == "status:decode_error" and failed in review + drop
     for row in drop:
         fired = [r for r in row["reasons"] if r["rule"].startswith("concept:")]
         assert fired and all(max(r["image_score"] or 0, r["caption_score"] or 0) >= r["threshold"] for r in fired)
     out2 = tmp_path / "f2"
     run_cli("filter", scanned, "--policy", "permissive", "--out", out2, "--on-failed", "drop")
-    assert [r["key"] for r in read(out2 / "drop.parquet")].count("x") == 1
+    assert [r["key"] for r in read(out2 / "drop.parquet")].count("00002-broken") == 1
 
 
 def test_rerun_is_idempotent(tmp_path, scanned):
@@ -114,7 +104,7 @@ def test_rerun_is_idempotent(tmp_path, scanned):
     assert {p.name: p.read_bytes() for p in out.iterdir()} == first
 
 
-def test_write_shards_hold_exactly_the_kept_samples_byte_identical(tmp_path, scanned, demo_shards):
+def test_write_shards_hold_exactly_the_kept_samples_byte_identical(tmp_path, scanned, demo_scan):
     import tarfile
 
     import webdataset as wds
@@ -126,7 +116,7 @@ def test_write_shards_hold_exactly_the_kept_samples_byte_identical(tmp_path, sca
     dataset = wds.WebDataset([str(p) for p in sorted(shards.glob("*.tar"))], shardshuffle=False)
     assert sorted(s["__key__"] for s in dataset) == sorted(r["key"] for r in keep)
     originals = {}
-    for shard in demo_shards:
+    for shard in demo_scan.shards:
         with tarfile.open(shard) as tf:
             originals.update({m.name: tf.extractfile(m).read() for m in tf.getmembers()})
     for path in shards.glob("*.tar"):
@@ -156,14 +146,13 @@ def test_filter_user_errors(tmp_path, scanned, args, message):
     assert result.exit_code == 2 and message in result.output
 
 
-def test_filter_never_writes_through_a_planted_symlink_and_leaves_no_temporaries(tmp_path, tiny_clip, demo_shards):
-    reports, out, victim = tmp_path / "reports", tmp_path / "filtered", tmp_path / "victim.txt"
-    assert run_cli(*scan_args(demo_shards, reports, tiny_clip)).exit_code == 0
+def test_filter_never_writes_through_a_planted_symlink_and_leaves_no_temporaries(tmp_path, scanned):
+    out, victim = tmp_path / "filtered", tmp_path / "victim.txt"
     victim.write_text("precious")
     out.mkdir()
     for name in (".keep.parquet.partial", ".decided.parquet.partial", ".drop.parquet.partial"):  # the old names
         (out / name).symlink_to(victim)
-    result = run_cli("filter", reports, "--out", out)
+    result = run_cli("filter", scanned, "--out", out)
     assert result.exit_code == 0, result.output
     assert victim.read_text() == "precious"
     left = sorted(p.name for p in out.iterdir() if p.name.endswith(".partial") and not p.is_symlink())

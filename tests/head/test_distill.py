@@ -76,10 +76,8 @@ def test_distilled_head_agrees_with_the_judge_and_screens_a_cascade(tmp_path, ti
     assert agree >= 0.9
 
 
-def test_distill_without_judge_verdicts_is_a_one_line_error(tmp_path, tiny_clip, demo_shards):
-    out = tmp_path / "clip"
-    assert run_cli(*scan_args(demo_shards[:1], out, tiny_clip)).exit_code == 0
-    result = run_cli("distill", out, "--shards", demo_shards[0], "--out", tmp_path / "head",
+def test_distill_without_judge_verdicts_is_a_one_line_error(tmp_path, tiny_clip, demo_scan):
+    result = run_cli("distill", demo_scan.reports, "--shards", demo_scan.shards[0], "--out", tmp_path / "head",
                      "--vision-model", tiny_clip)
     assert result.exit_code == 2 and result.output.startswith("error: no judge verdicts")
 

@@ -2,30 +2,19 @@
 digests and numbers from the reports and names every difference (exit 1), or exits 2 when the
 card or the reports cannot be read."""
 
-import csv
 import hashlib
 import json
-import shutil
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import run_cli, scanned_demo
-
-
-@pytest.fixture(scope="module")
-def scanned(tiny_clip, tmp_path_factory):
-    root = tmp_path_factory.mktemp("card")
-    _, reports = scanned_demo(root, tiny_clip, shards=3, per_shard=20)
-    return reports
+from conftest import draw_review, every_third, label_sheet, run_cli, write_sheet
 
 
 @pytest.fixture
-def reports(scanned, tmp_path):
+def reports(scanned_copy):
     """A private copy to tamper with."""
-    copy = tmp_path / "reports"
-    shutil.copytree(scanned, copy)
-    return copy
+    return scanned_copy
 
 
 def make_card(reports, out, *extra):
@@ -47,7 +36,7 @@ def test_card_records_what_with_what_results_and_digests(scanned, tmp_path):
     every = sorted(p.name for p in scanned.iterdir() if p.is_file() and not p.name.startswith("."))
     assert list(card["files"]) == every and all(card["files"][n] == sha(scanned / n) for n in every)
     assert card["audited"]["shard_list_sha256"] == hashlib.sha256(b"00000\n00001\n00002\n").hexdigest()
-    assert card["audited"]["samples"] == 60 and card["audited"]["complete"] is True
+    assert card["audited"]["samples"] == 63 and card["audited"]["complete"] is True
     run = json.loads((scanned / "run.json").read_text())
     assert card["model"]["revision"] == run["revision"] and card["model"]["model"] == run["model"]
     assert card["taxonomy"]["fingerprint"] == run["taxonomy_fingerprint"]
@@ -78,12 +67,12 @@ def test_tampered_report_file_or_number_is_named(reports, tmp_path):
     card = json.loads(card_path.read_text())
     sexual = next(r for r in card["results"] if r["id"] == "sexual")
     sexual["flagged"] += 1
-    card["audited"]["samples"] = 59
+    card["audited"]["samples"] = 62
     card_path.write_text(json.dumps(card))
     result = verify(card_path, reports)
     assert result.exit_code == 1
     assert f"results[sexual].flagged: {sexual['flagged']} in the card, {sexual['flagged'] - 1} from" in result.output
-    assert "audited.samples: 59 in the card, 60 from the reports" in result.output
+    assert "audited.samples: 62 in the card, 63 from the reports" in result.output
 
 
 def test_removed_and_added_files_are_named(reports, tmp_path):
@@ -96,7 +85,7 @@ def test_removed_and_added_files_are_named(reports, tmp_path):
     assert "file 00002.parquet: listed in the card, not in the reports" in result.output
     assert "file notes.txt: in the reports, not listed in the card" in result.output
     assert "audited.complete: True in the card, False from the reports" in result.output
-    assert "audited.samples: 60 in the card, 40" in result.output
+    assert "audited.samples: 63 in the card, 40" in result.output
 
 
 def test_card_of_an_incomplete_run(reports, tmp_path):
@@ -147,16 +136,8 @@ def test_unscored_categories_are_na_and_known_matches_counted(reports, tmp_path)
 
 
 def test_card_with_labels_carries_the_estimates(reports, tmp_path):
-    review = tmp_path / "review"
-    assert run_cli("sample", reports, "--size", 24, "--out", review, "--seed", 7).exit_code == 0
-    with open(review / "review.csv", newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    for row in rows:
-        row["labels"] = "sexual" if int(row["key"][-2:]) % 3 == 0 else "safe"
-    with open(review / "review.csv", "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    review = draw_review(reports, tmp_path / "review")
+    rows = label_sheet(review, lambda r: "sexual" if every_third(r) else "safe")
     card, markdown = make_card(reports, tmp_path / "card", "--labels", review)
     estimate = json.loads(run_cli("estimate", reports, "--labels", review, "--json").output)
     sexual = next(c for c in estimate["categories"] if c["id"] == "sexual")["prevalence"]
@@ -168,10 +149,7 @@ def test_card_with_labels_carries_the_estimates(reports, tmp_path):
     unchecked = verify(tmp_path / "card.json", reports)
     assert unchecked.exit_code == 0 and "not re-checked" in unchecked.output
     rows[0]["labels"] = "safe" if rows[0]["labels"] == "sexual" else "sexual"
-    with open(review / "review.csv", "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_sheet(review, rows)
     result = verify(tmp_path / "card.json", reports, "--labels", review)
     assert result.exit_code == 1 and "results[sexual].estimate" in result.output
 

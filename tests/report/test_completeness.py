@@ -5,14 +5,11 @@ samples by status; --fail-above refuses to gate an incomplete run unless asked."
 import json
 import os
 import shutil
-import signal
 import socket
-import subprocess
-import sys
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import run_cli, scan_args, wait_for
+from conftest import interrupt_after_two_shards, run_cli, scan_args
 
 PER_SHARD = 7
 
@@ -133,9 +130,8 @@ def test_filter_summary_lists_incomplete_shards(partial, tmp_path):
     assert summary["complete"] is False and summary["incomplete"]["missing_shards"] == ["00001"]
 
 
-def test_complete_run_says_so_everywhere(tmp_path, tiny_clip, demo_shards):
-    reports = tmp_path / "reports"
-    assert run_cli(*scan_args(demo_shards, reports, tiny_clip)).exit_code == 0
+def test_complete_run_says_so_everywhere(tmp_path, scanned):
+    reports = scanned
     data = report_json(reports)
     assert data["complete"] is True and data["incomplete"]["truncated"] == []
     markdown = run_cli("report", reports, "--format", "markdown").output
@@ -147,25 +143,8 @@ def test_complete_run_says_so_everywhere(tmp_path, tiny_clip, demo_shards):
 
 
 def test_ctrl_c_leaves_a_run_that_reports_incomplete(tmp_path, tiny_clip, demo_shards):
-    """A real interrupt: the third shard is a pipe that blocks, Ctrl-C lands after two shards."""
-    fifo = tmp_path / "block"
-    os.mkfifo(fifo)
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "vlmaudit", *scan_args(demo_shards[:2] + [f"pipe:cat {fifo}"] + demo_shards[2:],
-                                                       out, tiny_clip)]
-    proc = subprocess.Popen(cmd, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
-    try:
-        assert wait_for(lambda: len(list(out.glob("*.stats.json"))) >= 2 or proc.poll() is not None)
-        assert proc.poll() is None, proc.communicate()[1][-2000:]
-        proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=300)
-    finally:
-        try:
-            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-        except OSError:
-            pass
-    assert proc.returncode == 130
+    assert interrupt_after_two_shards(demo_shards, out, tiny_clip, tmp_path / "block")[0] == 130
     data = report_json(out)
     assert data["complete"] is False and data["overview"]["shards"] == 2
     assert data["incomplete"]["missing_shards"] == ["block", "00002"]

@@ -135,17 +135,13 @@ def test_filter_summary_marks_unscored_categories(nsfw_reports, tmp_path):
     assert per["hate"] == {"id": "hate", "scored": False, "modalities": {"image": False, "caption": False}, "na": NA}
 
 
-def test_compare_with_an_unscored_side_is_n_a_not_a_difference(nsfw_reports, tiny_clip, tmp_path, names):
-    from vlmaudit.demo.build import build_demo_shards
-
-    shards = build_demo_shards(tmp_path / "shards", shards=1, per_shard=7)
-    assert run_cli(*scan_args(shards, tmp_path / "clip", tiny_clip)).exit_code == 0
-    result = run_cli("report", tmp_path / "clip", "--compare", nsfw_reports, "--json")
+def test_compare_with_an_unscored_side_is_n_a_not_a_difference(nsfw_reports, scanned, names):
+    result = run_cli("report", scanned, "--compare", nsfw_reports, "--json")
     assert result.exit_code == 0, result.output
     rows = {r["id"]: r for r in json.loads(result.stdout)["compare"]}
     assert rows["hate"]["other_rate"] is None and rows["hate"]["delta"] is None and rows["hate"]["other_na"] == NA
     assert rows["hate"]["rate"] is not None and rows["sexual"]["other_rate"] is not None
-    text = run_cli("report", tmp_path / "clip", "--compare", nsfw_reports)
+    text = run_cli("report", scanned, "--compare", nsfw_reports)
     compared = text.output[text.output.index("compared with"):]
     for cid, name in names.items():  # the other side's column and the delta: n/a, never 0
         line = next(line for line in compared.splitlines() if name in line)

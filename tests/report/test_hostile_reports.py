@@ -11,28 +11,20 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import run_cli, scan_args, scanned_demo, write_shard
+from conftest import run_cli, scan_args, write_shard
 from vlmaudit.demo.build import synthetic_image
 from vlmaudit.schema import META_KEY
 
 SHARD = "00000"
 
 
-@pytest.fixture(scope="module")
-def base(tmp_path_factory, tiny_clip):
-    """A good report of two shards (the second one is used by the mixed-directory cases)."""
-    return scanned_demo(tmp_path_factory.mktemp("hostile-reports"), tiny_clip, shards=2, per_shard=4)[1]
-
-
-def one_shard(base, tmp_path):
-    """A copy of the base report holding only shard 00000."""
-    out = tmp_path / "r"
-    shutil.copytree(base, out)
-    for path in out.glob("00001.*"):
+def one_shard(reports):
+    """REPORTS (a private copy of the demo scan) cut down to shard 00000."""
+    for path in [*reports.glob("00001.*"), *reports.glob("00002.*")]:
         path.unlink()
-    run = json.loads((out / "run.json").read_text())
-    (out / "run.json").write_text(json.dumps({**run, "planned_shards": [SHARD]}))
-    return out
+    run = json.loads((reports / "run.json").read_text())
+    (reports / "run.json").write_text(json.dumps({**run, "planned_shards": [SHARD]}))
+    return reports
 
 
 def parquet(d):
@@ -178,8 +170,8 @@ def commands(d, tmp_path):
 
 
 @pytest.mark.parametrize("case, damage, message", DAMAGED, ids=[c[0] for c in DAMAGED])
-def test_damaged_report_gives_one_line_and_exit_2(base, tmp_path, case, damage, message):
-    d = one_shard(base, tmp_path)
+def test_damaged_report_gives_one_line_and_exit_2(scanned_copy, tmp_path, case, damage, message):
+    d = one_shard(scanned_copy)
     damage(d)
     for args in commands(d, tmp_path):
         result = run_cli(*args)  # an uncaught exception (a traceback) fails the test here
@@ -190,29 +182,27 @@ def test_damaged_report_gives_one_line_and_exit_2(base, tmp_path, case, damage, 
     assert not (tmp_path / "f" / "keep.parquet").exists() and not (tmp_path / "kept").exists()
 
 
-def test_two_taxonomies_are_refused_even_with_allow_mixed(base, tmp_path):
-    d = tmp_path / "r"
-    shutil.copytree(base, d)
+def test_two_taxonomies_are_refused_even_with_allow_mixed(scanned_copy, tmp_path):
+    d = scanned_copy
     rewrite(d, change_meta=lambda m: {**m, "concepts": [c + "-v2" for c in m["concepts"]]}, name="00001")
     for extra in ([], ["--allow-mixed"]):
         result = run_cli("report", d, *extra)
         assert result.exit_code == 2 and "00001.parquet: written with another taxonomy" in result.output
 
 
-def test_two_models_are_refused_unless_allowed(base, tmp_path):
-    d = tmp_path / "r"
-    shutil.copytree(base, d)
+def test_two_models_are_refused_unless_allowed(scanned_copy, tmp_path):
+    d = scanned_copy
     rewrite(d, change_meta=lambda m: {**m, "model": {**m["model"], "model": "someone/else"}}, name="00001")
     for args in (("report", d), ("filter", d, "--out", tmp_path / "f")):
         result = run_cli(*args)
         assert result.exit_code == 2 and "00001.parquet: another model" in result.output and "--allow-mixed" in result.output
     mixed = json.loads(run_cli("report", d, "--json", "--allow-mixed").output)
-    assert mixed["overview"]["samples"] == 8
+    assert mixed["overview"]["samples"] == 63
     assert run_cli("filter", d, "--out", tmp_path / "f", "--allow-mixed").exit_code == 0
 
 
-def test_error_lines_show_hostile_file_names_as_text(base, tmp_path):
-    d = one_shard(base, tmp_path)
+def test_error_lines_show_hostile_file_names_as_text(scanned_copy, tmp_path):
+    d = one_shard(scanned_copy)
     hostile = d / "\x1b]52;c;cm0gLXJmIH4=\x07\x1b[2J.parquet"
     hostile.write_bytes(b"PAR1 not really")
     result = run_cli("report", d)
@@ -270,8 +260,8 @@ def test_html_keeps_escaping_captions(hostile_captions, tmp_path):
         "<script>document.querySelectorAll", "")
 
 
-def test_recorded_pipe_source_is_never_run(base, tmp_path):
-    d = one_shard(base, tmp_path)
+def test_recorded_pipe_source_is_never_run(scanned_copy, tmp_path):
+    d = one_shard(scanned_copy)
     stats = json.loads(stats_file(d).read_text())
     real = stats["url"]
     marker = tmp_path / "pwned"
@@ -292,10 +282,10 @@ def test_recorded_pipe_source_is_never_run(base, tmp_path):
     assert (tmp_path / "kept" / f"{SHARD}.tar").is_file() and not marker.exists()
 
 
-def test_recorded_url_opens_no_connection(base, tmp_path):
+def test_recorded_url_opens_no_connection(scanned_copy, tmp_path):
     import socket
 
-    d = one_shard(base, tmp_path)
+    d = one_shard(scanned_copy)
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(4)
@@ -311,10 +301,10 @@ def test_recorded_url_opens_no_connection(base, tmp_path):
     server.close()
 
 
-def test_rereads_honour_max_member_bytes(base, tmp_path):
+def test_rereads_honour_max_member_bytes(scanned_copy, tmp_path):
     import tarfile
 
-    d = one_shard(base, tmp_path)
+    d = one_shard(scanned_copy)
     real = json.loads(stats_file(d).read_text())["url"]
     result = run_cli("filter", d, "--policy", "permissive", "--out", tmp_path / "f", "--write-shards",
                      tmp_path / "kept", "--max-member-bytes", "200")

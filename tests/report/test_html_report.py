@@ -3,7 +3,6 @@ blurred until clicked, escaping of every piece of data; opened in a real headles
 DevTools protocol (no console error, charts drawn at a non-zero size, nothing fetched from the
 network, images blurred before a click and not after), with a screenshot for a person to look at."""
 
-import csv
 import json
 import os
 import re
@@ -11,32 +10,17 @@ import shutil
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import run_cli, scanned_demo
+from conftest import draw_review, every_third, label_sheet, run_cli
 
 HOSTILE = "<img src=x onerror=\"document.title='pwned'\">"
 
 
-def labelled_review(root, reports_dir):
-    """`vlmaudit sample` of the reports, every drawn row labelled (every third one: sexual)."""
-    out = root / "review"
-    result = run_cli("sample", reports_dir, "--size", 24, "--out", out, "--seed", 7)
-    assert result.exit_code == 0, result.output
-    with open(out / "review.csv", newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    for i, row in enumerate(rows):
-        row["labels"] = "sexual" if i % 3 == 0 else "safe"
-    with open(out / "review.csv", "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return out
-
-
 @pytest.fixture(scope="module")
-def reports(tiny_clip, tmp_path_factory):
-    root = tmp_path_factory.mktemp("html")
-    _, out = scanned_demo(root, tiny_clip, shards=3, per_shard=20)
-    return root, out, labelled_review(root, out)
+def reports(demo_scan, tmp_path_factory):
+    """(the demo scan's reports, a review of them with every row labelled, every third one sexual)."""
+    review = draw_review(demo_scan.reports, tmp_path_factory.mktemp("html") / "review")
+    label_sheet(review, lambda r: "sexual" if every_third(r) else "safe")
+    return demo_scan.reports, review
 
 
 def summary_of(reports_dir, *args):
@@ -62,7 +46,7 @@ def hostile_summary(summary: dict) -> dict:
 
 
 def test_concept_histograms_hold_every_score_and_the_thresholds(reports):
-    _, out, _ = reports
+    out, _ = reports
     summary = summary_of(out, "--threshold", "sexual=0.7")
     rows = pq.read_table(sorted(out.glob("*.parquet"))).to_pylist()
     meta_concepts = [c["id"] for c in summary["top_concepts"]]
@@ -77,7 +61,7 @@ def test_concept_histograms_hold_every_score_and_the_thresholds(reports):
 def test_page_escapes_data_and_links_only_http_urls(reports):
     from vlmaudit.report.html_page import to_html
 
-    _, out, _ = reports
+    out, _ = reports
     summary = hostile_summary(summary_of(out))
     page = to_html(summary, {}, blur=True, redact=False)
     assert page.count("<script") == 1 and "document.title='pwned'</script>" not in page
@@ -96,7 +80,7 @@ def test_page_escapes_data_and_links_only_http_urls(reports):
 def test_redacted_page_shows_no_caption_or_url(reports):
     from vlmaudit.report.html_page import to_html
 
-    _, out, _ = reports
+    out, _ = reports
     page = to_html(hostile_summary(summary_of(out)), {}, blur=False, redact=True)  # captions, URLs still there
     assert html_escaped(HOSTILE + " caption only") not in page and "an image flag" not in page and "example.invalid" not in page
     assert "href=" not in page and "(caption redacted)" in page
@@ -141,7 +125,7 @@ def test_report_in_a_real_browser(reports, tmp_path):
     from vlmaudit.report.html_page import to_html
 
     binary = chromium_or_skip()
-    _, out, labels = reports
+    out, labels = reports
     page = tmp_path / "report.html"
     result = run_cli("report", out, "--threshold", "0.5", "--labels", labels, "--format", "html", "--output", page)
     assert result.exit_code == 0, result.output

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conftest import rules_with_threshold, run_cli, scan_args, write_tar
-from vlmaudit.demo.build import build_demo_shards, synthetic_image
+from vlmaudit.demo.build import synthetic_image
 from vlmaudit.rulebook.load import load_rules
 
 RULES = load_rules()
@@ -46,25 +46,11 @@ def exact(value) -> str:
 
 
 @pytest.fixture(scope="module")
-def shards(tmp_path_factory):
-    return build_demo_shards(tmp_path_factory.mktemp("reg") / "shards", shards=2, per_shard=6)
-
-
-@pytest.fixture(scope="module")
-def scanned(tmp_path_factory, tiny_clip, shards):
-    """Two demo shards scanned with the shipped rules."""
-    out = tmp_path_factory.mktemp("reg") / "reports"
-    result = run_cli(*scan_args(shards, out, tiny_clip))
-    assert result.exit_code == 0, result.output
-    return out
-
-
-@pytest.fixture(scope="module")
-def scanned_all_flagged(tmp_path_factory, tiny_clip, shards):
-    """The same shards scanned with every threshold at 0: every scored sample is flagged."""
+def scanned_all_flagged(tmp_path_factory, tiny_clip, demo_scan):
+    """The demo scan's shards scanned again with every threshold at 0: every scored sample is flagged."""
     root = tmp_path_factory.mktemp("reg0")
     out = root / "reports"
-    result = run_cli(*scan_args(shards, out, tiny_clip, "--rules", rules_with_threshold(root, 0.0)))
+    result = run_cli(*scan_args(demo_scan.shards, out, tiny_clip, "--rules", rules_with_threshold(root, 0.0)))
     assert result.exit_code == 0, result.output
     return out
 
@@ -107,7 +93,7 @@ def test_a_score_exactly_at_a_policy_threshold_fires(tmp_path):
     assert decide_by_policy(policy, image, np.full_like(image, np.nan), tmp_path) == [([3], 2), ([], 0)]
 
 
-def test_scan_and_report_flag_the_sample_whose_score_equals_the_threshold(tmp_path, tiny_clip, scanned, shards):
+def test_scan_and_report_flag_the_sample_whose_score_equals_the_threshold(tmp_path, tiny_clip, scanned, demo_scan):
     """Planted: > in flags.py (scan) or in the report's re-thresholding; thresholds.yaml read
     through float32 must keep an exactly representable value exact."""
     rows = rows_of(scanned)
@@ -123,7 +109,7 @@ def test_scan_and_report_flag_the_sample_whose_score_equals_the_threshold(tmp_pa
     (rules / "thresholds.yaml").write_text(
         f"default: {{image: {exact(top)}, caption: 1.0}}\n")
     out = tmp_path / "at"
-    assert run_cli(*scan_args(shards, out, tiny_clip, "--rules", rules)).exit_code == 0
+    assert run_cli(*scan_args(demo_scan.shards, out, tiny_clip, "--rules", rules)).exit_code == 0
     flagged = [r for r in rows_of(out) if r["image_flagged"]]
     assert len(flagged) == at and all(max(r["image_scores"]) == top for r in flagged)
     assert sum(s["flagged"]["image"] for s in stats_of(out).values()) == at

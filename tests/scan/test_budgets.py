@@ -4,14 +4,13 @@ import io
 import json
 import subprocess
 import sys
-import tarfile
 import textwrap
 import time
 
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import run_cli, scan_args
+from conftest import run_cli, scan_args, write_tar
 from vlmaudit.errors import RulesError
 
 BOMB = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
@@ -50,22 +49,13 @@ def test_rules_alias_bomb_is_one_line_on_the_command_line(tmp_path):
     assert time.perf_counter() - started < 5
 
 
-def pax_tar(path, members):
-    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tf:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    return path
-
-
 def test_overlong_member_names_become_rows_with_an_error(tmp_path, tiny_clip):
     from vlmaudit.demo.build import synthetic_image
     import random
 
     image = synthetic_image(random.Random(0))
     long_key, huge_key = "k" * 10_000, "h" * 200_000
-    shard = pax_tar(tmp_path / "names.tar", [
+    shard = write_tar(tmp_path / "names.tar", [
         ("good.jpg", image), ("good.txt", b"fine"),
         (long_key + ".jpg", image), (long_key + ".txt", b"long"),
         ("other" + long_key + ".jpg", image),

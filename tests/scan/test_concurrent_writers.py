@@ -9,16 +9,14 @@ import time
 
 import pyarrow.parquet as pq
 
-from conftest import rows, run_cli, same_rows, scan_args
+from conftest import rows, run_cli, same_rows, scan_args, start_scan
 
 
 def test_two_processes_scanning_the_same_shards_into_one_out(tmp_path, tiny_clip, many_shards):
     reference = tmp_path / "reference"
     assert run_cli(*scan_args(many_shards, reference, tiny_clip, "--batch-size", "2")).exit_code == 0
     out = tmp_path / "shared"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "vlmaudit", *scan_args(many_shards, out, tiny_clip, "--batch-size", "2")]
-    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    procs = [start_scan(many_shards, out, tiny_clip, "--batch-size", "2") for _ in range(2)]
     outputs = [p.communicate(timeout=300)[1].decode() for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
     assert sorted(p.name for p in out.iterdir()) == sorted(

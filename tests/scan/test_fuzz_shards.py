@@ -8,19 +8,11 @@ import tarfile
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import NoInputs
 from vlmaudit.demo.build import synthetic_image
 from vlmaudit.scan.worker import ScanSettings, ShardJob, prepare_shard
 
 N = 8
-
-
-class NoModel:
-    """Stands in for the model's preprocessor: the property is about reading and decoding."""
-
-    draft_size = None
-
-    def prepare(self, images, captions):
-        return {}
 
 
 def build_shard():
@@ -42,7 +34,7 @@ SHARD, SPANS = build_shard()
 def read(tmp_path, data):
     path = tmp_path / "fuzz.tar"
     path.write_bytes(data)
-    batches = list(prepare_shard(ShardJob(str(path), "fuzz"), NoModel(), ScanSettings(batch_size=3, retries=0)))
+    batches = list(prepare_shard(ShardJob(str(path), "fuzz"), NoInputs(), ScanSettings(batch_size=3, retries=0)))
     return [m for b in batches for m in b.metas], batches[-1].end
 
 

@@ -116,7 +116,7 @@ def test_a_full_disk_is_one_line_and_nothing_marked_done(tmp_path, tiny_clip):
     assert sorted(p.name for p in out.iterdir()) == ["run.json"]
 
 
-def test_read_only_out_is_one_line(tmp_path, tiny_clip, demo_shards):
+def test_out_below_a_file_is_one_line_and_exit_2(tmp_path, tiny_clip, demo_shards):
     out = tmp_path / "out"
     out.write_text("a file where a directory should be")
     result = run_cli(*scan_args(demo_shards, out / "sub", tiny_clip))

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import run_cli, scan_args
+from conftest import NoInputs, run_cli, scan_args
 
 I2D_SCHEMA = pa.schema([
     ("caption", pa.string()), ("url", pa.string()), ("key", pa.string()), ("status", pa.string()),
@@ -349,19 +349,10 @@ def test_memory_stays_flat_however_large_the_row_group(tmp_path):
 
 # ---- reading without a model: object storage, damaged bytes ------------------------------------------
 
-class NoModel:
-    """Stands in for the model's preprocessor: these properties are about reading and decoding."""
-
-    draft_size = None
-
-    def prepare(self, images, captions):
-        return {}
-
-
 def read_shard(url, **settings):
     from vlmaudit.scan.worker import ScanSettings, ShardJob, prepare_shard
 
-    batches = list(prepare_shard(ShardJob(url, "t"), NoModel(), ScanSettings(batch_size=5, retries=0, **settings)))
+    batches = list(prepare_shard(ShardJob(url, "t"), NoInputs(), ScanSettings(batch_size=5, retries=0, **settings)))
     return [m for b in batches for m in b.metas], batches[-1].end
 
 

@@ -44,13 +44,18 @@ READ = textwrap.dedent("""
 """)
 
 
-def test_declared_huge_cell_is_too_large_before_decompression(tmp_path):
-    path = tmp_path / "bomb.parquet"
-    subprocess.run([sys.executable, "-c", WRITE_BOMB, str(path), str(1_900_000_000)], check=True, timeout=600)
-    assert path.stat().st_size < 256 << 10
+def bomb_read_in_a_fresh_interpreter(writer: str, path, most_bytes: int) -> dict:
+    """PATH written by the WRITER script with a 1.9 GB cell (at most MOST_BYTES on disk), then read
+    by READ in an interpreter of its own: its peak memory and rows."""
+    subprocess.run([sys.executable, "-c", writer, str(path), str(1_900_000_000)], check=True, timeout=600)
+    assert path.stat().st_size < most_bytes
     out = subprocess.run([sys.executable, "-c", READ, str(path)], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
-    result = json.loads(out.stdout)
+    return json.loads(out.stdout)
+
+
+def test_declared_huge_cell_is_too_large_before_decompression(tmp_path):
+    result = bomb_read_in_a_fresh_interpreter(WRITE_BOMB, tmp_path / "bomb.parquet", 256 << 10)
     assert result["peak_mb"] < 600, result  # inflating the cell alone would take 1.9 GB
     keys = [r[0] for r in result["rows"]]
     assert keys == ["a", "bomb", "c"], result  # every row is reported, its key kept
@@ -99,12 +104,7 @@ def arrow_rows(path, max_bytes):
 
 
 def test_arrow_batch_declaring_a_huge_cell_is_never_read(tmp_path):
-    path = tmp_path / "bomb.arrow"
-    subprocess.run([sys.executable, "-c", WRITE_ARROW_BOMB, str(path), str(1_900_000_000)], check=True, timeout=600)
-    assert path.stat().st_size < 1 << 20
-    out = subprocess.run([sys.executable, "-c", READ, str(path)], capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-2000:]
-    result = json.loads(out.stdout)
+    result = bomb_read_in_a_fresh_interpreter(WRITE_ARROW_BOMB, tmp_path / "bomb.arrow", 1 << 20)
     assert result["peak_mb"] < 600, result
     assert [r[:2] for r in result["rows"]] == [["a", None], ["bomb/1", "too_large"], ["b", None]], result
     assert "declares 19000000" in result["rows"][1][2] and [r[3] for r in result["rows"]] == [1, None, 1], result

@@ -8,7 +8,7 @@ import tempfile
 
 import pytest
 
-from conftest import run_cli, scanned_demo
+from conftest import run_cli
 
 
 def plant(directory, names, victim):
@@ -22,11 +22,6 @@ def victim(tmp_path):
     path = tmp_path / "victim.txt"
     path.write_text("precious")
     return path
-
-
-@pytest.fixture(scope="module")
-def reports(tiny_clip, tmp_path_factory):
-    return scanned_demo(tmp_path_factory.mktemp("nowrite"), tiny_clip, shards=2, per_shard=6)[1]
 
 
 def test_write_probes_never_follow_a_planted_symlink(tmp_path, victim):
@@ -53,14 +48,14 @@ def test_duckdb_spills_into_a_private_directory_removed_afterwards(tmp_path):
     assert not os.path.exists(parent)
 
 
-def test_outputs_replace_planted_symlinks_and_never_write_their_targets(tmp_path, victim, reports):
+def test_outputs_replace_planted_symlinks_and_never_write_their_targets(tmp_path, victim, scanned):
     report_out = tmp_path / "r"
     plant(report_out, ["report.html", "card.md", "card.json"], victim)
-    assert run_cli("report", reports, "--format", "html", "--output", report_out / "report.html").exit_code == 0
-    assert run_cli("report", reports, "--format", "card", "--out", report_out / "card").exit_code == 0
+    assert run_cli("report", scanned, "--format", "html", "--output", report_out / "report.html").exit_code == 0
+    assert run_cli("report", scanned, "--format", "card", "--out", report_out / "card").exit_code == 0
     sheet = tmp_path / "sheet"
     plant(sheet, ["review.csv", "review.parquet", "design.json", "review.html"], victim)
-    result = run_cli("sample", reports, "--size", 10, "--out", sheet, "--overwrite")
+    result = run_cli("sample", scanned, "--size", 10, "--out", sheet, "--overwrite")
     assert result.exit_code == 0, result.output
     assert victim.read_text() == "precious"
     for path in [*report_out.iterdir(), *sheet.iterdir()]:
@@ -68,12 +63,12 @@ def test_outputs_replace_planted_symlinks_and_never_write_their_targets(tmp_path
     assert not [p for p in [*report_out.iterdir(), *sheet.iterdir()] if p.name.startswith(".")]
 
 
-def test_filter_write_shards_never_writes_through_old_partial_names(tmp_path, victim, reports):
+def test_filter_write_shards_never_writes_through_old_partial_names(tmp_path, victim, scanned):
     out, kept = tmp_path / "lists", tmp_path / "kept"
     names = [n for shard in ("00000", "00001") for n in (f".{shard}.tar.partial", f".{shard}.parquet.partial",
                                                           f".{shard}.tar.{os.getpid()}.partial",
                                                           f".{shard}.parquet.{os.getpid()}.partial")]
     plant(kept, names, victim)
-    result = run_cli("filter", reports, "--policy", "permissive", "--out", out, "--write-shards", kept)
+    result = run_cli("filter", scanned, "--policy", "permissive", "--out", out, "--write-shards", kept)
     assert result.exit_code == 0, result.output
     assert victim.read_text() == "precious" and (kept / "00000.tar").is_file()

@@ -10,28 +10,12 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
+
+from vlmaudit.commands.options import BenchRequest
 
 BENCH_BACKENDS = ("clip", "vlm")
 VLM_SIZES = {"tiny": "llava", "llava-0.5b": "llava-0.5b"}
-
-
-@dataclass
-class BenchRequest:
-    model: str | None = None
-    size: str = "vit-b-32"
-    backend: str = "clip"
-    shards: int = 4
-    per_shard: int = 64
-    batch_size: int = 32
-    workers: int = 2
-    device: str = "auto"
-    precision: str = "auto"
-    decode: str = "auto"
-    compile: bool = False
-    peak_tflops: float | None = None
-    progress: object = None  # vlmaudit.progress.ProgressOptions; None: quiet
 
 
 def run_bench(request: BenchRequest) -> dict:
@@ -39,10 +23,8 @@ def run_bench(request: BenchRequest) -> dict:
     from vlmaudit.perf.peaks import device_name
     from vlmaudit.scan.gpu_decode import resolve_decode
 
-    from vlmaudit.progress import ProgressOptions
-
     _check(request)
-    show, samples = request.progress or ProgressOptions(), request.shards * request.per_shard
+    show, samples = request.progress(), request.shards * request.per_shard
     with tempfile.TemporaryDirectory(prefix="vlmaudit-bench-") as tmp:
         root = Path(tmp)
         show.note(f"bench: writing {request.shards} demo shards of {request.per_shard} samples")

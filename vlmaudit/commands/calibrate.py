@@ -4,37 +4,24 @@ user's labels reaches the target; a thresholds file that scan --thresholds / rep
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
+from vlmaudit.commands.options import CalibrateRequest
 from vlmaudit.errors import UserError
 
 PERS = ("category", "concept")
-
-
-@dataclass
-class CalibrateRequest:
-    report_dir: Path
-    labels: Path
-    target_precision: float
-    out: Path
-    per: str = "category"
-    modality: str = "both"
-    min_flagged: int = 1
-    as_json: bool = False
 
 
 def run_calibrate(request: CalibrateRequest) -> dict:
     from vlmaudit.calibrate.choose import choose
     from vlmaudit.calibrate.labels import load_labels
     from vlmaudit.calibrate.scores import MODALITIES, group_scores, labelled_rows
-    from vlmaudit.report.reading import report_files, validate_reports
+    from vlmaudit.report.reportset import ReportSet
 
     _check(request, MODALITIES)
-    files = report_files(request.report_dir)
-    meta = validate_reports(request.report_dir, files)  # the checks `report` runs: footers, stats, mixed models
+    reports = ReportSet.open(request.report_dir)  # the checks `report` runs: footers, stats, mixed models
+    files, meta = reports.files, reports.meta
     ids, names, members = _groups(meta, request.per)
     labels = load_labels(request.labels, request.per, ids, names)
     rows, image, caption = labelled_rows(labels, meta, files)

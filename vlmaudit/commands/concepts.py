@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from vlmaudit.commands.options import ConceptsRequest
 
-def show_concepts(rules_dir, as_json: bool) -> None:
+
+def show_concepts(request: ConceptsRequest) -> None:
     from vlmaudit.report.safetext import json_text
     from vlmaudit.rulebook.load import load_rules
 
-    rules = load_rules(rules_dir)
+    rules = load_rules(request.rules)
     rows = _rows(rules)
-    if as_json:
+    if request.as_json:
         print(json_text({"taxonomy_version": rules.taxonomy.tag, "concepts": rows}))
         return
     from vlmaudit.report.dashboard import make_console

@@ -7,7 +7,7 @@ access, and prints the commands for real shards and the real default model.
 
 from __future__ import annotations
 
-from pathlib import Path
+from vlmaudit.commands.options import DemoRequest
 
 NEXT_STEPS = """\
 Next, on real shards with the real default model ({model}, downloaded once from the hub):
@@ -17,7 +17,7 @@ Next, on real shards with the real default model ({model}, downloaded once from 
 """
 
 
-def run_demo(root: Path, shards: int = 3, per_shard: int = 16) -> int:
+def run_demo(request: DemoRequest) -> int:
     from rich.console import Console
 
     from vlmaudit.backends.clip import DEFAULT_MODEL
@@ -27,7 +27,8 @@ def run_demo(root: Path, shards: int = 3, per_shard: int = 16) -> int:
     from vlmaudit.demo.checkpoints import build_random_clip
 
     console = Console()
-    paths = build_demo_shards(root / "shards", shards=shards, per_shard=per_shard, with_bad_samples=True)
+    root = request.directory
+    paths = build_demo_shards(root / "shards", shards=request.shards, per_shard=request.per_shard, with_bad_samples=True)
     model = build_random_clip(root / "tiny-random-clip", size="tiny")
     console.print(f"demo: {len(paths)} shards in {root / 'shards'} (with a missing image, a broken JPEG and a "
                   f"very long caption); a tiny RANDOM-WEIGHT CLIP in {model}")
@@ -36,7 +37,7 @@ def run_demo(root: Path, shards: int = 3, per_shard: int = 16) -> int:
     reports = root / "reports"
     code = run_scan_command(ScanRequest(shards=[str(p) for p in paths], out=reports, model=str(model), workers=0, overwrite=True,
                                         quiet=True, precision="fp32"))
-    run_report_command(ReportRequest(reports))
+    run_report_command(ReportRequest(report_dir=reports))
     console.print("demo: scores above are MEANINGLESS (random-weight model)")
     console.print(NEXT_STEPS.format(model=DEFAULT_MODEL), markup=False, highlight=False)
     return code

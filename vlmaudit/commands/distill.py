@@ -5,29 +5,12 @@ stage (`scan --backend cascade --head OUT`)."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from pathlib import Path
 
+from vlmaudit.commands.options import DistillRequest
 from vlmaudit.errors import UserError
 
 
-@dataclass
-class DistillRequest:
-    report_dir: Path
-    shards: list[str]
-    out: Path
-    vision_model: str | None = None
-    cutoff: float = 0.5
-    max_samples: int | None = None
-    rules: Path | None = None
-    device: str = "auto"
-    allow_unsafe_weights: bool = False
-    trust_remote_code: bool = False
-    quiet: bool = False
-    progress_every: float = 30.0
-
-
-def run_distill(request: DistillRequest, settings) -> dict:
+def run_distill(request: DistillRequest) -> dict:
     from rich.console import Console
 
     from vlmaudit.backends.modelref import ModelOptions
@@ -36,18 +19,18 @@ def run_distill(request: DistillRequest, settings) -> dict:
     from vlmaudit.head import training as T
     from vlmaudit.head.distill import judge_verdicts, judged_features
     from vlmaudit.head.model import save_head
-    from vlmaudit.progress import ProgressOptions
     from vlmaudit.storage.localfiles import check_writable_dir
-    from vlmaudit.report.reading import report_files, validate_reports
+    from vlmaudit.report.reportset import ReportSet
     from vlmaudit.rulebook.load import load_rules
     from vlmaudit.scan.runinfo import plan_jobs
     from vlmaudit.scan.worker import ScanSettings
 
+    settings = request.training()
     check_writable_dir(request.out)  # like every check here, before the vision tower loads
     console = Console(stderr=True, quiet=request.quiet)
     taxonomy = load_rules(request.rules).taxonomy
-    files = report_files(request.report_dir)
-    meta = validate_reports(request.report_dir, files)  # the checks `report` runs: footers, stats, mixed models
+    reports = ReportSet.open(request.report_dir)  # the checks `report` runs: footers, stats, mixed models
+    files, meta = reports.files, reports.meta
     verdicts = judge_verdicts(files, meta, taxonomy, request.cutoff, request.max_samples)
     jobs, _ = plan_jobs(request.shards)
     model = vision_model(request, meta)  # every check above runs before the vision tower loads
@@ -55,8 +38,8 @@ def run_distill(request: DistillRequest, settings) -> dict:
                                      request.trust_remote_code, flag="--vision-model"))
     judged = [job for job in jobs if verdicts.get(job.name)]
     total = sum(len(verdicts[job.name]) for job in judged)
-    with ProgressOptions(request.quiet, request.progress_every).start("features", shards=len(judged), samples=total,
-                                                                       console=console, flagged=None) as progress:
+    with request.progress().start("features", shards=len(judged), samples=total, console=console,
+                                  flagged=None) as progress:
         features, concepts, categories = judged_features(tower, judged, verdicts,
                                                          ScanSettings(batch_size=settings.extract_batch, workers=0),
                                                          progress)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from vlmaudit.commands.options import EstimateRequest
 from vlmaudit.errors import UserError
 
 FORMATS = ("table", "json", "markdown", "html")
@@ -24,17 +25,19 @@ def estimate_for(report_dir, labels: Path, meta: dict, files: list, thr_image, t
     return estimate(files, meta, design, found, thr_image, thr_caption)
 
 
-def run_estimate(report_dir, labels: Path, fmt: str, output: Path | None, allow_mixed: bool = False) -> None:
+def run_estimate(request: EstimateRequest) -> None:
     from vlmaudit.estimate import render
-    from vlmaudit.report.reading import report_files, validate_reports
+    from vlmaudit.report.reportset import ReportSet
     from vlmaudit.report.safetext import json_text
 
+    report_dir, labels, fmt, output, allow_mixed = (request.report_dir, request.labels, request.fmt, request.output,
+                                                    request.allow_mixed)
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
-    files = report_files(report_dir)
-    meta = validate_reports(report_dir, files, allow_mixed)
+    reports = ReportSet.open(report_dir, allow_mixed)  # listed, footers and stats read once
+    meta = reports.meta
     thr = meta["thresholds"]
-    result = estimate_for(report_dir, labels, meta, files, thr["image"], thr["caption"])
+    result = estimate_for(report_dir, labels, meta, reports.files, thr["image"], thr["caption"])
     if fmt == "table" and not output:
         render.render_table(result)
         return

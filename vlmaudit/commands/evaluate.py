@@ -2,35 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
+from vlmaudit.commands.options import EvalRequest
 from vlmaudit.errors import UserError
 
 FORMATS = ("table", "json", "markdown")
-
-
-@dataclass
-class EvalRequest:
-    data: Path
-    model: str | None
-    backend: str = "auto"
-    benign: Path | None = None
-    fmt: str = "table"
-    rules: Path | None = None
-    thresholds: Path | None = None
-    prompts: str = "unsafeconcepts"
-    head: Path | None = None
-    batch_size: int = 8
-    limit: int | None = None
-    device: str = "auto"
-    precision: str = "auto"
-    allow_unsafe_weights: bool = False
-    trust_remote_code: bool = False
-    quiet: bool = False
-    text_concepts: str = "all"
-    progress_every: float = 30.0
-    output: Path | None = None  # --output, checked before the model loads
 
 
 def run_eval(request: EvalRequest) -> dict:
@@ -38,7 +15,6 @@ def run_eval(request: EvalRequest) -> dict:
 
     from vlmaudit.evaluate import run
     from vlmaudit.evaluate.data import benign_images, load_eval_data
-    from vlmaudit.progress import ProgressOptions
     from vlmaudit.rulebook.load import load_rules
 
     if request.text_concepts not in ("all", "present"):
@@ -55,8 +31,7 @@ def run_eval(request: EvalRequest) -> dict:
     if probe.kind == "judge" and benign is not None:
         console.print("[yellow]--benign is used with scorers (AUROC); a judge's metrics need no benign images")
     total = len(items) + (len(benign) if benign is not None and probe.kind != "judge" else 0)
-    with ProgressOptions(request.quiet, request.progress_every).start("eval", samples=total, console=console,
-                                                                        flagged=None) as progress:
+    with request.progress().start("eval", samples=total, console=console, flagged=None) as progress:
         if probe.kind == "judge":
             result = run.evaluate_judge(probe, items, rules.taxonomy, request.batch_size, progress, request.text_concepts)
         else:

@@ -5,36 +5,39 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from vlmaudit.commands.options import FilterRequest
 from vlmaudit.errors import UserError
 from vlmaudit.storage.location import is_url
 
 
-def run_filter_command(report_dir: Path, policy_name: str, out: Path, on_failed: str, allow_partial: bool,
-                       write_shards: Path | None, rules_dir: Path | None, reread=None, allow_mixed: bool = False,
-                       progress=None, banks: list[str] | None = None) -> None:
+def run_filter_command(request: FilterRequest) -> None:
     from vlmaudit.filter.lists import run_filter
     from vlmaudit.rulebook.policy import ACTIONS, load_policy
-    from vlmaudit.report.reading import naming_damage, report_files, validate_reports
-    from vlmaudit.rulebook.coverage import check_policy
+    from vlmaudit.report.reading import naming_damage
+    from vlmaudit.report.reportset import ReportSet
+    from vlmaudit.rulebook.coverage import check_policy, coverage_of
     from vlmaudit.rulebook.load import find_rule_file
 
+    report_dir, policy_name, out, on_failed = request.report_dir, request.policy, request.out, request.on_failed
+    allow_partial, write_shards, rules_dir = request.allow_partial, request.write_shards, request.rules
+    reread, allow_mixed, progress, banks = request.reread(), request.allow_mixed, request.progress(), request.banks
     if write_shards and is_url(out):
         raise UserError("--write-shards needs a local --out (it reads the keep list from there); "
                         "write the lists locally, or drop --write-shards")
     if on_failed not in ACTIONS:
         raise UserError(f"--on-failed {on_failed}: expected one of {', '.join(ACTIONS)}")
-    files = report_files(report_dir)
-    meta = validate_reports(report_dir, files, allow_mixed)
+    reports = ReportSet.open(report_dir, allow_mixed)  # listed, footers, stats and run.json read once
+    meta = reports.meta
     policy_path = find_rule_file("policies", policy_name, rules_dir)
     policy = load_policy(policy_path, meta["concepts"], meta["concept_categories"])
-    cover = _coverage(report_dir, meta)
+    cover = coverage_of(reports.run, meta)
     check_policy(policy_path, cover, dict(zip(meta["concepts"], meta["concept_categories"])))
     loaded = _load_banks(banks or [])
-    with naming_damage(files, len(meta["concepts"])), tempfile.TemporaryDirectory(prefix="vlmaudit-match-") as tmp:
+    with naming_damage(reports.files, len(meta["concepts"])), tempfile.TemporaryDirectory(prefix="vlmaudit-match-") as tmp:
         from vlmaudit.report.coverage_view import coverage_block
 
-        matches = known_matches_file(report_dir, files, loaded, Path(tmp), None if is_url(out) else Path(out))
-        summary = run_filter(report_dir, policy, out, on_failed, allow_partial, coverage_block(cover, meta["categories"]),
+        matches = known_matches_file(report_dir, reports.files, loaded, Path(tmp), None if is_url(out) else Path(out))
+        summary = run_filter(reports, policy, out, on_failed, allow_partial, coverage_block(cover, meta["categories"]),
                              matches)
     counts = summary["counts"]
     print(f"{summary['samples']:,} samples: keep {counts['keep']:,}, review {counts['review']:,}, "
@@ -43,7 +46,7 @@ def run_filter_command(report_dir: Path, policy_name: str, out: Path, on_failed:
         from vlmaudit.filter.reshard import write_filtered_shards
         from vlmaudit.report.reread import ReReadOptions
 
-        result = write_filtered_shards(report_dir, out / "keep.parquet", write_shards, reread or ReReadOptions(), progress)
+        result = write_filtered_shards(reports, out / "keep.parquet", write_shards, reread or ReReadOptions(), progress)
         written = result["samples"]
         print(f"wrote {len(written)} filtered shards with {sum(written.values()):,} samples -> {write_shards}")
         if result["skipped_members"]:
@@ -81,10 +84,3 @@ def known_matches_file(report_dir, files: list, banks: list, tmp: Path, out: Pat
     path = tmp / MATCH_FILE
     pq.write_table(pa.concat_tables(tables), path)
     return path
-
-
-def _coverage(report_dir, meta: dict):
-    from vlmaudit.report.reading import read_run_file
-    from vlmaudit.rulebook.coverage import coverage_of
-
-    return coverage_of(read_run_file(report_dir), meta)

@@ -6,23 +6,26 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from vlmaudit.commands.options import MatchRequest
 from vlmaudit.errors import UserError
 from vlmaudit.match.banks import read_bank
 from vlmaudit.match.known import MATCH_DIR, MATCH_FILE
 from vlmaudit.match.run import COLUMNS, MatchOptions, match_batches
 
 
-def run_match(report_dir: Path, banks: list[str], out: Path | None, options: MatchOptions, quiet: bool = False) -> int:
+def run_match(request: MatchRequest) -> int:
     from vlmaudit.report import engine
-    from vlmaudit.report.reading import report_files, validate_reports
+    from vlmaudit.report.reportset import ReportSet
     from vlmaudit.storage.localfiles import check_writable_dir
 
+    report_dir, banks, out, options, quiet = (request.report_dir, request.banks, request.out, request.match_options(),
+                                              request.quiet)
     if not banks:
         raise UserError("match: pass at least one --bank FILE")
     loaded = [bank for text in banks for bank in read_bank(text)]  # refuse a bad bank before reading reports
     _unique_names(loaded)
-    files = report_files(report_dir)
-    meta = validate_reports(report_dir, files)
+    reports = ReportSet.open(report_dir)  # listed, footers and stats read once
+    files, meta = reports.files, reports.meta
     engine.check_values(files, len(meta["concepts"]), str(report_dir))  # score types, ranges, NaN: as `report`
     out = Path(out) if out else Path(report_dir) / MATCH_DIR
     out.mkdir(parents=True, exist_ok=True)

@@ -2,38 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
 
+from vlmaudit.commands.options import ReportRequest
 from vlmaudit.report.known_content import apply_known_matches
 from vlmaudit.errors import UserError
 from vlmaudit.rulebook.thresholds import target_mask
 
 FORMATS = ("table", "json", "markdown", "html", "card")
-
-
-@dataclass
-class ReportRequest:
-    report_dir: Path
-    fmt: str = "table"
-    output: Path | None = None
-    top: int = 10
-    thresholds: list[str] = field(default_factory=list)
-    policy: str | None = None
-    category: str | None = None
-    concept: str | None = None
-    shard: str | None = None
-    compare: Path | None = None
-    examples: int = 3
-    redact: bool = False
-    blur: bool = True
-    fail_above: list[str] = field(default_factory=list)
-    rules: Path | None = None
-    thresholds_file: Path | None = None  # a thresholds YAML (e.g. from `vlmaudit calibrate`)
-    reread: object = None  # report.reread.ReReadOptions: which shards the HTML gallery may open
-    allow_mixed: bool = False
-    labels: Path | None = None  # a review sheet (`vlmaudit sample`) with labels: adds the estimates
-    allow_incomplete: bool = False  # --fail-above gates a run with unfinished or truncated shards
 
 
 def build_view(request: ReportRequest, meta: dict):
@@ -100,19 +75,20 @@ def run_report_command(request: ReportRequest) -> int:
         raise UserError(f"--format {request.fmt}: expected one of {', '.join(FORMATS)}")
     if request.fmt == "html" and not request.output:
         raise UserError("--format html needs --output FILE")
-    summary, meta = _summarize(request, request.report_dir)
-    add_completeness(summary, request)
+    reports = _open(request, request.report_dir)  # listed, footers, stats and run.json read once, passed down
+    summary, meta = _summarize(request, reports)
+    add_completeness(summary, request, reports)
     apply_known_matches(summary, request.report_dir)  # before any example is shown or re-read
     limits = parse_limits(request.fail_above, meta["categories"])
-    check_coverage(request, meta, limits)
+    check_coverage(request, meta, limits, reports.run)
     if request.compare:
         _add_comparison(summary, request)
     if request.labels:
-        _add_estimates(summary, meta, request)
+        _add_estimates(summary, meta, request, reports)
     if request.fmt == "card":
-        _write_card(summary, meta, request)
+        _write_card(summary, meta, request, reports)
     else:
-        _emit(summary, request)
+        _emit(summary, request, reports)
     if limits and not summary["complete"] and not request.allow_incomplete:
         import sys
 
@@ -124,12 +100,13 @@ def run_report_command(request: ReportRequest) -> int:
     return _gate(summary, limits)
 
 
-def check_coverage(request: ReportRequest, meta: dict, limits: dict) -> None:
-    """--fail-above or --policy on a category / modality the model did not score: exit 2, naming it."""
+def check_coverage(request: ReportRequest, meta: dict, limits: dict, run: dict | None = None) -> None:
+    """--fail-above or --policy on a category / modality the model did not score: exit 2, naming it.
+    `run`: run.json as already read (else read here)."""
     from vlmaudit.report.reading import read_run_file
     from vlmaudit.rulebook import coverage
 
-    cover = coverage.coverage_of(read_run_file(request.report_dir), meta)
+    cover = coverage.coverage_of(read_run_file(request.report_dir) if run is None else run, meta)
     coverage.check_limits(limits, cover)
     if request.policy:
         from vlmaudit.rulebook.load import find_rule_file
@@ -138,14 +115,15 @@ def check_coverage(request: ReportRequest, meta: dict, limits: dict) -> None:
                               dict(zip(meta["concepts"], meta["concept_categories"])))
 
 
-def add_completeness(summary: dict, request: ReportRequest) -> None:
-    """`complete` and `incomplete` (report.completeness) for the shards this report covers."""
+def add_completeness(summary: dict, request: ReportRequest, reports=None) -> None:
+    """`complete` and `incomplete` (report.completeness) for the shards this report covers;
+    `reports`: the opened ReportSet (its listing and stats are reused)."""
     from vlmaudit.report.completeness import assess
 
-    summary.update(assess(request.report_dir, request.shard, summary["overview"]["status"]))
+    summary.update(assess(reports or request.report_dir, request.shard, summary["overview"]["status"]))
 
 
-def _write_card(summary: dict, meta: dict, request: ReportRequest) -> None:
+def _write_card(summary: dict, meta: dict, request: ReportRequest, reports) -> None:
     """`--format card`: the audit card's Markdown and JSON (report.card) at --output."""
     from vlmaudit.report.card import build_card, card_paths, sha256_file, write_card
 
@@ -158,18 +136,24 @@ def _write_card(summary: dict, meta: dict, request: ReportRequest) -> None:
         from vlmaudit.estimate.sheet import locate
 
         options["labels_sha256"] = sha256_file(locate(request.labels)[0])
-    card = build_card(request.report_dir, summary, meta, build_view(request, meta), options, skip=(md_path, json_path))
+    card = build_card(reports, summary, meta, build_view(request, meta), options, skip=(md_path, json_path))
     write_card(card, md_path, json_path)
     print(f"audit card: {md_path} and {json_path}")
 
 
-def _summarize(request: ReportRequest, report_dir: Path, histogram: bool = True) -> tuple[dict, dict]:
-    """(summary, metadata) of one report directory, after validating every file in it."""
-    from vlmaudit.report.reading import naming_damage
+def _open(request: ReportRequest, report_dir):
+    """The ReportSet of one report directory: the first file validated, each other one as it is
+    read (against its summary, or in full when the rows are read)."""
     from vlmaudit.report.reportset import ReportSet
+
+    return ReportSet.open_lazy(report_dir, request.allow_mixed)
+
+
+def _summarize(request: ReportRequest, reports, histogram: bool = True) -> tuple[dict, dict]:
+    """(summary, metadata) of one opened ReportSet."""
+    from vlmaudit.report.reading import naming_damage
     from vlmaudit.report.summary import summarize
 
-    reports = ReportSet.open(report_dir, request.allow_mixed)
     meta = reports.meta
     view = build_view(request, meta)
     with naming_damage(reports.files, len(meta["concepts"])):
@@ -177,24 +161,24 @@ def _summarize(request: ReportRequest, report_dir: Path, histogram: bool = True)
 
 
 def _add_comparison(summary: dict, request: ReportRequest) -> None:
-    other, _ = _summarize(request, request.compare, histogram=False)
+    other, _ = _summarize(request, _open(request, request.compare), histogram=False)
     from vlmaudit.report.coverage_view import compare_rows
 
     summary["compare_dir"] = str(request.compare)
     summary["compare"] = compare_rows(summary, other)
 
 
-def _add_estimates(summary: dict, meta: dict, request: ReportRequest) -> None:
+def _add_estimates(summary: dict, meta: dict, request: ReportRequest, reports) -> None:
     """Prevalence with intervals, and the precision / recall of the thresholds in effect."""
     from vlmaudit.commands.estimate import estimate_for
-    from vlmaudit.report.summary import select_files
 
     view = build_view(request, meta)
-    files = select_files(request.report_dir, None)
-    summary["estimates"] = estimate_for(request.report_dir, request.labels, meta, files, view.thr_image, view.thr_caption)
+    reports = reports.checked()  # the estimates read rows: every footer checked first
+    summary["estimates"] = estimate_for(request.report_dir, request.labels, meta, reports.files, view.thr_image,
+                                        view.thr_caption)
 
 
-def _emit(summary: dict, request: ReportRequest) -> None:
+def _emit(summary: dict, request: ReportRequest, reports=None) -> None:
     from vlmaudit.report import exports
     from vlmaudit.report.safetext import json_text
 
@@ -216,7 +200,7 @@ def _emit(summary: dict, request: ReportRequest) -> None:
     elif request.fmt == "markdown":
         text = exports.to_markdown(summary)
     else:
-        thumbs = _thumbnails(request, summary)
+        thumbs = _thumbnails(request, summary, reports)
         text = exports.to_html(summary, thumbs, request.blur, request.redact)
     if "estimates" in summary and request.fmt == "markdown":  # the HTML page draws its own
         text = _with_estimates(text, summary["estimates"], request.fmt)
@@ -237,14 +221,13 @@ def _with_estimates(text: str, estimates: dict, fmt: str) -> str:
     return head + render.to_html_section(estimates) + "\n</body>" + tail
 
 
-def _thumbnails(request: ReportRequest, summary: dict) -> dict:
+def _thumbnails(request: ReportRequest, summary: dict, reports=None) -> dict:
     import sys
 
-    from vlmaudit.report.reread import ReReadOptions
     from vlmaudit.report.exports import load_thumbnails
     from vlmaudit.report.safetext import safe_text
 
-    thumbs, refused = load_thumbnails(request.report_dir, summary, request.reread or ReReadOptions())
+    thumbs, refused = load_thumbnails(reports or request.report_dir, summary, request.reread())
     for name, why in list(refused.items())[:5]:
         print(f"note: gallery shows no images of {safe_text(name)}: {why}", file=sys.stderr)
     return thumbs

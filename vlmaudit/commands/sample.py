@@ -4,40 +4,25 @@ sheet (CSV + Parquet), its design file and the reviewers' HTML page."""
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
+from vlmaudit.commands.options import SampleRequest
 from vlmaudit.errors import UserError
 
 MAX_SIZE = 20_000  # DuckDB keeps strata x largest n_h candidates while drawing
 
 
-@dataclass
-class SampleRequest:
-    report_dir: Path
-    out: Path
-    size: int
-    seed: int = 0
-    strata: str = "top"
-    bands: int = 5
-    overwrite: bool = False
-    redact: bool = False
-    blur: bool = True
-    reread: object = None  # report.reread.ReReadOptions: which shards the page may re-read images from
-    allow_mixed: bool = False
-
-
 def run_sample(request: SampleRequest) -> dict:
     from vlmaudit.estimate import draw as drawing
     from vlmaudit.estimate.sheet import SHEET
-    from vlmaudit.report.reading import report_files, validate_reports
+    from vlmaudit.report.reportset import ReportSet
 
     _check(request)
     if (request.out / SHEET).exists() and not request.overwrite:
         raise UserError(f"--out {request.out}: already holds a review sheet (labels would be lost); "
                         "choose another folder or pass --overwrite")
-    files = report_files(request.report_dir)
-    meta = validate_reports(request.report_dir, files, request.allow_mixed)
+    reports = ReportSet.open(request.report_dir, request.allow_mixed)  # listed, footers and stats read once
+    files, meta = reports.files, reports.meta
     params = drawing.Params(request.strata, request.bands, request.size, request.seed)
     try:
         result = drawing.draw(files, meta, params)
@@ -46,7 +31,7 @@ def run_sample(request: SampleRequest) -> dict:
     if not result.strata:
         raise UserError(f"{request.report_dir}: no scored samples to draw from")
     rows = sheet_rows(files, meta, result)
-    _write(request, meta, result, rows)
+    _write(request, meta, result, rows, reports)
     return design_dict(meta, result)
 
 
@@ -99,15 +84,14 @@ def design_dict(meta: dict, result) -> dict:
             "strata": [asdict(s) | {"inclusion_probability": s.drawn / s.rows} for s in result.strata]}
 
 
-def _write(request: SampleRequest, meta: dict, result, rows: list[dict]) -> None:
+def _write(request: SampleRequest, meta: dict, result, rows: list[dict], reports=None) -> None:
     from vlmaudit.estimate import review_page
     from vlmaudit.estimate.sheet import PAGE, write_sheet
-    from vlmaudit.report.reread import ReReadOptions
     from vlmaudit.report.safetext import safe_text
 
     request.out.mkdir(parents=True, exist_ok=True)
     write_sheet(request.out, [{k: v for k, v in r.items() if k != "caption"} for r in rows], design_dict(meta, result))
-    thumbs, refused = review_page.thumbnails(request.report_dir, rows, request.reread or ReReadOptions())
+    thumbs, refused = review_page.thumbnails(reports or request.report_dir, rows, request.reread())
     for name, why in list(refused.items())[:5]:
         print(f"note: the review page shows no images of {safe_text(name)}: {why}", file=sys.stderr)
     page = review_page.page(rows, meta["categories"], thumbs, request.blur, request.redact)

@@ -17,7 +17,7 @@ class ScanRequest:
 
     shards: list[str]
     out: str | Path  # a directory or an fsspec URL (s3://bucket/prefix)
-    model: str | None
+    model: str | None = None
     backend: str = "clip"
     rules: Path | None = None
     batch_size: int = 32

@@ -2,31 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
+from vlmaudit.commands.options import TrainHeadRequest
 from vlmaudit.errors import UserError
 
 MIN_EXAMPLES = 2  # one to learn from and one to hold out
 
 
-@dataclass
-class TrainHeadRequest:
-    data: Path
-    vision_model: str
-    out: Path
-    safe_images: Path | None = None
-    rules: Path | None = None
-    device: str = "auto"
-    cache_dir: Path | None = None
-    allow_unsafe_weights: bool = False
-    trust_remote_code: bool = False
-    quiet: bool = False
-
-
-def run_train_head(request: TrainHeadRequest, settings) -> dict:
+def run_train_head(request: TrainHeadRequest) -> dict:
     from rich.console import Console
 
     from vlmaudit.head import training as T
@@ -37,6 +22,7 @@ def run_train_head(request: TrainHeadRequest, settings) -> dict:
     from vlmaudit.backends.vision import VisionTower
     from vlmaudit.storage.localfiles import check_writable_dir
 
+    settings = request.training()
     check_writable_dir(request.out)  # like every check here, before the vision tower loads
     console = Console(stderr=True, quiet=request.quiet)
     rules = load_rules(request.rules)

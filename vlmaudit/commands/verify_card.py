@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vlmaudit.commands.options import VerifyCardRequest
 from vlmaudit.errors import UserError
 from vlmaudit.report.card import CARD_VERSION, CHECKED
 
@@ -33,30 +34,30 @@ def recompute(card: dict, json_path: Path, report_dir, labels: Path | None) -> d
     """The card these reports give today, with the card's options and thresholds."""
     from vlmaudit.commands.report import ReportRequest, add_completeness, build_view
     from vlmaudit.report.card import build_card, sha256_file
-    from vlmaudit.report.reading import naming_damage, report_files, validate_reports
-    from vlmaudit.report.summary import select_files, summarize
+    from vlmaudit.report.reading import naming_damage
+    from vlmaudit.report.reportset import ReportSet
+    from vlmaudit.report.summary import summarize
 
     opts = card["options"]
     text = lambda key: opts.get(key) if isinstance(opts.get(key), str) else None
-    request = ReportRequest(report_dir, examples=0, policy=text("policy"), category=text("category"),
+    request = ReportRequest(report_dir=report_dir, examples=0, policy=text("policy"), category=text("category"),
                             concept=text("concept"), shard=text("shard"), rules=text("rules") and Path(text("rules")),
                             allow_mixed=opts.get("allow_mixed") is True)
-    files = report_files(report_dir)
-    meta = validate_reports(report_dir, files, request.allow_mixed)
+    reports = ReportSet.open(report_dir, request.allow_mixed)  # listed, footers, stats and run.json read once
+    meta = reports.meta
     view = build_view(request, meta)
     _apply_thresholds(view, card["thresholds"], len(meta["concepts"]))
-    with naming_damage(files, len(meta["concepts"])):
-        summary = summarize(report_dir, 10, view, None)
-    add_completeness(summary, request)
+    with naming_damage(reports.files, len(meta["concepts"])):
+        summary = summarize(reports, 10, view, None)
+    add_completeness(summary, request, reports)
     options = dict(opts)
     if labels is not None:
         from vlmaudit.commands.estimate import estimate_for
         from vlmaudit.estimate.sheet import locate
 
         options["labels_sha256"] = sha256_file(locate(labels)[0])
-        summary["estimates"] = estimate_for(report_dir, labels, meta, select_files(report_dir, None),
-                                            view.thr_image, view.thr_caption)
-    return build_card(report_dir, summary, meta, view, options, skip=(json_path, json_path.with_suffix(".md")))
+        summary["estimates"] = estimate_for(report_dir, labels, meta, reports.files, view.thr_image, view.thr_caption)
+    return build_card(reports, summary, meta, view, options, skip=(json_path, json_path.with_suffix(".md")))
 
 
 def _apply_thresholds(view, recorded: dict, n: int) -> None:
@@ -130,9 +131,10 @@ def _short(value) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
-def run_verify_card(card_path: Path, report_dir, labels: Path | None = None) -> int:
+def run_verify_card(request: VerifyCardRequest) -> int:
     from vlmaudit.report.safetext import safe_text
 
+    card_path, report_dir, labels = request.card, request.report_dir, request.labels
     card, json_path = load_card(card_path)
     if card.get("estimate") and labels is None:
         print("note: the card's estimates are not re-checked (pass --labels with the review sheet)")

@@ -21,8 +21,9 @@ def images_allowed(report_dir, rows: list[dict]) -> list[dict]:
     """The rows whose image may be decoded and shown to reviewers: never a known-content match
     (REPORT_DIR/matches, from `vlmaudit match` or `scan --bank`)."""
     from vlmaudit.match.known import known_matches
+    from vlmaudit.report.reportset import location_of
 
-    known = known_matches(report_dir)
+    known = known_matches(location_of(report_dir))
     return [row for row in rows if (row["shard"], row["key"]) not in known]
 
 

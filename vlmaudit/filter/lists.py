@@ -13,21 +13,19 @@ import numpy as np
 
 from vlmaudit.errors import UserError
 from vlmaudit.rulebook.policy import ACTIONS, MODALITIES, Policy
-from vlmaudit.report.reading import report_files
+from vlmaudit.report.reportset import listing_of
 from vlmaudit.scan.writer import write_json_atomic
 from vlmaudit.schema import SampleStatus
 
 
 def unfinished_shards(info: dict, report_dir) -> list[str]:
     """Shards planned in run.json (or with stats) that have no finished report, and partial files
-    (`info`: report.completeness.assess); truncated shards are finished, listed in the summary only."""
+    (`info`: report.completeness.assess); truncated shards are finished, listed in the summary only.
+    REPORT_DIR: a path, or an opened ReportSet or reading.ReportDir (its listing is reused)."""
     from vlmaudit.report.completeness import filter_entries
-    from vlmaudit.storage.location import is_url
 
     problems = [e for e in filter_entries(info) if "(truncated" not in e]
-    if not is_url(report_dir):
-        problems += [f"{p.name} (unfinished)" for p in sorted(Path(report_dir).glob(".*.partial"))]
-    return problems
+    return problems + [f"{name} (unfinished)" for name in listing_of(report_dir).partial_names()]
 
 
 def with_matches(decided: str, policy: Policy, matches: Path | None) -> str:
@@ -117,21 +115,25 @@ def write_decisions(files: list, policy: Policy, on_failed: int, out_dir: Path,
 
 def run_filter(report_dir: Path, policy: Policy, out_dir: Path, on_failed: str, allow_partial: bool,
                coverage: dict | None = None, matches: Path | None = None) -> dict:
-    """`coverage`: report.coverage_view.coverage_block, written to summary.json as "coverage";
-    `matches`: known-content matches (a `match` output), raised to the policy's match action."""
+    """REPORT_DIR: a path, or an opened ReportSet (validated; its listing, stats and run.json are
+    reused, nothing is listed or read again). `coverage`: report.coverage_view.coverage_block,
+    written to summary.json as "coverage"; `matches`: known-content matches (a `match` output),
+    raised to the policy's match action."""
     from vlmaudit.report.completeness import assess, filter_entries
+    from vlmaudit.report.reportset import ReportSet
 
-    info = assess(report_dir)
-    missing = unfinished_shards(info, report_dir)
+    listing = listing_of(report_dir)
+    info = assess(listing)
+    missing = unfinished_shards(info, listing)
     if missing and not allow_partial:
         shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
-        raise UserError(f"{report_dir}: {len(missing)} shard(s) have no finished report: {shown}; "
+        raise UserError(f"{listing}: {len(missing)} shard(s) have no finished report: {shown}; "
                         "finish the scan or pass --allow-partial")
-    files = report_files(report_dir)
+    files = report_dir.files if isinstance(report_dir, ReportSet) else listing.report_files()
     with _local_out(out_dir) as local:
         counts, rule_counts = write_decisions(files, policy, ACTIONS.index(on_failed), local, matches)
         listed = filter_entries(info) + [m for m in missing if m.endswith("(unfinished)")]
-        summary = _summary(policy, on_failed, report_dir, counts, rule_counts, listed) | info
+        summary = _summary(policy, on_failed, listing.location, counts, rule_counts, listed) | info
         if coverage is not None:
             summary["coverage"] = coverage
         write_json_atomic(local / "summary.json", summary)

@@ -42,9 +42,10 @@ def kept_samples(keep_file: Path, report_dir: Path, shard: str) -> Kept:
 
     table = pq.read_table(keep_file, columns=["sample_index", "key"], filters=[("shard", "=", shard)])
     kept = Kept(dict(zip(table.column("sample_index").to_pylist(), table.column("key").to_pylist(), strict=True)))
-    report = Path(report_dir) / f"{shard}.parquet"
-    if "image_sha256" in pq.read_schema(report).names:
-        digests = pq.read_table(report, columns=["sample_index", "image_sha256"])
+    with pq.ParquetFile(Path(report_dir) / f"{shard}.parquet") as report:  # one footer read for schema and rows
+        hashed = "image_sha256" in report.schema_arrow.names
+        digests = report.read(columns=["sample_index", "image_sha256"], use_threads=False) if hashed else None
+    if digests is not None:
         kept.digests = {i: d for i, d in zip(digests.column("sample_index").to_pylist(),
                                              digests.column("image_sha256").to_pylist(), strict=True)
                         if d is not None and i in kept.keys}

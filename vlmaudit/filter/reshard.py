@@ -14,7 +14,7 @@ from pathlib import Path
 from vlmaudit.errors import UserError
 from vlmaudit.filter.matching import Damage, Kept, kept_samples, same_sample
 from vlmaudit.filter.table_shards import table_target, write_table_shard
-from vlmaudit.report.reading import read_stats
+from vlmaudit.report.reportset import listing_of
 from vlmaudit.report.reread import ReReadOptions, iter_raw_samples, shard_sources
 from vlmaudit.scan.parquet_source import is_table_shard
 from vlmaudit.scan.samples import IMAGE_EXTS, member_key
@@ -99,9 +99,10 @@ def write_filtered_shards(report_dir: Path, keep_file: Path, out_dir: Path, opti
                           progress=None) -> dict:
     """For every finished shard of the report: NAME.tar with the kept samples, NAME.parquet.
     Returns {"samples": {name: written}, "skipped_members": n}. `progress`: ProgressOptions."""
-    stats = read_stats(report_dir)
-    names = [n for n, s in stats.items() if s.get("status") != ShardStatus.FAILED and (Path(report_dir) / f"{n}.parquet").is_file()]
-    sources, refused = shard_sources(report_dir, names, options)
+    listing = listing_of(report_dir)  # an opened ReportSet's listing and stats, else listed here
+    stats, present = listing.stats(), listing.shard_names()
+    names = [n for n, s in stats.items() if s.get("status") != ShardStatus.FAILED and n in present]
+    sources, refused = shard_sources(listing, names, options)
     if refused:
         shown = "; ".join(f"{n}: {why}" for n, why in list(refused.items())[:3])
         raise UserError(f"--write-shards: {len(refused)} shard(s) will not be re-read: {shown}")
@@ -114,7 +115,7 @@ def write_filtered_shards(report_dir: Path, keep_file: Path, out_dir: Path, opti
     out_dir.mkdir(parents=True, exist_ok=True)
     counts, skipped, damaged, non_regular = {}, 0, {}, 0
     for name in _reported(names, stats, counts, progress):
-        kept = kept_samples(keep_file, report_dir, name)
+        kept = kept_samples(keep_file, listing.location, name)
         try:
             if is_table_shard(sources[name]):  # Parquet/Arrow input: a filtered copy, every column kept
                 counts[name], damage = write_table_shard(sources[name], kept, table_target(out_dir, name, sources[name]))

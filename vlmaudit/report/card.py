@@ -29,15 +29,16 @@ def build_card(report_dir, summary: dict, meta: dict, view, options: dict, skip:
     """The card dict. `options`: the report options that shaped the numbers (re-applied by
     verify-card); `skip`: paths of files not to digest (the card itself, written there)."""
     from vlmaudit import __version__
-    from vlmaudit.report.reading import read_run_file
+    from vlmaudit.report.reportset import listing_of, location_of
 
-    run = read_run_file(report_dir)
+    listing = listing_of(report_dir)  # an opened ReportSet's: nothing listed or read again
+    run = listing.run()
     return {
         "vlmaudit_card": CARD_VERSION,
         "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "written_by": f"vlmaudit {__version__}",
         "vlmaudit_version": (run.get("packages") or {}).get("vlmaudit"),
-        "audited": _audited(report_dir, summary, run),
+        "audited": _audited(listing, summary, run),
         "model": _model(meta, run),
         "taxonomy": {"version": meta.get("taxonomy_version"), "fingerprint": run.get("taxonomy_fingerprint")},
         "thresholds": _thresholds(view, summary, run),
@@ -45,15 +46,13 @@ def build_card(report_dir, summary: dict, meta: dict, view, options: dict, skip:
         "options": options,
         "results": _results(summary, run, meta),
         "estimate": _estimate_note(summary, options),
-        "known_matches": known_match_counts(report_dir),
-        "files": file_digests(report_dir, skip),
+        "known_matches": known_match_counts(location_of(report_dir)),
+        "files": file_digests(listing, skip),
     }
 
 
-def _audited(report_dir, summary: dict, run: dict) -> dict:
-    from vlmaudit.report.reading import file_stem, report_files
-
-    shards = sorted(file_stem(f) for f in report_files(report_dir))
+def _audited(listing, summary: dict, run: dict) -> dict:
+    shards = sorted(listing.shard_names())
     planned = run.get("planned_shards")
     o = summary["overview"]
     return {"shards": len(shards), "shard_list_sha256": names_digest(shards),
@@ -131,25 +130,41 @@ def _estimate_note(summary: dict, options: dict) -> dict | None:
 
 
 def file_digests(report_dir, skip: tuple = ()) -> dict[str, str]:
-    """{relative path: SHA-256} of every regular file under REPORT_DIR, hidden files (claims,
-    partial writes) and symlinks left out."""
-    from vlmaudit.storage.location import is_url
+    """{relative path: SHA-256} of every regular file under REPORT_DIR (a path, or an opened
+    ReportSet or reading.ReportDir, whose listing is the top level), hidden files (claims, partial
+    writes) and symlinks left out."""
+    from vlmaudit.report.reportset import listing_of
 
-    if is_url(str(report_dir)):
-        raise UserError(f"{report_dir}: the audit card digests local report directories only (copy them here first)")
-    root = Path(report_dir)
+    listing = listing_of(report_dir)
+    if listing.remote:
+        raise UserError(f"{listing}: the audit card digests local report directories only (copy them here first)")
+    root = Path(listing.location)
     skipped = {os.path.abspath(p) for p in skip}
     out = {}
-    for folder, dirs, names in os.walk(root, followlinks=False):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(names):
-            path = Path(folder) / name
-            if name.startswith(".") or path.is_symlink() or not path.is_file() or os.path.abspath(path) in skipped:
-                continue
+    for path in _regular_files(root, sorted(listing.entries)):
+        if os.path.abspath(path) not in skipped:
             out[path.relative_to(root).as_posix()] = sha256_file(path)
             if len(out) > MAX_FILES:
-                raise UserError(f"{report_dir}: over {MAX_FILES} files")
+                raise UserError(f"{listing}: over {MAX_FILES} files")
     return dict(sorted(out.items()))
+
+
+def _regular_files(root: Path, top: list[str]):
+    """The regular files under ROOT (top level: the names TOP listed), hidden names and symlinks
+    left out; subdirectories walked without following links."""
+    for name in top:
+        path = root / name
+        if name.startswith(".") or path.is_symlink():
+            continue
+        if path.is_file():
+            yield path
+        elif path.is_dir():
+            for folder, dirs, names in os.walk(path, followlinks=False):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                for inner in sorted(names):
+                    found = Path(folder) / inner
+                    if not inner.startswith(".") and not found.is_symlink() and found.is_file():
+                        yield found
 
 
 def sha256_file(path: Path) -> str:

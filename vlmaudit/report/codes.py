@@ -15,7 +15,7 @@ from vlmaudit.report.counts import CANDIDATES, Counts, View
 FLAG_COLUMNS = {"image_flagged_concepts", "caption_flagged_concepts"}
 STORED_SCORES = {"image_flagged_scores", "caption_flagged_scores"}
 KIND = 1_000_000  # code = kind * KIND + index
-ROW, IMAGE, CAPTION, ANY, CAT_ANY, CAT_BOTH, CAT_IMAGE, CAT_CAPTION, FLAGGED = range(9)
+ROW, IMAGE, CAPTION, ANY, CAT_ANY, CAT_BOTH, CAT_IMAGE, CAT_CAPTION, FLAGGED, DAMAGED = range(10)
 
 
 def rules_for(view: View) -> flagsql.Rules:
@@ -24,10 +24,22 @@ def rules_for(view: View) -> flagsql.Rules:
     return flagsql.Rules.from_thresholds(view.thr_image, view.thr_caption, view.concepts)
 
 
+def reads_scores(view: View, columns: set[str]) -> bool:
+    """The counting pass reads the score lists (a re-threshold, a policy, no stored flags): it then
+    checks them too (DAMAGED); else the stored flag columns are enough and a check pass of its
+    own, reading only the score columns, is cheaper than widening the counting pass."""
+    return view.needs_all_scores or not FLAG_COLUMNS | STORED_SCORES <= columns
+
+
+def damaged_sql(columns: set[str], n_concepts: int) -> str:
+    """SQL true on a row whose scores (lists, top, per-category, judge) are damaged."""
+    return " OR ".join(engine.bad_score_conditions(columns, n_concepts).values()) or "false"
+
+
 def flag_lists(view: View, meta: dict, columns: set[str]) -> tuple[str, str, str, str]:
     """SQL for each row's (image, caption) lists of flagged concept indices, and for the score of
     flagged concept i on each side."""
-    if not view.needs_all_scores and FLAG_COLUMNS | STORED_SCORES <= columns:
+    if not reads_scores(view, columns):
         names = engine.texts(meta["concepts"])
         img, cap = (flagsql.stored_flags(side, meta["concepts"], view.concepts) for side in flagsql.SIDES)
         score = lambda side: (f"{side}_flagged_scores[list_position({side}_flagged_concepts, "  # noqa: E731
@@ -40,7 +52,7 @@ def flag_lists(view: View, meta: dict, columns: set[str]) -> tuple[str, str, str
 
 def codes_sql(meta: dict, image_score: str, caption_score: str) -> str:
     """SQL: the (code, score) items one row adds to the counts (see KIND) from columns img, cap,
-    icat, ccat; score (the concept's best flagged score) only on the ANY items."""
+    icat, ccat, damaged; score (the concept's best flagged score) only on the ANY items."""
     best = (f"greatest(CASE WHEN list_contains(img, i) THEN {image_score} END, "
             f"CASE WHEN list_contains(cap, i) THEN {caption_score} END)")
     code = lambda kind, items, var="i": (f"list_transform({items}, lambda {var}: "  # noqa: E731
@@ -53,14 +65,18 @@ def codes_sql(meta: dict, image_score: str, caption_score: str) -> str:
             f"{code(CAT_BOTH, 'list_intersect(icat, ccat)', 'k')}, "
             f"{code(CAT_IMAGE, 'list_filter(icat, lambda k: NOT list_contains(ccat, k))', 'k')}, "
             f"{code(CAT_CAPTION, 'list_filter(ccat, lambda k: NOT list_contains(icat, k))', 'k')}, "
-            f"{code(0, flagged_row, 'f')}])")
+            f"{code(0, flagged_row, 'f')}, "
+            f"CASE WHEN damaged THEN [{{'code': {DAMAGED * KIND}, 's': NULL::FLOAT}}] ELSE [] END])")
 
 
 def counts_sql(view: View, meta: dict, files: list, columns: set[str], source: str | None = None) -> str:
     """One GROUP BY over every row: rows per code (per shard and status where they matter) and,
-    per concept, the CANDIDATES best flagged rows (by best score; ties by shard, sample index).
+    per concept, the CANDIDATES best flagged rows (by best score; ties by shard, sample index);
+    when it reads the score lists, rows with damaged scores are counted too (DAMAGED): the same
+    pass checks them.
     `source` replaces read_parquet over `files` (e.g. a registered Arrow table)."""
     img, cap, image_score, caption_score = flag_lists(view, meta, columns)
+    damaged = damaged_sql(columns, len(meta["concepts"])) if reads_scores(view, columns) else "false"
     cat = engine.ints([meta["categories"].index(c) + 1 for c in meta["concept_categories"]])
     return f"""
         SELECT item.code AS code, CASE WHEN item.code IN ({ROW * KIND}, {FLAGGED * KIND}) THEN shard END AS shard,
@@ -71,7 +87,8 @@ def counts_sql(view: View, meta: dict, files: list, columns: set[str], source: s
               FROM (SELECT *, list_distinct(list_transform(img, lambda i: {cat}[i])) AS icat,
                            list_distinct(list_transform(cap, lambda i: {cat}[i])) AS ccat
                     FROM (SELECT coalesce(shard, '') AS shard, coalesce(status, '') AS status, sample_index,
-                                 {img} AS img, {cap} AS cap, {_stored_columns(image_score, caption_score)}
+                                 {img} AS img, {cap} AS cap, coalesce({damaged}, false) AS damaged,
+                                 {_stored_columns(image_score, caption_score)}
                           FROM {source or engine.source(files)})))
         GROUP BY ALL"""
 
@@ -99,6 +116,8 @@ def add_codes(counts: Counts, rows) -> None:
             shards.setdefault(shard, [0, 0])[1] += n
         elif kind == FLAGGED:
             setattr(counts, ("both", "image_only", "caption_only")[index - 1], n)
+        elif kind == DAMAGED:
+            counts.damaged += n
         else:
             per_concept[kind][index - 1] = n
             if kind == ANY:

@@ -14,21 +14,23 @@ SHOWN = 10  # names listed per line in the text outputs; JSON has them all
 
 
 def assess(report_dir, shard_glob: str | None = None, status_counts: dict | None = None) -> dict:
-    """{"complete": bool, "incomplete": {...}} of REPORT_DIR. `status_counts` ({status: samples}
+    """{"complete": bool, "incomplete": {...}} of REPORT_DIR (a path, or an opened ReportSet or
+    reading.ReportDir, whose listing and stats are reused). `status_counts` ({status: samples}
     of the rows counted) gives the failed samples by status; without it the shards' stats do."""
-    from vlmaudit.report.reading import read_run_file, read_stats
+    from vlmaudit.report.reportset import listing_of
 
-    stats = read_stats(report_dir)
-    planned = read_run_file(report_dir).get("planned_shards", [])
+    listing = listing_of(report_dir, missing_ok=True)
+    stats = listing.stats()
+    planned = listing.run().get("planned_shards", [])
     names = [n for n in dict.fromkeys(planned + sorted(stats)) if not shard_glob or fnmatch.fnmatch(n, shard_glob)]
-    present = _present(report_dir)
+    present = listing.shard_names()
     missing, held, failed, truncated = [], [], [], []
     for name in names:
         status = stats.get(name, {}).get("status")
         if status == "failed":
             failed.append(name)
         elif status is None or name not in present:
-            (held if _held(report_dir, name) else missing).append(name)
+            (held if _held(listing, name) else missing).append(name)
         elif status == "truncated":
             truncated.append({"shard": name, "samples_read": int(stats[name].get("rows") or 0)})
     if status_counts is None:
@@ -40,22 +42,11 @@ def assess(report_dir, shard_glob: str | None = None, status_counts: dict | None
     return {"complete": not (missing or held or failed or truncated), "incomplete": incomplete}
 
 
-def _present(report_dir) -> set[str]:
-    from vlmaudit.errors import UserError
-    from vlmaudit.report.reading import file_stem, report_files
-
-    try:
-        return {file_stem(f) for f in report_files(report_dir)}
-    except UserError:
-        return set()
-
-
-def _held(report_dir, name: str) -> bool:
+def _held(listing, name: str) -> bool:
     """A live writer's claim on the shard (local directories; object stores have no claims)."""
     from vlmaudit.storage.localfiles import ShardClaim
-    from vlmaudit.storage.location import is_url
 
-    return not is_url(str(report_dir)) and ShardClaim.holder(report_dir, name) is not None
+    return not listing.remote and listing.has_claim(name) and ShardClaim.holder(listing.location, name) is not None
 
 
 def _stats_status(stats) -> dict:

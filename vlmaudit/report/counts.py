@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-BINS = 1000  # score histograms: bin b holds scores in [b / BINS, (b + 1) / BINS)
+BINS = 1000  # score histograms: bin b holds the scores s with EDGES[b] <= s < EDGES[b + 1]
+EDGES = (np.arange(BINS) / BINS).astype(np.float32)  # float32, as the scores and the report's thresholds
 CANDIDATES = 8  # example candidates kept per top concept; the examples pass re-reads them
 
 
@@ -77,6 +78,7 @@ class Counts:
     category: CategoryCounts | None = None
     candidates: dict = field(default_factory=dict)  # concept index -> [(shard, sample_index)], best first
     details: dict = field(default_factory=dict)  # concept index -> ConceptDetail (top concepts, --concept)
+    damaged: int = 0  # rows whose scores are damaged (NaN, out of range, wrong length): refused
 
     @classmethod
     def empty(cls, n_concepts: int, n_categories: int) -> "Counts":
@@ -88,6 +90,29 @@ class Counts:
         """Indices of the most flagged concepts, ties in report order, flagged at least once."""
         order = np.argsort(-self.concept.any, kind="stable")
         return [int(i) for i in order if self.concept.any[i] > 0][:top]
+
+
+def score_bins(values: np.ndarray) -> np.ndarray:
+    """Bin index of each float32 score: the number of edges it reaches, less one, so that the rows
+    with s >= EDGES[k] (the report's own comparison, in float32) are exactly those in bins >= k.
+    NaN (unscored) goes to bin BINS, which callers drop; scores are in [0, 1] (checked on read)."""
+    values = values.astype(np.float32, copy=False)
+    nan = np.isnan(values)
+    with np.errstate(invalid="ignore"):
+        bins = np.clip(np.where(nan, 0, values) * np.float32(BINS), 0, BINS - 1).astype(np.int32)
+    bins -= (values < EDGES[bins]) & (bins > 0)  # float32 rounding at an edge: the comparison decides
+    bins += (values >= _UPPER[bins])
+    bins[nan] = BINS
+    return bins
+
+
+_UPPER = np.append(EDGES[1:], np.float32(np.inf))  # bin b's upper edge (none for the last)
+
+
+def edge_index(threshold: float) -> int | None:
+    """k when the float32 threshold is exactly EDGES[k] (a histogram answers it), else None."""
+    k = int(round(float(threshold) * BINS))
+    return k if 0 <= k < BINS and np.float32(threshold) == EDGES[k] else None
 
 
 def p95(hist: np.ndarray) -> float | None:

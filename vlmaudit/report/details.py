@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from vlmaudit.report import engine
-from vlmaudit.report.counts import BINS, ConceptDetail
+from vlmaudit.report.counts import BINS, ConceptDetail, score_bins
 
 SAMPLE_ROWS = 2_000_000
 BATCH_ROWS = 1 << 17
@@ -37,8 +37,7 @@ class DetailAccumulator:
                 values = values[~np.isnan(values)].astype(np.float32)
                 self.sums[(c, m)][0] += float(values.sum(dtype=np.float64))
                 self.sums[(c, m)][1] += len(values)
-                bins = np.clip((values * np.float32(BINS)).astype(np.int32), 0, BINS - 1)
-                self.hists[(c, m)] += np.bincount(bins, minlength=BINS)
+                self.hists[(c, m)] += np.bincount(score_bins(values), minlength=BINS)[:BINS]
 
     def details(self) -> dict:
         out = {}

@@ -93,15 +93,10 @@ def check_scores(con, files, n_concepts: int) -> None:
     columns, a judge's P(unsafe)) that is NaN, infinite or outside [0, 1] (DuckDB orders NaN
     above every number), naming the first damaged file: one pass over the score columns, before
     anything is counted from them."""
-    from vlmaudit.report.reading import BadScores, scalar_score_column
+    from vlmaudit.report.reading import BadScores
 
     columns = [d[0] for d in con.execute(f"SELECT * FROM {source(files)} LIMIT 0").description]
-    bad = {side: f"({side} IS NOT NULL AND (len({side}) != {n_concepts} OR list_max({side}) > 1 "
-                 f"OR list_min({side}) < 0))" for side in ("image_scores", "caption_scores")}
-    # a scalar goes through a one-item list: DuckDB judges `x > 1` from the footer's min/max,
-    # which leave NaN out, and would skip the row group
-    bad |= {c: f'("{c}" IS NOT NULL AND (list_max(["{c}"]) > 1 OR list_min(["{c}"]) < 0))'
-            for c in columns if scalar_score_column(c)}
+    bad = bad_score_conditions(columns, n_concepts)
     which = "CASE " + " ".join(f"WHEN {cond} THEN {text(c)}" for c, cond in bad.items()) + " END"
     found = con.execute(f"SELECT filename, {which} FROM {source(files, filename=True)} "
                         f"WHERE {' OR '.join(bad.values())} LIMIT 1").fetchone()
@@ -110,6 +105,20 @@ def check_scores(con, files, n_concepts: int) -> None:
                         f"{n_concepts} long")
     if found:
         raise BadScores(f"{found[0]}: column {found[1]} holds scores that are NaN, infinite or outside [0, 1]")
+
+
+def bad_score_conditions(columns, n_concepts: int) -> dict:
+    """column -> SQL that is true on a row whose scores in that column are damaged (a list of
+    another length; NaN, infinite or outside [0, 1])."""
+    from vlmaudit.report.reading import scalar_score_column
+
+    bad = {side: f"({side} IS NOT NULL AND (len({side}) != {n_concepts} OR list_max({side}) > 1 "
+                 f"OR list_min({side}) < 0))" for side in ("image_scores", "caption_scores") if side in columns}
+    # a scalar goes through a one-item list: DuckDB judges `x > 1` from the footer's min/max,
+    # which leave NaN out, and would skip the row group
+    bad |= {c: f'("{c}" IS NOT NULL AND (list_max(["{c}"]) > 1 OR list_min(["{c}"]) < 0))'
+            for c in columns if scalar_score_column(c)}
+    return bad
 
 
 def check_values(files, n_concepts: int, what: str) -> None:

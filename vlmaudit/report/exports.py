@@ -61,11 +61,13 @@ def to_html(summary: dict, thumbnails: dict, blur: bool, redact: bool) -> str:
 
 def load_thumbnails(report_dir, summary: dict, reread, size: int = 128) -> tuple[dict, dict]:
     """(thumbnails {(shard, key): base64 JPEG}, {shard: why it was not re-read}) of the example
-    samples, read from the shards the command line allows (see report.reread.shard_sources)."""
+    samples, read from the shards the command line allows (see report.reread.shard_sources).
+    REPORT_DIR: a path, or an opened ReportSet (its stats are reused, not read again)."""
     from vlmaudit.match.known import known_matches
+    from vlmaudit.report.reportset import location_of
     from vlmaudit.report.reread import shard_sources
 
-    known = known_matches(report_dir)  # a matched image is never decoded again
+    known = known_matches(location_of(report_dir))  # a matched image is never decoded again
     wanted = {}
     for items in summary.get("examples", {}).values():
         for item in items:

@@ -37,41 +37,125 @@ class DamagedReport(UserError):
     """A report file is damaged, foreign or inconsistent with the others."""
 
 
-def report_files(report_dir) -> list:
-    """The reports' Parquet files: Paths for a local directory, redacted URL strings for an fsspec
-    URL (s3://bucket/prefix); open them with `open_report`."""
-    if is_url(report_dir):
-        return _remote_report_files(str(report_dir))
-    report_dir = Path(report_dir)
-    if not report_dir.is_dir():
-        raise UserError(f"{report_dir}: not a directory")
+class ReportDir:
+    """One listing of a report directory, a local path or an fsspec URL (s3://bucket/prefix), and
+    the one reader of what it holds: the Parquet files, *.stats.json, run.json, partial writes and
+    claims. Local and remote go through the same names, limits, checks and messages; the
+    directory is listed once and each small file read once (then kept)."""
+
+    def __init__(self, location, missing_ok: bool = False):
+        from vlmaudit.storage.location import Location
+
+        self.location = location
+        self.where = Location(location)
+        self.entries = _list_entries(self.where, missing_ok)  # name -> "file" | "dir" | "other"
+        self._stats: dict | None = None
+        self._run: dict | None = None
+
+    def __str__(self) -> str:
+        return str(self.where)  # credentials redacted
+
+    @property
+    def remote(self) -> bool:
+        return self.where.remote
+
+    def file(self, name: str):
+        """A file here as the readers take it: a Path locally, a redacted URL string remotely."""
+        return self.where.url(name) if self.remote else self.where.local(name)
+
+    def names(self, suffix: str) -> list[str]:
+        """Sorted names here ending with SUFFIX and something before it."""
+        return sorted(n for n in self.entries if n.endswith(suffix) and len(n) > len(suffix))
+
+    def report_files(self) -> list:
+        """The reports' Parquet files: Paths for a local directory, redacted URL strings for an
+        fsspec URL; open them with `open_report`."""
+        names = self.names(".parquet")
+        if len(names) > MAX_FILES:
+            raise UserError(f"{self}: {len(names)} Parquet files, over the {MAX_FILES} limit")
+        for name in names:
+            if self.entries[name] != "file":
+                raise DamagedReport(f"{self.file(name)}: not a regular file")
+        if not names:
+            raise UserError(f"{self}: no Parquet reports here (run `vlmaudit scan ... --out {self}` first)")
+        return [self.file(n) for n in names]
+
+    def shard_names(self) -> set[str]:
+        """The shard names of the Parquet files here (none: empty, never an error)."""
+        return {n[: -len(".parquet")] for n in self.names(".parquet")}
+
+    def stats(self) -> dict[str, dict]:
+        """{shard name: stats} of every *.stats.json; a damaged one is refused, naming it."""
+        if self._stats is None:
+            self._stats = {n[: -len(".stats.json")]: check_stats(self.file(n), self.read_json(n))
+                           for n in self.names(".stats.json")}
+        return self._stats
+
+    def run(self) -> dict:
+        """run.json (absent: {}); a damaged one is refused, naming it."""
+        if self._run is None:
+            self._run = check_run(self.file("run.json"), self.read_json("run.json")) if "run.json" in self.entries else {}
+        return self._run
+
+    def partial_names(self) -> list[str]:
+        """Writes in progress or abandoned (.NAME.parquet.*.partial)."""
+        return [n for n in sorted(self.entries) if n.startswith(".") and n.endswith(".partial")]
+
+    def has_claim(self, shard: str) -> bool:
+        """A claim file (.NAME.lock) was here when listed (live or stale: ShardClaim.holder says)."""
+        return f".{shard}.lock" in self.entries
+
+    def read_json(self, name: str):
+        if self.entries.get(name) != "file":
+            raise DamagedReport(f"{self.file(name)}: not a regular file")
+        return read_json_file(self.file(name))
+
+
+def _list_entries(where, missing_ok: bool) -> dict[str, str]:
+    """{name: kind} of the entries directly in WHERE (dot-named ones included, as on disk)."""
+    if where.remote:
+        return _remote_entries(where, missing_ok)
     try:
-        entries = sorted(os.scandir(report_dir), key=lambda e: e.name)
+        with os.scandir(where.root) as listing:
+            return {e.name: _kind_of(e) for e in listing}
+    except (FileNotFoundError, NotADirectoryError):
+        if missing_ok:
+            return {}
+        raise UserError(f"{where}: not a directory") from None
     except OSError as exc:
-        raise UserError(f"{report_dir}: cannot list ({exc.strerror or exc})") from None
-    files = [Path(e.path) for e in entries if e.name.endswith(".parquet") and len(e.name) > len(".parquet")]
-    if len(files) > MAX_FILES:
-        raise UserError(f"{report_dir}: {len(files)} Parquet files, over the {MAX_FILES} limit")
-    for path in files:
-        if not path.is_file():
-            raise DamagedReport(f"{path}: not a regular file")
-        if not os.access(path, os.R_OK):
-            raise DamagedReport(f"{path}: not readable (permission denied)")
-    if not files:
-        raise UserError(f"{report_dir}: no Parquet reports here (run `vlmaudit scan ... --out {report_dir}` first)")
-    return files
+        raise UserError(f"{where}: cannot list ({exc.strerror or exc})") from None
 
 
-def _remote_report_files(url: str) -> list[str]:
-    from vlmaudit.storage.location import Location
+def _kind_of(entry) -> str:
+    try:
+        return "file" if entry.is_file() else "dir" if entry.is_dir() else "other"  # symlinks followed
+    except OSError:
+        return "other"
 
-    where = Location(url)
-    if not where.is_dir():
+
+def _remote_entries(where, missing_ok: bool) -> dict[str, str]:
+    from pathlib import PurePosixPath
+
+    try:
+        found = where.fs.find(where.root, maxdepth=1, detail=True)
+    except FileNotFoundError:
+        found = {}
+    except OSError as exc:
+        raise UserError(f"{where}: cannot list ({exc.strerror or exc})") from None
+    entries = {PurePosixPath(p).name: "file" if info.get("type", "file") == "file" else "dir"
+               for p, info in found.items() if p.rstrip("/") != where.root}
+    if not entries and not missing_ok and not where.is_dir():
         raise UserError(f"{where}: not a directory")
-    names = where.names(".parquet")
-    if not names:
-        raise UserError(f"{where}: no Parquet reports here (run `vlmaudit scan ... --out {where}` first)")
-    return [where.url(n) for n in names]
+    return entries
+
+
+def report_files(report_dir) -> list:
+    """The reports' Parquet files (see ReportDir.report_files); REPORT_DIR: a path, URL or ReportDir."""
+    return _listing(report_dir).report_files()
+
+
+def _listing(report_dir, missing_ok: bool = False) -> ReportDir:
+    return report_dir if isinstance(report_dir, ReportDir) else ReportDir(report_dir, missing_ok)
 
 
 def open_report(path):
@@ -116,25 +200,51 @@ def check_report_file(path: Path) -> dict:
     return check_report_footer(path)[0]
 
 
-def check_report_footer(path: Path) -> tuple[dict, int, str]:
-    """check_report_file's checks; returns (footer metadata, row count, schema.footer_digest)."""
+def check_report_footer(path: Path) -> tuple[dict, int, str, str]:
+    """check_report_file's checks; returns (footer metadata, row count, schema.footer_digest,
+    schema.meta_digest). Local and remote files are read the same way: one file object, one
+    footer read."""
+    from vlmaudit.schema import META_KEY, meta_digest
+
+    try:
+        handle = open_input(path)
+    except OSError as exc:
+        raise DamagedReport(f"{path}: cannot read ({exc.strerror or exc})") from None
+    with handle:
+        parquet, meta = _file_meta(path, handle)
+        _check_meta(path, meta)
+        _check_columns(path, parquet.schema_arrow)
+        _check_statistics(path, parquet)
+        return (meta, parquet.metadata.num_rows, _footer_digest(path, handle),
+                meta_digest(parquet.schema_arrow.metadata[META_KEY]))
+
+
+def raw_footer_digest(path) -> str:
+    """schema.footer_digest of a local or remote report file; a damaged tail is refused naming it."""
+    try:
+        with open_input(path) as handle:
+            return _footer_digest(path, handle)
+    except OSError as exc:
+        raise DamagedReport(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+def _footer_digest(path, handle) -> str:
     from vlmaudit.schema import footer_digest
 
-    parquet, meta = _file_meta(path)
-    _check_meta(path, meta)
-    _check_columns(path, parquet.schema_arrow)
-    _check_statistics(path, parquet)
-    return meta, parquet.metadata.num_rows, footer_digest(parquet.metadata)
+    try:
+        return footer_digest(handle)
+    except (OSError, ValueError) as exc:
+        raise DamagedReport(f"{path}: not a readable Parquet file (truncated or damaged?): {_short(exc)}") from None
 
 
-def _file_meta(path: Path):
+def _file_meta(path: Path, handle):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from vlmaudit.schema import META_KEY
 
     try:
-        parquet = pq.ParquetFile(open_report(path))
+        parquet = pq.ParquetFile(handle)
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise DamagedReport(f"{path}: not a readable Parquet file (truncated or damaged?): {_short(exc)}") from None
     raw = (parquet.schema_arrow.metadata or {}).get(META_KEY)
@@ -272,37 +382,22 @@ def _stats(row_group, index):
     return stats if stats is not None and stats.has_null_count else None
 
 
-def read_stats(report_dir: Path) -> dict[str, dict]:
-    """{shard name: stats} of every *.stats.json; a damaged one is refused, naming it."""
-    if is_url(str(report_dir)):
-        return _remote_stats(str(report_dir))
-    out = {}
-    for path in sorted(Path(report_dir).glob("*.stats.json")):
-        name = path.name[: -len(".stats.json")]
-        if name:
-            out[name] = check_stats(path, read_json_file(path))
-    return out
+def read_stats(report_dir) -> dict[str, dict]:
+    """{shard name: stats} of every *.stats.json (none where there is no directory)."""
+    return _listing(report_dir, missing_ok=True).stats()
 
 
-def _remote_stats(url: str) -> dict[str, dict]:
-    from vlmaudit.storage.location import Location
-
-    where, out = Location(url), {}
-    for name in where.names(".stats.json"):
-        shard = name[: -len(".stats.json")]
-        if shard:
-            out[shard] = check_stats(where.url(name), where.read_json(name))
-    return out
-
-
-def read_json_file(path: Path):
+def read_json_file(path):
+    """A small JSON file, local (Path) or remote (URL), read up to the size limit through one reader."""
     try:
-        size = path.stat().st_size
-        if size > MAX_JSON_BYTES:
-            raise DamagedReport(f"{path}: {size} bytes, over the {MAX_JSON_BYTES}-byte limit for this file")
-        return json.loads(path.read_bytes())
+        with open_input(path) as handle:
+            data = handle.read(MAX_JSON_BYTES + 1)
     except OSError as exc:
         raise DamagedReport(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if len(data) > MAX_JSON_BYTES:
+        raise DamagedReport(f"{path}: over the {MAX_JSON_BYTES}-byte limit for this file")
+    try:
+        return json.loads(data)
     except (ValueError, RecursionError) as exc:
         raise DamagedReport(f"{path}: not valid JSON ({_short(exc)})") from None
 
@@ -324,40 +419,18 @@ def check_stats(path: Path, stats) -> dict:
     return stats
 
 
-def read_run_file(report_dir: Path) -> dict:
+def read_run_file(report_dir) -> dict:
     """run.json (absent: {}); a damaged one is refused, naming it."""
-    from vlmaudit.storage.location import Location
+    return _listing(report_dir, missing_ok=True).run()
 
-    if is_url(str(report_dir)):
-        where = Location(str(report_dir))
-        path, run = where.url("run.json"), where.read_json("run.json") if where.exists("run.json") else {}
-    else:
-        path = Path(report_dir) / "run.json"
-        if not path.exists():
-            return {}
-        run = read_json_file(path)
+
+def check_run(path, run) -> dict:
     if not isinstance(run, dict):
         raise DamagedReport(f"{path}: expected a JSON object")
     planned = run.get("planned_shards", [])
     if not isinstance(planned, list) or not all(isinstance(p, str) for p in planned):
         raise DamagedReport(f"{path}: planned_shards must be a list of shard names")
     return run
-
-
-def validate_reports(report_dir: Path, files: list[Path] | None = None, allow_mixed: bool = False) -> dict:
-    """Every check a command runs before counting: the Parquet footers, the stats and run
-    files, models not mixed. Returns the shared metadata."""
-    files = files or report_files(report_dir)
-    metas = [check_report_file(path) for path in files]
-    meta = _shared_meta(files, metas)
-    check_mixed(files, metas, allow_mixed)
-    stats = read_stats(report_dir)
-    read_run_file(report_dir)
-    for path in files:
-        if file_stem(path) not in stats:
-            raise DamagedReport(f"{path}: no {file_stem(path)}.stats.json beside it, so the shard never finished "
-                                "(re-run the scan, or remove the file)")
-    return meta
 
 
 def iter_batches(files: list[Path], columns: list[str], batch_size: int = 131072):

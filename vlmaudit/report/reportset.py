@@ -20,26 +20,72 @@ class ReportSet:
     run: dict
     footer_digests: dict | None = None  # shard name -> schema.footer_digest of its Parquet footer
     _digest: str | None = None  # taxonomy_digest(meta), computed once
+    listing: object = None  # reading.ReportDir: the directory's one listing (stats, run.json, claims)
+    lazy: bool = False  # only the first footer checked (open_lazy); `checked()` checks them all
+    meta_sha256: str | None = None  # schema.meta_digest of the first file's run metadata
+    allow_mixed: bool = False
+    meta_digests: dict | None = None  # open(): shard name -> schema.meta_digest of its footer
 
     @classmethod
-    def open(cls, location, allow_mixed: bool = False, files: list | None = None) -> "ReportSet":
-        """Every check a command runs before counting (reading.validate_reports), once."""
-        from vlmaudit.report.reading import (DamagedReport, _shared_meta, check_mixed, check_report_footer,
-                                             read_run_file, read_stats, report_files)
+    def open(cls, location, allow_mixed: bool = False, files: list | None = None, listing=None) -> "ReportSet":
+        """Every check a command runs before counting, once: the footers, the stats and run.json, models not mixed."""
+        from vlmaudit.report.reading import DamagedReport, ReportDir, _shared_meta, check_mixed, check_report_footer
 
-        files = files or report_files(location)
+        listing = listing or ReportDir(location)  # the one listing: files, stats, run.json, claims, partial writes
+        files = files or listing.report_files()
         footers = [check_report_footer(path) for path in files]
-        metas = [m for m, _, _ in footers]
+        metas = [m for m, _, _, _ in footers]
         _shared_meta(files, metas)
         check_mixed(files, metas, allow_mixed)
-        stats = read_stats(location)
-        run = read_run_file(location)
+        stats = listing.stats()
+        run = listing.run()
         for path in files:
             if stem(path) not in stats:
                 raise DamagedReport(f"{path}: no {stem(path)}.stats.json beside it, so the shard never finished "
                                     "(re-run the scan, or remove the file)")
-        return cls(location, files, metas, {stem(f): n for f, (_, n, _) in zip(files, footers)}, stats, run,
-                   {stem(f): d for f, (_, _, d) in zip(files, footers)})
+        return cls(location, files, metas, {stem(f): n for f, (_, n, _, _) in zip(files, footers)}, stats, run,
+                   {stem(f): d for f, (_, _, d, _) in zip(files, footers)}, listing=listing, meta_sha256=footers[0][3],
+                   allow_mixed=allow_mixed, meta_digests={stem(f): m for f, (_, _, _, m) in zip(files, footers)})
+
+    @classmethod
+    def open_lazy(cls, location, allow_mixed: bool = False) -> "ReportSet":
+        """For the summary path at any number of files: the directory listed, the first footer
+        checked in full, run.json read; each other file is checked against its summary (its footer's
+        digest, its stats' row count, the run's metadata digest) while the summaries are folded, and
+        `stats` is filled then. Anything else asks `checked()` for every check `open` runs."""
+        from vlmaudit.report.reading import DamagedReport, ReportDir, check_report_footer
+
+        listing = ReportDir(location)
+        files = listing.report_files()
+        meta, rows, digest, meta_sha = check_report_footer(files[0])
+        for path in files:
+            if f"{stem(path)}.stats.json" not in listing.entries:
+                check_report_footer(path)  # a damaged file says so first, as `open` does
+                raise DamagedReport(f"{path}: no {stem(path)}.stats.json beside it, so the shard never finished "
+                                    "(re-run the scan, or remove the file)")
+        return cls(location, files, [meta], {stem(files[0]): rows}, {}, listing.run(), {stem(files[0]): digest},
+                   listing=listing, lazy=True, meta_sha256=meta_sha, allow_mixed=allow_mixed)
+
+    def check_footer(self, path) -> None:
+        """Lazy: check one more file's footer in full (once)."""
+        from vlmaudit.report.reading import check_report_footer
+
+        if stem(path) not in self.footer_rows:
+            _, self.footer_rows[stem(path)], self.footer_digests[stem(path)], _ = check_report_footer(path)
+
+    def checked(self) -> "ReportSet":
+        """This set with every footer and stats file checked (itself unless lazy)."""
+        return ReportSet.open(self.location, self.allow_mixed, self.files, self.listing) if self.lazy else self
+
+    def adopt_stats(self, read: dict) -> None:
+        """Lazy: the stats the summary fold read, with the others (shards without a report file,
+        files outside --shard) read here; the listing keeps them for later readers."""
+        from vlmaudit.report.reading import check_stats
+
+        rest = {n[: -len(".stats.json")]: n for n in self.listing.names(".stats.json")}
+        self.stats = dict(read) | {shard: check_stats(self.listing.file(name), self.listing.read_json(name))
+                                   for shard, name in rest.items() if shard not in read}
+        self.listing._stats = self.stats
 
     @property
     def meta(self) -> dict:
@@ -59,72 +105,40 @@ class ReportSet:
         return {n: s for n, s in self.stats.items() if not shard_glob or fnmatch.fnmatch(n, shard_glob)}
 
     def has_summaries(self, files: list) -> bool:
-        """Every file has a summary beside it (else the rows path)."""
-        return all(self._summary_exists(f) for f in files)
+        """Every file has a summary and histograms beside it, as listed (else the rows path)."""
+        entries = self.listing.entries
+        return all(entries.get(f"{stem(f)}.summary.json") == "file" and entries.get(f"{stem(f)}.hist.bin") == "file"
+                   for f in files)
 
-    def _sibling(self, path, suffix: str):
-        text = str(path)
-        return (text[: -len(".parquet")] + suffix) if isinstance(path, str) else path.with_name(stem(path) + suffix)
-
-    def _summary_exists(self, path) -> bool:
-        from vlmaudit.scan.summary import SUMMARY_SUFFIX
-
-        sibling = self._sibling(path, SUMMARY_SUFFIX)
-        if isinstance(sibling, str):
-            from vlmaudit.storage.location import filesystem
-
-            fs, where = filesystem(sibling)
-            return fs.exists(where)
-        return sibling.exists()
-
-    def summary(self, path) -> dict:
-        """The checked summary of one report file (read each time: callers fold and forget it)."""
-        from vlmaudit.report.shard_summary import check, taxonomy_digest
-        from vlmaudit.scan.summary import SUMMARY_SUFFIX
+    def reader(self):
+        """summary_fold.ShardReader of this set (what a worker process needs to check a summary)."""
+        from vlmaudit.report.shard_summary import taxonomy_digest
+        from vlmaudit.report.summary_fold import ShardReader
 
         if self._digest is None:
             self._digest = taxonomy_digest(self.meta)
-        where = self._sibling(path, SUMMARY_SUFFIX)
-        return check(_read_json(where), self.meta, where, self.footer_rows.get(stem(path)), self._digest,
-                     (self.footer_digests or {}).get(stem(path)))
+        return ShardReader(self.meta, {"taxonomy": self._digest, "meta": self.meta_sha256})
 
-    def hist(self, path, sha256: str, concepts: list[int] | None = None) -> dict:
-        """One file's histograms, concept index -> [modality, bin], if its digest is the summary's
-        (only the given concepts are inflated)."""
-        import hashlib
-
-        from vlmaudit.report.reading import DamagedReport
-        from vlmaudit.report.shard_summary import decode_hist
-        from vlmaudit.scan.summary import HIST_SUFFIX
-
-        where = self._sibling(path, HIST_SUFFIX)
-        data = _read_bytes(where, 64 << 20)
-        if hashlib.sha256(data).hexdigest() != sha256:
-            raise DamagedReport(f"{where}: does not match its summary (digest differs)")
-        return decode_hist(data, len(self.meta["concepts"]), where, concepts)
+    def summary(self, path) -> dict:
+        """The checked summary of one report file (checked against its footer and stats)."""
+        reader = self.reader()
+        name = stem(path)
+        rows = self.footer_rows.get(name, (self.stats.get(name) or {}).get("rows"))
+        return reader.summary(path, rows)
 
 
-def _read_bytes(where, limit: int) -> bytes:
-    from vlmaudit.report.reading import DamagedReport
-    from vlmaudit.storage.location import open_input
+def listing_of(where, missing_ok: bool = False):
+    """The one listing (reading.ReportDir) of WHERE: an opened ReportSet's, a ReportDir itself, or a
+    new one of a path or URL. Readers that take a report directory take any of the three."""
+    from vlmaudit.report.reading import ReportDir
 
-    try:
-        with open_input(where) if isinstance(where, str) else open(where, "rb") as handle:
-            data = handle.read(limit + 1)
-    except OSError as exc:
-        raise DamagedReport(f"{where}: cannot read ({exc.strerror or exc})") from None
-    if len(data) > limit:
-        raise DamagedReport(f"{where}: over the {limit}-byte limit for this file")
-    return data
+    if isinstance(where, ReportSet):
+        return where.listing or ReportDir(where.location, missing_ok)
+    return where if isinstance(where, ReportDir) else ReportDir(where, missing_ok)
 
 
-def _read_json(where):
-    import json
+def location_of(where):
+    """The path or URL WHERE was opened from (a ReportSet, a reading.ReportDir, or the path itself)."""
+    from vlmaudit.report.reading import ReportDir
 
-    from vlmaudit.report.reading import DamagedReport
-    from vlmaudit.report.shard_summary import MAX_SUMMARY_BYTES
-
-    try:
-        return json.loads(_read_bytes(where, MAX_SUMMARY_BYTES))
-    except (ValueError, RecursionError) as exc:
-        raise DamagedReport(f"{where}: not valid JSON ({str(exc)[:200]})") from None
+    return where.location if isinstance(where, (ReportSet, ReportDir)) else where

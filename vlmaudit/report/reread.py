@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vlmaudit.report.reading import read_stats
+from vlmaudit.report.reportset import listing_of
 from vlmaudit.scan.samples import group_by_key
 from vlmaudit.scan.tario import TarEnd, iter_members, open_stream
 from vlmaudit.storage.location import is_url
@@ -27,9 +27,10 @@ class ReReadOptions:
 
 
 def shard_sources(report_dir: Path, names: list[str], options: ReReadOptions) -> tuple[dict, dict]:
-    """({report name: source to open}, {report name: why it is not opened}) for `names`."""
+    """({report name: source to open}, {report name: why it is not opened}) for `names`.
+    REPORT_DIR: a path, or an opened ReportSet or reading.ReportDir (its stats are reused)."""
     given = _named_on_command_line(options.shards)
-    stats = read_stats(report_dir)
+    stats = listing_of(report_dir, missing_ok=True).stats()
     sources, refused = {}, {}
     for name in names:
         if name in given:

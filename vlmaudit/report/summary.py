@@ -11,7 +11,7 @@ import numpy as np
 from vlmaudit.report import codes, details, engine
 from vlmaudit.report.engine import stem
 from vlmaudit.report.counts import Counts, View, default_view  # noqa: F401 (default_view: callers import it here)
-from vlmaudit.report.reading import read_report_meta, read_stats, report_files
+from vlmaudit.report.reading import BadScores, read_report_meta, read_stats, report_files
 
 
 def select_files(report_dir, shard_glob: str | None) -> list:
@@ -34,8 +34,12 @@ def count(view: View, files: list, meta: dict, top: int = 10) -> Counts:
         columns = set(pq.read_schema(handle).names)
     counts = Counts.empty(len(meta["concepts"]), len(meta["categories"]))
     with engine.session(files, str(files[0]).rsplit("/", 1)[0]) as con:
-        engine.check_scores(con, files, len(meta["concepts"]))
+        if not codes.reads_scores(view, columns):  # a pass over the score columns alone
+            engine.check_scores(con, files, len(meta["concepts"]))
         codes.add_codes(counts, con.execute(codes.counts_sql(view, meta, files, columns)).fetchall())
+        if counts.damaged:  # checked in the counting pass; now find and name the file
+            engine.check_scores(con, files, len(meta["concepts"]))
+            raise BadScores("a report holds scores that are NaN, infinite or outside [0, 1]")
         extra = [view.hist_concept] if view.hist_concept is not None else []
         concepts = list(dict.fromkeys(counts.top_concepts(top) + extra))
         if concepts:
@@ -50,7 +54,7 @@ def count(view: View, files: list, meta: dict, top: int = 10) -> Counts:
 def example_rows(files: list, counts: Counts, concepts: list[int]) -> dict:
     """(shard, sample_index) -> row (key, url, caption, score lists) of the candidates, re-read
     from the candidates' shard files only."""
-    wanted = {pair for c in concepts for pair in counts.candidates[c]}
+    wanted = {pair for c in concepts for pair in counts.candidates.get(c, [])}
     if not wanted:
         return {}
     shards = {shard for shard, _ in wanted}
@@ -68,8 +72,8 @@ def example_rows(files: list, counts: Counts, concepts: list[int]) -> dict:
 
 def summarize(report_dir, top: int = 10, view: View | None = None, hist_concept: str | None = None) -> dict:
     """The summary dict of a report directory (or an opened ReportSet): from the per-shard
-    summaries when every selected file has one and the view is the scan's own, else one pass
-    over the rows."""
+    summaries when every selected file has one and they answer the view (the scan's thresholds,
+    or one threshold on a histogram bin edge), else one pass over the rows."""
     from vlmaudit.report.reportset import ReportSet
 
     reports = report_dir if isinstance(report_dir, ReportSet) else None
@@ -77,15 +81,18 @@ def summarize(report_dir, top: int = 10, view: View | None = None, hist_concept:
     view = view or default_view(meta)
     if hist_concept:
         view.hist_concept = meta["concepts"].index(hist_concept)
-    if reports is not None and summaries_answer(view, meta):
+    if reports is not None and (summaries_answer(view, meta) or rethreshold_edge(view) is not None):
         files = reports.select(view.shard_glob)
         if reports.has_summaries(files):
-            from vlmaudit.report.shard_summary import StaleSummary
+            from vlmaudit.report.shard_summary import SummaryMismatch
 
             try:
                 return from_summaries(reports, files, meta, view, top, hist_concept)
-            except StaleSummary:
-                pass  # a report file rewritten since its summary: its rows say what it holds
+            except SummaryMismatch:
+                pass  # a report file rewritten since its summary, or another run's: its rows say what it holds
+    if reports is not None and reports.lazy:
+        reports = reports.checked()
+        _adopt(report_dir, reports)
     files = reports.select(view.shard_glob) if reports else select_files(report_dir, view.shard_glob)
     counts = count(view, files, meta, top)
     examples = example_rows(files, counts, counts.top_concepts(top)) if view.examples else {}
@@ -96,6 +103,11 @@ def summarize(report_dir, top: int = 10, view: View | None = None, hist_concept:
 
     run = reports.run if reports else read_run_file(report_dir)
     return _finish(meta, counts, stats, top, files, view, hist_concept, examples, run)
+
+
+def _adopt(lazy, checked) -> None:
+    """The caller's lazy ReportSet becomes the checked one (its stats complete for later steps)."""
+    lazy.__dict__.update(checked.__dict__)
 
 
 def _finish(meta, counts, stats, top, files, view, hist_concept, examples, run: dict, highest=None) -> dict:
@@ -118,27 +130,88 @@ def summaries_answer(view: View, meta: dict) -> bool:
             and np.array_equal(view.thr_caption, np.asarray(thr["caption"], np.float32)))
 
 
-def from_summaries(reports, files: list, meta: dict, view: View, top: int, hist_concept) -> dict:
-    """The summary dict from per-shard summaries only (each read once, folded, forgotten): no pass
-    over the rows; the top concepts' histograms are read afterwards, file by file."""
-    from vlmaudit.report.highest import merge_highest
-    from vlmaudit.report.shard_summary import Merger
+def rethreshold_edge(view: View) -> int | None:
+    """k when the view is one threshold EDGES[k] for every concept and modality (the histograms
+    answer it exactly), else None."""
+    from vlmaudit.report.counts import edge_index
 
-    merger, digests = Merger(meta), []
-    for path in files:
-        shard = reports.summary(path)
-        merger.add(shard)
-        digests.append(shard["hist"]["sha256"])
-    counts = merger.result()
-    extra = [view.hist_concept] if view.hist_concept is not None else []
-    concepts = list(dict.fromkeys(counts.top_concepts(top) + extra))
-    if concepts:
-        hists = (reports.hist(path, digest, concepts) for path, digest in zip(files, digests))
-        counts.details = merger.details(hists, concepts)
-    examples = merger.rows if view.examples else {}
+    values = np.concatenate([view.thr_image, view.thr_caption])
+    if view.policy is not None or not view.concepts.all() or not len(values) or not (values == values[0]).all():
+        return None
+    return edge_index(float(values[0]))
+
+
+def from_summaries(reports, files: list, meta: dict, view: View, top: int, hist_concept) -> dict:
+    """The summary dict from per-shard summaries (each read once, folded, forgotten; worker
+    processes for many files), then histograms: the top concepts' blocks, or every block for a
+    re-threshold. Rows are read only for the examples shown (a few rows of a few files)."""
+    import contextlib
+
+    from vlmaudit.report import summary_fold
+    from vlmaudit.report.highest import merge_highest
+
+    with summary_fold.workers_for(files) or contextlib.nullcontext() as pool:
+        counts, merger, kept = _fold_summaries(reports, files, pool)
+        k = None if summaries_answer(view, meta) else rethreshold_edge(view)
+        hists = _rethreshold(reports.reader(), files, kept, k, counts, pool) if k is not None else None
+        extra = [view.hist_concept] if view.hist_concept is not None else []
+        concepts = list(dict.fromkeys(counts.top_concepts(top) + extra))
+        if concepts and hists is None:
+            items = [(path, hist) for path, (hist, _, _) in zip(files, kept)]
+            totals = summary_fold.run(summary_fold.fold_concept_hists, reports.reader(), items, concepts, pool=pool)
+            counts.details = merger.details({c: sum(t[c] for t in totals) for c in concepts})
+        elif concepts:
+            counts.details = merger.details({c: hists[c] for c in concepts})
+    examples = _checked_examples(reports, files, kept, counts, counts.top_concepts(top)) if view.examples else {}
     highest = lambda: merge_highest(merger.highest, min(top, 5))  # noqa: E731
     return _finish(meta, counts, reports.selected_stats(view.shard_glob), top, files, view, hist_concept,
                    examples, reports.run, highest)
+
+
+def _fold_summaries(reports, files: list, pool):
+    """(Counts, Merger, [(the summary's hist field, shard names)] per file) of the files' summaries; a lazy
+    set's stats are filled from what the fold read."""
+    from vlmaudit.report import summary_fold
+
+    parts = summary_fold.run(summary_fold.fold_summaries, reports.reader(), files, pool=pool)
+    merger, kept = parts[0][0], [item for _, part, _ in parts for item in part]
+    for other, _, _ in parts[1:]:
+        merger.merge(other)
+    stats = {name: s for _, _, part in parts for name, s in part.items()}
+    others = [f for f in reports.files if f not in set(files)] if reports.lazy else []
+    if others:  # outside --shard: checked as every file is (its summary against its footer), not counted
+        stats |= {name: s for _, _, part in summary_fold.run(summary_fold.fold_summaries, reports.reader(),
+                                                             others, pool=pool) for name, s in part.items()}
+    if reports.lazy:
+        reports.adopt_stats(stats)
+    return merger.result(), merger, kept
+
+
+def _rethreshold(reader, files: list, kept: list, k: int, counts: Counts, pool):
+    """counts at threshold EDGES[k] from every file's histograms; returns the concepts' summed
+    [image, caption] histograms. A file holding rows of several shards: its rows are read instead."""
+    from vlmaudit.report import summary_fold
+    from vlmaudit.report.shard_summary import SummaryMismatch
+
+    if any(len(names) > 1 for _, names, _ in kept):
+        raise SummaryMismatch("a report file holding several shards: per-shard counts need its rows")
+    items = [(path, hist, names[0] if names else "", rows) for path, (hist, names, rows) in zip(files, kept)]
+    parts = summary_fold.run(summary_fold.fold_rethreshold, reader, items, k, pool=pool)
+    for other in parts[1:]:
+        parts[0].merge(other)
+    parts[0].apply(counts)
+    return parts[0].hists
+
+
+def _checked_examples(reports, files: list, kept: list, counts: Counts, concepts: list[int]) -> dict:
+    """example_rows from the few files whose summaries hold the candidates' shards, each fully
+    checked first (never a pass over every file)."""
+    holder = {name: path for path, (_, names, _) in zip(files, kept) for name in names}
+    shards = {shard for c in concepts for shard, _ in counts.candidates.get(c, [])}
+    chosen = sorted({holder[s] for s in shards if s in holder}, key=str)
+    for path in chosen if reports.lazy else ():
+        reports.check_footer(path)
+    return example_rows(chosen, counts, concepts) if chosen else {}
 
 
 def _apply_coverage(summary: dict, run: dict, meta: dict) -> None:

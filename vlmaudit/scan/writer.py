@@ -177,19 +177,23 @@ class ShardWriter:
         schema = pa.schema([self.schema.field(c) for c in kept_columns(self.schema)])
         table = pa.Table.from_batches(self.kept, schema=schema)
         self.kept = []
-        summary, hist = self.summarizer(table, self.meta, self.name)
-        summary["footer_sha256"] = self._footer_digest()
+        result = self.summarizer(table, self.meta, self.name)
+        if result is None:  # damaged scores: no summary, so `report` reads the rows and names the file
+            return
+        summary, hist = result
+        summary["footer_sha256"], summary["meta_sha256"] = self._footer_digests()
         write_summary(self.out, self.name, summary, hist)
 
-    def _footer_digest(self) -> str:
+    def _footer_digests(self) -> tuple[str, str]:
+        """(schema.footer_digest, schema.meta_digest) of the committed Parquet file."""
         import pyarrow.parquet as pq
 
-        from vlmaudit.schema import footer_digest
+        from vlmaudit.schema import META_KEY, footer_digest, meta_digest
 
-        if self.out.remote:
-            with self.out.open(parquet_name(self.name), "rb") as handle:
-                return footer_digest(pq.ParquetFile(handle).metadata)
-        return footer_digest(pq.ParquetFile(self.out.local(parquet_name(self.name))).metadata)
+        with self.out.open(parquet_name(self.name), "rb") as handle:
+            digest = footer_digest(handle)
+            handle.seek(0)
+            return digest, meta_digest(pq.ParquetFile(handle).schema_arrow.metadata[META_KEY])
 
     def fail(self, stats: dict) -> None:
         """The shard could not be read at all: no Parquet, only stats saying so."""
