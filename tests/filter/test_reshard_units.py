@@ -233,7 +233,6 @@ def test_unfinished_shards_list_partial_files_but_not_truncated_shards(tmp_path)
     (tmp_path / ".s1.parquet.partial").write_bytes(b"")
     (tmp_path / "s2.parquet").write_bytes(b"")
     assert unfinished_shards(info, tmp_path) == ["m (not scanned)", "f (failed)", ".s1.parquet.partial (unfinished)"]
-    assert unfinished_shards(info, "s3://bucket/reports") == ["m (not scanned)", "f (failed)"]
 
 
 def test_write_decisions_splits_by_action_and_counts_bank_matches(tmp_path):
