@@ -34,7 +34,8 @@ def assess(report_dir, shard_glob: str | None = None, status_counts: dict | None
         elif status == "truncated":
             truncated.append({"shard": name, "samples_read": int(stats[name].get("rows") or 0)})
     if status_counts is None:
-        status_counts = _stats_status(s for n, s in stats.items() if n in set(names))
+        wanted = set(names)
+        status_counts = _stats_status(s for n, s in stats.items() if n in wanted)
     by_status = {k: int(v) for k, v in sorted(status_counts.items()) if k != "ok" and v}
     incomplete = {"planned_shards": len(planned), "finished_shards": len(names) - len(missing) - len(held) - len(failed),
                   "missing_shards": missing, "failed_shards": failed, "held_shards": held, "truncated": truncated,

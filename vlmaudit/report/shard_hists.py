@@ -173,8 +173,13 @@ class HistFile:
         return _inflate(self._raw(i), BINS * int(self.dtype[-1]), self.where, self.dtype)
 
     def concept(self, c: int) -> np.ndarray:
-        """[image, caption] histograms of concept c."""
-        return np.stack([self.block(concept_block(c, 0)), self.block(concept_block(c, 1))]).astype(np.int64)
+        """[image, caption] histograms of concept c (adjacent blocks: one read)."""
+        first = concept_block(c, 0)
+        start, middle, end = (int(self.offsets[first + i]) for i in range(3))
+        raw = self.read(start, end - start)
+        size = BINS * int(self.dtype[-1])
+        return np.stack([_inflate(raw[:middle - start], size, self.where, self.dtype),
+                         _inflate(raw[middle - start:], size, self.where, self.dtype)]).astype(np.int64)
 
     def all_blocks(self) -> np.ndarray:
         return np.stack([self.block(i) for i in range(len(self.offsets) - 2)])

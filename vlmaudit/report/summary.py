@@ -178,7 +178,8 @@ def _fold_summaries(reports, files: list, pool):
     for other, _, _ in parts[1:]:
         merger.merge(other)
     stats = {name: s for _, _, part in parts for name, s in part.items()}
-    others = [f for f in reports.files if f not in set(files)] if reports.lazy else []
+    chosen = set(files)
+    others = [f for f in reports.files if f not in chosen] if reports.lazy else []
     if others:  # outside --shard: checked as every file is (its summary against its footer), not counted
         stats |= {name: s for _, _, part in summary_fold.run(summary_fold.fold_summaries, reports.reader(),
                                                              others, pool=pool) for name, s in part.items()}

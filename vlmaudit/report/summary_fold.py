@@ -111,10 +111,11 @@ def read_bytes(where, limit: int) -> bytes:
 
 
 def read_json(where, error, limit: int = 1 << 20):
-    import json
+    """A JSON file up to `limit` bytes (orjson: strict JSON, no NaN literals, 64-bit integers)."""
+    import orjson
 
     try:
-        return json.loads(read_bytes(where, limit))
+        return orjson.loads(read_bytes(where, limit))
     except (ValueError, RecursionError) as exc:
         raise error(f"{where}: not valid JSON ({str(exc)[:200]})") from None
 
