@@ -77,6 +77,7 @@ class Counts:
     concept: ConceptCounts | None = None
     category: CategoryCounts | None = None
     candidates: dict = field(default_factory=dict)  # concept index -> [(shard, sample_index)], best first
+    candidate_scores: dict = field(default_factory=dict)  # summaries: concept -> [(score, shard, index)], best first
     details: dict = field(default_factory=dict)  # concept index -> ConceptDetail (top concepts, --concept)
     damaged: int = 0  # rows whose scores are damaged (NaN, out of range, wrong length): refused
 

@@ -293,6 +293,7 @@ class Merger:
         unflatten(self.vector, counts, self.n_c, self.n_k)
         counts.shards = dict(self.shards)
         counts.candidates = {c: [(shard, i) for _, shard, i in items] for c, items in self.candidates.items()}
+        counts.candidate_scores = dict(self.candidates)
         return counts
 
     def details(self, totals: dict) -> dict:

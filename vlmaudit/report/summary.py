@@ -162,7 +162,7 @@ def from_summaries(reports, files: list, meta: dict, view: View, top: int, hist_
             counts.details = merger.details({c: sum(t[c] for t in totals) for c in concepts})
         elif concepts:
             counts.details = merger.details({c: hists[c] for c in concepts})
-    examples = _checked_examples(reports, files, kept, counts, counts.top_concepts(top)) if view.examples else {}
+    examples = _checked_examples(reports, files, kept, counts, counts.top_concepts(top), view.examples) if view.examples else {}
     highest = lambda: merge_highest(merger.highest, min(top, 5))  # noqa: E731
     return _finish(meta, counts, reports.selected_stats(view.shard_glob), top, files, view, hist_concept,
                    examples, reports.run, highest)
@@ -204,15 +204,23 @@ def _rethreshold(reader, files: list, kept: list, k: int, counts: Counts, pool):
     return parts[0].hists
 
 
-def _checked_examples(reports, files: list, kept: list, counts: Counts, concepts: list[int]) -> dict:
-    """example_rows from the few files whose summaries hold the candidates' shards, each fully
-    checked first (never a pass over every file)."""
+def _checked_examples(reports, files: list, kept: list, counts: Counts, concepts: list[int], shown: int) -> dict:
+    """example_rows of the candidates that can be shown (the `shown` best per concept, ties
+    included), from the few files whose summaries hold their shards, each fully checked first
+    (never a pass over every file)."""
+    from types import SimpleNamespace
+
+    wanted = {}
+    for c in concepts:
+        items = counts.candidate_scores.get(c, [])
+        cut = items[shown - 1][0] if 0 < shown < len(items) else None
+        wanted[c] = [(shard, i) for score, shard, i in items if cut is None or score >= cut]
     holder = {name: path for path, (_, names, _) in zip(files, kept) for name in names}
-    shards = {shard for c in concepts for shard, _ in counts.candidates.get(c, [])}
+    shards = {shard for pairs in wanted.values() for shard, _ in pairs}
     chosen = sorted({holder[s] for s in shards if s in holder}, key=str)
     for path in chosen if reports.lazy else ():
         reports.check_footer(path)
-    return example_rows(chosen, counts, concepts) if chosen else {}
+    return example_rows(chosen, SimpleNamespace(candidates=wanted), concepts) if chosen else {}
 
 
 def _apply_coverage(summary: dict, run: dict, meta: dict) -> None:

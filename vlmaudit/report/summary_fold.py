@@ -247,7 +247,8 @@ class Rethreshold:
         counts.flagged, counts.both = int(i[n_k] + c[n_k] - b[n_k]), int(b[n_k])
         counts.image_only, counts.caption_only = int(i[n_k] - b[n_k]), int(c[n_k] - b[n_k])
         counts.shards = {name: (rows, self.shard_flagged.get(name, 0)) for name, (rows, _) in counts.shards.items()}
-        counts.candidates = {c: [(shard, i) for _, shard, i in items] for c, items in self.best.result().items()}
+        counts.candidate_scores = self.best.result()
+        counts.candidates = {c: [(shard, i) for _, shard, i in items] for c, items in counts.candidate_scores.items()}
 
 
 def fold_rethreshold(reader: ShardReader, items: list, k: int) -> Rethreshold:
