@@ -402,3 +402,12 @@ def write_planted_report(out_dir, image, caption, keys=None, shard="00000"):
     pq.write_table(pa.Table.from_batches([batch], schema), out_dir / f"{shard}.parquet")
     (out_dir / f"{shard}.stats.json").write_text('{"status": "complete", "url": null}')  # the shard finished
     return rules.taxonomy, keys
+
+
+def rules_error(fn, *args) -> str:
+    """The message of the RulesError fn(*args) raises (the rulebook tests' refusals)."""
+    from vlmaudit.errors import RulesError
+
+    with pytest.raises(RulesError) as info:
+        fn(*args)
+    return str(info.value)

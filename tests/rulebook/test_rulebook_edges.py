@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import yaml
 
-from vlmaudit.errors import RulesError, UserError
+from conftest import rules_error
+from vlmaudit.errors import UserError
 from vlmaudit.rulebook.load import find_rule_file, load_rules, shipped_rules_dir
 from vlmaudit.rulebook.policy import MODALITIES, load_policy, rule_parts
 from vlmaudit.rulebook.prompts import load_prompts
@@ -14,12 +15,6 @@ from vlmaudit.rulebook.thresholds import Thresholds, load_thresholds
 
 TAX = load_rules().taxonomy
 IDS, CATS = TAX.concept_ids, [c.category for c in TAX.concepts]
-
-
-def error(fn, *args) -> str:
-    with pytest.raises(RulesError) as info:
-        fn(*args)
-    return str(info.value)
 
 
 def prompts_file(tmp_path, edit=lambda d: None):
@@ -50,7 +45,7 @@ def test_prompt_fields_come_from_the_file_when_it_sets_them(tmp_path):
 ])
 def test_prompt_errors_name_the_file_and_field(tmp_path, edit, field, problem):
     path, _ = prompts_file(tmp_path, edit)
-    message = error(load_prompts, path)
+    message = rules_error(load_prompts, path)
     assert message.startswith(f"{path}: {field}: ") and problem in message
 
 
@@ -65,17 +60,17 @@ def test_policy_match_action_review_or_drop_never_keep(tmp_path):
     assert policy(tmp_path, base).match == 2  # drop unless the policy says otherwise
     assert policy(tmp_path, base + "match: review\n").match == 1
     assert policy(tmp_path, base + "match: drop\n").match == 2
-    message = error(policy, tmp_path, base + "match: keep\n")
+    message = rules_error(policy, tmp_path, base + "match: keep\n")
     assert message == (f"{tmp_path / 'mine.yaml'}: match: 'keep' is not one of review, drop (a known-content match "
                        "is never kept)")
-    assert error(policy, tmp_path, base + "match: [drop]\n").startswith(f"{tmp_path / 'mine.yaml'}: match: ")
+    assert rules_error(policy, tmp_path, base + "match: [drop]\n").startswith(f"{tmp_path / 'mine.yaml'}: match: ")
 
 
 def test_policy_errors_name_the_file(tmp_path):
     path = tmp_path / "mine.yaml"
-    assert error(policy, tmp_path, "default: {threshold: 0.5, modality: any, action: keep}\nextra: 1\n").startswith(
+    assert rules_error(policy, tmp_path, "default: {threshold: 0.5, modality: any, action: keep}\nextra: 1\n").startswith(
         f"{path}: (top)")
-    assert error(policy, tmp_path, "default: {threshold: 2, modality: any, action: keep}\n").startswith(
+    assert rules_error(policy, tmp_path, "default: {threshold: 2, modality: any, action: keep}\n").startswith(
         f"{path}: default.threshold")
 
 
@@ -133,7 +128,7 @@ def test_apply_to_report_uses_the_report_taxonomy_in_place(tmp_path):
     apply_to_report(path, meta, image, caption)
     assert image.tolist() == pytest.approx([0.1, 0.2, 0.05]) and caption.tolist() == pytest.approx([0.9, 0.9, 0.05])
     path.write_text("concepts: {zz: 0.5}\n")
-    assert error(apply_to_report, path, meta, image, caption).startswith(f"{path}: concepts")
+    assert rules_error(apply_to_report, path, meta, image, caption).startswith(f"{path}: concepts")
 
 
 @pytest.mark.parametrize("text, field, problem", [
@@ -145,7 +140,7 @@ def test_apply_to_report_uses_the_report_taxonomy_in_place(tmp_path):
     ("concepts: {nope: {action: drop}}\n", "concepts", "nope"),
 ])
 def test_policy_rule_errors_name_the_file_and_field(tmp_path, text, field, problem):
-    message = error(policy, tmp_path, "default: {threshold: 0.5, modality: any, action: keep}\n" + text)
+    message = rules_error(policy, tmp_path, "default: {threshold: 0.5, modality: any, action: keep}\n" + text)
     assert message.startswith(f"{tmp_path / 'mine.yaml'}: {field}") and problem in message
 
 
@@ -183,7 +178,7 @@ def test_taxonomy_errors_name_the_file_and_field(tmp_path, edit, field, problem)
     from vlmaudit.rulebook.taxonomy import load_taxonomy
 
     path = taxonomy_file(tmp_path, edit)
-    message = error(load_taxonomy, path)
+    message = rules_error(load_taxonomy, path)
     assert message.startswith(f"{path}: {field}: ") and problem in message
 
 
@@ -199,7 +194,7 @@ def test_taxonomy_prompt_templates_are_optional_and_need_the_name(tmp_path):
 
     assert load_taxonomy(taxonomy_file(tmp_path, lambda d: d.pop("prompt_templates"))).prompt_templates == ()
     path = taxonomy_file(tmp_path, lambda d: d.update(prompt_templates=["a photo of {name}", "no field"]))
-    assert error(load_taxonomy, path) == f"{path}: prompt_templates[1]: must contain {{name}}"
+    assert rules_error(load_taxonomy, path) == f"{path}: prompt_templates[1]: must contain {{name}}"
 
 
 # 1 mapping + key a + [1, 2, 3] (4) + key b + [*x, *x] (1 + 4 + 4): 16 nodes with the aliases expanded;
@@ -217,7 +212,7 @@ def test_yaml_nodes_are_counted_with_aliases_expanded(tmp_path, monkeypatch, lim
     if accepted:
         assert yamlfile.read_yaml(path) == {"a": [1, 2, 3], "b": [[1, 2, 3], [1, 2, 3]]}
     else:
-        assert error(yamlfile.read_yaml, path) == f"{path}: (file): aliases expand to over {limit} nodes (a YAML alias bomb?)"
+        assert rules_error(yamlfile.read_yaml, path) == f"{path}: (file): aliases expand to over {limit} nodes (a YAML alias bomb?)"
 
 
 def test_a_recursive_yaml_document_is_refused(tmp_path):
@@ -226,7 +221,7 @@ def test_a_recursive_yaml_document_is_refused(tmp_path):
     path = tmp_path / "r.yaml"
     for text in ("&a [1, *a]\n", "&a [*a]\n"):
         path.write_text(text)
-        assert "aliases expand to over" in error(read_yaml, path)
+        assert "aliases expand to over" in rules_error(read_yaml, path)
 
 
 def test_read_yaml_size_limit_is_exact(tmp_path, monkeypatch):
@@ -237,7 +232,7 @@ def test_read_yaml_size_limit_is_exact(tmp_path, monkeypatch):
     monkeypatch.setattr(yamlfile, "MAX_YAML_BYTES", 8)
     assert yamlfile.read_yaml(path) == {"a": 1234}
     monkeypatch.setattr(yamlfile, "MAX_YAML_BYTES", 7)
-    assert error(yamlfile.read_yaml, path) == f"{path}: (file): over the 7-byte limit for a rules file"
+    assert rules_error(yamlfile.read_yaml, path) == f"{path}: (file): over the 7-byte limit for a rules file"
 
 
 @pytest.mark.parametrize("content, message", [
@@ -250,9 +245,9 @@ def test_read_yaml_errors_name_the_file(tmp_path, content, message):
 
     path = tmp_path / "bad.yaml"
     path.write_bytes(content)
-    text = error(read_yaml, path)
+    text = rules_error(read_yaml, path)
     assert text.startswith(f"{path}: {message}") and "\n" not in text and "XX" not in text
-    assert error(read_yaml, tmp_path / "missing.yaml") == f"{tmp_path / 'missing.yaml'}: (file): cannot read: No such file or directory"
+    assert rules_error(read_yaml, tmp_path / "missing.yaml") == f"{tmp_path / 'missing.yaml'}: (file): cannot read: No such file or directory"
 
 
 def test_policy_category_rules_and_an_absent_description(tmp_path):
@@ -272,4 +267,4 @@ def test_prompt_templates_must_be_strings(tmp_path):
     from vlmaudit.rulebook.taxonomy import load_taxonomy
 
     path = taxonomy_file(tmp_path, lambda d: d.update(prompt_templates=["a photo of {name}", 3]))
-    assert error(load_taxonomy, path).startswith(f"{path}: prompt_templates[1]: expected str")
+    assert rules_error(load_taxonomy, path).startswith(f"{path}: prompt_templates[1]: expected str")

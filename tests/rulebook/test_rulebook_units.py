@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import decide_by_policy
-from vlmaudit.errors import RulesError, UserError
+from conftest import decide_by_policy, rules_error
+from vlmaudit.errors import UserError
 from vlmaudit.rulebook import yamlfile as Y
 from vlmaudit.rulebook.load import find_rule_file, load_rules, shipped_rules_dir
 from vlmaudit.rulebook.policy import load_policy
@@ -21,19 +21,13 @@ TAX = load_rules().taxonomy
 IDS, CATS = TAX.concept_ids, [c.category for c in TAX.concepts]
 
 
-def error(fn, *args) -> str:
-    with pytest.raises(RulesError) as info:
-        fn(*args)
-    return str(info.value)
-
-
 # ---- yamlfile --------------------------------------------------------------------------------------
 
 def test_read_yaml_names_the_file_for_unreadable_and_invalid_files(tmp_path):
-    assert error(Y.read_yaml, tmp_path / "none.yaml").startswith(f"{tmp_path / 'none.yaml'}: (file): cannot read")
+    assert rules_error(Y.read_yaml, tmp_path / "none.yaml").startswith(f"{tmp_path / 'none.yaml'}: (file): cannot read")
     bad = tmp_path / "bad.yaml"
     bad.write_text("a: [1, 2\n")
-    message = error(Y.read_yaml, bad)
+    message = rules_error(Y.read_yaml, bad)
     assert message.startswith(f"{bad}: (file): invalid YAML: ") and "\n" not in message
     good = tmp_path / "good.yaml"
     good.write_text("a: {b: 1}\n")
@@ -42,17 +36,17 @@ def test_read_yaml_names_the_file_for_unreadable_and_invalid_files(tmp_path):
 
 def test_field_checks_accept_exactly_what_they_promise():
     assert Y.check_mapping("f", "x", {"a": 1}, {"a", "b"}, {"a"}) == {"a": 1}
-    assert error(Y.check_mapping, "f", "x", [1], {"a"}) == "f: x: expected a mapping, got list"
-    assert error(Y.check_mapping, "f", "x", {"c": 1}, {"b", "a"}) == "f: x.c: unknown key (allowed: a, b)"
-    assert error(Y.check_mapping, "f", "x", {}, {"a", "b"}, {"b", "a"}) == "f: x.a: missing"
+    assert rules_error(Y.check_mapping, "f", "x", [1], {"a"}) == "f: x: expected a mapping, got list"
+    assert rules_error(Y.check_mapping, "f", "x", {"c": 1}, {"b", "a"}) == "f: x.c: unknown key (allowed: a, b)"
+    assert rules_error(Y.check_mapping, "f", "x", {}, {"a", "b"}, {"b", "a"}) == "f: x.a: missing"
     assert Y.check_list("f", "l", [], str) == [] and Y.check_list("f", "l", ["a"], str, non_empty=True) == ["a"]
-    assert error(Y.check_list, "f", "l", "abc") == "f: l: expected a list, got str"
-    assert error(Y.check_list, "f", "l", [], str, True) == "f: l: must not be empty"
-    assert error(Y.check_list, "f", "l", ["a", 2], str) == "f: l[1]: expected str, got int"
+    assert rules_error(Y.check_list, "f", "l", "abc") == "f: l: expected a list, got str"
+    assert rules_error(Y.check_list, "f", "l", [], str, True) == "f: l: must not be empty"
+    assert rules_error(Y.check_list, "f", "l", ["a", 2], str) == "f: l[1]: expected str, got int"
     assert Y.check_list("f", "l", ["a", 2]) == ["a", 2]
     assert Y.check_str("f", "s", " x ") == " x "
     for bad in ("", "  ", None, 3):
-        assert error(Y.check_str, "f", "s", bad) == "f: s: expected a non-empty string"
+        assert rules_error(Y.check_str, "f", "s", bad) == "f: s: expected a non-empty string"
 
 
 @pytest.mark.parametrize("value, ok", [(0, True), (1, True), (0.0, True), (1.0, True), (0.5, True),
@@ -62,7 +56,7 @@ def test_unit_floats_include_both_ends(value, ok):
         result = Y.check_unit_float("f", "t", value)
         assert result == value and type(result) is float
     else:
-        assert error(Y.check_unit_float, "f", "t", value) == f"f: t: expected a number between 0 and 1, got {value!r}"
+        assert rules_error(Y.check_unit_float, "f", "t", value) == f"f: t: expected a number between 0 and 1, got {value!r}"
 
 
 # ---- taxonomy --------------------------------------------------------------------------------------
@@ -106,7 +100,7 @@ def test_taxonomy_fields_prompts_and_identity(tmp_path):
 ])
 def test_taxonomy_errors_name_the_field(tmp_path, edit, field, problem):
     path = taxonomy_file(tmp_path, edit)
-    message = error(load_taxonomy, path)
+    message = rules_error(load_taxonomy, path)
     assert message.startswith(f"{path}: {field}: ") and problem in message
 
 
@@ -150,7 +144,7 @@ def test_thresholds_defaults_fingerprint_and_dict(tmp_path):
     ("colours: 1\n", "(top).colours"),
 ])
 def test_threshold_errors_name_the_field(tmp_path, text, field):
-    message = error(thresholds_file, tmp_path, text)
+    message = rules_error(thresholds_file, tmp_path, text)
     assert message.startswith(f"{tmp_path / 'thresholds.yaml'}: {field}")
 
 
@@ -159,7 +153,7 @@ def test_target_masks():
     hate = target_mask(IDS, CATS, "hate", "p", "f")
     assert hate.sum() == CATS.count("hate") and all(CATS[i] == "hate" for i in np.flatnonzero(hate))
     assert np.flatnonzero(target_mask(IDS, CATS, "torture", "p", "f")).tolist() == [IDS.index("torture")]
-    assert error(target_mask, IDS, CATS, "nope", "p", "f") == "p: f: unknown category or concept 'nope'"
+    assert rules_error(target_mask, IDS, CATS, "nope", "p", "f") == "p: f: unknown category or concept 'nope'"
 
 
 # ---- policies --------------------------------------------------------------------------------------
@@ -194,10 +188,10 @@ def test_policy_any_mode_ignores_unscored_modalities(tmp_path):
 
 
 def test_policy_needs_a_complete_default_rule(tmp_path):
-    message = error(policy, tmp_path, "default: {threshold: 0.5, modality: any}\n")
+    message = rules_error(policy, tmp_path, "default: {threshold: 0.5, modality: any}\n")
     assert "default.action: missing" in message
-    assert "(top).default: missing" in error(policy, tmp_path, "concepts: {torture: {action: drop}}\n")
-    assert "categories.hate.action" in error(
+    assert "(top).default: missing" in rules_error(policy, tmp_path, "concepts: {torture: {action: drop}}\n")
+    assert "categories.hate.action" in rules_error(
         policy, tmp_path, "default: {threshold: 0.5, modality: any, action: drop}\ncategories: {hate: {action: ''}}\n")
 
 
@@ -239,7 +233,7 @@ def test_prompt_file_fields_and_defaults(tmp_path):
 ])
 def test_prompt_file_errors_name_the_field(tmp_path, edit, field, problem):
     path = prompts_file(tmp_path, edit)
-    message = error(load_prompts, path)
+    message = rules_error(load_prompts, path)
     assert message.startswith(f"{path}: {field}: ") and problem in message
 
 
@@ -290,8 +284,8 @@ def test_policy_thresholds_compare_in_float32_like_the_scores(tmp_path):
 
 def test_threshold_set_errors_name_the_target_and_answers_need_both_lists(tmp_path):
     t = Thresholds.uniform(TAX, 0.5)
-    assert error(t.set, TAX, "nope", 0.5) == "--threshold: nope: unknown category or concept 'nope'"
+    assert rules_error(t.set, TAX, "nope", 0.5) == "--threshold: nope: unknown category or concept 'nope'"
     path = prompts_file(tmp_path, lambda d: d["answers"].pop("unsafe"))
-    assert error(load_prompts, path) == f"{path}: answers.unsafe: missing"
+    assert rules_error(load_prompts, path) == f"{path}: answers.unsafe: missing"
     path = prompts_file(tmp_path, lambda d: d["category_question"].pop("none_option"))
-    assert error(load_prompts, path) == f"{path}: category_question.none_option: missing"
+    assert rules_error(load_prompts, path) == f"{path}: category_question.none_option: missing"

@@ -10,6 +10,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from vlmaudit.errors import UserError
+from vlmaudit.head.training import TrainSettings
 from vlmaudit.progress import DEFAULT_EVERY
 
 
@@ -54,17 +55,20 @@ class ProgressChoice:
         return ProgressOptions(quiet=self.quiet, every=self.progress_every)
 
 
+_TRAIN = TrainSettings()
+
+
 @dataclass(kw_only=True)
 class HeadTraining:
     """The safety head's training options (train-head and distill)."""
 
-    epochs: int = 20
-    batch_size: int = 64
-    lr: float = 1e-3
-    val_fraction: float = 0.2
-    tokens: int = 16
-    dim: int = 256
-    seed: int = 0
+    epochs: int = _TRAIN.epochs  # one set of defaults: head.training.TrainSettings
+    batch_size: int = _TRAIN.batch_size
+    lr: float = _TRAIN.lr
+    val_fraction: float = _TRAIN.val_fraction
+    tokens: int = _TRAIN.tokens
+    dim: int = _TRAIN.dim
+    seed: int = _TRAIN.seed
 
     def training(self):
         from vlmaudit.head.training import TrainSettings
