@@ -209,8 +209,9 @@ def test_worker_processes_give_the_numbers_of_one_process(tmp_path, monkeypatch)
 
 
 def test_the_row_pass_checks_scores_in_the_same_pass(tmp_path, monkeypatch):
-    """Without summaries, the counting pass itself finds damaged scores: the separate check pass
-    runs only to name the file once something is found."""
+    """Without summaries, the pass that reads the score lists (counting for a re-threshold, the
+    details at the scan's thresholds) finds damaged scores: the check pass runs only to name the
+    file once something is found."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -222,6 +223,7 @@ def test_the_row_pass_checks_scores_in_the_same_pass(tmp_path, monkeypatch):
     real = engine.check_scores
     monkeypatch.setattr(engine, "check_scores", lambda *a, **k: calls.append(1) or real(*a, **k))
     assert report_json(plain, "--threshold", "0.5")["overview"]["samples"] == 50
+    assert report_json(plain)["overview"]["flagged"] > 0  # stored flags: the details pass checks
     assert not calls
     table = pq.read_table(plain / "00001.parquet")
     scores = table.column("image_scores").to_pylist()
@@ -230,9 +232,11 @@ def test_the_row_pass_checks_scores_in_the_same_pass(tmp_path, monkeypatch):
     table = table.set_column(table.schema.get_field_index("image_scores"), table.schema.field("image_scores"),
                              pa.array(scores, table.schema.field("image_scores").type))
     pq.write_table(table, plain / "00001.parquet")
-    result = run_cli("report", str(plain), "--threshold", "0.5")
-    assert result.exit_code == 2 and "00001.parquet" in result.output and "NaN" in result.output, result.output
-    assert calls
+    for extra in (["--threshold", "0.5"], []):
+        calls.clear()
+        result = run_cli("report", str(plain), *extra)
+        assert result.exit_code == 2 and "00001.parquet" in result.output and "NaN" in result.output, result.output
+        assert calls
 
 
 def test_a_shard_of_another_run_with_its_own_summary_is_refused_as_mixed(tmp_path):

@@ -15,9 +15,12 @@ SAMPLE_ROWS = 2_000_000
 BATCH_ROWS = 1 << 17
 
 
-def details_sql(concepts: list[int], files: list, source: str | None = None) -> str:
-    """Per row: each concept's image and caption score (from `source` when given, else the files)."""
+def details_sql(concepts: list[int], files: list, source: str | None = None, damaged: str | None = None) -> str:
+    """Per row: each concept's image and caption score (from `source` when given, else the files),
+    and, given its SQL, whether the row's scores are damaged (the score check, in the same pass)."""
     items = [f"image_scores[{c + 1}] AS i{c}, caption_scores[{c + 1}] AS c{c}" for c in concepts]
+    if damaged:
+        items.append(f"coalesce({damaged}, false) AS damaged")
     return f"SELECT {', '.join(items)} FROM {source or engine.source(files)}"
 
 
@@ -29,8 +32,11 @@ class DetailAccumulator:
         self.concepts = concepts
         self.sums = {(c, m): [0.0, 0] for c in concepts for m in "ic"}
         self.hists = {(c, m): np.zeros(BINS, np.int64) for c in concepts for m in "ic"}
+        self.damaged = 0  # rows whose scores are damaged, when the query says (details_sql's damaged)
 
     def add(self, batch) -> None:
+        if "damaged" in batch.schema.names:
+            self.damaged += int(np.count_nonzero(batch.column("damaged").to_numpy(zero_copy_only=False)))
         for c in self.concepts:
             for m in "ic":
                 values = batch.column(f"{m}{c}").to_numpy(zero_copy_only=False)

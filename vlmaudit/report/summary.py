@@ -33,22 +33,31 @@ def count(view: View, files: list, meta: dict, top: int = 10) -> Counts:
     with open_input(files[0]) as handle:
         columns = set(pq.read_schema(handle).names)
     counts = Counts.empty(len(meta["concepts"]), len(meta["categories"]))
+    n_concepts = len(meta["concepts"])
+    deferred = not codes.reads_scores(view, columns)  # the counting pass reads the stored flags only
     with engine.session(files, str(files[0]).rsplit("/", 1)[0]) as con:
-        if not codes.reads_scores(view, columns):  # a pass over the score columns alone
-            engine.check_scores(con, files, len(meta["concepts"]))
         codes.add_codes(counts, con.execute(codes.counts_sql(view, meta, files, columns)).fetchall())
-        if counts.damaged:  # checked in the counting pass; now find and name the file
-            engine.check_scores(con, files, len(meta["concepts"]))
-            raise BadScores("a report holds scores that are NaN, infinite or outside [0, 1]")
+        _refuse_damage(con, files, n_concepts, counts.damaged)  # checked in the counting pass
         extra = [view.hist_concept] if view.hist_concept is not None else []
         concepts = list(dict.fromkeys(counts.top_concepts(top) + extra))
-        if concepts:
+        if deferred and not concepts:  # nothing to detail: the score check is a pass of its own
+            engine.check_scores(con, files, n_concepts)
+        if concepts:  # the details pass reads the score lists: with the check when deferred, every file
             accumulator = details.DetailAccumulator(concepts)
-            scored = details.sample_files(files, counts.samples, exact=bool(extra))
-            for batch in con.sql(details.details_sql(concepts, scored)).to_arrow_reader(details.BATCH_ROWS):
+            scored = files if deferred else details.sample_files(files, counts.samples, exact=bool(extra))
+            damaged = codes.damaged_sql(columns, n_concepts) if deferred else None
+            for batch in con.sql(details.details_sql(concepts, scored, damaged=damaged)).to_arrow_reader(details.BATCH_ROWS):
                 accumulator.add(batch)
+            _refuse_damage(con, files, n_concepts, accumulator.damaged)
             counts.details = accumulator.details()
     return counts
+
+
+def _refuse_damage(con, files: list, n_concepts: int, damaged: int) -> None:
+    """Damaged scores were counted: find and name the file (engine.check_scores raises)."""
+    if damaged:
+        engine.check_scores(con, files, n_concepts)
+        raise BadScores("a report holds scores that are NaN, infinite or outside [0, 1]")
 
 
 def example_rows(files: list, counts: Counts, concepts: list[int]) -> dict:
