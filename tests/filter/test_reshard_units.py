@@ -262,3 +262,38 @@ def test_more_than_five_damaged_shards_are_summed_up(tmp_path, n, more):
     shown = "; ".join(f"s{i}: 1 missing" for i in range(5))
     assert str(info.value) == (f"--write-shards: {n} shard(s) not written, the re-read data is not what was scanned: "
                                f"{shown}{more} (name the scanned shards with --shards)")
+
+
+@pytest.mark.parametrize("n, more", [(10, ""), (11, " and 1 more"), (12, " and 2 more")])
+def test_run_filter_names_ten_unfinished_shards_and_sums_up_the_rest(tmp_path, n, more):
+    from vlmaudit.errors import UserError
+    from vlmaudit.filter.lists import run_filter
+
+    report = tmp_path / "rep"
+    report.mkdir()
+    for i in range(n):
+        (report / f".s{i:02d}.parquet.partial").write_bytes(b"")
+    with pytest.raises(UserError) as info:
+        run_filter(report, None, tmp_path / "out", "keep", allow_partial=False)
+    shown = ", ".join(f".s{i:02d}.parquet.partial (unfinished)" for i in range(10))
+    assert str(info.value) == (f"{report}: {n} shard(s) have no finished report: {shown}{more}; "
+                               "finish the scan or pass --allow-partial")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("error, shown", [(OSError(5, "Input/output error"), "Input/output error"),
+                                          (OSError("connection reset"), "connection reset")])
+def test_a_shard_that_cannot_be_re_read_names_the_shard_its_source_and_the_error(tmp_path, monkeypatch, error, shown):
+    from vlmaudit.errors import UserError
+    from vlmaudit.filter import reshard
+    from vlmaudit.report.reread import ReReadOptions
+
+    def unreadable(*args):
+        raise error
+
+    report = planted_shards(tmp_path, {"s0": ([("a", [("jpg", b"img-a")])], "complete", None)})
+    keep = keep_file(tmp_path / "keep.parquet", [("s0", "a", 0)])
+    monkeypatch.setattr(reshard, "write_shard", unreadable)
+    with pytest.raises(UserError) as info:
+        reshard.write_filtered_shards(report, keep, tmp_path / "out", ReReadOptions())
+    assert str(info.value) == f"s0: cannot re-read {tmp_path / 's0.tar'}: {shown}"

@@ -139,3 +139,36 @@ def test_parquet_row_groups_gather_about_row_group_bytes(tmp_path, monkeypatch, 
     meta = pq.ParquetFile(tmp_path / "out.parquet").metadata
     assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == groups
     assert pq.read_table(tmp_path / "out.parquet").to_pylist() == source.take([0, 16, 32, 48]).to_pylist()
+
+
+def test_a_damaged_source_with_no_kept_rows_writes_nothing_and_counts_no_damage(tmp_path):
+    from vlmaudit.filter.matching import Kept
+    from vlmaudit.filter.table_shards import write_table_shard
+
+    (tmp_path / "in.parquet").write_bytes(b"PAR1" + b"x" * 100 + b"PAR1")
+    written, damage = write_table_shard(str(tmp_path / "in.parquet"), Kept({}), tmp_path / "out.parquet")
+    assert written == 0 and not damage and (damage.mismatched, damage.missing) == (0, 0)
+    assert damage.source_error.startswith(("OSError: ", "ArrowInvalid: ")) and damage.describe() == ""
+    assert not (tmp_path / "out.parquet").exists()
+
+
+def test_a_long_source_error_is_cut_to_300_characters(tmp_path, monkeypatch):
+    from vlmaudit.filter import table_shards
+
+    def damaged(stream, url):
+        raise ValueError("v" * 400)
+
+    url = write_parquet(tmp_path / "in.parquet", rows(4))
+    monkeypatch.setattr(table_shards, "open_table", damaged)
+    written, damage = table_shards.write_table_shard(url, kept_of(rows(4), [1]), tmp_path / "out.parquet")
+    assert (written, damage.missing) == (0, 1)
+    assert damage.source_error == "ValueError: " + "v" * 288 and len(damage.source_error) == 300
+
+
+def test_an_error_inside_the_table_writer_propagates_and_closes_the_file(tmp_path):
+    from vlmaudit.filter.table_shards import _TableWriter
+
+    writer = _TableWriter(tmp_path / "out.parquet", SCHEMA, "in.parquet")
+    with pytest.raises(OSError, match="disk full"), writer:
+        raise OSError("disk full")
+    assert writer.handle.closed
