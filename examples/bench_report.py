@@ -232,12 +232,12 @@ def hand_sql(report_dir: str, workload: str) -> dict:
                   FROM (SELECT shard, sample_index, caption_scores,
                                unnest(list_filter(range(1, 76), lambda i: caption_scores[i] >= 0.5)) AS i FROM src))
             JOIN concepts USING (i) GROUP BY ALL""")
-    return hand_summary(con, files, exact=workload in ("dashboard", "rethreshold-hist"))
+    return hand_summary(con, files, exact=workload in ("dashboard", "rethreshold-hist", "summary"))
 
 
 def hand_summary(con, files, exact: bool) -> dict:
-    """exact: means and p95 over every row (what the summaries give); else over every k-th file
-    above 2 M rows (what the rows path does)."""
+    """exact: means and p95 over every row (the summaries, the rows path at the scan's thresholds);
+    else over every k-th file above 2 M rows (the rows path of a re-threshold)."""
     rows = con.execute("SELECT shard, status, count(*) FROM src GROUP BY ALL").fetchall()
     flagged_rows = con.execute("""SELECT shard, count(*) AS n, count_if(i AND c), count_if(i AND NOT c), count_if(c AND NOT i)
         FROM (SELECT shard, sample_index, bool_or(img) AS i, bool_or(cap) AS c FROM hits GROUP BY ALL) GROUP BY shard""").fetchall()
