@@ -42,15 +42,16 @@ def with_matches(decided: str, policy: Policy, matches: Path | None) -> str:
         SELECT d.shard, d.key, d.sample_index, d.url, d.status,
                CASE WHEN m.bank IS NULL THEN d.action
                     ELSE {actions}[greatest(list_position({actions}, d.action), {policy.match + 1})] END AS action,
-               CASE WHEN m.bank IS NULL THEN d.reasons ELSE list_concat([{reason}], d.reasons) END AS reasons
+               CASE WHEN m.bank IS NULL THEN d.reasons ELSE list_concat([{reason}], d.reasons) END AS reasons, d.damaged
         FROM ({decided}) d
         LEFT JOIN (SELECT shard, key, min(bank) AS bank FROM read_parquet({engine.text(matches)}) GROUP BY shard, key) m
           ON d.shard = m.shard AND d.key = m.key"""
 
 
-def decided_sql(policy: Policy, on_failed: int, files: list) -> str:
+def decided_sql(policy: Policy, on_failed: int, files: list, damaged: str = "false") -> str:
     """Every row with its action and reasons: the most severe fired rule, at least --on-failed
-    for rows whose status is not ok; failed rows carry a status reason first."""
+    for rows whose status is not ok; failed rows carry a status reason first; `damaged` (SQL) says
+    whether its scores are damaged (the score check, in the same pass)."""
     from vlmaudit.report import engine, flagsql
 
     rules = flagsql.Rules.from_policy(policy, np.ones(len(policy.concepts), bool))
@@ -67,9 +68,10 @@ def decided_sql(policy: Policy, on_failed: int, files: list) -> str:
         SELECT shard, key, sample_index, url, status,
                {engine.texts(ACTIONS)}[1 + greatest(coalesce(list_max(list_transform(fired, lambda i: {severity}[i])), 0),
                                                  CASE WHEN failed THEN {on_failed} ELSE 0 END)] AS action,
-               list_concat({status_reason}, {concept_reason}) AS reasons
+               list_concat({status_reason}, {concept_reason}) AS reasons, damaged
         FROM (SELECT shard, key, sample_index, url, status, image_scores, caption_scores,
-                     coalesce(status, '') <> {engine.text(SampleStatus.OK)} AS failed, {flagsql.fired(rules)} AS fired
+                     coalesce(status, '') <> {engine.text(SampleStatus.OK)} AS failed, {flagsql.fired(rules)} AS fired,
+                     coalesce({damaged}, false) AS damaged
               FROM {engine.source(files)})"""
 
 
@@ -88,17 +90,22 @@ def write_decisions(files: list, policy: Policy, on_failed: int, out_dir: Path,
     """One pass over the reports into a temporary Parquet of decisions, split by action into
     keep/review/drop.parquet (temporary names, renamed together); returns the counts."""
     from vlmaudit.report import engine
+    from vlmaudit.report.reading import BadScores
 
     out_dir.mkdir(parents=True, exist_ok=True)
     decided = _private_temp(out_dir / "decided.parquet")
     partial = {a: _private_temp(out_dir / f"{a}.parquet") for a in ACTIONS}
     try:
         with engine.session(files, "filter") as con:
-            engine.check_scores(con, files, len(policy.action))
-            con.execute(f"COPY ({with_matches(decided_sql(policy, on_failed, files), policy, matches)}) TO {engine.text(decided)} "
-                        "(FORMAT parquet, COMPRESSION zstd)")
+            columns = [d[0] for d in con.execute(f"SELECT * FROM {engine.source(files)} LIMIT 0").description]
+            damaged = " OR ".join(engine.bad_score_conditions(columns, len(policy.action)).values()) or "false"
+            con.execute(f"COPY ({with_matches(decided_sql(policy, on_failed, files, damaged), policy, matches)}) "
+                        f"TO {engine.text(decided)} (FORMAT parquet, COMPRESSION zstd)")
+            if con.execute(f"SELECT count_if(damaged) FROM read_parquet({engine.text(decided)})").fetchall()[0][0]:
+                engine.check_scores(con, files, len(policy.action))  # names the file (raises)
+                raise BadScores("a report holds scores that are NaN, infinite or outside [0, 1]")
             for action, path in partial.items():
-                con.execute(f"COPY (SELECT * FROM read_parquet({engine.text(decided)}) WHERE action = "
+                con.execute(f"COPY (SELECT * EXCLUDE (damaged) FROM read_parquet({engine.text(decided)}) WHERE action = "
                             f"{engine.text(action)}) TO {engine.text(path)} (FORMAT parquet, COMPRESSION zstd)")
             counts = dict(con.execute(f"SELECT action, count(*) FROM read_parquet({engine.text(decided)}) "
                                       "GROUP BY action").fetchall())
