@@ -5,7 +5,6 @@ import json
 import subprocess
 import sys
 import textwrap
-import time
 
 import pyarrow.parquet as pq
 import pytest
@@ -17,15 +16,15 @@ BOMB = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
     f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]\n" for i in range(9))
 
 
-def test_yaml_alias_bomb_refused_within_a_second(tmp_path):
+def test_yaml_alias_bomb_refused_before_expanding(tmp_path):
+    """10**10 nodes once expanded: refused by counting, so the test ends at all (no wall-clock
+    assert: timing lives in benchmarks)."""
     from vlmaudit.rulebook.yamlfile import read_yaml
 
     path = tmp_path / "bomb.yaml"
-    path.write_text(BOMB)  # 10**10 nodes once expanded, 200 bytes on disk
-    started = time.perf_counter()
+    path.write_text(BOMB)  # 200 bytes on disk
     with pytest.raises(RulesError, match="alias bomb"):
         read_yaml(path)
-    assert time.perf_counter() - started < 1.0
 
 
 def test_yaml_recursive_alias_and_size_limit(tmp_path):
@@ -43,10 +42,8 @@ def test_yaml_recursive_alias_and_size_limit(tmp_path):
 
 def test_rules_alias_bomb_is_one_line_on_the_command_line(tmp_path):
     (tmp_path / "taxonomy.yaml").write_text(BOMB)
-    started = time.perf_counter()
     result = run_cli("concepts", "--rules", tmp_path)
     assert result.exit_code == 2 and "taxonomy.yaml: (file): aliases expand to over" in result.output
-    assert time.perf_counter() - started < 5
 
 
 def test_overlong_member_names_become_rows_with_an_error(tmp_path, tiny_clip):

@@ -63,7 +63,6 @@ def test_permanent_and_transient_shard_failures_are_told_apart(tmp_path, tiny_cl
     good = write_shard(tmp_path / "good.tar", [{"__key__": "a", "jpg": synthetic_image(random.Random(0)), "txt": b"x"}])
     (tmp_path / "notatar.tar").write_bytes(b"hello, this is not an archive\n" * 40)
     args = scan_args([good, tmp_path / "notatar.tar", "pipe:exit 3"], tmp_path / "out", tiny_clip, "--retries", "1")
-    started = time.perf_counter()
     result = run_cli(*args)
     assert result.exit_code == 1
     stats = {p.name[: -len(".stats.json")]: json.loads(p.read_text()) for p in (tmp_path / "out").glob("*.stats.json")}
@@ -72,7 +71,6 @@ def test_permanent_and_transient_shard_failures_are_told_apart(tmp_path, tiny_cl
     output = " ".join(result.output.split())
     assert "1 shard(s) failed: notatar (permanent:" in output and "re-running will not help" in output
     assert "1 shard(s) failed: 3 (transient: re-run the same command" in output
-    assert time.perf_counter() - started < 60
 
 
 def test_shard_names_with_leading_or_extra_dots_are_reported(tmp_path, tiny_clip):
