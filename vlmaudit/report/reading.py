@@ -91,6 +91,10 @@ class ReportDir:
                            for n in self.names(".stats.json")}
         return self._stats
 
+    def keep_stats(self, stats: dict) -> None:
+        """Stats read and checked elsewhere (the summary fold): later readers take these."""
+        self._stats = stats
+
     def run(self) -> dict:
         """run.json (absent: {}); a damaged one is refused, naming it."""
         if self._run is None:
@@ -387,15 +391,22 @@ def read_stats(report_dir) -> dict[str, dict]:
     return _listing(report_dir, missing_ok=True).stats()
 
 
-def read_json_file(path):
-    """A small JSON file, local (Path) or remote (URL), read up to the size limit through one reader."""
+def read_limited(path, limit: int) -> bytes:
+    """A small file, local (Path) or remote (URL), read up to `limit` bytes; one that cannot be read
+    or is over the limit is refused, naming it."""
     try:
         with open_input(path) as handle:
-            data = handle.read(MAX_JSON_BYTES + 1)
+            data = handle.read(limit + 1)
     except OSError as exc:
         raise DamagedReport(f"{path}: cannot read ({exc.strerror or exc})") from None
-    if len(data) > MAX_JSON_BYTES:
-        raise DamagedReport(f"{path}: over the {MAX_JSON_BYTES}-byte limit for this file")
+    if len(data) > limit:
+        raise DamagedReport(f"{path}: over the {limit}-byte limit for this file")
+    return data
+
+
+def read_json_file(path):
+    """A small JSON file, local (Path) or remote (URL), read up to the size limit through one reader."""
+    data = read_limited(path, MAX_JSON_BYTES)
     try:
         return json.loads(data)
     except (ValueError, RecursionError) as exc:

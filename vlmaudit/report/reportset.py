@@ -29,7 +29,7 @@ class ReportSet:
     @classmethod
     def open(cls, location, allow_mixed: bool = False, files: list | None = None, listing=None) -> "ReportSet":
         """Every check a command runs before counting, once: the footers, the stats and run.json, models not mixed."""
-        from vlmaudit.report.reading import DamagedReport, ReportDir, _shared_meta, check_mixed, check_report_footer
+        from vlmaudit.report.reading import ReportDir, _shared_meta, check_mixed, check_report_footer
 
         listing = listing or ReportDir(location)  # the one listing: files, stats, run.json, claims, partial writes
         files = files or listing.report_files()
@@ -41,8 +41,7 @@ class ReportSet:
         run = listing.run()
         for path in files:
             if stem(path) not in stats:
-                raise DamagedReport(f"{path}: no {stem(path)}.stats.json beside it, so the shard never finished "
-                                    "(re-run the scan, or remove the file)")
+                raise _never_finished(path)
         return cls(location, files, metas, {stem(f): n for f, (_, n, _, _) in zip(files, footers)}, stats, run,
                    {stem(f): d for f, (_, _, d, _) in zip(files, footers)}, listing=listing, meta_sha256=footers[0][3],
                    allow_mixed=allow_mixed, meta_digests={stem(f): m for f, (_, _, _, m) in zip(files, footers)})
@@ -53,7 +52,7 @@ class ReportSet:
         checked in full, run.json read; each other file is checked against its summary (its footer's
         digest, its stats' row count, the run's metadata digest) while the summaries are folded, and
         `stats` is filled then. Anything else asks `checked()` for every check `open` runs."""
-        from vlmaudit.report.reading import DamagedReport, ReportDir, check_report_footer
+        from vlmaudit.report.reading import ReportDir, check_report_footer
 
         listing = ReportDir(location)
         files = listing.report_files()
@@ -61,8 +60,7 @@ class ReportSet:
         for path in files:
             if f"{stem(path)}.stats.json" not in listing.entries:
                 check_report_footer(path)  # a damaged file says so first, as `open` does
-                raise DamagedReport(f"{path}: no {stem(path)}.stats.json beside it, so the shard never finished "
-                                    "(re-run the scan, or remove the file)")
+                raise _never_finished(path)
         return cls(location, files, [meta], {stem(files[0]): rows}, {}, listing.run(), {stem(files[0]): digest},
                    listing=listing, lazy=True, meta_sha256=meta_sha, allow_mixed=allow_mixed)
 
@@ -85,7 +83,7 @@ class ReportSet:
         rest = {n[: -len(".stats.json")]: n for n in self.listing.names(".stats.json")}
         self.stats = dict(read) | {shard: check_stats(self.listing.file(name), self.listing.read_json(name))
                                    for shard, name in rest.items() if shard not in read}
-        self.listing._stats = self.stats
+        self.listing.keep_stats(self.stats)
 
     @property
     def meta(self) -> dict:
@@ -119,12 +117,12 @@ class ReportSet:
             self._digest = taxonomy_digest(self.meta)
         return ShardReader(self.meta, {"taxonomy": self._digest, "meta": self.meta_sha256})
 
-    def summary(self, path) -> dict:
-        """The checked summary of one report file (checked against its footer and stats)."""
-        reader = self.reader()
-        name = stem(path)
-        rows = self.footer_rows.get(name, (self.stats.get(name) or {}).get("rows"))
-        return reader.summary(path, rows)
+
+def _never_finished(path):
+    from vlmaudit.report.reading import DamagedReport
+
+    return DamagedReport(f"{path}: no {stem(path)}.stats.json beside it, so the shard never finished "
+                         "(re-run the scan, or remove the file)")
 
 
 def listing_of(where, missing_ok: bool = False):

@@ -197,12 +197,6 @@ class HistFile:
         return rows
 
 
-def _is_candidate(x) -> bool:
-    """[score in [0, 1], shard, sample index]."""
-    return (isinstance(x, list) and len(x) == 3 and isinstance(x[0], (int, float)) and not isinstance(x[0], bool)
-            and 0 <= x[0] <= 1 and isinstance(x[1], str) and isinstance(x[2], int) and not isinstance(x[2], bool))
-
-
 def _inflate(data: bytes, limit: int, where, dtype):
     try:
         inflater = zlib.decompressobj()

@@ -120,9 +120,6 @@ class SummaryMismatch(DamagedReport):
     it records another run's metadata): not used; the rows are read (and checked) instead."""
 
 
-StaleSummary = SummaryMismatch
-
-
 def check(summary, meta: dict, where, expect: dict | None = None) -> dict:
     """The summary if it is a well-formed summary of this taxonomy. expect (all optional): taxonomy
     (taxonomy_digest(meta), when the caller has it), rows (the footer's or the stats' row count),
@@ -151,7 +148,7 @@ def check(summary, meta: dict, where, expect: dict | None = None) -> dict:
     _check_highest(summary.get("highest"), where)
     hist = summary.get("hist")
     if not isinstance(hist, dict) or hist.get("bins") != BINS or not isinstance(hist.get("sha256"), str) \
-            or not isinstance(hist.get("index_sha256", ""), str) or not _is_count(hist.get("bytes")):
+            or not isinstance(hist.get("index_sha256"), str) or not _is_count(hist.get("bytes")):
         raise DamagedReport(f"{where}: field hist malformed")
     _check_sums(summary, expect, where)
     if expect.get("rows") is not None and expect["rows"] != summary["rows"]:
@@ -218,9 +215,13 @@ def _numbers(value, n: int, integer: bool) -> bool:
             and bool(array.min() >= 0))
 
 
-def _check_candidates(summary: dict, n_concepts: int, where) -> None:
-    from vlmaudit.report.shard_hists import _is_candidate
+def _is_candidate(x) -> bool:
+    """[score in [0, 1], shard, sample index]."""
+    return (isinstance(x, list) and len(x) == 3 and isinstance(x[0], (int, float)) and not isinstance(x[0], bool)
+            and 0 <= x[0] <= 1 and isinstance(x[1], str) and isinstance(x[2], int) and not isinstance(x[2], bool))
 
+
+def _check_candidates(summary: dict, n_concepts: int, where) -> None:
     value = summary.get("candidates")
     if not isinstance(value, dict) or len(value) > n_concepts:
         raise DamagedReport(f"{where}: field candidates malformed")

@@ -166,19 +166,19 @@ def from_summaries(reports, files: list, meta: dict, view: View, top: int, hist_
         extra = [view.hist_concept] if view.hist_concept is not None else []
         concepts = list(dict.fromkeys(counts.top_concepts(top) + extra))
         if concepts and hists is None:
-            items = [(path, hist) for path, (hist, _, _) in zip(files, kept)]
+            items = [(path, hist) for path, (hist, _) in zip(files, kept)]
             totals = summary_fold.run(summary_fold.fold_concept_hists, reports.reader(), items, concepts, pool=pool)
             counts.details = merger.details({c: sum(t[c] for t in totals) for c in concepts})
         elif concepts:
             counts.details = merger.details({c: hists[c] for c in concepts})
-    examples = _checked_examples(reports, files, kept, counts, counts.top_concepts(top), view.examples) if view.examples else {}
+    examples = _checked_examples(reports, files, counts, counts.top_concepts(top), view.examples) if view.examples else {}
     highest = lambda: merge_highest(merger.highest, min(top, 5))  # noqa: E731
     return _finish(meta, counts, reports.selected_stats(view.shard_glob), top, files, view, hist_concept,
                    examples, reports.run, highest)
 
 
 def _fold_summaries(reports, files: list, pool):
-    """(Counts, Merger, [(the summary's hist field, shard names)] per file) of the files' summaries; a lazy
+    """(Counts, Merger, [(the summary's hist field, rows)] per file) of the files' summaries; a lazy
     set's stats are filled from what the fold read."""
     from vlmaudit.report import summary_fold
 
@@ -199,13 +199,10 @@ def _fold_summaries(reports, files: list, pool):
 
 def _rethreshold(reader, files: list, kept: list, k: int, counts: Counts, pool):
     """counts at threshold EDGES[k] from every file's histograms; returns the concepts' summed
-    [image, caption] histograms. A file holding rows of several shards: its rows are read instead."""
+    [image, caption] histograms."""
     from vlmaudit.report import summary_fold
-    from vlmaudit.report.shard_summary import SummaryMismatch
 
-    if any(len(names) > 1 for _, names, _ in kept):
-        raise SummaryMismatch("a report file holding several shards: per-shard counts need its rows")
-    items = [(path, hist, names[0] if names else "", rows) for path, (hist, names, rows) in zip(files, kept)]
+    items = [(path, hist, rows) for path, (hist, rows) in zip(files, kept)]
     parts = summary_fold.run(summary_fold.fold_rethreshold, reader, items, k, pool=pool)
     for other in parts[1:]:
         parts[0].merge(other)
@@ -213,10 +210,10 @@ def _rethreshold(reader, files: list, kept: list, k: int, counts: Counts, pool):
     return parts[0].hists
 
 
-def _checked_examples(reports, files: list, kept: list, counts: Counts, concepts: list[int], shown: int) -> dict:
+def _checked_examples(reports, files: list, counts: Counts, concepts: list[int], shown: int) -> dict:
     """example_rows of the candidates that can be shown (the `shown` best per concept, ties
-    included), from the few files whose summaries hold their shards, each fully checked first
-    (never a pass over every file)."""
+    included), from the few files holding their shards (a summarised file holds only its own
+    shard), each fully checked first (never a pass over every file)."""
     from types import SimpleNamespace
 
     wanted = {}
@@ -224,7 +221,7 @@ def _checked_examples(reports, files: list, kept: list, counts: Counts, concepts
         items = counts.candidate_scores.get(c, [])
         cut = items[shown - 1][0] if 0 < shown < len(items) else None
         wanted[c] = [(shard, i) for score, shard, i in items if cut is None or score >= cut]
-    holder = {name: path for path, (_, names, _) in zip(files, kept) for name in names}
+    holder = {stem(path): path for path in files}
     shards = {shard for pairs in wanted.values() for shard, _ in pairs}
     chosen = sorted({holder[s] for s in shards if s in holder}, key=str)
     for path in chosen if reports.lazy else ():

@@ -35,30 +35,30 @@ class ShardReader:
         return reading.check_stats(where, reading.read_json_file(where))
 
     def summary(self, path, rows) -> dict:
-        from vlmaudit.report.reading import DamagedReport, raw_footer_digest
+        from vlmaudit.report.engine import stem
+        from vlmaudit.report.reading import raw_footer_digest
         from vlmaudit.report.shard_summary import MAX_SUMMARY_BYTES, check
 
         where = sibling(path, ".summary.json")
-        from vlmaudit.report.engine import stem
-
         expect = dict(self.expect, footer=raw_footer_digest(path), rows=rows, shard=stem(path))
-        return check(read_json(where, DamagedReport, MAX_SUMMARY_BYTES), self.meta, where, expect)
+        return check(read_json(where, MAX_SUMMARY_BYTES), self.meta, where, expect)
 
     def hist(self, path, sha256: str):
+        """The whole hist.bin (a re-threshold reads every block), checked against its digest."""
         import hashlib
 
-        from vlmaudit.report.reading import DamagedReport
+        from vlmaudit.report.reading import DamagedReport, read_limited
         from vlmaudit.report.shard_hists import MAX_HIST_BYTES, HistFile
 
         where = sibling(path, ".hist.bin")
-        data = read_bytes(where, MAX_HIST_BYTES)
+        data = read_limited(where, MAX_HIST_BYTES)
         if hashlib.sha256(data).hexdigest() != sha256:
             raise DamagedReport(f"{where}: does not match its summary (digest differs)")
         return HistFile(data, where, len(self.meta["concepts"]), len(self.meta["categories"]))
 
     def hist_blocks(self, path, hist: dict, handle):
         """A HistFile reading only the blocks asked for from `handle` (an open hist.bin), after
-        checking its header and block table against the summary's index digest."""
+        checking its size, header and block table against the summary."""
         import hashlib
 
         from vlmaudit.report.reading import DamagedReport
@@ -69,13 +69,13 @@ class ShardReader:
         head = handle.read(header_size(n_c, n_k))
         if hashlib.sha256(head).hexdigest() != hist["index_sha256"]:
             raise DamagedReport(f"{where}: does not match its summary (digest differs)")
+        if handle.seek(0, 2) != hist["bytes"]:
+            raise DamagedReport(f"{where}: does not match its summary (size differs)")
 
         def read(offset: int, length: int) -> bytes:
             handle.seek(offset)
             return handle.read(length)
 
-        if handle.seek(0, 2) != hist["bytes"]:
-            raise DamagedReport(f"{where}: does not match its summary (size differs)")
         return HistFile(head, where, n_c, n_k, hist["bytes"], read)
 
     def open_hist(self, path):
@@ -84,7 +84,7 @@ class ShardReader:
 
         where = sibling(path, ".hist.bin")
         try:
-            return open_input(where) if isinstance(where, str) else open(where, "rb")
+            return open_input(where)
         except OSError as exc:
             raise DamagedReport(f"{where}: cannot read ({exc.strerror or exc})") from None
 
@@ -96,57 +96,40 @@ def sibling(path, suffix: str):
     return path.with_name(path.name[: -len(".parquet")] + suffix)
 
 
-def read_bytes(where, limit: int) -> bytes:
-    from vlmaudit.report.reading import DamagedReport
-    from vlmaudit.storage.location import open_input
-
-    try:
-        with open_input(where) if isinstance(where, str) else open(where, "rb") as handle:
-            data = handle.read(limit + 1)
-    except OSError as exc:
-        raise DamagedReport(f"{where}: cannot read ({exc.strerror or exc})") from None
-    if len(data) > limit:
-        raise DamagedReport(f"{where}: over the {limit}-byte limit for this file")
-    return data
-
-
-def read_json(where, error, limit: int = 1 << 20):
+def read_json(where, limit: int):
     """A JSON file up to `limit` bytes (orjson: strict JSON, no NaN literals, 64-bit integers)."""
     import orjson
 
+    from vlmaudit.report.reading import DamagedReport, read_limited
+
     try:
-        return orjson.loads(read_bytes(where, limit))
+        return orjson.loads(read_limited(where, limit))
     except (ValueError, RecursionError) as exc:
-        raise error(f"{where}: not valid JSON ({str(exc)[:200]})") from None
+        raise DamagedReport(f"{where}: not valid JSON ({str(exc)[:200]})") from None
 
 
 # --- the three folds (each runs on a share of the files) -------------------------------------------
 
 def fold_summaries(reader: ShardReader, paths: list) -> tuple:
-    """(Merger, [(the summary's hist field, its shard names, its rows)] per path, {shard name: stats})."""
+    """(Merger, [(the summary's hist field, its rows)] per path, {shard name: stats})."""
     from vlmaudit.report.engine import stem
     from vlmaudit.report.shard_summary import Merger
 
-    merger, shas, stats = Merger(reader.meta), [], {}
+    merger, kept, stats = Merger(reader.meta), [], {}
     for path in paths:
         shard_stats = reader.stats(path)
         summary = reader.summary(path, shard_stats.get("rows"))
         merger.add(summary)
-        shas.append((summary["hist"], list(summary["shards"]), summary["rows"]))
+        kept.append((summary["hist"], summary["rows"]))
         stats[stem(path)] = shard_stats
-    return merger, shas, stats
+    return merger, kept, stats
 
 
 def fold_concept_hists(reader: ShardReader, items: list, concepts: list[int]) -> dict:
     """concept -> summed [image, caption] histograms over (path, summary's hist field) items,
-    reading only those concepts' blocks (the whole file when the summary has no index digest)."""
+    reading only those concepts' blocks."""
     totals = {c: np.zeros((2, BINS), np.int64) for c in concepts}
     for path, hist_field in items:
-        if "index_sha256" not in hist_field:
-            hist = reader.hist(path, hist_field["sha256"])
-            for c in concepts:
-                totals[c] += hist.concept(c)
-            continue
         with reader.open_hist(path) as handle:
             hist = reader.hist_blocks(path, hist_field, handle)
             for c in concepts:
@@ -252,10 +235,12 @@ class Rethreshold:
 
 
 def fold_rethreshold(reader: ShardReader, items: list, k: int) -> Rethreshold:
-    """items: (path, summary's hist field, shard name, rows) of files holding one shard each."""
+    """items: (path, summary's hist field, rows); a file's shard is its name (summaries say so)."""
+    from vlmaudit.report.engine import stem
+
     out = Rethreshold(len(reader.meta["concepts"]), len(reader.meta["categories"]), k)
-    for path, sha, shard, rows in items:
-        out.add(reader.hist(path, sha["sha256"]), shard, rows)
+    for path, hist_field, rows in items:
+        out.add(reader.hist(path, hist_field["sha256"]), stem(path), rows)
     return out
 
 
