@@ -21,7 +21,8 @@ def cuda():
         pytest.fail("-m gpu selects tests that need a CUDA GPU; this machine has none")
 
 
-def jpegs(n=8):
+def jpegs(n=8, subsampling=2):
+    """Upscaled colour noise (hard on chroma); subsampling 2 is 4:2:0, PIL's default, 0 is 4:4:4."""
     from PIL import Image
 
     rng = np.random.default_rng(0)
@@ -30,7 +31,22 @@ def jpegs(n=8):
         size = (64 + 16 * i, 48 + 8 * i)
         small = rng.integers(0, 256, (size[1] // 4, size[0] // 4, 3), dtype=np.uint8)
         buf = io.BytesIO()
-        Image.fromarray(small).resize(size, Image.BILINEAR).save(buf, "JPEG", quality=90)
+        Image.fromarray(small).resize(size, Image.BILINEAR).save(buf, "JPEG", quality=90, subsampling=subsampling)
+        out.append(buf.getvalue())
+    return out
+
+
+def smooth_jpegs(n=4):
+    """Gradients and a slow wave, 4:2:0: closer to photographs than noise."""
+    from PIL import Image
+
+    out = []
+    for i in range(n):
+        h, w = 48 + 56 * i, 64 + 64 * i
+        y, x = np.mgrid[0:h, 0:w]
+        pixels = np.stack([255 * x / w, 255 * y / h, 128 + 100 * np.sin(x / 9.0 + y / 13.0)], -1)
+        buf = io.BytesIO()
+        Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(buf, "JPEG", quality=90)
         out.append(buf.getvalue())
     return out
 
@@ -55,21 +71,30 @@ def test_torchvision_cpu_jpeg_decoder_matches_pil():
 
 
 def test_gpu_jpeg_decode_matches_cpu_decode():
+    """nvJPEG and libjpeg-turbo agree on full-resolution chroma (4:4:4) to the pixel; with 4:2:0 they
+    upsample chroma differently (libjpeg's "fancy" upsampling). Measured on an H200 (torchvision
+    0.26, torch 2.11): 4:4:4 identical; 4:2:0 smooth images mean 1.4-2.1, p99 9-11 (torchvision's own
+    test allows a mean of 2 on photographs); 4:2:0 noise mean 8, p99 32, the chroma the CPU interpolates."""
     from vlmaudit.scan.gpu_decode import torchvision_decoder
 
-    blobs = jpegs()
-    decoded = torchvision_decoder("cuda")(blobs)
+    decode = torchvision_decoder("cuda")
+    full_chroma = jpegs(subsampling=0)
+    decoded = decode(full_chroma)
     assert all(t.is_cuda and t.dtype.is_floating_point is False for t in decoded)
-    mean, p99 = decoded_diff(decoded, blobs)
-    assert mean < 2.0 and p99 < 16, (mean, p99)
+    mean, p99 = decoded_diff(decoded, full_chroma)
+    assert mean < 0.1 and p99 <= 2, (mean, p99)
+    smooth = smooth_jpegs()
+    mean, p99 = decoded_diff(decode(smooth), smooth)
+    assert mean < 3.0 and p99 < 16, (mean, p99)
 
 
 def scores(out):
-    import polars as pl
+    import duckdb
 
-    table = pl.read_parquet(str(out / "*.parquet")).sort(["shard", "sample_index"])
-    ok = table["status"] == "ok"
-    return table, np.array(table.filter(ok)["image_scores"].to_list()), np.array(table.filter(ok)["caption_scores"].to_list())
+    rows = duckdb.sql(f"SELECT status, image_scores, caption_scores FROM read_parquet('{out}/*.parquet') "
+                      "ORDER BY shard, sample_index").fetchall()
+    ok = [r for r in rows if r[0] == "ok"]
+    return [r[0] for r in rows], np.array([r[1] for r in ok]), np.array([r[2] for r in ok])
 
 
 def test_cuda_scores_equal_the_cpu_path_within_fp16_tolerance(tmp_path, tiny_clip, demo_shards):
@@ -84,7 +109,7 @@ def test_cuda_scores_equal_the_cpu_path_within_fp16_tolerance(tmp_path, tiny_cli
     base_table, base_image, base_caption = results["cpu"]
     for name in ("cuda", "cuda-gpu-decode"):
         table, image, caption = results[name]
-        assert table["status"].to_list() == base_table["status"].to_list()
+        assert table == base_table
         assert np.abs(caption - base_caption).max() < 1e-2, name
         assert np.abs(image - base_image).max() < (1e-2 if name == "cuda" else 3e-2), name
 

@@ -44,6 +44,34 @@ def test_attention_through_the_cpu_sdpa_kernel_is_counted():
     assert count_flops(torch.nn.functional.scaled_dot_product_attention, q, k, v) == 2 * (2 * 2 * 10 * 10 * 8)
 
 
+@pytest.mark.parametrize("kernel,extra", [
+    ("_scaled_dot_product_efficient_attention", (None, False)), ("_scaled_dot_product_flash_attention", ()),
+    ("_scaled_dot_product_cudnn_attention", (None, False)),
+])
+def test_grouped_query_attention_in_the_cuda_kernels_is_counted(kernel, extra, monkeypatch):
+    """Qwen2/Llama-style attention (8 query heads sharing 2 key/value heads) reaches the CUDA kernels
+    unexpanded. torch before 2.13 (2.11 on an H200) refused those shapes in its formula, which stopped
+    `bench --backend vlm` on a GPU; that formula is put back here, so the test fails on any torch if
+    ours stops expanding the heads. Meta tensors run the kernels' shape functions, without a GPU."""
+    import torch
+    import torch.utils.flop_counter
+
+    from vlmaudit.perf.flops import count_flops
+
+    def formula_before_torch_2_13(query_shape, key_shape, value_shape):
+        (b, h, s_q, d_q), (b2, h2, s_k, d_k), (b3, h3, s_v, d_v) = query_shape, key_shape, value_shape
+        assert b == b2 == b3 and h == h2 == h3 and d_q == d_k and s_k == s_v, "shapes are incompatible"
+        return 2 * b * h * s_q * s_k * (d_q + d_v)
+
+    monkeypatch.setattr(torch.utils.flop_counter, "sdpa_flop_count", formula_before_torch_2_13)
+
+    q = torch.empty(2, 8, 16, 32, device="meta")
+    k = v = torch.empty(2, 2, 16, 32, device="meta")
+    expected = 2 * (2 * 2 * 8 * 16 * 16 * 32)  # two matmuls per query head, each 2 FLOPs a multiply-add
+    assert count_flops(getattr(torch.ops.aten, kernel), q, k, v, *extra) == expected
+    assert count_flops(torch.nn.functional.scaled_dot_product_attention, q, k, v, enable_gqa=True) == expected
+
+
 @pytest.mark.parametrize("name,peak", [
     ("NVIDIA H100 80GB HBM3", 989.0), ("NVIDIA H100 PCIe", 756.0), ("NVIDIA H100 NVL", 835.0),
     ("NVIDIA H200", 989.0), ("NVIDIA A100-SXM4-80GB", 312.0), ("NVIDIA A10G", 70.0), ("NVIDIA A10", 125.0),
@@ -117,6 +145,24 @@ def test_bench_reports_flops_throughput_and_mfu():
     assert "GFLOP/sample" in text and "MFU n/a" in text and "unknown for CPUs" in text
     assert out["hashing_cost"] == pytest.approx(1 - out["end_to_end_samples_per_s"] / out["end_to_end_no_hashes_samples_per_s"])
     assert "without hashes" in text and "of end-to-end throughput" in text
+
+
+def test_bench_warms_up_on_one_shard_before_the_timed_scans(monkeypatch):
+    """Without it the first timed scan (with hashes) paid worker start and nvJPEG/kernel set-up,
+    and `hashing_cost` read 12-34 % on an H200 where SHA-256 and MD5 of small JPEGs cost almost nothing."""
+    import vlmaudit.commands.bench as bench
+
+    calls, real = [], bench.time_scan
+
+    def spy(backend, rules, paths, out, *args, **kwargs):
+        calls.append((len(paths), out.name, kwargs.get("hashes", True)))
+        return real(backend, rules, paths, out, *args, **kwargs)
+
+    monkeypatch.setattr(bench, "time_scan", spy)
+    result = run_cli("bench", "--size", "tiny", "--shards", "2", "--per-shard", "4", "--batch-size", "4", "--workers", "0",
+                     "--precision", "fp32", "--device", "cpu", "--json")
+    assert result.exit_code == 0, result.output
+    assert calls == [(1, "warm-up", True), (2, "out", True), (2, "out-no-hashes", False)]
 
 
 def test_bench_times_the_vlm_judge():

@@ -38,6 +38,8 @@ def run_bench(request: BenchRequest) -> dict:
         with show.start("bench: bare forward", samples=samples, flagged=None) as progress:
             bare = time_bare_forward(backend, paths, request.batch_size, progress)
         decode = resolve_decode(request.decode, backend)
+        show.note("bench: warm-up scan of one shard (worker start, decoder and kernel set-up)")
+        time_scan(backend, rules, paths[:1], root / "warm-up", request.batch_size, request.workers, decode)
         with show.start("bench: end-to-end scan", shards=len(paths), samples=samples) as progress:
             end_to_end = time_scan(backend, rules, paths, root / "out", request.batch_size, request.workers, decode,
                                    progress)

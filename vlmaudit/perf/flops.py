@@ -10,17 +10,26 @@ from __future__ import annotations
 
 
 def _sdpa_formula(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    """torch's SDPA count, with grouped-query attention (fewer key/value heads than query heads, as
+    in Qwen2 and Llama) counted as the query heads' attention over the shared keys and values:
+    torch's own formula refuses those shapes, which the CUDA kernels receive unexpanded."""
     from torch.utils.flop_counter import sdpa_flop_count
 
+    batch, heads = query_shape[:2]
+    key_shape, value_shape = (batch, heads, *key_shape[2:]), (batch, heads, *value_shape[2:])
     return sdpa_flop_count(query_shape, key_shape, value_shape)
 
 
+# the forward SDPA kernels (query, key, value first): the CPU flash kernel FlopCounterMode does not
+# know, and the CUDA ones, whose registered formula fails on grouped-query shapes
+SDPA_KERNELS = ("_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_flash_attention",
+                "_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention")
+
+
 def _extra_formulas() -> dict:
-    """SDPA kernels FlopCounterMode does not know (the CPU flash kernel) get its SDPA formula."""
     import torch
 
-    names = ("_scaled_dot_product_flash_attention_for_cpu",)
-    ops = (getattr(torch.ops.aten, name, None) for name in names)
+    ops = (getattr(torch.ops.aten, name, None) for name in SDPA_KERNELS)
     return {op: _sdpa_formula for op in ops if op is not None}
 
 
