@@ -1,0 +1,256 @@
+"""The VLM judge's parts without a scan: rationales (which rows, greedy, no special tokens), row
+selection of a batch (Qwen2-VL's packed patches too), the prefix/question API the eval probes use,
+the blank caption image, forward_only, precision choice and the metadata it writes."""
+
+import numpy as np
+import pytest
+import torch
+
+from vlmaudit.backends import BackendOptions, build_backend
+from vlmaudit.backends import vlm as V
+from vlmaudit.backends.modelref import ModelOptions, fingerprint
+from vlmaudit.rulebook.load import load_rules
+
+
+def judge(model_dir, precision="fp32", **extra):
+    return build_backend("vlm", load_rules(), ModelOptions(str(model_dir), "cpu", precision=precision),
+                         BackendOptions(**extra))
+
+
+@pytest.fixture(scope="module")
+def llava(tiny_vlms):
+    return judge(tiny_vlms("llava"), rationale=True)
+
+
+def images():
+    from PIL import Image
+
+    return [Image.new("RGB", (40, 30), "red"), Image.new("RGB", (30, 30), "blue"), Image.new("RGB", (20, 50), "green")]
+
+
+def greedy_rationales(backend, prefix, rows):
+    inputs = V._joined(V._select_rows(prefix, np.array(rows)), backend.rationale_suffix)
+    out = backend.model.generate(**inputs, max_new_tokens=64, do_sample=False)
+    return [t.strip() for t in backend.tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1]:],
+                                                             skip_special_tokens=True)]
+
+
+def test_rationales_explain_flagged_rows_only_at_the_default_threshold(llava):
+    prefix = llava._to_device(llava.preprocessor.prepare(images(), [])["image"])
+    llava.thresholds = None  # no rules thresholds: 0.5 for every concept
+    scores = np.array([[0.1, 0.5, 0.2], [0.49, 0.3, 0.0], [0.9, 0.0, 0.0]])
+    texts = llava._explain(prefix, scores, "image")
+    assert [t is not None for t in texts] == [True, False, True]
+    assert texts[0] == greedy_rationales(llava, prefix, [0])[0] and texts[2] == greedy_rationales(llava, prefix, [2])[0]
+    assert len(texts[0]) > 20  # 64 new tokens, not the generation config's short default
+    assert llava._explain(prefix, np.full((3, 3), 0.2), "image") == [None, None, None]
+
+
+def test_rationales_follow_the_rules_thresholds_per_modality(llava):
+    from types import SimpleNamespace
+
+    prefix = llava._to_device(llava.preprocessor.prepare(images()[:2], [])["image"])
+    scores = np.array([[0.3, 0.3], [0.1, 0.1]])
+    llava.thresholds = SimpleNamespace(image=np.array([0.9, 0.25]), caption=np.array([0.9, 0.9]))
+    try:
+        assert [t is not None for t in llava._explain(prefix, scores, "image")] == [True, False]
+        assert llava._explain(prefix, scores, "caption") == [None, None]
+    finally:
+        llava.thresholds = None
+
+
+def test_rationales_are_greedy_even_when_the_model_config_samples(llava):
+    prefix = llava._to_device(llava.preprocessor.prepare(images()[:2], [])["image"])
+    config = llava.model.generation_config
+    config.do_sample, config.temperature = True, 5.0
+    try:
+        first = llava._explain(prefix, np.array([[0.9], [0.9]]), "image")
+        torch.manual_seed(123)
+        second = llava._explain(prefix, np.array([[0.9], [0.9]]), "image")
+    finally:
+        config.do_sample, config.temperature = False, 1.0
+    assert first == second == greedy_rationales(llava, prefix, [0, 1])
+
+
+def test_a_rationale_holds_no_special_tokens(tiny_vlms):
+    """A model that ends its answer at once gives an empty rationale, not '<|endoftext|>'."""
+    backend = judge(tiny_vlms("llava"), rationale=True)
+    prefix = backend._to_device(backend.preprocessor.prepare(images()[:1], [])["image"])
+    eos = backend.tokenizer.eos_token_id
+    with torch.no_grad():
+        head = backend.model.lm_head.weight
+        first = backend.model(**V._joined(prefix, backend.rationale_suffix)).logits[0, -1].argmax()
+        head[eos] = head[first] * 50  # the end token becomes the first answer
+    assert backend._explain(prefix, np.array([[0.9]]), "image") == [""]
+
+
+def batch(n=4, length=5):
+    return {"input_ids": torch.arange(n * length).reshape(n, length),
+            "attention_mask": torch.ones(n, length, dtype=torch.long),
+            "pixel_values": torch.arange(n * 12, dtype=torch.float32).reshape(n, 3, 2, 2),
+            "image_sizes": torch.tensor([[30 + i, 40] for i in range(n)])}
+
+
+def test_selecting_rows_of_a_batch():
+    inputs = {**batch(), "not_per_row": torch.zeros(7)}
+    picked = V._select_rows(inputs, np.array([2, 0]))
+    assert set(picked) == {"input_ids", "attention_mask", "pixel_values", "image_sizes"}
+    for key in ("input_ids", "attention_mask", "pixel_values", "image_sizes"):
+        assert torch.equal(picked[key], inputs[key][[2, 0]]), key
+
+
+def test_selecting_rows_of_a_qwen2_vl_batch_splits_the_packed_patches_by_image():
+    grid = torch.tensor([[1, 2, 2], [1, 2, 4], [1, 4, 2], [1, 2, 2]])  # 4, 8, 8 and 4 patches
+    pixels = torch.arange(24 * 6, dtype=torch.float32).reshape(24, 6)
+    inputs = {"input_ids": torch.arange(20).reshape(4, 5), "attention_mask": torch.ones(4, 5, dtype=torch.long),
+              "pixel_values": pixels, "image_grid_thw": grid}
+    picked = V._select_rows(inputs, np.array([2, 0]))
+    assert torch.equal(picked["pixel_values"], torch.cat([pixels[12:20], pixels[0:4]]))
+    assert torch.equal(picked["image_grid_thw"], grid[[2, 0]])
+    assert torch.equal(picked["input_ids"], inputs["input_ids"][[2, 0]])
+    text_only = V._select_rows({k: v for k, v in inputs.items() if k != "pixel_values"}, np.array([1]))
+    assert "pixel_values" not in text_only and torch.equal(text_only["input_ids"], inputs["input_ids"][[1]])
+
+
+def test_joined_and_suffix_step_extend_every_row_with_the_same_suffix():
+    prefix = {"input_ids": torch.tensor([[0, 5, 6], [7, 8, 9]]), "attention_mask": torch.tensor([[0, 1, 1], [1, 1, 1]]),
+              "token_type_ids": torch.tensor([[0, 1, 1], [1, 1, 1]]), "pixel_values": torch.ones(2, 3)}
+    joined = V._joined(prefix, [3, 4])
+    assert joined["input_ids"].tolist() == [[0, 5, 6, 3, 4], [7, 8, 9, 3, 4]]
+    assert joined["attention_mask"].tolist() == [[0, 1, 1, 1, 1], [1, 1, 1, 1, 1]]
+    assert joined["token_type_ids"].tolist() == [[0, 1, 1, 0, 0], [1, 1, 1, 0, 0]]
+    assert joined["pixel_values"] is prefix["pixel_values"] and prefix["input_ids"].shape == (2, 3)
+    step = V._suffix_step(prefix, [3, 4])
+    assert set(step) == {"input_ids", "attention_mask", "token_type_ids"}
+    assert step["input_ids"].tolist() == [[3, 4], [3, 4]]
+    assert step["attention_mask"].tolist() == joined["attention_mask"].tolist()  # the mask spans the cache too
+    assert step["token_type_ids"].tolist() == [[0, 0], [0, 0]]
+    plain = {k: prefix[k] for k in ("input_ids", "attention_mask")}
+    assert "token_type_ids" not in V._joined(plain, [3]) and set(V._suffix_step(plain, [3])) == {"input_ids",
+                                                                                                 "attention_mask"}
+
+
+def test_the_probes_prefix_and_question_api_matches_the_models_own_template(llava):
+    """eval's probes ask their own questions through image_prefix / question_ids / next_token_logprobs."""
+    question = llava.prompts.image_questions[0]
+    assert llava.tokenizer.decode(llava.question_ids(question)) == question + llava.layout.tail + llava.prompts.prefill
+    prefix = llava.image_prefix(images()[:1])
+    assert prefix["pixel_values"].dtype == llava.model.dtype and prefix["input_ids"].shape[0] == 1
+    (logprobs,) = llava.next_token_logprobs(prefix, [llava.question_ids(question)])
+    processor = llava.preprocessor.processor
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+    text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    with torch.inference_mode():
+        expected = torch.log_softmax(llava.model(**processor(text=[text], images=[images()[:1]], return_tensors="pt"))
+                                     .logits[0, -1].float(), -1)
+    assert torch.allclose(logprobs[0], expected, atol=1e-4)
+
+
+def test_question_ids_with_and_without_the_assistant_prefill(tiny_vlms):
+    guard = judge(tiny_vlms("llava"), prompts="llavaguard")
+    tail, prefill = guard.layout.tail, guard.prompts.prefill
+    assert prefill == '{"rating": "'
+    assert guard.tokenizer.decode(guard.question_ids("Is it safe?")) == "Is it safe?" + tail + prefill
+    assert guard.tokenizer.decode(guard.question_ids("Is it safe?", False)) == "Is it safe?" + tail
+
+
+def test_forward_only_runs_each_modalitys_questions(llava, monkeypatch):
+    calls = []
+    monkeypatch.setattr(llava, "next_token_logprobs", lambda prefix, suffixes: calls.append(
+        (prefix["pixel_values"].dtype if "pixel_values" in prefix else None, suffixes)))
+    inputs = llava.preprocessor.prepare(images()[:2], ["a caption"])
+    assert llava.forward_only(inputs) is None
+    assert calls == [(llava.model.dtype, llava.suffixes["image"]), (None, llava.suffixes["caption"])]
+    calls.clear()
+    llava.forward_only(llava.preprocessor.prepare([], ["a caption"]))
+    assert calls == [(None, llava.suffixes["caption"])]
+
+
+def test_forward_only_does_the_same_model_work_as_score(llava, monkeypatch):
+    inputs = llava.preprocessor.prepare(images()[:2], ["a caption"])
+    counted = []
+    real = llava.model.forward
+    monkeypatch.setattr(llava.model, "forward", lambda *a, **kw: counted.append(1) or real(*a, **kw))
+    monkeypatch.setattr(llava, "rationale", False)
+    llava.score(inputs)
+    scored, counted[:] = len(counted), []
+    llava.forward_only(inputs)
+    assert len(counted) == scored > 0
+
+
+def test_captions_with_a_blank_image_are_asked_with_a_white_picture(tmp_path, tiny_vlms):
+    from PIL import Image
+
+    from vlmaudit.rulebook.load import shipped_rules_dir
+
+    text = (shipped_rules_dir() / "prompts" / "unsafeconcepts.yaml").read_text()
+    blank = tmp_path / "blank.yaml"
+    blank.write_text(text.replace("  image: none", "  image: blank"))
+    backend = judge(tiny_vlms("llava"), prompts=str(blank))
+    preprocessor = backend.preprocessor
+    assert preprocessor.blank_caption_image and preprocessor.draft_size == 32
+    white = preprocessor.processor.image_processor(images=[Image.new("RGB", (32, 32), "white")],
+                                                   return_tensors="pt")["pixel_values"]
+    prepared = preprocessor.prepare([], ["a caption", "another"])["caption"]
+    assert torch.equal(prepared["pixel_values"], torch.cat([white, white]))
+    assert preprocessor.caption_head("x").startswith(backend.layout.image_head)
+    _, caption, extras = backend.score(preprocessor.prepare([], ["a caption"]))
+    assert caption.shape == (1, len(load_rules().taxonomy.concepts)) and 0 <= extras["caption_unsafe"][0] <= 1
+
+
+def test_long_captions_are_cut_to_256_tokens(llava):
+    preprocessor = llava.preprocessor
+
+    def count(text):
+        return len(llava.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    long = " ".join(f"word{i}" for i in range(400))
+    clipped = preprocessor._clip(long)
+    assert long.startswith(clipped) and count(clipped) == 256
+    head = preprocessor.caption_head(long)
+    assert head == llava.layout.text_head + llava.prompts.caption_context.format(caption=clipped) + "\n"
+    exact = "x" * 256
+    assert count(exact) == 256 and preprocessor._clip(exact) == exact
+    assert preprocessor._clip(exact + "y") == exact
+
+
+@pytest.mark.parametrize("size,expected", [({"shortest_edge": 336}, 336), ({"height": 384, "width": 384}, 384),
+                                           ({"shortest_edge": 56 * 56}, 448), ({"shortest_edge": 0, "height": 384}, 384),
+                                           (None, 336), ({}, 336), ({"shortest_edge": 2048}, 2048),
+                                           ({"shortest_edge": 2049}, 448)])
+def test_the_draft_size_is_the_processors_edge_or_448_for_pixel_counts(size, expected):
+    from types import SimpleNamespace
+
+    assert V._draft_size(SimpleNamespace(size=size)) == expected
+
+
+def test_auto_precision_on_cuda_prefers_bf16(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **kw: True)
+    assert V._vlm_precision("auto", "cuda") == "bf16" and V._vlm_precision("auto", "cuda:1") == "bf16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **kw: False)
+    assert V._vlm_precision("auto", "cuda") == "fp16"
+    assert V._vlm_precision("fp32", "cuda") == "fp32" and V._vlm_precision("fp16", "cpu") == "fp16"
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert V._vlm_precision("auto", "cpu") == "fp32"
+
+
+def test_describe_is_the_report_metadata(llava, tiny_vlms):
+    path = str(tiny_vlms("llava"))
+    taxonomy = load_rules().taxonomy
+    described = llava.describe()
+    assert described == {
+        "backend": "vlm", "model": path, "revision": fingerprint(path, llava.config), "family": "llava",
+        "device": "cpu", "precision": "fp32", "prompts": "unsafeconcepts.yaml", "kv_cache_reuse": True,
+        "rationale": True,
+        "coverage": {"model": path, "level": "category", "categories": taxonomy.category_ids,
+                     "concepts": taxonomy.concept_ids, "modalities": ["image", "caption"]}}
+    described["model"] = "changed by a caller"
+    assert llava.describe()["model"] == path
+    assert (llava.name, llava.stage, llava.escalation) == ("vlm", "vlm", None)
+
+
+def test_describe_records_the_family_and_rationale_off(tiny_vlms):
+    plain = judge(tiny_vlms("gemma3"))
+    described = plain.describe()
+    assert (described["family"], described["kv_cache_reuse"], described["rationale"]) == ("gemma3", True, False)
