@@ -411,3 +411,26 @@ def rules_error(fn, *args) -> str:
     with pytest.raises(RulesError) as info:
         fn(*args)
     return str(info.value)
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    """put(checkpoint_dir, repo_id) -> commit: the checkpoint as the Hugging Face cache holds a hub
+    download (models--org--name/snapshots/COMMIT + refs/main), in a private cache for this test."""
+    import hashlib
+    import shutil
+
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hf-hub-cache"
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+
+    def put(checkpoint: Path, repo_id: str) -> str:
+        commit = hashlib.sha1(repo_id.encode()).hexdigest()
+        folder = cache / ("models--" + repo_id.replace("/", "--"))
+        shutil.copytree(checkpoint, folder / "snapshots" / commit)
+        (folder / "refs").mkdir()
+        (folder / "refs" / "main").write_text(commit)
+        return commit
+
+    return put

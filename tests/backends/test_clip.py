@@ -166,6 +166,12 @@ def test_describe_is_the_report_metadata(scorer, tiny_clip):
     assert (scorer.name, scorer.stage, scorer.escalation) == ("clip", "clip", None)
 
 
+def test_a_hub_models_revision_is_its_commit(hub_cache, tiny_clip):
+    commit = hub_cache(tiny_clip, "vlmaudit-test/tiny-clip")
+    described = ClipScorer(TAX, ModelOptions("vlmaudit-test/tiny-clip", "cpu", "fp32")).describe()
+    assert (described["model"], described["revision"]) == ("vlmaudit-test/tiny-clip", commit)
+
+
 def test_forward_only_runs_both_encoders(scorer, monkeypatch):
     calls = []
     image_fn, text_fn = scorer.encode_image, scorer.encode_text

@@ -148,8 +148,19 @@ def test_a_head_for_other_rules_is_refused_before_the_tower_loads(tmp_path, towe
     head = known_head(tmp_path, tower, probabilities(len(TAX.categories) + 1, 1), probabilities(len(TAX.concepts) + 1, 2),
                       concepts=TAX.concept_ids[1:])
     monkeypatch.setattr(vision, "VisionTower", lambda *a: pytest.fail("the tower loaded"))
-    with pytest.raises(ModelError, match="was trained for taxonomy"):
+    with pytest.raises(ModelError) as err:
         HeadScorer(TAX, ModelOptions(None, "cpu"), head)
+    assert str(err.value).startswith(f"--head {head} was trained for taxonomy ")
+
+
+def test_a_head_trained_on_another_hub_revision_of_its_tower_is_refused(tmp_path, tower, tiny_clip, hub_cache):
+    """Hub models' revisions are their commits (they were "unknown", so any revision passed)."""
+    hub_cache(tiny_clip, "vlmaudit-test/tiny-clip")
+    head = known_head(tmp_path, tower, probabilities(len(TAX.categories) + 1, 1), probabilities(len(TAX.concepts) + 1, 2),
+                      vision_model="vlmaudit-test/tiny-clip", vision_revision="f" * 40)
+    with pytest.raises(ModelError) as err:
+        HeadScorer(TAX, ModelOptions(None, "cpu"), head)
+    assert f"was trained on vlmaudit-test/tiny-clip@{'f' * 40}; vlmaudit-test/tiny-clip@" in str(err.value)
 
 
 def test_the_heads_vision_model_is_loaded_unless_model_is_given(head_dir, tiny_clip, tmp_path, monkeypatch):

@@ -67,6 +67,11 @@ def test_refs_that_never_come_from_the_hub_are_not_checked(online_but_unreachabl
     assert constants.HF_HUB_OFFLINE is False
 
 
+def test_an_id_the_cache_cannot_hold_is_not_cached(online_but_unreachable):
+    with pytest.raises(ModelError, match="is not in the local Hugging Face cache"):
+        hubcheck.check_hub("org/bad..name")
+
+
 def test_a_local_directory_is_not_checked(online_but_unreachable, tmp_path):
     (tmp_path / "org" / "model").mkdir(parents=True)
     hubcheck.check_hub(str(tmp_path / "org" / "model"))

@@ -2,6 +2,7 @@
 request and its fallback, the attention a loaded model runs, and the revision fingerprint."""
 
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -55,6 +56,7 @@ def test_custom_code_is_asked_for_explicitly(tmp_path):
 def test_not_available_for_a_hub_id_uses_the_options_flag():
     message = M._not_available("org/x", OSError("404"), "--vision-model")
     assert message.endswith(offline_hint("org/x", "--vision-model"))
+    assert M._not_available("org/x", OSError("404")).endswith(offline_hint("org/x", "--model"))
 
 
 def pickle_only(tmp_path, tiny_clip):
@@ -194,3 +196,22 @@ def test_fingerprint_changes_with_the_first_or_last_mib_and_the_size(tmp_path):
     (tmp_path / "renamed" / "config.json").write_text('{"a": 1}')
     (tmp_path / "renamed" / "weights.safetensors").write_bytes(weights)
     assert M.fingerprint(str(tmp_path / "renamed"), Config()) != base
+
+
+def test_fingerprint_of_a_cached_hub_model_is_its_commit(hub_cache, tiny_clip):
+    """transformers 5 no longer sets config._commit_hash: the commit comes from the cache (was "unknown")."""
+    commit = hub_cache(tiny_clip, "vlmaudit-test/tiny-clip")
+    config = M.load_config("vlmaudit-test/tiny-clip", False)
+    assert M.fingerprint("vlmaudit-test/tiny-clip", config) == commit
+    assert M.fingerprint("vlmaudit-test/not-cached", config) == "unknown"
+    assert M.fingerprint("org/bad..name", config) == "unknown"  # not even a valid hub id
+
+
+def test_a_cache_entry_that_is_no_commit_snapshot_is_not_a_revision(hub_cache, tiny_clip, tmp_path):
+    from huggingface_hub import constants
+
+    folder = Path(constants.HF_HUB_CACHE) / "models--org--branchy"
+    shutil.copytree(tiny_clip, folder / "snapshots" / "not-a-commit")
+    (folder / "refs").mkdir()
+    (folder / "refs" / "main").write_text("not-a-commit")
+    assert M.fingerprint("org/branchy", Config()) == "unknown"

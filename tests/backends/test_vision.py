@@ -81,9 +81,17 @@ def test_a_dual_encoder_gives_its_vision_encoder_patches_without_cls(tiny_clip, 
     assert clip_tower.revision == fingerprint(str(tiny_clip), clip_tower.config)
 
 
-def test_the_tower_is_frozen_and_in_eval_mode(clip_tower):
-    assert not clip_tower.model.training
-    assert not any(p.requires_grad for p in clip_tower.model.parameters())
+def test_the_tower_is_frozen_in_eval_mode_with_sdpa_attention(tiny_clip):
+    from vlmaudit.backends.modelref import attention_of
+
+    tower = VisionTower(ModelOptions(str(tiny_clip), "cpu"))
+    assert not tower.model.training and attention_of(tower.model) == "sdpa"
+    assert not any(p.requires_grad for p in tower.model.parameters())
+
+
+def test_a_hub_models_revision_is_its_commit(hub_cache, tiny_clip):
+    commit = hub_cache(tiny_clip, "vlmaudit-test/tiny-clip")
+    assert VisionTower(ModelOptions("vlmaudit-test/tiny-clip", "cpu")).revision == commit
 
 
 def test_a_vision_only_checkpoint_is_used_whole(tmp_path, tiny_clip, clip_tower):
@@ -94,7 +102,9 @@ def test_a_vision_only_checkpoint_is_used_whole(tmp_path, tiny_clip, clip_tower)
 
     AutoImageProcessor.from_pretrained(tiny_clip).save_pretrained(tmp_path / "vision")
     tower = VisionTower(ModelOptions(str(tmp_path / "vision"), "cpu"))
-    assert tower.config.model_type == "clip_vision_model"
+    from vlmaudit.backends.modelref import attention_of
+
+    assert tower.config.model_type == "clip_vision_model" and attention_of(tower.model) == "sdpa"
     batch = pixels(clip_tower)
     assert torch.allclose(tower.features(batch), clip_tower.features(batch), atol=1e-5)
 
@@ -109,7 +119,9 @@ def test_a_llava_style_vlm_lends_its_vision_tower(tiny_vlms):
     with torch.inference_mode():
         expected = vlm.model.vision_tower(pixel_values=batch).last_hidden_state[:, 1:]
     assert torch.allclose(tower.features(batch), expected, atol=1e-5)
-    assert tower.width == 32
+    from vlmaudit.backends.modelref import attention_of
+
+    assert tower.width == 32 and attention_of(tower.model) == "sdpa"
 
 
 def write_text_model(path):

@@ -166,6 +166,20 @@ def test_forward_only_runs_each_modalitys_questions(llava, monkeypatch):
     assert calls == [(None, llava.suffixes["caption"])]
 
 
+def test_forward_only_runs_under_bf16_autocast_like_score(tiny_vlms, monkeypatch):
+    bf16 = judge(tiny_vlms("llava"), precision="bf16")
+    seen = []
+    monkeypatch.setattr(bf16, "next_token_logprobs", lambda prefix, suffixes: seen.append(
+        (torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu"))))
+    bf16.forward_only(bf16.preprocessor.prepare(images()[:1], []))
+    assert seen == [(True, torch.bfloat16)]
+
+
+def test_a_hub_models_revision_is_its_commit(hub_cache, tiny_vlms):
+    commit = hub_cache(tiny_vlms("llava"), "vlmaudit-test/tiny-llava")
+    assert judge("vlmaudit-test/tiny-llava").describe()["revision"] == commit
+
+
 def test_forward_only_does_the_same_model_work_as_score(llava, monkeypatch):
     inputs = llava.preprocessor.prepare(images()[:2], ["a caption"])
     counted = []

@@ -77,10 +77,9 @@ def attention_of(model) -> str | None:
 def fingerprint(ref: str, config) -> str:
     """Hub commit hash when known; for a local directory a hash of its config and weight files'
     names, sizes and first/last MiB (cheap, and changes whenever the weights do)."""
-    commit = getattr(config, "_commit_hash", None)
     path = Path(ref)
     if not path.is_dir():
-        return commit or "unknown"
+        return getattr(config, "_commit_hash", None) or _cached_commit(ref) or "unknown"
     digest = hashlib.sha256()
     for file in sorted(path.iterdir()):
         if file.suffix in (".json", ".safetensors", ".bin", ".txt", ".model"):
@@ -90,3 +89,20 @@ def fingerprint(ref: str, config) -> str:
                 handle.seek(max(0, file.stat().st_size - (1 << 20)))
                 digest.update(handle.read())
     return "local-" + digest.hexdigest()[:16]
+
+
+def _cached_commit(ref: str) -> str | None:
+    """The commit of the hub model's cached config.json (HF_CACHE/models--org--name/snapshots/COMMIT/):
+    transformers 5 no longer records it on the config (4.x set config._commit_hash)."""
+    import re
+
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(ref, "config.json")
+    except Exception:  # an id the cache layout cannot hold
+        return None
+    if not isinstance(cached, str):
+        return None
+    snapshot = Path(cached).parent
+    return snapshot.name if snapshot.parent.name == "snapshots" and re.fullmatch(r"[0-9a-f]{40}", snapshot.name) else None
