@@ -62,6 +62,20 @@ def test_top_percent_of_the_scored_samples_rounds_up_and_breaks_ties_in_shard_or
     assert rule(top=50).escalated(table([NAN, NAN], [NAN, NAN])).tolist() == []
 
 
+def test_top_percent_counts_exactly_on_large_shards():
+    scores = np.linspace(0.0, 1.0, 150)
+    many = table(image=scores, caption=[NAN] * 150)
+    assert len(rule(top=100).escalated(many)) == 150
+    top_half = rule(top=50).escalated(many)
+    assert len(top_half) == 75 and top_half.tolist() == list(range(75, 150))
+
+
+def test_an_unscored_sample_never_takes_the_place_of_a_zero_score():
+    scores = table(image=[NAN, 0.0, NAN], caption=[NAN, NAN, NAN], index=[0, 1, 2])
+    assert rule(top=100).escalated(scores).tolist() == [1]
+    assert rule(above=0.0).escalated(scores).tolist() == [1]
+
+
 def test_the_cascade_scores_with_its_first_stage_and_carries_its_identity():
     screen, judge = Stage("head", {}, device="cuda", precision="fp16"), Stage("vlm", {})
     cascade = Cascade(screen, judge, 0.5, None)

@@ -124,6 +124,9 @@ def test_draft_size_without_a_size_is_224(scorer):
     assert ClipPreprocessor(processor, 77, False).draft_size == 224
     processor.image_processor.size = {"shortest_edge": 0, "height": 48}
     assert ClipPreprocessor(processor, 77, False).draft_size == 48
+    processor.image_processor.size = {"shortest_edge": 40, "height": 48}
+    assert ClipPreprocessor(processor, 77, False).draft_size == 40
+    assert ClipPreprocessor(SimpleNamespace(image_processor=SimpleNamespace(), tokenizer=None), 77, True).draft_size == 224
 
 
 @pytest.mark.parametrize("tokenizer_limit,config,expected", [

