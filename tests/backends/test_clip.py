@@ -138,9 +138,12 @@ def test_draft_size_without_a_size_is_224(scorer):
     (100, {}, 77),
     (40.0, {"max_position_embeddings": 60}, 60),
     (100, {"max_position_embeddings": 0}, 100),
+    (1, {"max_position_embeddings": 50}, 1),
+    ("absent", {"max_position_embeddings": 100}, 77),  # a tokenizer without a limit: CLIP's 77
 ])
 def test_text_length_is_the_smaller_of_the_model_and_tokenizer_limits(scorer, tokenizer_limit, config, expected):
-    processor = SimpleNamespace(tokenizer=SimpleNamespace(model_max_length=tokenizer_limit))
+    tokenizer = SimpleNamespace() if tokenizer_limit == "absent" else SimpleNamespace(model_max_length=tokenizer_limit)
+    processor = SimpleNamespace(tokenizer=tokenizer)
     real = scorer.config
     try:
         scorer.config = SimpleNamespace(text_config=SimpleNamespace(**config))
@@ -173,6 +176,29 @@ def test_a_hub_models_revision_is_its_commit(hub_cache, tiny_clip):
     commit = hub_cache(tiny_clip, "vlmaudit-test/tiny-clip")
     described = ClipScorer(TAX, ModelOptions("vlmaudit-test/tiny-clip", "cpu", "fp32")).describe()
     assert (described["model"], described["revision"]) == ("vlmaudit-test/tiny-clip", commit)
+    assert described["coverage"] == {"model": "vlmaudit-test/tiny-clip", "level": "concept",
+                                     "categories": TAX.category_ids, "concepts": TAX.concept_ids,
+                                     "modalities": ["image", "caption"]}
+
+
+@pytest.mark.parametrize("native_bf16,expected", [(True, "bf16"), (False, "fp32")])
+def test_auto_precision_on_cpu_follows_native_bf16_with_sdpa_attention(tiny_clip, monkeypatch, native_bf16, expected):
+    from vlmaudit.backends.modelref import attention_of
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native_bf16, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    auto = ClipScorer(TAX, ModelOptions(str(tiny_clip), "cpu"))
+    assert auto.precision == expected and auto.describe()["precision"] == expected
+    assert auto.model.dtype == torch.float32 and attention_of(auto.model) == "sdpa"  # CPU: fp32 weights
+
+
+def test_captions_are_cut_to_the_text_limit_of_the_preprocessor(scorer):
+    from vlmaudit.backends.clip import ClipPreprocessor
+
+    short = ClipPreprocessor(scorer.preprocessor, 10, False)  # has .image_processor and .tokenizer
+    enc = short.tokenize(["x" * 100, "y"])
+    assert enc["input_ids"].shape == (2, 10) and enc["attention_mask"][1].sum() < 10
+    assert ClipPreprocessor(scorer.preprocessor, 10, True).tokenize(["y"])["input_ids"].shape == (1, 10)
 
 
 def test_forward_only_runs_both_encoders(scorer, monkeypatch):
@@ -188,10 +214,16 @@ def test_bf16_autocast_stays_within_bf16_tolerance_of_fp32(scorer, tiny_clip):
     """bf16 is forced, not left to auto, so this runs the same on every CPU."""
     bf16 = ClipScorer(TAX, ModelOptions(str(tiny_clip), "cpu", "bf16"))
     assert bf16.precision == "bf16" and bf16.describe()["precision"] == "bf16"
+    autocast = []
+    for name in ("encode_image", "encode_text"):
+        fn = getattr(bf16, name)
+        setattr(bf16, name, lambda fn=fn, **kw: autocast.append(torch.get_autocast_dtype("cpu")
+                                                                if torch.is_autocast_enabled("cpu") else None) or fn(**kw))
     exact = scorer.score(scorer.preprocessor.prepare(images(), CAPTIONS))
     approx = bf16.score(bf16.preprocessor.prepare(images(), CAPTIONS))
     for a, b in zip(approx, exact):
         assert a.dtype == np.float32 and np.allclose(a, b, atol=3e-2)
+    assert autocast == [torch.bfloat16, torch.bfloat16]  # images and captions both ran under bf16 autocast
 
 
 def test_compile_compiles_both_encoders(scorer, tiny_clip, monkeypatch):
