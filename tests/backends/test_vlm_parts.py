@@ -249,9 +249,11 @@ def test_auto_precision_on_cuda_prefers_bf16(monkeypatch):
     assert V._vlm_precision("auto", "cpu") == "fp32"
 
 
-def test_describe_is_the_report_metadata(llava, tiny_vlms):
+def test_describe_is_the_report_metadata(tiny_vlms):
     path = str(tiny_vlms("llava"))
     taxonomy = load_rules().taxonomy
+    llava = judge(path, rationale=True)  # its own: checks what __init__ sets
+    assert not llava.model.training and llava.model.dtype == torch.float32
     described = llava.describe()
     assert described == {
         "backend": "vlm", "model": path, "revision": fingerprint(path, llava.config), "family": "llava",
@@ -268,3 +270,69 @@ def test_describe_records_the_family_and_rationale_off(tiny_vlms):
     plain = judge(tiny_vlms("gemma3"))
     described = plain.describe()
     assert (described["family"], described["kv_cache_reuse"], described["rationale"]) == ("gemma3", True, False)
+
+
+def test_answer_words_shared_by_safe_and_unsafe_are_refused(tmp_path, tiny_vlms):
+    from vlmaudit.errors import ModelError
+    from vlmaudit.rulebook.load import shipped_rules_dir
+
+    text = (shipped_rules_dir() / "prompts" / "unsafeconcepts.yaml").read_text()
+    bad = tmp_path / "shared.yaml"
+    bad.write_text(text.replace('unsafe: ["No", "no"]', 'unsafe: ["No", "yes"]'))
+    path = str(tiny_vlms("llava"))
+    with pytest.raises(ModelError) as err:
+        judge(path, prompts=str(bad))
+    assert str(err.value) == f"{bad}: answers.safe and answers.unsafe share a token for {path!r}"
+
+
+def test_every_question_of_both_modalities_is_asked_after_its_head(tiny_vlms):
+    guard = judge(tiny_vlms("llava"), prompts="llavaguard")
+    p, tok, tail = guard.prompts, guard.tokenizer, guard.layout.tail
+    for modality, questions, category in (("image", p.image_questions, p.category_image),
+                                          ("caption", p.caption_questions, p.category_caption)):
+        suffixes = guard.suffixes[modality]
+        assert len(suffixes) == len(questions) + 1
+        assert [tok.decode(s) for s in suffixes[:-1]] == [q + tail + p.prefill for q in questions]
+        asked = tok.decode(suffixes[-1])  # the category question: no prefill, the options listed
+        assert asked.startswith(category.split("{options}")[0]) and asked.endswith("J. " + p.none_option + tail)
+    assert tok.decode(guard.rationale_suffix) == p.rationale_question + tail
+    assert [tok.decode(ids[0]).strip() for ids in guard.letter_ids] == list("ABCDEFGHIJ")
+    assert tok.convert_ids_to_tokens(guard.safe_ids) and set(guard.safe_ids).isdisjoint(guard.unsafe_ids)
+
+
+def test_the_unsafe_answers_are_the_no_tokens(llava):
+    assert llava.tokenizer.convert_ids_to_tokens(llava.unsafe_ids) == ["No", "\u0120No", "no", "\u0120no"]
+    assert llava.tokenizer.convert_ids_to_tokens(llava.safe_ids) == ["Yes", "\u0120Yes", "yes", "\u0120yes"]
+
+
+def test_captions_alone_score_each_caption_as_it_would_alone(llava, monkeypatch):
+    monkeypatch.setattr(llava, "rationale", False)
+    captions = ["a red square", "noise, with a much longer caption than the first one has"]
+    image, caption, extras = llava.score(llava.preprocessor.prepare([], captions))
+    assert image is None and set(extras) == {"caption_unsafe"}
+    for i, text in enumerate(captions):  # left padding: the shorter caption reads the same alone
+        alone = llava.score(llava.preprocessor.prepare([], [text]))[2]["caption_unsafe"][0]
+        assert extras["caption_unsafe"][i] == pytest.approx(alone, abs=2e-5)
+    assert np.allclose(caption.max(axis=1), extras["caption_unsafe"], atol=1e-6)
+
+
+def test_rationales_come_per_modality_with_the_scores(llava):
+    from vlmaudit.rulebook.thresholds import Thresholds
+
+    llava.thresholds = Thresholds.uniform(load_rules().taxonomy, 0.0)  # everything is flagged
+    try:
+        image, caption, extras = llava.score(llava.preprocessor.prepare(images()[:1], ["a caption", "another"]))
+    finally:
+        llava.thresholds = None
+    assert set(extras) == {"image_unsafe", "caption_unsafe", "image_rationale", "caption_rationale"}
+    assert len(extras["image_rationale"]) == 1 and len(extras["caption_rationale"]) == 2
+    assert all(isinstance(t, str) for t in extras["image_rationale"] + extras["caption_rationale"])
+
+
+def test_a_model_that_is_no_chat_vlm_is_refused(tiny_clip):
+    from vlmaudit.errors import ModelError
+
+    with pytest.raises(ModelError) as err:
+        judge(tiny_clip)
+    assert str(err.value) == (f"model {str(tiny_clip)!r} is a 'clip' model, not an image-text-to-text (chat VLM) model; "
+                              "the vlm backend needs one, e.g. llava-hf/llava-1.5-7b-hf")
