@@ -314,6 +314,14 @@ def test_captions_alone_score_each_caption_as_it_would_alone(llava, monkeypatch)
         alone = llava.score(llava.preprocessor.prepare([], [text]))[2]["caption_unsafe"][0]
         assert extras["caption_unsafe"][i] == pytest.approx(alone, abs=2e-5)
     assert np.allclose(caption.max(axis=1), extras["caption_unsafe"], atol=1e-6)
+    # the tiny random model's P(unsafe) hardly moves; its next-token distributions show padding errors
+    with torch.inference_mode():
+        batched = llava.next_token_logprobs(llava._to_device(llava.preprocessor.prepare([], captions)["caption"]),
+                                            llava.suffixes["caption"])
+        for i, text in enumerate(captions):
+            alone = llava.next_token_logprobs(llava._to_device(llava.preprocessor.prepare([], [text])["caption"]),
+                                              llava.suffixes["caption"])
+            assert all(torch.allclose(b[i], a[0], atol=5e-5) for b, a in zip(batched, alone))
 
 
 def test_rationales_come_per_modality_with_the_scores(llava):
