@@ -166,13 +166,40 @@ def test_forward_only_runs_each_modalitys_questions(llava, monkeypatch):
     assert calls == [(None, llava.suffixes["caption"])]
 
 
-def test_forward_only_runs_under_bf16_autocast_like_score(tiny_vlms, monkeypatch):
+def test_score_and_forward_only_run_under_bf16_autocast(tiny_vlms, monkeypatch):
     bf16 = judge(tiny_vlms("llava"), precision="bf16")
     seen = []
-    monkeypatch.setattr(bf16, "next_token_logprobs", lambda prefix, suffixes: seen.append(
-        (torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu"))))
+    real = bf16.next_token_logprobs
+
+    def recording(prefix, suffixes):
+        seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
+        return real(prefix, suffixes)
+
+    monkeypatch.setattr(bf16, "next_token_logprobs", recording)
     bf16.forward_only(bf16.preprocessor.prepare(images()[:1], []))
-    assert seen == [(True, torch.bfloat16)]
+    bf16.score(bf16.preprocessor.prepare(images()[:1], []))
+    assert seen == [(True, torch.bfloat16)] * 2
+
+
+def planted(backend, n, letter, p_unsafe):
+    """Next-token log-probabilities per question: yes/no at P(unsafe); the category question's
+    mass all on option LETTER."""
+    vocab = backend.model.config.get_text_config().vocab_size
+    yes_no = torch.full((n, vocab), -1e9)
+    yes_no[:, backend.safe_ids[0]] = float(np.log(1 - p_unsafe))
+    yes_no[:, backend.unsafe_ids[0]] = float(np.log(p_unsafe))
+    options = torch.full((n, vocab), -1e9)
+    options[:, backend.letter_ids[letter][0]] = 0.0
+    return [yes_no] * (len(backend.suffixes["image"]) - 1) + [options]
+
+
+@pytest.mark.parametrize("letter", [0, 3])
+def test_the_category_answer_decides_which_concepts_carry_p_unsafe(llava, monkeypatch, letter):
+    monkeypatch.setattr(llava, "next_token_logprobs", lambda prefix, suffixes: planted(llava, 2, letter, 0.7))
+    scores, p_unsafe = llava._judge({}, llava.suffixes["image"])
+    assert p_unsafe.dtype == np.float32 and p_unsafe.tolist() == pytest.approx([0.7, 0.7], abs=1e-5)
+    in_category = np.array([k == letter for k in load_rules().taxonomy.concept_category_index()])
+    assert np.allclose(scores[:, in_category], 0.7, atol=1e-4) and np.allclose(scores[:, ~in_category], 0.0, atol=1e-4)
 
 
 def test_a_hub_models_revision_is_its_commit(hub_cache, tiny_vlms):
@@ -226,6 +253,14 @@ def test_long_captions_are_cut_to_256_tokens(llava):
     exact = "x" * 256
     assert count(exact) == 256 and preprocessor._clip(exact) == exact
     assert preprocessor._clip(exact + "y") == exact
+
+
+def test_a_tokenizer_that_adds_bos_cuts_captions_without_it(tiny_vlms):
+    gemma = judge(tiny_vlms("gemma3")).preprocessor
+    long = " ".join(f"word{i}" for i in range(400))
+    clipped = gemma._clip(long)
+    assert long.startswith(clipped)  # no "<bos>" text inside the caption
+    assert len(gemma.processor.tokenizer(clipped, add_special_tokens=False)["input_ids"]) == 256
 
 
 @pytest.mark.parametrize("size,expected", [({"shortest_edge": 336}, 336), ({"height": 384, "width": 384}, 384),
