@@ -257,6 +257,8 @@ def test_long_captions_are_cut_to_256_tokens(llava):
 
 def test_a_tokenizer_that_adds_bos_cuts_captions_without_it(tiny_vlms):
     gemma = judge(tiny_vlms("gemma3")).preprocessor
+    gemma.processor.tokenizer.add_bos_token = True  # as the real Gemma tokenizer does
+    assert gemma.processor.tokenizer("ab")["input_ids"][0] == gemma.processor.tokenizer.bos_token_id
     long = " ".join(f"word{i}" for i in range(400))
     clipped = gemma._clip(long)
     assert long.startswith(clipped)  # no "<bos>" text inside the caption
