@@ -381,3 +381,23 @@ def test_a_model_that_is_no_chat_vlm_is_refused(tiny_clip):
         judge(tiny_clip)
     assert str(err.value) == (f"model {str(tiny_clip)!r} is a 'clip' model, not an image-text-to-text (chat VLM) model; "
                               "the vlm backend needs one, e.g. llava-hf/llava-1.5-7b-hf")
+
+
+def test_a_template_that_writes_bos_gets_no_second_one(tiny_vlms):
+    backend = judge(tiny_vlms("gemma3"))
+    tokenizer = backend.preprocessor.processor.tokenizer
+    tokenizer.add_bos_token = True  # as the real Gemma tokenizer does; its chat template writes <bos> too
+    prepared = backend.preprocessor.prepare(images()[:2], ["a caption"])
+    for modality in ("image", "caption"):
+        ids = prepared[modality]["input_ids"]
+        assert ((ids == tokenizer.bos_token_id).sum(dim=1) == 1).all(), modality
+
+
+def test_greyscale_and_transparent_images_are_read_as_rgb(llava):
+    picture = images()[1]
+    rgb = llava.preprocessor.prepare([picture], [])["image"]["pixel_values"]
+    for mode in ("L", "RGBA", "P"):
+        converted = picture.convert(mode)
+        expected = llava.preprocessor.prepare([converted.convert("RGB")], [])["image"]["pixel_values"]
+        got = llava.preprocessor.prepare([converted], [])["image"]["pixel_values"]
+        assert got.shape == rgb.shape and torch.equal(got, expected), mode
