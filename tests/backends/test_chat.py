@@ -110,3 +110,13 @@ def test_unusable_answer_words_name_the_file_and_the_field(processor, tmp_path):
                               "tokenizer of 'org/m'; list answer words the model starts its reply with")
     assert chat.checked_answer_ids(processor.tokenizer, ["No"], "", "answers.unsafe", path, "org/m") == [
         processor.tokenizer.convert_tokens_to_ids("No"), processor.tokenizer.convert_tokens_to_ids("ĠNo")]
+
+
+def test_a_suffix_tokenized_alone_gets_no_bos(tiny_vlms):
+    from transformers import AutoProcessor
+
+    tok = AutoProcessor.from_pretrained(tiny_vlms("gemma3")).tokenizer
+    tok.add_bos_token = True  # as the real Gemma tokenizer does
+    layout = chat.ChatLayout("", "", "<end_of_turn>", False)
+    assert len(ids(tok, "Ye")) == 1 and len(ids(tok, "Yes")) == 1  # the boundary merges: tokenized alone
+    assert chat.suffix_ids(tok, layout, "Ye", "s it") == ids(tok, "s it<end_of_turn>")

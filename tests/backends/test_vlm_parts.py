@@ -267,12 +267,12 @@ def test_a_tokenizer_that_adds_bos_cuts_captions_without_it(tiny_vlms):
 
 @pytest.mark.parametrize("size,expected", [({"shortest_edge": 336}, 336), ({"height": 384, "width": 384}, 384),
                                            ({"shortest_edge": 56 * 56}, 448), ({"shortest_edge": 0, "height": 384}, 384),
-                                           (None, 336), ({}, 336), ({"shortest_edge": 2048}, 2048),
+                                           (None, 336), ({}, 336), ({"shortest_edge": 2048}, 2048), ("absent", 336),
                                            ({"shortest_edge": 2049}, 448)])
 def test_the_draft_size_is_the_processors_edge_or_448_for_pixel_counts(size, expected):
     from types import SimpleNamespace
 
-    assert V._draft_size(SimpleNamespace(size=size)) == expected
+    assert V._draft_size(SimpleNamespace() if size == "absent" else SimpleNamespace(size=size)) == expected
 
 
 def test_auto_precision_on_cuda_prefers_bf16(monkeypatch):
@@ -401,3 +401,20 @@ def test_greyscale_and_transparent_images_are_read_as_rgb(llava):
         expected = llava.preprocessor.prepare([converted.convert("RGB")], [])["image"]["pixel_values"]
         got = llava.preprocessor.prepare([converted], [])["image"]["pixel_values"]
         assert got.shape == rgb.shape and torch.equal(got, expected), mode
+
+
+@pytest.mark.parametrize("field,old,new", [("answers.safe", 'safe: ["Yes", "yes"]', 'safe: ["Absolutely", "Sure thing"]'),
+                                          ("answers.unsafe", 'unsafe: ["No", "no"]', 'unsafe: ["Never", "Nope"]')])
+def test_answer_words_that_are_no_single_token_name_the_file_and_field(tmp_path, tiny_vlms, field, old, new):
+    from vlmaudit.errors import RulesError
+    from vlmaudit.rulebook.load import shipped_rules_dir
+
+    text = (shipped_rules_dir() / "prompts" / "unsafeconcepts.yaml").read_text()
+    bad = tmp_path / "words.yaml"
+    bad.write_text(text.replace(old, new))
+    path = str(tiny_vlms("llava"))
+    words = new.split(": ", 1)[1].strip("[]").replace('"', "").split(", ")
+    with pytest.raises(RulesError) as err:
+        judge(path, prompts=str(bad))
+    assert str(err.value) == (f"{bad}: {field}: none of {words} is a single token for the tokenizer of {path!r}; "
+                              "list answer words the model starts its reply with")
