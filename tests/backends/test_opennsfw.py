@@ -101,7 +101,7 @@ def test_opennsfw_refuses_rules_without_a_sexual_category(tmp_path, demo_shards)
     assert result.exit_code == 2 and "sexual" in result.output
 
 
-def test_describe_is_the_report_metadata():
+def test_describe_from_its_own_scorer_is_the_report_metadata():
     from importlib.metadata import version
 
     from vlmaudit.backends.modelref import ModelOptions

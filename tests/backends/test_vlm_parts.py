@@ -286,7 +286,7 @@ def test_auto_precision_on_cuda_prefers_bf16(monkeypatch):
     assert V._vlm_precision("auto", "cpu") == "fp32"
 
 
-def test_describe_is_the_report_metadata(tiny_vlms):
+def test_describe_from_its_own_judge_is_the_report_metadata(tiny_vlms):
     path = str(tiny_vlms("llava"))
     taxonomy = load_rules().taxonomy
     llava = judge(path, rationale=True)  # its own: checks what __init__ sets
