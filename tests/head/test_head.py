@@ -141,3 +141,19 @@ def test_train_head_on_one_labelled_row_is_one_error_line_and_two_rows_train(tmp
     result = run_cli("train-head", "--data", two, "--vision-model", tiny_clip, "--out", tmp_path / "h2", "-q")
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "h2" / "metrics.json").read_text())["samples"] == 0
+
+
+def test_a_saved_head_loads_with_its_own_shape_and_scores_the_same(tmp_path):
+    import torch
+
+    from vlmaudit.head.model import SafetyHead, load_head, read_head_config, save_head
+
+    torch.manual_seed(0)
+    head = SafetyHead(6, 3, 2, dim=8, tokens=3, heads=2).eval()
+    save_head(head, tmp_path, {"vision_dim": 6, "concepts": ["a", "b", "c"], "categories": ["x", "y"], "dim": 8,
+                               "tokens": 3, "heads": 2})
+    loaded = load_head(tmp_path, read_head_config(tmp_path))
+    patches = torch.randn(4, 9, 6)
+    with torch.inference_mode():
+        for mine, theirs in zip(head(patches), loaded(patches)):
+            assert torch.allclose(mine, theirs)
