@@ -209,7 +209,7 @@ def test_an_image_that_is_not_a_regular_file_is_refused_without_blocking(tmp_pat
     result = []
     reader = threading.Thread(target=lambda: result.append(cannot_read(D.Example(fifo, SAFE, SAFE, "y"))), daemon=True)
     reader.start()
-    reader.join(120)  # the open returns at once; a blocking open would wait for a writer forever
+    reader.join(60)  # the open returns at once; a blocking open would wait for a writer forever
     if reader.is_alive():
         with open(fifo, "wb"):  # let it go
             pass
