@@ -53,6 +53,7 @@ def judged(tmp_path_factory):
     return shards, reports, rows
 
 
+@pytest.mark.end_to_end
 def test_distilled_head_agrees_with_the_judge_and_screens_a_cascade(tmp_path, tiny_clip, tiny_vlms, judged):
     shards, reports, rows = judged
     out = tmp_path / "head"
@@ -76,6 +77,7 @@ def test_distilled_head_agrees_with_the_judge_and_screens_a_cascade(tmp_path, ti
     assert agree >= 0.9
 
 
+@pytest.mark.end_to_end
 def test_distill_without_judge_verdicts_is_a_one_line_error(tmp_path, tiny_clip, demo_scan):
     result = run_cli("distill", demo_scan.reports, "--shards", demo_scan.shards[0], "--out", tmp_path / "head",
                      "--vision-model", tiny_clip)
