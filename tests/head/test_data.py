@@ -94,6 +94,7 @@ BAD_DATA = [
     (_csv("image,unsafe_concept\n../x.png,Swastika\n"), "labels.csv row 1: image path '../x.png' leaves the data directory"),
     (_csv("image,unsafe_concept\na.png,\"" + "x" * (1 << 18) + "\"\n"), "labels.csv: not a readable CSV file (field larger"),
     (_csv("image,unsafe_concept\n"), "no labelled images found"),
+    (_csv("image\n../" + "x" * 300 + "\n"), "labels.csv row 1: image path " + repr(("../" + "x" * 300)[:100]) + " leaves"),
     ({**_csv("image\na.png\n"), **_jsonl('{"image": "a.png"}')},
      "expected exactly one .csv or .jsonl label file, found 2"),
     ({"labels.txt": "a.png,Swastika\n"}, None),  # --data names a file that is not Parquet
@@ -157,6 +158,7 @@ def test_the_hub_layout_data_dir_with_a_readme_loads(tmp_path, taxonomy):
                    tmp_path / "data" / "train-00000-of-00001.parquet")
     examples = load_examples(tmp_path, taxonomy)
     assert labels(examples) == [(SWASTIKA, HATE), (SAFE, SAFE)] and examples[0].image == png(0)
+    assert read_image(examples[1]).size == (48, 40)  # decoded from the row's bytes
 
 
 def test_an_imagefolder_with_metadata_loads_its_rows(tmp_path, taxonomy):
@@ -209,12 +211,13 @@ def test_an_image_that_is_not_a_regular_file_is_refused_without_blocking(tmp_pat
     result = []
     reader = threading.Thread(target=lambda: result.append(cannot_read(D.Example(fifo, SAFE, SAFE, "y"))), daemon=True)
     reader.start()
-    reader.join(60)  # the open returns at once; a blocking open would wait for a writer forever
-    if reader.is_alive():
+    reader.join(30)  # the open returns at once; a blocking open would wait for a writer forever
+    blocked = reader.is_alive()
+    if blocked:
         with open(fifo, "wb"):  # let it go
             pass
         reader.join()
-    assert result == ["y: cannot read image: fifo.png is not a regular file"] and not reader.is_alive()
+    assert not blocked and result == ["y: cannot read image: fifo.png is not a regular file"]
 
 
 def test_image_files_up_to_the_limit_are_read_whole_larger_ones_are_refused_unread(tmp_path, monkeypatch):
@@ -223,13 +226,18 @@ def test_image_files_up_to_the_limit_are_read_whole_larger_ones_are_refused_unre
     from PIL import Image
 
     buffer = io.BytesIO()
-    Image.new("RGB", (7, 5), (200, 10, 10)).save(buffer, "BMP")  # a truncated BMP does not decode
+    Image.new("RGB", (4, 5), (200, 10, 10)).save(buffer, "BMP")  # rows without padding: one byte short does not decode
     (tmp_path / "a.bmp").write_bytes(buffer.getvalue())
     monkeypatch.setattr(D, "MAX_IMAGE_FILE_BYTES", len(buffer.getvalue()))
-    assert read_image(D.Example(tmp_path / "a.bmp", SAFE, SAFE, "a")).getpixel((6, 4)) == (200, 10, 10)
+    assert read_image(D.Example(tmp_path / "a.bmp", SAFE, SAFE, "a")).getpixel((3, 4)) == (200, 10, 10)
     monkeypatch.undo()
     big = tmp_path / "big.png"
     with open(big, "wb") as handle:
         handle.truncate(D.MAX_IMAGE_FILE_BYTES + 1)  # sparse: nothing is written or read
     assert cannot_read(D.Example(big, SAFE, SAFE, "b")) == \
         f"b: cannot read image: big.png is {D.MAX_IMAGE_FILE_BYTES + 1} bytes, over the 64 MiB limit"
+
+
+def test_a_quoted_csv_field_keeps_its_line_break(tmp_path, taxonomy):
+    (tmp_path / "labels.csv").write_bytes(b'image,unsafe_concept\r\n"two\r\nlines.png",Swastika\r\nb.png,\r\n')
+    assert [e.image.name for e in load_examples(tmp_path, taxonomy)] == ["two\r\nlines.png", "b.png"]

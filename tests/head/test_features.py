@@ -28,19 +28,22 @@ def images(directory, seeds):
 def test_features_are_cached_per_images_and_labels(tmp_path, tower):
     from vlmaudit.head.training import extract_features
 
-    first = [Example(p, c, c, p.name) for p, c in zip(images(tmp_path / "a", [0, 1, 2]), [0, SAFE, 0])]
+    first = [Example(p, c, c, p.name) for p, c in zip(images(tmp_path / "a", [0, 1]), [0, SAFE])]
+    first.append(Example(png(2), 0, 0, "train.parquet row 0"))  # an image held in a Parquet row
     cache = tmp_path / "out" / "head" / "cache"  # parents made as needed
     log = []
     features = extract_features(tower, first, cache, 2, log.append)
     assert features.dtype == np.float16 and features.shape[0] == 3
     assert log == ["features: 2/3 images", "features: 3/3 images"]
     log.clear()
-    assert np.array_equal(extract_features(tower, first, cache, 2, log.append), features)
-    assert log == [f"features: reusing the cache in {cache}"]
-    # other images under the same labels, then the same images under other labels: extracted again
+    reused = extract_features(tower, first, cache, 2, log.append)
+    assert log == [f"features: reusing the cache in {cache}"] and np.array_equal(reused, features)
+    assert isinstance(reused, np.memmap)  # mapped, not read into memory: a cache may hold many GB
+    # other images (files, then bytes) under the same labels, the same images under other labels: extracted again
     other = [Example(p, e.concept, e.category, p.name) for p, e in zip(images(tmp_path / "b", [3, 4, 5]), first)]
+    other_bytes = first[:2] + [Example(png(5), 0, 0, "train.parquet row 0")]
     relabelled = [Example(e.image, SAFE, SAFE, e.origin) for e in first]
-    for examples in (other, relabelled, first):
+    for examples in (other, other_bytes, relabelled, first):
         log.clear()
         again = extract_features(tower, examples, cache, 3, log.append)
         assert log == ["features: 3/3 images"]
@@ -48,10 +51,16 @@ def test_features_are_cached_per_images_and_labels(tmp_path, tower):
 
 
 def test_the_preprocessor_drafts_images_to_the_towers_input_size(tower):
+    from types import SimpleNamespace
+
+    from transformers import SiglipImageProcessor
+
     from vlmaudit.head.preprocess import HeadPreprocessor
 
     edge = tower.image_processor.size["shortest_edge"]
-    assert edge != 224 and HeadPreprocessor(tower.image_processor).draft_size == edge
+    assert edge != 224 and HeadPreprocessor(tower.image_processor).draft_size == edge  # CLIP: shortest edge
+    assert HeadPreprocessor(SiglipImageProcessor(size={"height": 40, "width": 40})).draft_size == 40  # SigLIP: height
+    assert HeadPreprocessor(SimpleNamespace()).draft_size == 224  # a processor that names no size
 
 
 @pytest.fixture

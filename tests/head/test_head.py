@@ -161,6 +161,7 @@ def test_a_saved_head_loads_with_its_own_shape_and_scores_the_same(tmp_path):
     save_head(head, out, config)
     assert sorted(p.name for p in out.iterdir()) == ["head.safetensors", "head_config.json"]
     assert read_head_config(out) == {"format": "vlmaudit-safety-head", **config}
+    save_head(head, out, config)  # a second training run into the same --out replaces the head
     loaded = load_head(out, read_head_config(out))
     patches = torch.randn(4, 9, 6)
     with torch.inference_mode():

@@ -30,14 +30,15 @@ def test_the_head_scores_each_sample_on_any_square_grid(grid):
 
 
 def synthetic(n_per_class=24, seed=0):
-    """[N, 4, 5] features on a 2x2 grid: concept c (or safe) lights channel c of one patch; noise elsewhere."""
+    """[N, 4, 5] float16 features (as the cache holds them) on a 2x2 grid: concept c (or safe) lights channel c
+    of one patch; noise elsewhere."""
     rng = np.random.default_rng(seed)
     concepts = np.repeat(np.array([0, 1, 2, SAFE]), n_per_class)
     features = rng.normal(0, 0.3, (len(concepts), 4, 5)).astype(np.float32)
     for i, c in enumerate(concepts):
         features[i, i % 4, 3 if c == SAFE else c] += 3.0
     categories = np.where(concepts == SAFE, SAFE, np.array([0, 0, 1, 0])[concepts])
-    return features, concepts, categories
+    return features.astype(np.float16), concepts, categories
 
 
 SMALL = dict(batch_size=16, dim=16, tokens=4, heads=2, val_fraction=0.25)
@@ -63,7 +64,7 @@ def test_the_seed_fixes_the_split_and_the_head_and_the_learning_rate_is_used():
         head, train_idx, val_idx = train(features, concepts, categories, 3, 2, TrainSettings(**{**settings.__dict__, **changes}),
                                          "cpu", log=lambda line: None)
         with torch.inference_mode():
-            return head(torch.from_numpy(features))[0], val_idx
+            return head(torch.from_numpy(features).float())[0], val_idx
 
     scores, val_idx = run()
     again, same_idx = run()
@@ -74,7 +75,7 @@ def test_the_seed_fixes_the_split_and_the_head_and_the_learning_rate_is_used():
     torch.manual_seed(3)
     untrained = SafetyHead(5, 3, 2, 16, 4, 2).eval()
     with torch.inference_mode():
-        assert torch.equal(frozen, untrained(torch.from_numpy(features))[0])  # nothing learnt at lr 0
+        assert torch.equal(frozen, untrained(torch.from_numpy(features).float())[0])  # nothing learnt at lr 0
     assert not torch.allclose(run(lr=1e-3)[0], scores)
 
 
@@ -91,6 +92,23 @@ def test_the_logged_loss_is_the_mean_training_loss_of_each_epoch():
     loss = float(torch.nn.functional.cross_entropy(concept_logits, torch.tensor([1]))
                  + torch.nn.functional.cross_entropy(category_logits, torch.tensor([0])))
     assert lines == [f"epoch 1/2: loss {loss:.4f}", f"epoch 2/2: loss {loss:.4f}"]
+
+
+def test_an_epoch_smaller_than_a_batch_is_one_step():
+    """8 training samples, batches of 16: epoch 1 logs the loss of the untrained head alone."""
+    features = np.tile(np.random.default_rng(0).normal(size=(1, 4, 5)).astype(np.float32), (10, 1, 1))
+    concepts, categories = np.full(10, 1), np.full(10, 0)
+    settings = TrainSettings(epochs=2, lr=0.05, batch_size=16, dim=8, tokens=2, heads=2, seed=7)
+    torch.manual_seed(7)
+    untrained = SafetyHead(5, 3, 2, 8, 2, 2)
+    with torch.inference_mode():
+        concept_logits, category_logits = untrained(torch.from_numpy(features[:1]))
+    first = float(torch.nn.functional.cross_entropy(concept_logits, torch.tensor([1]))
+                  + torch.nn.functional.cross_entropy(category_logits, torch.tensor([0])))
+    lines = []
+    train(features, concepts, categories, 3, 2, settings, "cpu", lines.append)
+    logged = [float(line.rsplit(" ", 1)[1]) for line in lines]
+    assert logged[0] == pytest.approx(first, abs=2e-4) and logged[1] < logged[0] - 1e-3
 
 
 def test_sampling_draws_every_class_equally_often_and_repeats_with_the_seed():
@@ -136,3 +154,16 @@ def test_the_split_holds_out_a_fraction_of_each_class_at_least_one_of_two_none_o
     assert np.array_equal(stratified_split(labels, 0.2, 0)[1], val_idx)
     assert not all(np.array_equal(stratified_split(labels, 0.2, s)[1], val_idx) for s in (1, 2, 3))
     assert len(stratified_split(labels, 0.5, 0)[1]) == 0 + 4 + 1 + 5
+    for fraction, empty in ((0.2, 1), (1.0, 0)):  # nothing held out / nothing left to train: still int64 indices
+        split = stratified_split(np.array([0, 1, 2]) if empty else np.array([0, 0, 1, 1]), fraction, 0)
+        assert len(split[empty]) == 0 and split[empty].dtype == np.int64
+        assert np.zeros((4, 2))[split[empty]].shape == (0, 2)
+
+
+def test_the_settings_shape_the_head():
+    def size(**changes):
+        return sum(p.numel() for p in SafetyHead(**{**dict(vision_dim=6, n_concepts=3, n_categories=2, dim=8, tokens=3,
+                                                           heads=2), **changes}).parameters())
+
+    assert size(tokens=4) - size(tokens=3) == 8  # one more safety token of dim 8
+    assert size(n_concepts=4) - size() == 8 + 1  # one more concept logit
