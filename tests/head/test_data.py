@@ -4,6 +4,7 @@ that names the file and the row (or line) at fault."""
 
 import json
 import os
+import re
 import threading
 
 import pyarrow as pa
@@ -109,7 +110,7 @@ BAD_DATA = [
 ]
 
 
-@pytest.mark.parametrize(("files", "message"), BAD_DATA, ids=range(len(BAD_DATA)))
+@pytest.mark.parametrize(("files", "message"), BAD_DATA, ids=[re.sub(r"\W+", "-", f"{next(iter(f))} {m}")[:60] for f, m in BAD_DATA])
 def test_broken_labels_are_one_error_line_naming_the_file_and_row(tmp_path, taxonomy, files, message):
     data = tmp_path / "data"
     data.mkdir()

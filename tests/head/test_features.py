@@ -40,7 +40,7 @@ def test_features_are_cached_per_images_and_labels(tmp_path, tower):
     assert log == [f"features: reusing the cache in {cache}"] and np.array_equal(reused, features)
     assert isinstance(reused, np.memmap)  # mapped, not read into memory: a cache may hold many GB
     # other images (files, then bytes) under the same labels, the same images under other labels: extracted again
-    other = [Example(p, e.concept, e.category, p.name) for p, e in zip(images(tmp_path / "b", [3, 4, 5]), first)]
+    other = [Example(p, e.concept, e.category, p.name) for p, e in zip(images(tmp_path / "b", [3, 4]), first)] + first[2:]
     other_bytes = first[:2] + [Example(png(5), 0, 0, "train.parquet row 0")]
     relabelled = [Example(e.image, SAFE, SAFE, e.origin) for e in first]
     for examples in (other, other_bytes, relabelled, first):
