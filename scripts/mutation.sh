@@ -26,12 +26,28 @@ case $pkg in
   head) extra=(-m "not gpu and not real_weights and not end_to_end") ;;
   *) extra=() ;;  # e.g. rulebook) extra=(tests/report/test_coverage.py) ;; (slow: it scans)
 esac
+# tests that run `vlmaudit` in a child process: the child imports mutmut's trampolined copy outside
+# mutmut's control and hangs (seen: a Ctrl-C test waiting 300 s), and they time rather than test
+# logic; left out of every selection (their behaviour stays pinned in the normal suite)
+children=(
+  tests/report/test_completeness.py::test_ctrl_c_leaves_a_run_that_reports_incomplete
+  tests/report/test_dashboard.py::test_dashboard_in_a_real_pseudo_terminal
+  tests/scan/test_budgets.py::test_huge_pngs_are_decoded_under_a_memory_budget
+  tests/scan/test_concurrent_writers.py::test_two_processes_scanning_the_same_shards_into_one_out
+  tests/scan/test_crash_safety.py::test_sigkill_then_resume_equals_an_uninterrupted_run
+  tests/scan/test_crash_safety.py::test_ctrl_c_exits_130_and_resumes
+  tests/scan/test_crash_safety.py::test_pipe_command_dies_with_a_killed_scan
+  tests/scan/test_crash_safety.py::test_a_pipe_command_gets_the_environment_a_shell_would
+  tests/scan/test_machine_faults.py::test_loader_workers_die_with_a_killed_parent
+  tests/scan/test_machine_faults.py::test_a_full_disk_is_one_line_and_nothing_marked_done
+  tests/scan/test_parquet_shards.py::test_memory_stays_flat_however_large_the_row_group
+)
 
 if [ "$action" = run ]; then
   mkdir -p "$work"
   # tracked and untracked-but-not-ignored files; mutants/ and the mutmut cache survive between runs
   (cd "$root" && git ls-files -co --exclude-standard -z | tar --null -T - -cf -) | (cd "$work" && tar -xf -)
-  selection=$(printf '"%s", ' "tests/$pkg" "${extra[@]}")
+  selection=$(printf '"%s", ' "tests/$pkg" "${extra[@]}"; printf '"--deselect", "%s", ' "${children[@]}")
   python - "$work/pyproject.toml" "vlmaudit/$pkg/*" "[${selection%, }]" <<'PY'
 import re, sys
 path, only, selection = sys.argv[1:]
