@@ -21,6 +21,9 @@ work=${MUTATION_DIR:-/tmp/vlmaudit-mutation}/$pkg
 
 # tests beyond tests/PACKAGE/ that exercise the package (kept short: every mutant runs the tests covering it)
 case $pkg in
+  # head: the end_to_end tests (train-head, distill, scan with a trained head) take minutes per mutant; the
+  # unit tests of tests/head/ cover the same code (a mutant only an end_to_end test kills counts as survived)
+  head) extra=(-m "not gpu and not real_weights and not end_to_end") ;;
   *) extra=() ;;  # e.g. rulebook) extra=(tests/report/test_coverage.py) ;; (slow: it scans)
 esac
 # tests that run `vlmaudit` in a child process or deliver Ctrl-C to the test process: children
