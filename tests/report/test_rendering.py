@@ -1,0 +1,389 @@
+"""What a reader sees, rendered from one small hand-built summary dict with known numbers: every
+column of every dashboard table (plain and rich), the HTML page's sections and charts, the
+Markdown lines, the audit card's fields. Fast and exact: no scan, no report directory."""
+
+import html
+import io
+import re
+import xml.etree.ElementTree as ET
+
+import pytest
+
+LONG_SHARD = "shard-" + "x" * 60  # longer than the shard column's 40 characters
+LONG_CATEGORY = "Category " + "y" * 70  # longer than the category column's 60 characters
+
+
+def summary() -> dict:
+    """Two shards, two categories (the second not scored by the model), two concepts."""
+    return {
+        "overview": {"samples": 40, "failed": 3, "failed_rate": 0.075, "flagged": 7, "flagged_rate": 0.175,
+                     "shards": 2, "model": "tiny-clip", "backend": "clip", "taxonomy_version": "tax-1",
+                     "thresholds": {"source": "scan", "min": 0.2, "max": 0.4, "median": 0.3},
+                     "scan_seconds": 2.0, "samples_per_s": 20.0},
+        "categories": [
+            {"id": "violence", "name": "Violence", "flagged": 5, "rate": 0.125, "both": 2, "image_only": 2,
+             "caption_only": 1, "agreement": 0.4},
+            {"id": "hate", "name": LONG_CATEGORY, "flagged": None, "rate": None, "both": None, "image_only": None,
+             "caption_only": None, "agreement": None, "scored": False, "na": "n/a - not scored by tiny-clip"},
+        ],
+        "top_concepts": [
+            {"id": "gore", "name": "Gore", "category": "violence", "flagged": 4, "rate": 0.1, "image": 3,
+             "caption": 2, "mean_image": 0.25, "p95_image": 0.5, "mean_caption": 0.125, "p95_caption": None},
+        ],
+        "modality": {"both": 2, "image_only": 4, "caption_only": 1, "agreement": 2 / 7},
+        "top_shards": [{"shard": LONG_SHARD, "samples": 20, "flagged": 5, "rate": 0.25},
+                       {"shard": "s<1>", "samples": 20, "flagged": 2, "rate": 0.1}],
+        "shard_rates": [0.25, 0.1],
+        "failed_shards": ["f1", "f<2>"],
+        "truncated_shards": [f"t{k:02d}" for k in range(21)],
+        "examples": {},
+        "histogram": {"concept": "gore", "bins": 4, "image": [7, 1234, 0, 5], "caption": [3, 0, 12, 0]},
+        "concept_histograms": [{"id": "gore", "name": "Gore", "category": "violence", "bins": 4,
+                                "image": [7, 1234, 0, 5], "caption": [3, 0, 12, 0],
+                                "threshold_image": 0.5, "threshold_caption": 0.75}],
+        "highest_scores": [{"key": "k-1", "shard": LONG_SHARD, "concept": "Gore", "modality": "caption",
+                            "score": 0.4321}],
+        "compare": [{"name": "Violence", "rate": 0.125, "other_rate": 0.05, "delta": 0.075},
+                    {"name": "Hate", "rate": None, "na": "n/a - not scored by tiny-clip", "other_rate": 0.5,
+                     "delta": None}],
+        "compare_dir": "other-run",
+        "complete": False,
+        "incomplete": {"planned_shards": 3, "finished_shards": 2, "missing_shards": ["s2"], "failed_shards": [],
+                       "held_shards": [], "truncated": [], "failed_by_status": {"decode_error": 2, "no_image": 1}},
+        "known_matches": {"banks": {"ncii": 1, "csam-hashes": 2}, "samples": 2, "withheld_examples": 0},
+    }
+
+
+def shown(item, plain: bool, width: int = 200) -> str:
+    from rich.console import Console
+
+    console = Console(width=width, record=True, file=io.StringIO(), no_color=plain, color_system=None)
+    console.print(item)
+    return console.export_text()
+
+
+def table(part, plain: bool, width: int = 200, data: dict | None = None) -> list[list[str]]:
+    """A dashboard table as its title line and then one list of cells per line (plain: split at the
+    ASCII box's bars; rich: at runs of 2+ spaces, so cells must hold no double spaces)."""
+    text = shown(part(data or summary(), width, plain), plain, width)
+    lines = [line.rstrip() for line in text.splitlines() if line.strip()]
+    rows = []
+    for line in lines[1:]:
+        if set(line) <= set("+-| ━─╸╺"):
+            continue  # a rule
+        cells = line.strip("| ").split("|") if plain else re.split(r"\s{2,}", line.strip())
+        rows.append([cell.strip() for cell in cells if cell.strip()])  # unnamed header cells left out
+    return [[lines[0]]] + rows
+
+
+@pytest.mark.parametrize("plain", [True, False])
+def test_every_dashboard_table_shows_its_columns_and_values(plain):
+    from vlmaudit.report import dashboard
+
+    more = "..." if plain else "…"
+    shard = LONG_SHARD[:40 - len(more)] + more
+    assert table(dashboard.highest, plain) == [
+        ["highest scores (nothing reached the thresholds)"],
+        ["key", "shard", "concept", "modality", "score"],
+        ["k-1", shard, "Gore", "caption", "0.432"]]
+    assert table(dashboard.shards, plain)[:4] == [
+        ["shard hot spots"], ["shard", "samples", "flagged", "rate"],
+        [shard, "20", "5", "25.00%"], ["s<1>", "20", "2", "10.00%"]]
+    assert table(dashboard.compare, plain) == [
+        ["compared with other-run"], ["category", "this", "other", "delta"],
+        ["Violence", "12.50%", "5.00%", "+7.50 pts"], ["Hate", "n/a - not scored by tiny-clip", "50.00%", "n/a"]]
+    category = LONG_CATEGORY[:60 - len(more)] + more
+    gap = table(dashboard.modality_gap, plain)
+    assert gap[:5] == [["modality gap: image vs caption (overall agreement 28.57% of flagged)"],
+                       ["category", "both", "image only", "caption only", "agreement"],
+                       ["Violence", "2", "2", "1", "40.00%"], [category, "n/a", "n/a", "n/a", "n/a"],
+                       ["all", "2", "4", "1", "28.57%"]]
+    rates = table(dashboard.categories, plain)  # bar 40 characters wide
+    assert rates[:2] == [["flagged rate per category"], ["category", "rate", "samples"]]
+    assert rates[2] == ["Violence", ("#" if plain else "█") * 40, "12.50%", "5"]
+    assert rates[3] == [category, "n/a - not scored", "n/a", "n/a"]
+    wide = table(dashboard.concepts, plain)
+    assert wide == [["top concepts"], ["concept", "category", "samples", "rate", "img", "cap", "mean img", "p95 img",
+                                       "mean cap", "p95 cap"],
+                    ["Gore", "violence", "4", "10.00%", "3", "2", "0.250", "0.500", "0.125", "-"]]
+    narrow = table(dashboard.concepts, plain, width=100)  # no category, no caption means
+    assert narrow[1:] == [["concept", "samples", "rate", "img", "cap", "mean img", "p95 img"],
+                          ["Gore", "4", "10.00%", "3", "2", "0.250", "0.500"]]
+
+
+@pytest.mark.parametrize("plain", [True, False])
+def test_dashboard_histogram_bars_scale_with_the_console(plain):
+    from vlmaudit.report import dashboard
+
+    full, empty = ("#", ".") if plain else ("█", "·")
+    for width, bar in ((200, 20), (60, 10), (50, 6)):
+        rows = table(dashboard.histogram, plain, width=width)
+        assert rows[0] == ["score histogram: gore"] and rows[1] == ["score", "image", "caption"]
+        assert rows[3] == ["0.25-0.50", "1,234", full * bar, "0", empty * bar]
+        assert rows[2][0] == "0.00-0.25" and rows[4][-1] == full * round(bar * 12 / 1234) + empty * (bar - round(bar * 12 / 1234))
+    text = shown(dashboard.histogram(summary(), 200, plain), plain)
+    counts = [line for line in text.splitlines() if line.lstrip("| ").startswith("0.")]
+    assert len({line.index("1,234") + 5 for line in counts if "1,234" in line}
+               | {line.index(" 7 ") + 2 for line in counts if " 7 " in line}) == 1  # image counts right-aligned
+
+
+def test_plain_dashboard_is_ascii_and_the_rich_one_draws_boxes():
+    from rich.console import Console
+
+    from vlmaudit.report.dashboard import render
+
+    def rendered(plain):
+        console = Console(width=120, record=True, file=io.StringIO(), force_terminal=not plain,
+                          no_color=plain, color_system=None if plain else "standard")
+        render(summary(), console)
+        return console.export_text()
+
+    plain, rich = rendered(True), rendered(False)
+    assert plain.isascii(), sorted({c for c in plain if not c.isascii()})
+    assert "━" in rich and "…" in rich and "+--" not in rich
+    for text in (plain, rich):
+        for title in ("highest scores", "shard hot spots", "compared with other-run", "top concepts",
+                      "score histogram: gore", "flagged rate per category", "modality gap"):
+            assert re.search(rf"^{re.escape(title)}", text, re.M), title  # titles flush left
+        assert "known-content matches: 2 samples (csam-hashes: 2, ncii: 1)" in text
+        assert "failed samples by status: decode_error 2, no_image 1" in text
+
+
+def test_known_content_lines_in_every_medium():
+    from vlmaudit.report import known_content
+    from vlmaudit.report.safetext import markdown_text
+
+    data = summary()
+    line = "known-content matches: 2 samples (csam-hashes: 2, ncii: 1); matched images are never shown"
+    assert known_content.lines(data) == [line]
+    assert known_content.dashboard_item(data, 80, True).plain == line
+    assert known_content.markdown_lines(data) == [f"- {markdown_text(line)}", ""]
+    data["known_matches"] = {"banks": {}, "samples": 0, "withheld_examples": 0}
+    assert known_content.lines(data) == ["known-content matches: 0 samples (none); matched images are never shown"]
+    data["known_matches"] = None  # not checked: nothing said
+    assert known_content.lines(data) == known_content.markdown_lines(data) == []
+    assert known_content.dashboard_item(data, 80, True) is None
+
+
+def test_completeness_lines_name_failed_samples_by_status_escaped():
+    from vlmaudit.report import completeness
+
+    data = summary()
+    data["incomplete"]["failed_by_status"] = {"decode_error": 2, "bad<status>": 1_000}
+    assert completeness.lines(data) == [
+        "INCOMPLETE run: 1 of 3 planned shard(s) have no finished report, 0 truncated; the figures cover the "
+        "finished shards only", "not scanned (not started or interrupted): s2",
+        "failed samples by status: decode_error 2, bad<status> 1,000"]
+    assert completeness.lines(data, html.escape)[-1] == "failed samples by status: decode_error 2, bad&lt;status&gt; 1,000"
+    data["incomplete"]["failed_by_status"] = {}
+    assert not any(line.startswith("failed samples") for line in completeness.lines(data))
+
+
+def page_of(data: dict) -> str:
+    from vlmaudit.report.html_page import to_html
+
+    return to_html(data, {}, blur=True, redact=False)
+
+
+def svgs(page: str) -> dict[str, ET.Element]:
+    """Every inline SVG chart of the page by its title."""
+    found = [ET.fromstring(s) for s in re.findall(r"<svg class='chart'.*?</svg>", page, re.S)]
+    return {svg.find("{*}title").text: svg for svg in found}
+
+
+def test_html_overview_lists_broken_shards_escaped_and_cut_at_20():
+    page = page_of(summary())
+    assert "<p>failed shards (2): f1, f&lt;2&gt;</p>" in page
+    shown_names = ", ".join(f"t{k:02d}" for k in range(20))
+    assert f"<p>truncated shards (21): {shown_names} &hellip;</p>" in page
+    assert "known-content matches: 2 samples" in page and "decode_error 2, no_image 1" in page
+
+
+def test_html_shard_table_and_rate_chart():
+    page = page_of(summary())
+    assert ("<h3>Hot spots</h3><table><tr><th>shard</th><th>samples</th><th>flagged</th><th>rate</th></tr>"
+            f"<tr><td>{LONG_SHARD}</td><td>20</td><td>5</td><td>25.00%</td></tr>"
+            "<tr><td>s&lt;1&gt;</td><td>20</td><td>2</td><td>10.00%</td></tr></table>") in page
+    chart = svgs(page)["flagged rate across shards"]
+    axis_x = int(chart.find("{*}line").get("x1"))
+    bars = chart.findall("{*}rect")
+    assert [b.find("{*}title").text for b in bars] == ["bucket 1 of 2: 25.00%", "bucket 2 of 2: 10.00%"]
+    spans = [(float(b.get("x")), float(b.get("x")) + float(b.get("width"))) for b in bars]
+    assert axis_x < spans[0][0] < spans[0][1] < spans[1][0] < spans[1][1] <= float(chart.get("width"))
+    heights = [float(b.get("height")) for b in bars]
+    assert heights[1] / heights[0] == pytest.approx(0.4)
+    labels = [t.text for t in chart.findall("{*}text")]
+    assert labels == ["25.00%", "0", "2 shards in name order"]
+
+
+def test_html_category_chart_and_table_say_na_for_an_unscored_category():
+    data = summary()
+    data["categories"].append({"id": "drugs", "name": "Drugs", "flagged": 0, "rate": None, "both": 0,
+                               "image_only": 0, "caption_only": 0, "agreement": None})  # scored flag absent
+    page = page_of(data)
+    chart = svgs(page)["flagged rate per category"]
+    labels = [(t.text, t.get("fill")) for t in chart.findall("{*}text")]
+    assert labels == [("Violence", "#222"), ("12.50% (5)", "#222"), (LONG_CATEGORY[:27] + "\u2026", "#222"),
+                      ("n/a - not scored by tiny-clip", "#777"), ("Drugs", "#222"), ("n/a - not scored", "#777")]
+    tips = [r.find("{*}title").text for r in chart.findall("{*}rect")]
+    assert tips == ["Violence: both 2", "Violence: image only 2", "Violence: caption only 1"]
+    assert "<tr><td>Violence</td><td>5</td><td>12.50%</td><td>2</td><td>2</td><td>1</td></tr>" in page
+    assert (f"<tr><td>{LONG_CATEGORY}</td><td>n/a</td><td>n/a - not scored by tiny-clip</td><td>n/a</td>"
+            "<td>n/a</td><td>n/a</td></tr>") in page
+
+
+def test_html_split_bar_with_and_without_flags():
+    page = page_of(summary())
+    bar = svgs(page)["flagged samples by modality"]
+    assert [r.find("{*}title").text for r in bar.findall("{*}rect")] == [
+        "image and caption: 2", "image only: 4", "caption only: 1"]
+    data = summary()
+    data["modality"] = {"both": 0, "image_only": 0, "caption_only": 0, "agreement": None}
+    empty = svgs(page_of(data))["flagged samples by modality"]
+    text = empty.find("{*}text")
+    assert (text.text, text.get("text-anchor"), text.get("fill")) == ("nothing flagged", "middle", "#777")
+
+
+def test_html_concept_histogram_has_both_series_with_tooltips_and_thresholds():
+    chart = svgs(page_of(summary()))["score histogram of Gore"]
+    tips = [r.find("{*}title").text for r in chart.findall("{*}rect")]
+    assert tips == ["image scores 0.00-0.25: 7", "caption scores 0.00-0.25: 3",
+                    "image scores 0.25-0.50: 1,234", "caption scores 0.25-0.50: 0",
+                    "image scores 0.50-0.75: 0", "caption scores 0.50-0.75: 12",
+                    "image scores 0.75-1.00: 5", "caption scores 0.75-1.00: 0"]
+    fills = {r.find("{*}title").text.split()[0]: r.get("fill") for r in chart.findall("{*}rect")}
+    assert fills == {"image": "#2e6fb7", "caption": "#e08a1e"}
+    texts = [(t.text, t.get("text-anchor")) for t in chart.findall("{*}text")]
+    assert texts == [("0", "middle"), ("1", "middle"), ("1,234", "end")]
+    lines = [(line.find("{*}title").text, line.get("stroke-dasharray")) for line in chart.findall("{*}line[@class='threshold']")]
+    assert lines == [("image threshold 0.500", ""), ("caption threshold 0.750", "4 3")]
+    data = summary()
+    data["concept_histograms"][0]["caption"] = None  # caption not scored: no caption bars, no caption line
+    chart = svgs(page_of(data))["score histogram of Gore"]
+    assert all(r.find("{*}title").text.startswith("image") for r in chart.findall("{*}rect"))
+    assert len(chart.findall("{*}line[@class='threshold']")) == 1
+
+
+def estimates() -> dict:
+    ok = {"status": "ok", "estimate": 0.12, "low": 0.05, "high": 0.2, "positives": 3, "labels": 25}
+    few = {"status": "too_few_labels", "estimate": None, "low": None, "high": None, "positives": 0, "labels": 0}
+    return {"categories": [{"id": "violence", "name": "Vio<lence>", "prevalence": ok, "precision": few, "recall": ok}],
+            "overall": {"id": "any", "name": "any", "prevalence": few, "precision": ok, "recall": few},
+            "labelled": 25, "drawn": 30, "population": 40, "unscored": 2, "method": "stratified",
+            "strata": [{"id": "s1", "rows": 40, "drawn": 30, "labelled": 25}]}
+
+
+def test_estimates_table_shows_intervals_and_too_few_labels():
+    from html.parser import HTMLParser
+
+    from vlmaudit.report.estimates_html import interval, to_html_section
+
+    assert interval(estimates()["categories"][0]["prevalence"]) == "12.00% [5.00%, 20.00%]"
+    assert interval(estimates()["overall"]["prevalence"]) == "too few labels"
+
+    class Cells(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.rows, self.cell = [], None
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "tr":
+                self.rows.append([])
+            elif tag in ("td", "th"):
+                self.cell = ""
+
+        def handle_endtag(self, tag):
+            if tag in ("td", "th"):
+                self.rows[-1].append(self.cell)
+                self.cell = None
+
+        def handle_data(self, data):
+            if self.cell is not None:
+                self.cell += data
+
+    parser = Cells()
+    parser.feed(to_html_section(estimates()))
+    assert parser.rows[1:3] == [
+        ["Vio<lence>", "12.00% [5.00%, 20.00%]", "3/25", "too few labels", "0/0", "12.00% [5.00%, 20.00%]", "3/25"],
+        ["any", "too few labels", "0/0", "12.00% [5.00%, 20.00%]", "3/25", "too few labels", "0/0"]]
+    assert parser.rows[-1] == ["s1", "40", "30", "25"]
+
+
+def test_card_paths_default_to_audit_card_here():
+    from pathlib import Path
+
+    from vlmaudit.report.card import card_paths
+
+    assert card_paths(None) == (Path("audit-card.md"), Path("audit-card.json"))
+    assert card_paths(Path("out/my.card.json")) == (Path("out/my.card.md"), Path("out/my.card.json"))
+    assert card_paths(Path("out/card")) == (Path("out/card.md"), Path("out/card.json"))
+
+
+@pytest.mark.parametrize("info, expected", [
+    ({"weights_sha256": "aa", "weights_digest": "bb", "revision": "local-cc"}, "aa"),
+    ({"weights_digest": "bb", "revision": "local-cc"}, "bb"),
+    ({"revision": "local-cc"}, "local-cc"), ({"revision": "head-dd"}, "head-dd"), ({"revision": "main"}, None)])
+def test_card_model_weights_digest(info, expected):
+    from vlmaudit.report.card import _model
+
+    model = _model({"model": {"backend": "clip", "model": "m", "revision": "old"}}, {"model_info": info})
+    assert model == {"backend": "clip", "model": "m", "revision": info["revision"], "weights_digest": expected}
+
+
+def test_card_scores_only_the_categories_the_model_covers():
+    from vlmaudit.report.card import category_scored
+
+    def cover(*categories, modalities=("image", "caption")):
+        return {"model": "m", "level": "category", "categories": list(categories), "concepts": [],
+                "modalities": list(modalities)}
+
+    run = {"coverage": cover("violence")}
+    assert category_scored(run, {}, "violence") and not category_scored(run, {}, "hate")
+    assert category_scored({}, {"coverage": cover("hate", modalities=["caption"])}, "hate")  # the footer's, one modality
+    assert not category_scored({}, {"coverage": cover("hate")}, "violence")
+    assert not category_scored({}, {"coverage": cover("hate", modalities=[])}, "hate")
+    assert category_scored({}, {}, "anything")  # no coverage recorded: everything scored
+
+
+def card() -> dict:
+    return {"written_at": "2026-01-01T00:00:00Z", "written_by": "vlmaudit 9", "vlmaudit_version": "9",
+            "audited": {"shards": 2, "shard_list_sha256": "ab" * 32, "planned_shards": 3, "samples": 40,
+                        "failed_samples": 3, "complete": True, "incomplete": summary()["incomplete"]},
+            "model": {"backend": "clip", "model": "tiny_clip", "revision": "r1", "weights_digest": None},
+            "taxonomy": {"version": "tax_1", "fingerprint": "fp`1"},
+            "thresholds": {"source": "scan", "sha256": "cd" * 32},
+            "policy": {"name": "strict_one", "fingerprint": "pf1"}, "options": {"category": None},
+            "results": [{"id": "any", "name": "any category", "scored": True, "flagged": 7, "rate": 0.175,
+                         "estimate": None}],
+            "estimate": None, "known_matches": None, "files": {}}
+
+
+def test_card_markdown_names_taxonomy_and_policy():
+    from vlmaudit.report.card import to_markdown
+
+    lines = to_markdown(card(), "c.json").splitlines()
+    assert "- taxonomy tax\\_1, fingerprint `fp'1`" in lines
+    assert "- policy strict\\_one, fingerprint `pf1`" in lines
+    assert "- model tiny\\_clip (clip), revision `r1`, weights digest not recorded" in lines
+    no_policy = card()
+    no_policy["policy"] = None
+    assert not any(line.startswith("- policy") for line in to_markdown(no_policy, "c.json").splitlines())
+
+
+def test_card_records_the_policy_it_counted_with(scanned, tmp_path):
+    import json
+
+    from conftest import run_cli
+
+    import hashlib
+
+    from vlmaudit.rulebook.load import find_rule_file
+
+    result = run_cli("report", scanned, "--format", "card", "--out", tmp_path / "card", "--policy", "strict")
+    assert result.exit_code == 0, result.output
+    card_json = json.loads((tmp_path / "card.json").read_text())
+    fingerprint = hashlib.sha256(find_rule_file("policies", "strict").read_bytes()).hexdigest()[:16]
+    assert card_json["policy"] == {"name": "strict", "fingerprint": fingerprint}
+    assert f"- policy strict, fingerprint `{fingerprint}`" in (tmp_path / "card.md").read_text()
+    without = run_cli("report", scanned, "--format", "card", "--out", tmp_path / "plain")
+    assert without.exit_code == 0 and json.loads((tmp_path / "plain.json").read_text())["policy"] is None
