@@ -387,3 +387,301 @@ def test_card_records_the_policy_it_counted_with(scanned, tmp_path):
     assert f"- policy strict, fingerprint `{fingerprint}`" in (tmp_path / "card.md").read_text()
     without = run_cli("report", scanned, "--format", "card", "--out", tmp_path / "plain")
     assert without.exit_code == 0 and json.loads((tmp_path / "plain.json").read_text())["policy"] is None
+
+
+def with_example(data: dict) -> dict:
+    data["examples"] = {"gore": [{"shard": "s<1>", "key": "key-" + "k" * 30, "url": "http://e.invalid/a",
+                                  "caption": "a  red\tcar", "score": 0.91234, "modality": "image", "fired": "both"}]}
+    return data
+
+
+PLAIN_DASHBOARD = """
++------------------------------------------------------- vlmaudit report --------------------------------------------------------+
+| samples 40  failed 3 (7.50%)  flagged 7 (17.50%)                                                                               |
+| model tiny-clip (clip)                                                                                                         |
+| taxonomy tax-1  shards 2                                                                                                       |
+| thresholds scan (0.20-0.40, median 0.30)                                                                                       |
+| scan time 2.0 s  throughput 20.0 samples/s                                                                                     |
+| FAILED shards: f1, f<2>                                                                                                        |
+| truncated shards: t00, t01, t02, t03, t04, t05, t06, t07, t08, t09                                                             |
++--------------------------------------------------------------------------------------------------------------------------------+
++---------------------------------------------------------- INCOMPLETE ----------------------------------------------------------+
+| INCOMPLETE run: 1 of 3 planned shard(s) have no finished report, 0 truncated; the figures cover the finished shards only       |
+| not scanned (not started or interrupted): s2                                                                                   |
+| failed samples by status: decode_error 2, no_image 1                                                                           |
++--------------------------------------------------------------------------------------------------------------------------------+
+known-content matches: 2 samples (csam-hashes: 2, ncii: 1); matched images are never shown
+flagged rate per category
++--------------------------------------------------------------------------------------------------------------------------+
+|category                                                     |                                          |   rate | samples|
+|-------------------------------------------------------------+------------------------------------------+--------+--------|
+|Violence                                                     | ######################################## | 12.50% |       5|
+|Category yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy... | n/a - not scored                         |    n/a |     n/a|
++--------------------------------------------------------------------------------------------------------------------------+
+top concepts
++-------------------------------------------------------------------------------------------+
+|concept | category | samples |   rate | img | cap | mean img | p95 img | mean cap | p95 cap|
+|--------+----------+---------+--------+-----+-----+----------+---------+----------+--------|
+|Gore    | violence |       4 | 10.00% |   3 |   2 |    0.250 |   0.500 |    0.125 |       -|
++-------------------------------------------------------------------------------------------+
+highest scores (nothing reached the thresholds)
++---------------------------------------------------------------------------+
+|key | shard                                    | concept | modality | score|
+|----+------------------------------------------+---------+----------+------|
+|k-1 | shard-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx... | Gore    | caption  | 0.432|
++---------------------------------------------------------------------------+
+modality gap: image vs caption (overall agreement 28.57% of flagged)
++-----------------------------------------------------------------------------------------------------------+
+|category                                                     | both | image only | caption only | agreement|
+|-------------------------------------------------------------+------+------------+--------------+----------|
+|Violence                                                     |    2 |          2 |            1 |    40.00%|
+|Category yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy... |  n/a |        n/a |          n/a |       n/a|
+|all                                                          |    2 |          4 |            1 |    28.57%|
++-----------------------------------------------------------------------------------------------------------+
+shard hot spots
++---------------------------------------------------------------------+
+|shard                                    | samples | flagged |   rate|
+|-----------------------------------------+---------+---------+-------|
+|shard-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx... |      20 |       5 | 25.00%|
+|s<1>                                     |      20 |       2 | 10.00%|
++---------------------------------------------------------------------+
+                  rate across shards (name order): #:
+score histogram: gore
++-------------------------------------------------------------------------+
+|score     | image |                      | caption |                     |
+|----------+-------+----------------------+---------+---------------------|
+|0.00-0.25 |     7 | .................... |       3 | ....................|
+|0.25-0.50 | 1,234 | #################### |       0 | ....................|
+|0.50-0.75 |     0 | .................... |      12 | ....................|
+|0.75-1.00 |     5 | .................... |       0 | ....................|
++-------------------------------------------------------------------------+
+compared with other-run
++-------------------------------------------------------------+
+|category |                          this |  other |     delta|
+|---------+-------------------------------+--------+----------|
+|Violence |                        12.50% |  5.00% | +7.50 pts|
+|Hate     | n/a - not scored by tiny-clip | 50.00% |       n/a|
++-------------------------------------------------------------+
+examples
++------------------------------------------------------------+
+|concept | fired | score | key / shard: caption url          |
+|--------+-------+-------+-----------------------------------|
+|gore    | both  | 0.912 | key-kkkkkkkkkkkkkkkkkkkkkkkkkkkkkk|
+|        |       |       | s<1>: a red car http://e.invalid/a|
++------------------------------------------------------------+
+"""
+
+
+def test_plain_dashboard_as_the_reader_sees_it():
+    """The whole dashboard of the hand-built summary, off a terminal (ASCII boxes, 130 columns): every
+    panel and table, their order, titles flush left, numbers right-aligned, long names shortened."""
+    from rich.console import Console
+
+    from vlmaudit.report.dashboard import render
+
+    console = Console(width=130, record=True, file=io.StringIO(), no_color=True, color_system=None)
+    render(with_example(summary()), console)
+    assert [line.rstrip() for line in console.export_text().splitlines()] == PLAIN_DASHBOARD.strip("\n").splitlines()
+
+
+@pytest.mark.parametrize("width", [40, 60])
+def test_narrow_plain_dashboard_folds_and_stays_ascii(width):
+    from rich.console import Console
+
+    from vlmaudit.report.dashboard import render
+
+    console = Console(width=width, record=True, file=io.StringIO(), no_color=True, color_system=None)
+    render(with_example(summary()), console)
+    text = console.export_text()
+    assert text.isascii() and max(len(line) for line in text.splitlines()) <= width
+    assert "0.912" in text and "k" * 10 in text  # the example's key folds, never cut
+
+
+def test_dashboard_without_flags_or_shards():
+    from vlmaudit.report import dashboard
+
+    data = summary()
+    data["top_shards"], data["top_concepts"] = [], []
+    assert dashboard.shards(data, 80, True).plain == "shard hot spots: nothing reached the thresholds"
+    assert dashboard.concepts(data, 80, True).plain == "top concepts: nothing reached the thresholds"
+    data["overview"]["shards"] = 0
+    assert dashboard.shards(data, 80, True).plain == "shard hot spots: no shards"
+    for part in (dashboard.highest, dashboard.histogram, dashboard.compare):
+        data.pop({"highest": "highest_scores"}.get(part.__name__, part.__name__))
+        assert part(data, 80, True) is None
+    assert dashboard.sparkline([0.0, 0.5, 1.0], plain=True) == "_:#" and dashboard.sparkline([0, 0]) == "▁▁"
+
+
+def test_completeness_lines_for_every_state():
+    from vlmaudit.report import completeness
+
+    names = [f"n{k:02d}" for k in range(12)]
+    state = {"complete": False, "incomplete": {
+        "planned_shards": 0, "missing_shards": names, "held_shards": ["h<1>"], "failed_shards": ["f1"],
+        "truncated": [{"shard": "t<1>", "samples_read": 1234}], "failed_by_status": {}}}
+    shown_names = ", ".join(names[:10])
+    assert completeness.lines(state, html.escape) == [
+        "INCOMPLETE run: 14 shard(s) have no finished report, 1 truncated; the figures cover the finished shards only",
+        f"not scanned (not started or interrupted): {shown_names} and 2 more",
+        "held by another writer (a scan still running?): h&lt;1&gt;", "failed (no samples read): f1",
+        "truncated (samples after the cut are lost): t&lt;1&gt; (1,234 samples read)"]
+    assert completeness.html_section(state).startswith("<h2>Completeness</h2><ul class='incomplete'><li>INCOMPLETE run")
+    assert completeness.dashboard_item(state, 80, True).title == "INCOMPLETE"
+    done = {"complete": True, "incomplete": {"planned_shards": 1200, "missing_shards": [], "held_shards": [],
+                                             "failed_shards": [], "truncated": [], "failed_by_status": {}}}
+    assert completeness.lines(done) == ["complete: all 1,200 planned shards have a finished report"]
+    assert completeness.dashboard_item(done, 80, True).title == "complete"
+    assert completeness.html_section(done) == ("<h2>Completeness</h2><ul class='complete'><li>complete: all 1,200 "
+                                               "planned shards have a finished report</li></ul>")
+    del done["incomplete"]["planned_shards"]
+    assert completeness.lines(done) == ["complete: every shard with a report finished (no plan recorded in run.json)"]
+    assert completeness.markdown_lines(done) == ["## Completeness", "", "- " + completeness.lines(done)[0], ""]
+    assert completeness.lines({}) == completeness.markdown_lines({}) == [] and completeness.html_section({}) == ""
+    assert completeness.dashboard_item({}, 80, True) is None
+
+
+def inside(svg: ET.Element) -> bool:
+    """Every rect and text of the chart lies inside its view box."""
+    width, height = float(svg.get("width")), float(svg.get("height"))
+    rects = all(0 <= float(r.get("x")) and float(r.get("x")) + float(r.get("width")) <= width + 0.05
+                and 0 <= float(r.get("y")) and float(r.get("y")) + float(r.get("height")) <= height
+                for r in svg.findall("{*}rect"))
+    return rects and all(0 <= float(t.get("x")) <= width and 0 < float(t.get("y")) <= height for t in svg.findall("{*}text"))
+
+
+def test_every_chart_is_labelled_and_drawn_inside_its_box():
+    data = with_example(summary())
+    data["estimates"] = estimates()
+    data["concept_histograms"][0]["name"] = "Gore's <b>"
+    page = page_of(data)
+    charts = svgs(page)
+    assert set(charts) == {"flagged rate per category", "flagged samples by modality", "flagged rate across shards",
+                           "score histogram of Gore's <b>", "prevalence with 95 % intervals"}
+    for title, svg in charts.items():
+        assert svg.get("aria-label") == title and svg.get("role") == "img"
+        assert svg.get("viewBox") == f"0 0 {svg.get('width')} {svg.get('height')}"
+        assert inside(svg), title
+        assert all(t.get("text-anchor") in ("start", "middle", "end") for t in svg.findall("{*}text"))
+        assert all(r.find("{*}title") is None or r.find("{*}title").text for r in svg.findall("{*}rect"))
+
+
+def test_category_chart_rows_and_bar_lengths():
+    from vlmaudit.report.html_charts import category_bars
+
+    cats = [{"id": "a", "name": "A", "flagged": 4, "rate": 0.2, "both": 1, "image_only": 3, "caption_only": 0},
+            {"id": "b", "name": "B", "flagged": 2, "rate": 0.1, "both": 0, "image_only": 0, "caption_only": 2}]
+    svg = ET.fromstring(category_bars(cats))
+    names = [t for t in svg.findall("{*}text") if t.text in ("A", "B")]
+    assert [t.get("text-anchor") for t in names] == ["end", "end"] and float(names[0].get("y")) < float(names[1].get("y"))
+    values = [t for t in svg.findall("{*}text") if t.text.endswith(")")]
+    assert [(t.text, t.get("text-anchor")) for t in values] == [("20.00% (4)", "start"), ("10.00% (2)", "start")]
+    widths = {r.find("{*}title").text: float(r.get("width")) for r in svg.findall("{*}rect")}
+    full = widths["A: both 1"] + widths["A: image only 3"] + widths["A: caption only 0"]
+    assert widths["A: image only 3"] == pytest.approx(3 * widths["A: both 1"], abs=0.15)
+    assert widths["B: caption only 2"] == pytest.approx(full / 2, abs=0.15) and widths["B: both 0"] == 0
+    assert int(svg.get("height")) >= float(names[1].get("y")) and inside(svg)
+    empty = ET.fromstring(category_bars([]))
+    assert [t.text for t in empty.findall("{*}text")] == ["no categories in this report"] and inside(empty)
+
+
+def test_shard_chart_without_shards_and_small_rates():
+    from vlmaudit.report.html_charts import shard_rates
+
+    empty = ET.fromstring(shard_rates([], 0))
+    assert [(t.text, t.get("text-anchor"), t.get("fill")) for t in empty.findall("{*}text")] == [
+        ("0.00%", "end", "#222"), ("0", "end", "#222"), ("no shards", "middle", "#555")]
+    tiny = ET.fromstring(shard_rates([0.0005, 0.0002], 5))
+    assert [t.text for t in tiny.findall("{*}text")] == ["0.050%", "0", "5 shards in name order, 2 buckets"]
+    assert [r.find("{*}title").text for r in tiny.findall("{*}rect")] == ["bucket 1 of 2: 0.050%", "bucket 2 of 2: 0.020%"]
+    assert inside(tiny)
+
+
+def test_estimate_chart_marks_each_interval_and_says_too_few_labels():
+    from vlmaudit.report.html_charts import estimate_intervals
+
+    svg = ET.fromstring(estimate_intervals(estimates()))
+    texts = [(t.text, t.get("text-anchor"), t.get("fill")) for t in svg.findall("{*}text")]
+    assert texts == [("Vio<lence>", "end", "#222"), ("12.00% [5.00%, 20.00%]", "start", "#222"),
+                     ("any", "end", "#222"), ("too few labels", "start", "#777")]
+    (dot,) = svg.findall("{*}circle")
+    assert dot.find("{*}title").text == "Vio<lence>: 12.00% [5.00%, 20.00%]"
+    lines = svg.findall("{*}line")
+    lo, hi = float(lines[0].get("x1")), float(lines[0].get("x2"))
+    assert lo < float(dot.get("cx")) < hi <= float(svg.get("width"))
+    assert (float(dot.get("cx")) - lo) / (hi - lo) == pytest.approx(0.07 / 0.15, abs=0.01)
+    assert inside(svg)
+
+
+def test_html_page_sections_in_order_with_escaped_values():
+    data = with_example(summary())
+    data["estimates"] = estimates()
+    data["overview"]["model"] = "m<x>"
+    data["modality"]["scored"] = {"image": True, "caption": False}
+    data["modality"]["na"] = "n/a - not scored by m<x>"
+    data["categories"][0]["scored"] = False  # a figure present but marked unscored: n/a all the same
+    data["categories"][0]["na"] = "n/a"
+    page = page_of(data)
+    headings = re.findall(r"<h2>(.*?)</h2>", page)
+    assert headings == ["Completeness", "Flagged rate per category", "Image, caption or both", "Flagged rate across shards",
+                        "Score histograms", "Top concepts", "Prevalence estimates", "Prevalence from the labelled review sample",
+                        "Examples"]
+    assert "<p>model m&lt;x&gt; (clip) &middot; taxonomy tax-1 &middot; thresholds scan</p>" in page
+    assert "<tr><td>Violence</td><td>5</td><td>n/a</td>" in page
+    assert "(agreement 28.57%). caption: n/a - not scored by m&lt;x&gt;.</p>" in page
+    assert ("<tr><td>Gore</td><td>violence</td><td>4</td><td>10.00%</td><td>3</td><td>2</td></tr>") in page
+    assert "<b>Gore</b> (violence) &middot; thresholds image 0.500, caption 0.750</figcaption>" in page
+    assert "<h3>Violence</h3>\n<h4>Gore</h4><div class='gallery'><figure class='card' data-fired='both'>" in page
+    assert "Click an example to reveal / hide it." in page and "<img class='shield blur'" not in page
+    assert "s&lt;1&gt;</span><br>a  red\tcar<br><a href='http://e.invalid/a'" in page
+    redacted = page_of_with(data, blur=False, redact=True)
+    assert "Click an example to blur it." in redacted and "e.invalid" not in redacted and "red\tcar" not in redacted
+    data["modality"]["agreement"] = None
+    assert "(agreement n/a - not scored by m&lt;x&gt;)" in page_of(data)
+    data["examples"] = {}
+    assert "<h2>Examples</h2>" not in page_of(data) and page_of(data).endswith("</script></body></html>")
+
+
+def page_of_with(data: dict, blur: bool, redact: bool) -> str:
+    from vlmaudit.report.html_page import to_html
+
+    return to_html(data, {}, blur=blur, redact=redact)
+
+
+def test_markdown_export_lines():
+    from vlmaudit.report.exports import to_markdown
+
+    lines = to_markdown(summary()).splitlines()
+    assert lines[:4] == ["# vlmaudit report", "", "- samples: 40; failed: 3 (7.50%); flagged: 7 (17.50%)",
+                         "- model: tiny-clip (clip); taxonomy: tax-1; thresholds: scan"]
+    assert "| Violence | 5 | 12.50% | 2 | 2 | 1 |" in lines
+    assert "| Gore | violence | 4 | 10.00% | 3 | 2 |" in lines
+    assert "| s<1> | 20 | 2 | 10.00% |".replace("<", "\\<").replace(">", "\\>") in lines
+
+
+def test_card_markdown_results_limits_and_matches():
+    from vlmaudit.report.card import to_markdown
+
+    c = card()
+    ok = {"status": "ok", "estimate": 0.12, "low": 0.05, "high": 0.2, "labels": 25, "positives": 3}
+    c["results"] = [{"id": "v", "name": "Violence", "scored": True, "flagged": 1234, "rate": 0.5, "estimate": ok},
+                    {"id": "h", "name": "Hate", "scored": False, "flagged": None, "rate": None, "estimate": None},
+                    {"id": "s", "name": "Sex", "scored": True, "flagged": 0, "rate": 0.0,
+                     "estimate": {**ok, "status": "too_few_labels", "labels": 2}},
+                    {"id": "any", "name": "any category", "scored": True, "flagged": 7, "rate": 0.175, "estimate": None}]
+    c["options"] = {"category": "violence", "concept": None, "shard": "0000*", "threshold": ["0.5"], "policy": "strict"}
+    c["estimate"] = {"method": "stratified", "labelled": 1000, "population": 40}
+    c["known_matches"] = {"ncii": {"matches": 3, "samples": 2}}
+    c["files"] = {"a_b.parquet": "ef" * 32}
+    text = to_markdown(c, "c.json")
+    assert "\n## With what\n\n- vlmaudit 9 (scan)\n" in text
+    assert "- counted with --category violence, --shard 0000\\* only (other categories, concepts or shards not counted)" in text
+    assert ("| category | flagged | flagged rate | estimated prevalence (95 % interval) |\n| --- | ---: | ---: | --- |\n"
+            "| Violence | 1,234 | 50.00% | 12.00% (5.00% - 20.00%; 25 labels) |\n"
+            "| Hate | n/a - not scored by tiny\\_clip | n/a - not scored by tiny\\_clip | n/a - not scored by tiny\\_clip |\n"
+            "| Sex | 0 | 0.00% | too_few_labels (2 labels) |\n| any category | 7 | 17.50% | - (no labels) |\n\n"
+            "Estimates from 1,000 labelled samples; method: stratified.\n\n## Known-content matches\n\n"
+            "- ncii: 3 matches, 2 samples\n\n## Report files (SHA-256)\n\n| file | SHA-256 |\n| --- | --- |\n"
+            f"| a\\_b.parquet | `{'ef' * 32}` |\n") in text
+    c["known_matches"], c["options"] = {}, {}
+    text = to_markdown(c, "c.json")
+    assert "## Known-content matches\n\n- none\n" in text and "counted with" not in text
