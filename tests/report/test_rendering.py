@@ -348,7 +348,7 @@ def test_card_scores_only_the_categories_the_model_covers():
 def card() -> dict:
     return {"written_at": "2026-01-01T00:00:00Z", "written_by": "vlmaudit 9", "vlmaudit_version": "9",
             "audited": {"shards": 2, "shard_list_sha256": "ab" * 32, "planned_shards": 3, "samples": 40,
-                        "failed_samples": 3, "complete": True, "incomplete": summary()["incomplete"]},
+                        "failed_samples": 3, "complete": False, "incomplete": summary()["incomplete"]},
             "model": {"backend": "clip", "model": "tiny_clip", "revision": "r1", "weights_digest": None},
             "taxonomy": {"version": "tax_1", "fingerprint": "fp`1"},
             "thresholds": {"source": "scan", "sha256": "cd" * 32},
@@ -685,3 +685,162 @@ def test_card_markdown_results_limits_and_matches():
     c["known_matches"], c["options"] = {}, {}
     text = to_markdown(c, "c.json")
     assert "## Known-content matches\n\n- none\n" in text and "counted with" not in text
+
+
+CARD_MARKDOWN = """# Audit card (vlmaudit)
+
+Written 2026-01-01T00:00:00Z by vlmaudit 9. Numbers and digests are in `c.json`; check them with `vlmaudit verify-card c.json REPORT_DIR`.
+
+## What was audited
+
+- 2 shard reports, shard list SHA-256 `{ab}`; 3 shards planned
+- samples: 40; failed samples: 3
+- INCOMPLETE run: 1 of 3 planned shard(s) have no finished report, 0 truncated; the figures cover the finished shards only
+- not scanned (not started or interrupted): s2
+- failed samples by status: decode\\_error 2, no\\_image 1
+
+## With what
+
+- vlmaudit 9 (scan)
+- model tiny\\_clip (clip), revision `r1`, weights digest `local-0123`
+- taxonomy tax\\_1, fingerprint `fp'1`
+- thresholds: scan, SHA-256 `{cd}`
+- policy strict\\_one, fingerprint `pf1`
+
+## Results
+
+| category | flagged | flagged rate | estimated prevalence (95 % interval) |
+| --- | ---: | ---: | --- |
+| any category | 7 | 17.50% | - (no labels) |
+
+## Known-content matches
+
+- not checked (no `matches/` in the report directory)
+
+## Report files (SHA-256)
+
+| file | SHA-256 |
+| --- | --- |
+"""
+
+
+def test_card_markdown_as_written():
+    from vlmaudit.report.card import to_markdown
+
+    c = card()
+    c["model"]["weights_digest"] = "local-0123"
+    assert to_markdown(c, "c.json") == CARD_MARKDOWN.format(ab="ab" * 32, cd="cd" * 32)
+    c["audited"]["planned_shards"] = None
+    assert "- 2 shard reports, shard list SHA-256 `" + "ab" * 32 + "`\n" in to_markdown(c, "c.json")
+
+
+ESTIMATES_HTML = """<h2>Prevalence from the labelled review sample</h2>
+<p>25 of 30 drawn samples labelled; population 40 scored samples in 1 strata (2 unscored rows not counted)</p>
+<table><tr><th>category</th><th>prevalence (95 % CI)</th><th>positive / labelled</th><th>precision (95 % CI)</th>\
+<th>true / flagged</th><th>recall (95 % CI)</th><th>flagged / positive</th></tr>
+<tr><td>Vio&lt;lence&gt;</td><td>12.00% [5.00%, 20.00%]</td><td>3/25</td><td>too few labels</td><td>0/0</td>\
+<td>12.00% [5.00%, 20.00%]</td><td>3/25</td></tr>
+<tr><td>any</td><td>too few labels</td><td>0/0</td><td>12.00% [5.00%, 20.00%]</td><td>3/25</td><td>too few labels</td>\
+<td>0/0</td></tr>
+</table>
+<p>Prevalence: share of the scored samples that show the category, from the labelled review sample. Precision and \
+recall: of the current thresholds&#x27; flags, against the labels. &quot;too few labels&quot;: a stratum has no labelled \
+row, or there are not enough labels for an interval.</p>
+<p>Method: stratified.</p>
+<table><tr><th>stratum</th><th>rows</th><th>drawn</th><th>labelled</th></tr>
+<tr><td>s1</td><td>40</td><td>30</td><td>25</td></tr>
+</table>"""
+
+
+def test_estimates_section_as_written():
+    from vlmaudit.report.estimates_html import to_html_section
+
+    assert to_html_section(estimates()) == ESTIMATES_HTML
+
+
+def test_gallery_cards_show_what_fired_with_thumbnails_and_captions():
+    from vlmaudit.report.html_page import to_html
+
+    data = summary()
+    long_caption = "c" * 500
+    data["examples"] = {"gore": [
+        {"shard": "s1", "key": "k'1", "url": "javascript:alert(1)", "caption": long_caption, "score": 0.5, "modality": "image"},
+        {"shard": "s1", "key": "k2", "url": None, "caption": long_caption, "score": 0.4, "fired": "caption"},
+        {"shard": "s1", "key": "k3", "url": None, "caption": None, "score": 0.3}]}
+    page = to_html(data, {("s1", "k'1"): "QUJD"}, blur=True, redact=False)
+    cards = re.findall(r"<figure class='card'.*?</figure>", page)
+    assert cards[0] == ("<figure class='card' data-fired='image'><img class='shield blur' alt='k&#x27;1' "
+                        "src='data:image/jpeg;base64,QUJD'><figcaption><span class='tag image' title='flagged on the image'>"
+                        f"image</span> 0.500<br>k&#x27;1<br><span class='muted'>s1</span><br>{'c' * 120}<br>"
+                        "<span class='muted'>javascript:alert(1)</span></figcaption></figure>")
+    assert cards[1] == ("<figure class='card' data-fired='caption'><div class='shield blur' title='caption'>"
+                        f"{'c' * 400}</div><figcaption><span class='tag caption' title='flagged on the caption alone'>"
+                        "caption</span> 0.400<br>k2<br><span class='muted'>s1</span></figcaption></figure>")
+    assert cards[2].startswith("<figure class='card' data-fired='image'><div class='muted'>(no image)</div>")
+    assert cards[2].endswith("0.300<br>k3<br><span class='muted'>s1</span></figcaption></figure>")
+    assert ("Each card says what fired: <span class='tag image'>image</span> flagged on the image, <span class='tag caption'>"
+            "caption</span> flagged on the caption alone, <span class='tag both'>both</span> flagged on the image and the "
+            "caption. Click an example to reveal / hide it.") in page
+    unblurred = to_html(data, {("s1", "k'1"): "QUJD"}, blur=False, redact=True)
+    assert "<img class='shield' alt=" in unblurred and "(caption redacted)" in unblurred and "c" * 100 not in unblurred
+
+
+def test_html_legends_and_split_bar_widths():
+    from vlmaudit.report.html_charts import split_bar
+
+    page = page_of(summary())
+    assert page.count("<p class='legend'><span><i style='background:#8e3fae'></i>image and caption</span> <span><i "
+                      "style='background:#2e6fb7'></i>image only</span> <span><i style='background:#e08a1e'></i>caption only"
+                      "</span></p>") == 2
+    assert ("<p class='legend'><span><i style='background:#2e6fb7'></i>image</span> <span><i style='background:#e08a1e'>"
+            "</i>caption</span></p><div class='hists'>") in page
+    assert "\n<h2>Flagged rate per category</h2><svg" in page
+    bar = ET.fromstring(split_bar({"both": 2, "image_only": 4, "caption_only": 1}, width=700))
+    assert [float(r.get("width")) for r in bar.findall("{*}rect")] == [200.0, 400.0, 100.0]
+    assert [t.text for t in bar.findall("{*}text")] == ["image and caption 29%", "image only 57%", "caption only 14%"]
+    empty = ET.fromstring(split_bar({"both": 0, "image_only": 0, "caption_only": None}))
+    *parts, rect = empty.findall("{*}rect")
+    assert [(r.find("{*}title").text, r.get("width")) for r in parts] == [("image and caption: 0", "0.0"), ("image only: 0", "0.0")]
+    assert rect.get("width") == "720.0" and len(rect) == 0 and not rect.text  # no tooltip on the grey bar
+    rates = svgs(page)["flagged rate across shards"].find("{*}line")
+    assert rates.get("y1") == rates.get("y2")
+
+
+def test_category_chart_honours_the_scored_flag():
+    from vlmaudit.report.html_charts import category_bars
+
+    cats = [{"id": "a", "name": "A", "flagged": 4, "rate": 0.2, "both": 1, "image_only": 3, "caption_only": 0,
+             "scored": True},
+            {"id": "b", "name": "B", "flagged": 0, "rate": 0.0, "both": 0, "image_only": 0, "caption_only": 0,
+             "scored": False, "na": "n/a - not scored by m"}]
+    texts = [t.text for t in ET.fromstring(category_bars(cats)).findall("{*}text")]
+    assert texts == ["A", "20.00% (4)", "B", "n/a - not scored by m"]
+
+
+def test_dashboard_details_a_reader_relies_on():
+    from vlmaudit.report import dashboard
+
+    data = summary()
+    for c in data["categories"]:
+        c["rate"], c["flagged"] = 0.0, 0  # nothing flagged anywhere: empty bars, no division by zero
+    rows = table(dashboard.categories, True, data=data)
+    assert rows[2] == ["Violence", "." * 40, "0.00%", "0"]
+    data = summary()
+    data["modality"]["scored"] = {"image": True, "caption": False}
+    text = shown(dashboard.modality_gap(data, 200, True), True)
+    assert "caption: n/a - not scored" in text
+    data["modality"]["scored"] = {"image": False, "caption": False}
+    assert "image and caption: n/a - not scored" in shown(dashboard.modality_gap(data, 200, True), True)
+    data["compare"][0]["name"] = "Long " + "z" * 70
+    data["top_concepts"][0]["category"] = "Long " + "w" * 70
+    data["highest_scores"][0]["key"] = "Q" * 80
+    for part in (dashboard.compare, dashboard.concepts, dashboard.highest):
+        for width in (200, 60):
+            text = shown(part(data, width, True), True, width)
+            assert text.isascii(), part.__name__
+    assert shown(dashboard.highest(data, 60, True), True, 60).count("Q") == 80  # a key folds, never cut
+    data = with_example(summary())
+    data["top_concepts"][0]["level"] = "category"  # a category-level model: examples under the category's name
+    text = shown(dashboard.examples(data, 100, True, redact=True), True, 100)
+    assert text.startswith("examples (captions and URLs redacted)") and "|Gore    | both  | 0.912 |" in text
+    assert "[redacted]" in text and "red car" not in text
