@@ -668,13 +668,13 @@ def test_card_markdown_results_limits_and_matches():
                     {"id": "s", "name": "Sex", "scored": True, "flagged": 0, "rate": 0.0,
                      "estimate": {**ok, "status": "too_few_labels", "labels": 2}},
                     {"id": "any", "name": "any category", "scored": True, "flagged": 7, "rate": 0.175, "estimate": None}]
-    c["options"] = {"category": "violence", "concept": None, "shard": "0000*", "threshold": ["0.5"], "policy": "strict"}
+    c["options"] = {"category": "violence", "concept": "gore", "shard": "0000*", "threshold": ["0.5"], "policy": "strict"}
     c["estimate"] = {"method": "stratified", "labelled": 1000, "population": 40}
     c["known_matches"] = {"ncii": {"matches": 3, "samples": 2}}
     c["files"] = {"a_b.parquet": "ef" * 32}
     text = to_markdown(c, "c.json")
     assert "\n## With what\n\n- vlmaudit 9 (scan)\n" in text
-    assert "- counted with --category violence, --shard 0000\\* only (other categories, concepts or shards not counted)" in text
+    assert "- counted with --category violence, --concept gore, --shard 0000\\* only (other categories, concepts or shards not counted)" in text
     assert ("| category | flagged | flagged rate | estimated prevalence (95 % interval) |\n| --- | ---: | ---: | --- |\n"
             "| Violence | 1,234 | 50.00% | 12.00% (5.00% - 20.00%; 25 labels) |\n"
             "| Hate | n/a - not scored by tiny\\_clip | n/a - not scored by tiny\\_clip | n/a - not scored by tiny\\_clip |\n"
@@ -844,3 +844,41 @@ def test_dashboard_details_a_reader_relies_on():
     text = shown(dashboard.examples(data, 100, True, redact=True), True, 100)
     assert text.startswith("examples (captions and URLs redacted)") and "|Gore    | both  | 0.912 |" in text
     assert "[redacted]" in text and "red car" not in text
+
+
+def test_more_dashboard_and_page_details():
+    from vlmaudit.report import dashboard
+
+    data = summary()
+    data["categories"][0]["name"] = "Long " + "v" * 70  # a scored category's long name: shortened in ASCII too
+    data["failed_shards"] = [f"f{k:02d}" for k in range(12)]
+    data["compare"][0].update(other_rate=None, other_na="n/a - not scored by the other model", delta=None)
+    assert table(dashboard.categories, True, data=data)[2][0] == "Long " + "v" * 52 + "..."
+    assert table(dashboard.compare, True, data=data)[2] == ["Violence", "12.50%", "n/a - not scored by the other model", "n/a"]
+    overview = shown(dashboard.overview(data, 200, True), True)
+    assert "FAILED shards: " + ", ".join(f"f{k:02d}" for k in range(10)) + " " in overview and "f10" not in overview
+    data = summary()
+    data["examples"] = {"orphan": [{"shard": "s1", "key": "k1", "url": None, "caption": None, "score": 0.5}]}
+    page = page_of(data)  # an example whose concept is not among the top concepts: listed under its own id
+    assert "<h3></h3>\n<h4>orphan</h4><div class='gallery'>" in page
+    data["examples"] = {}
+    assert "</table>\n<script>" in page_of(data)  # no examples: no gallery, nothing in its place
+
+
+def test_markdown_export_says_what_the_model_covers():
+    from vlmaudit.report.exports import to_markdown
+
+    data = summary()
+    data["coverage"] = {"model": "nsfw_net", "level": "category", "categories": ["sexual"], "concepts": [],
+                        "modalities": ["image"], "everything": False, "na": "n/a - not scored by nsfw_net"}
+    lines = to_markdown(data).splitlines()
+    assert ("- coverage: nsfw\\_net scores sexual (one score per category), image; everything else: "
+            "n/a - not scored by nsfw\\_net") in lines
+    data["coverage"].update(level="concept", categories=[], modalities=[])
+    assert "- coverage: nsfw\\_net scores nothing, no modality; everything else: n/a - not scored by nsfw\\_net" in (
+        to_markdown(data).splitlines())
+    data["coverage"]["everything"] = True
+    assert not any(line.startswith("- coverage") for line in to_markdown(data).splitlines())
+    lines = to_markdown(data).splitlines()
+    at = lines.index("## Shard hot spots")
+    assert lines[at:at + 4] == ["## Shard hot spots", "", "| shard | samples | flagged | rate |", "| --- | ---: | ---: | ---: |"]
