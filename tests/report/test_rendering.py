@@ -882,3 +882,23 @@ def test_markdown_export_says_what_the_model_covers():
     lines = to_markdown(data).splitlines()
     at = lines.index("## Shard hot spots")
     assert lines[at:at + 4] == ["## Shard hot spots", "", "| shard | samples | flagged | rate |", "| --- | ---: | ---: | ---: |"]
+
+
+def test_gate_message_and_filter_entries_name_every_unfinished_shard():
+    from vlmaudit.report import completeness
+
+    state = {"incomplete": {"missing_shards": ["m1"], "held_shards": ["h1"], "failed_shards": ["f1"],
+                            "truncated": [{"shard": "t1", "samples_read": 5}]}}
+    assert completeness.gate_message(state) == (
+        "--fail-above on an incomplete run: 3 shard(s) without a finished report (m1, h1, f1); 1 truncated shard(s) (t1); "
+        "finish the scan, or pass --allow-incomplete to gate on the finished shards")
+    assert completeness.filter_entries(state) == ["m1 (not scanned)", "h1 (held by another writer)", "f1 (failed)",
+                                                  "t1 (truncated: 5 samples read)"]
+    state["incomplete"].update(missing_shards=[], held_shards=[], failed_shards=[])
+    assert completeness.gate_message(state) == (
+        "--fail-above on an incomplete run: 1 truncated shard(s) (t1); finish the scan, or pass --allow-incomplete to "
+        "gate on the finished shards")
+    state["incomplete"].update(truncated=[], missing_shards=[f"m{k}" for k in range(11)])
+    assert completeness.gate_message(state).startswith(
+        "--fail-above on an incomplete run: 11 shard(s) without a finished report (m0, m1, m2, m3, m4, m5, m6, m7, m8, m9 "
+        "and 1 more); finish")
