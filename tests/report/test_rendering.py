@@ -902,3 +902,74 @@ def test_gate_message_and_filter_entries_name_every_unfinished_shard():
     assert completeness.gate_message(state).startswith(
         "--fail-above on an incomplete run: 11 shard(s) without a finished report (m0, m1, m2, m3, m4, m5, m6, m7, m8, m9 "
         "and 1 more); finish")
+
+
+def test_dashboard_edges_a_reader_sees():
+    from vlmaudit.report import completeness, dashboard
+
+    data = summary()
+    data["incomplete"]["missing_shards"] = ["s\x1b[31m2"]  # a control character in a shard name: shown as a placeholder
+    assert "\x1b" not in shown(completeness.dashboard_item(data, 200, True), True)
+    assert table(dashboard.categories, True, width=70)[2][1] == "#" * 14  # the bar shrinks with the console
+    data = summary()
+    data["top_concepts"][0].update(name="c" * 50, p95_caption=0.75)
+    wide = table(dashboard.concepts, True, width=110, data=data)  # 110 columns: category and caption columns too
+    assert wide[2] == ["c" * 24, "violence", "4", "10.00%", "3", "2", "0.250", "0.500", "0.125", "0.750"]
+    assert wide[3] == ["c" * 13 + "..."]  # shortened to 40, folded
+    assert table(dashboard.concepts, True, width=109, data=data)[2] == ["c" * 21 + "...", "4", "10.00%", "3", "2", "0.250",
+                                                                        "0.500"]
+    data["modality"]["agreement"] = None
+    assert table(dashboard.modality_gap, True, data=data)[0] == ["modality gap: image vs caption (overall agreement "
+                                                                 "n/a - not scored)"]
+    data = with_example(summary())
+    data["examples"]["Concept " + "q" * 40] = data["examples"].pop("gore")
+    data["examples"]["Concept " + "q" * 40][0]["caption"] = None
+    text = shown(dashboard.examples(data, 100, True, redact=False), True, 100)
+    assert text.isascii() and "|Concept qqqqqqqqqqqqq... |" in text and "| s<1>: http://e.invalid/a" in text
+    redacted = shown(dashboard.examples(data, 100, True, redact=True), True, 100)
+    assert re.search(r"\| s<1>: \[redacted\] +\|", redacted)
+
+
+def test_charts_of_empty_or_unscored_data_still_render():
+    from vlmaudit.report.html_charts import category_bars, estimate_intervals, histogram, split_bar
+
+    none_ok = estimates()
+    none_ok["categories"][0]["prevalence"] = none_ok["overall"]["prevalence"]
+    svg = ET.fromstring(estimate_intervals(none_ok))
+    assert [t.text for t in svg.findall("{*}text")] == ["Vio<lence>", "too few labels", "any", "too few labels"]
+    svg = ET.fromstring(estimate_intervals(estimates()))
+    assert all(line.get("y1") == line.get("y2") for line in svg.findall("{*}line")[:1])
+    entry = {"name": "Gore", "bins": 2, "image": None, "caption": None, "threshold_image": None, "threshold_caption": None}
+    svg = ET.fromstring(histogram(entry))
+    assert [t.text for t in svg.findall("{*}text")] == ["0", "1", "0"] and not svg.findall("{*}rect")
+    bar = ET.fromstring(split_bar({"both": 1, "image_only": 1, "caption_only": 2}, width=800))
+    for rect, text in zip(bar.findall("{*}rect"), bar.findall("{*}text")):
+        assert float(text.get("x")) == pytest.approx(float(rect.get("x")) + float(rect.get("width")) / 2, abs=0.1)
+    assert ET.fromstring(split_bar({"both": 0, "image_only": 0, "caption_only": 0})).findall("{*}rect")[-1].get("fill") == "#eee"
+    cats = [{"id": "a", "name": "A", "flagged": 4, "rate": 0.2, "both": 1, "image_only": 3, "caption_only": 0}]
+    widths = [float(r.get("width")) for r in ET.fromstring(category_bars(cats)).findall("{*}rect")]
+    assert sum(widths) == pytest.approx(720 - 190 - 150, abs=0.2)  # the highest rate spans the scale
+
+
+def test_html_overview_split_and_histogram_captions_as_written():
+    data = summary()
+    data["modality"]["scored"] = {"image": False, "caption": False}
+    data["modality"]["na"] = "n/a - not scored by m"
+    data["concept_histograms"][0]["threshold_caption"] = None
+    page = page_of(data)
+    assert ("<h1>vlmaudit report</h1>\n<p>samples 40 &middot; failed 3 (7.50%) &middot; flagged <b>7</b> (17.50%) "
+            "&middot; shards 2</p>\n<p>model tiny-clip (clip) &middot; taxonomy tax-1 &middot; thresholds scan</p>\n"
+            "<p>failed shards (2):") in page
+    assert "(agreement 28.57%). image and caption: n/a - not scored by m.</p>" in page
+    assert "thresholds image 0.500, caption n/a (not scored)</figcaption>" in page
+    assert "<p class='known'>known-content matches: 2 samples (csam-hashes: 2, ncii: 1); matched images are never shown</p>\n" in page
+
+
+def test_markdown_export_tables_as_written():
+    from vlmaudit.report.exports import to_markdown
+
+    text = to_markdown(summary())
+    assert ("## Flagged rate per category\n\n| category | flagged | rate | both | image only | caption only |\n"
+            "| --- | ---: | ---: | ---: | ---: | ---: |\n| Violence | 5 | 12.50% | 2 | 2 | 1 |\n") in text
+    assert ("## Top concepts\n\n| concept | category | samples | rate | image | caption |\n"
+            "| --- | --- | ---: | ---: | ---: | ---: |\n| Gore | violence | 4 | 10.00% | 3 | 2 |\n") in text
