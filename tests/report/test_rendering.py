@@ -973,3 +973,57 @@ def test_markdown_export_tables_as_written():
             "| --- | ---: | ---: | ---: | ---: | ---: |\n| Violence | 5 | 12.50% | 2 | 2 | 1 |\n") in text
     assert ("## Top concepts\n\n| concept | category | samples | rate | image | caption |\n"
             "| --- | --- | ---: | ---: | ---: | ---: |\n| Gore | violence | 4 | 10.00% | 3 | 2 |\n") in text
+
+
+def test_chart_geometry_a_reader_can_see():
+    from vlmaudit.report.html_charts import category_bars, estimate_intervals, histogram, split_bar
+
+    entry = {"name": "Gore", "bins": 4, "image": [7, 0, 2, 5], "caption": [3, 0, 12, 0],
+             "threshold_image": 0.5, "threshold_caption": 0.75}
+    svg = ET.fromstring(histogram(entry))
+    axis, *marks = svg.findall("{*}line")
+    left, right = float(axis.get("x1")), float(axis.get("x2"))
+    assert axis.get("y1") == axis.get("y2")
+    for line, thr in zip(marks, (0.5, 0.75)):
+        assert line.get("x1") == line.get("x2") and float(line.get("y1")) < float(line.get("y2")) <= float(axis.get("y1"))
+        assert (float(line.get("x1")) - left) / (right - left) == pytest.approx(thr, abs=0.01)
+    rects = svg.findall("{*}rect")
+    spans = [(float(r.get("x")), float(r.get("x")) + float(r.get("width"))) for r in rects]
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])) and left <= spans[0][0] and spans[-1][1] <= right
+    assert [float(r.get("height")) == 0 for r in rects] == [n == 0 for pair in zip(entry["image"], entry["caption"]) for n in pair]
+    cats = [{"id": "a", "name": "A", "flagged": 4, "rate": 0.2, "both": 1, "image_only": 3, "caption_only": 0},
+            {"id": "b", "name": "B", "flagged": 0, "rate": 0.0, "both": 0, "image_only": 0, "caption_only": 0}]
+    svg = ET.fromstring(category_bars(cats))
+    bars = [r for r in svg.findall("{*}rect") if r.find("{*}title").text.startswith("A:")]
+    assert sum(float(r.get("width")) for r in bars) == pytest.approx(720 - 190 - 150, abs=0.2)
+    label = next(t for t in svg.findall("{*}text") if t.text == "A")
+    assert float(label.get("x")) < float(bars[0].get("x"))  # the name ends left of its bar
+    svg = ET.fromstring(estimate_intervals(estimates()))
+    interval = svg.findall("{*}line")[0]
+    lo, hi = float(interval.get("x1")), float(interval.get("x2"))
+    assert hi == pytest.approx(720 - 170, abs=0.1)  # the widest interval reaches the end of the scale
+    name, value = svg.findall("{*}text")[:2]
+    assert float(name.get("x")) < lo and float(value.get("x")) > hi
+    bar = ET.fromstring(split_bar({"both": 1, "image_only": 1, "caption_only": 2}, width=800))
+    assert {t.get("fill") for t in bar.findall("{*}text")} == {"#fff"}
+
+
+def test_html_split_note_and_long_urls():
+    from vlmaudit.report.html_page import link
+
+    page = page_of(summary())
+    assert "<p>Which modality reached the thresholds, over the flagged samples (agreement 28.57%).</p>" in page
+    data = summary()
+    data["modality"]["agreement"] = None
+    assert "(agreement n/a).</p>" in page_of(data)
+    assert link("javascript:" + "x" * 100) == f"<span class='muted'>javascript:{'x' * 69}</span>"
+    url = "https://e.invalid/" + "p" * 100
+    assert link(url) == (f"<a href='{url}' rel='noopener noreferrer nofollow' target='_blank'>{url[:80]}</a>")
+
+
+def test_dashboard_with_no_categories():
+    from vlmaudit.report import dashboard
+
+    data = summary()
+    data["categories"] = []
+    assert table(dashboard.categories, True, data=data) == [["flagged rate per category"], ["category", "rate", "samples"]]
