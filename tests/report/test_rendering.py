@@ -998,12 +998,14 @@ def test_chart_geometry_a_reader_can_see():
     assert sum(float(r.get("width")) for r in bars) == pytest.approx(720 - 190 - 150, abs=0.2)
     label = next(t for t in svg.findall("{*}text") if t.text == "A")
     assert float(label.get("x")) < float(bars[0].get("x"))  # the name ends left of its bar
-    svg = ET.fromstring(estimate_intervals(estimates()))
+    from_zero = estimates()
+    from_zero["categories"][0]["prevalence"] = {**from_zero["categories"][0]["prevalence"], "low": 0.0}
+    svg = ET.fromstring(estimate_intervals(from_zero))
     interval = svg.findall("{*}line")[0]
     lo, hi = float(interval.get("x1")), float(interval.get("x2"))
     assert hi == pytest.approx(720 - 170, abs=0.1)  # the widest interval reaches the end of the scale
     name, value = svg.findall("{*}text")[:2]
-    assert float(name.get("x")) < lo and float(value.get("x")) > hi
+    assert lo == pytest.approx(190) and float(name.get("x")) < lo and float(value.get("x")) > hi  # an interval from 0
     bar = ET.fromstring(split_bar({"both": 1, "image_only": 1, "caption_only": 2}, width=800))
     assert {t.get("fill") for t in bar.findall("{*}text")} == {"#fff"}
 
