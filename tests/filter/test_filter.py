@@ -93,7 +93,9 @@ def test_filter_counts_add_up_reasons_and_on_failed(tmp_path, scanned):
         assert fired and all(max(r["image_score"] or 0, r["caption_score"] or 0) >= r["threshold"] for r in fired)
     out2 = tmp_path / "f2"
     run_cli("filter", scanned, "--policy", "permissive", "--out", out2, "--on-failed", "drop")
-    assert [r["key"] for r in read(out2 / "drop.parquet")].count("00002-broken") == 1
+    broken = [r for r in read(out2 / "drop.parquet") if r["key"] == "00002-broken"]
+    assert len(broken) == 1 and broken[0]["reasons"][0] == {"rule": "status:decode_error", "action": "drop", "modality": None,
+                                                            "threshold": None, "image_score": None, "caption_score": None}
 
 
 def test_rerun_is_idempotent(tmp_path, scanned):

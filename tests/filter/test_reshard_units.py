@@ -297,3 +297,74 @@ def test_a_shard_that_cannot_be_re_read_names_the_shard_its_source_and_the_error
     with pytest.raises(UserError) as info:
         reshard.write_filtered_shards(report, keep, tmp_path / "out", ReReadOptions())
     assert str(info.value) == f"s0: cannot re-read {tmp_path / 's0.tar'}: {shown}"
+
+
+def planted_run(tmp_path, image=None):
+    """(report dir, permissive policy, matches file): rows a (nothing), b (only the concept whose
+    id sorts last) and c (every concept); known-content matches for a (two banks) and c."""
+    import numpy as np
+
+    from conftest import write_planted_report
+    from vlmaudit.rulebook.load import find_rule_file, load_rules
+    from vlmaudit.rulebook.policy import load_policy
+
+    taxonomy = load_rules().taxonomy
+    last = max(range(len(taxonomy.concepts)), key=lambda i: taxonomy.concept_ids[i])
+    scores = np.zeros((3, len(taxonomy.concepts)), np.float32)
+    scores[1, last] = scores[2] = 1.0
+    write_planted_report(tmp_path / "rep", scores if image is None else image, scores, keys=["a", "b", "c"], shard="s0")
+    pq.write_table(pa.table({"shard": ["s0", "s0", "s0"], "key": ["a", "a", "c"], "bank": ["bank2", "bank1", "bank3"]}),
+                   tmp_path / "matches.parquet")
+    policy = load_policy(find_rule_file("policies", "permissive"), taxonomy.concept_ids,
+                         [c.category for c in taxonomy.concepts])
+    policy.match = 2
+    return tmp_path / "rep", policy, tmp_path / "matches.parquet", taxonomy.concept_ids[last]
+
+
+def test_run_filter_summary_names_the_policy_the_run_the_matches_and_the_coverage(tmp_path):
+    """summary.json, as written and as returned: the policy and its fingerprint, --on-failed, the
+    report directory, counts, rules fired (most first, then by name), bank matches, the coverage
+    block as given, and unfinished shards (here a .partial file, passed with --allow-partial)."""
+    import json
+
+    from vlmaudit.filter.lists import run_filter
+
+    reports, policy, matches, last = planted_run(tmp_path)
+    (reports / ".s1.parquet.partial").write_bytes(b"")
+    summary = run_filter(reports, policy, tmp_path / "out", "review", True, coverage={"scored": "all"}, matches=matches)
+    assert json.loads((tmp_path / "out" / "summary.json").read_text()) == summary
+    assert (summary["policy"], summary["policy_fingerprint"], summary["on_failed"]) == ("permissive", policy.fingerprint, "review")
+    assert summary["report_dir"] == str(reports) and summary["samples"] == 3
+    assert summary["counts"] == {"keep": 0, "review": 0, "drop": 3}  # b fires a drop rule, a and c are matched (drop)
+    fired = list(summary["rules_fired"].items())
+    assert fired[0] == (f"concept:{last}", 2)  # the only rule fired twice comes first, though it sorts last by name
+    assert fired[1:] == sorted(fired[1:]) and all(n == 1 for _, n in fired[1:])
+    assert summary["known_matches"] == {"bank1": 1, "bank3": 1}
+    assert summary["coverage"] == {"scored": "all"}
+    assert summary["incomplete_shards"] == [".s1.parquet.partial (unfinished)"]
+    assert "coverage" not in run_filter(reports, policy, tmp_path / "out2", "review", True)
+
+
+def test_run_filter_takes_an_opened_report_set_or_a_path_alike(tmp_path):
+    from vlmaudit.filter.lists import run_filter
+    from vlmaudit.report.reportset import ReportSet
+
+    reports, policy, matches, _ = planted_run(tmp_path)
+    by_path = run_filter(reports, policy, tmp_path / "a", "keep", False, matches=matches)
+    by_set = run_filter(ReportSet.open(reports), policy, tmp_path / "b", "keep", False, matches=matches)
+    assert by_path == by_set | {"report_dir": by_path["report_dir"]} and by_path["counts"]["drop"] == 3
+
+
+def test_run_filter_refuses_damaged_scores_before_any_list_is_written(tmp_path):
+    import numpy as np
+
+    from vlmaudit.filter.lists import run_filter
+    from vlmaudit.report.reading import BadScores
+    from vlmaudit.rulebook.load import load_rules
+
+    image = np.zeros((3, len(load_rules().taxonomy.concepts)), np.float32)
+    image[1, 4] = np.nan
+    reports, policy, _, _ = planted_run(tmp_path, image=image)
+    with pytest.raises(BadScores, match=r"s0\.parquet: holds score lists that are NaN, infinite, outside \[0, 1\]"):
+        run_filter(reports, policy, tmp_path / "out", "keep", False)
+    assert list((tmp_path / "out").iterdir()) == []  # no list, no summary, no temporaries

@@ -53,6 +53,7 @@ def judged(tmp_path_factory):
     return shards, reports, rows
 
 
+@pytest.mark.end_to_end
 def test_distilled_head_agrees_with_the_judge_and_screens_a_cascade(tmp_path, tiny_clip, tiny_vlms, judged):
     shards, reports, rows = judged
     out = tmp_path / "head"
@@ -76,6 +77,7 @@ def test_distilled_head_agrees_with_the_judge_and_screens_a_cascade(tmp_path, ti
     assert agree >= 0.9
 
 
+@pytest.mark.end_to_end
 def test_distill_without_judge_verdicts_is_a_one_line_error(tmp_path, tiny_clip, demo_scan):
     result = run_cli("distill", demo_scan.reports, "--shards", demo_scan.shards[0], "--out", tmp_path / "head",
                      "--vision-model", tiny_clip)
@@ -101,3 +103,79 @@ def test_distill_learns_only_the_judges_verdicts_never_the_rows_the_screen_decid
     verdicts = judge_verdicts([path], {"concepts": taxonomy.concept_ids}, taxonomy)
     assert set(verdicts) == {"s"} and set(verdicts["s"]) == {"judged-unsafe", "judged-safe"}
     assert verdicts["s"]["judged-unsafe"].concept == 5 and verdicts["s"]["judged-safe"].concept == SAFE
+
+
+def write_judged(path, rows, n_concepts):
+    """A report file of (key, decided_by, image_unsafe, top concept or None for no scores) rows."""
+    def scores(top):
+        if top is None:
+            return None
+        hot = [0.0] * n_concepts
+        hot[top] = 0.9
+        return hot
+
+    pq.write_table(pa.table({
+        "shard": [path.stem] * len(rows), "key": [r[0] for r in rows], "decided_by": [r[1] for r in rows],
+        "image_unsafe": pa.array([r[2] for r in rows], pa.float32()),
+        "image_scores": pa.array([scores(r[3]) for r in rows], pa.list_(pa.float32()))}), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def taxonomy():
+    from vlmaudit.rulebook.load import load_rules
+
+    return load_rules().taxonomy
+
+
+def verdicts_of(files, taxonomy, **options):
+    from vlmaudit.head.distill import judge_verdicts
+
+    found = judge_verdicts(files, {"concepts": taxonomy.concept_ids}, taxonomy, **options)
+    return {shard: {key: (v.concept, v.category) for key, v in keys.items()} for shard, keys in found.items()}
+
+
+def test_a_verdict_at_the_cutoff_is_unsafe_and_scores_0_and_1_are_verdicts(tmp_path, taxonomy):
+    from vlmaudit.head.data import SAFE
+
+    category = taxonomy.concept_category_index()
+    path = write_judged(tmp_path / "s.parquet", [("at", "vlm", 0.5, 7), ("zero", "vlm", 0.0, 7), ("one", "vlm", 1.0, 40),
+                                                 ("no-scores", "vlm", 0.9, None)], len(taxonomy.concepts))
+    assert verdicts_of([path], taxonomy, cutoff=0.5) == {"s": {"at": (7, category[7]), "zero": (SAFE, SAFE),
+                                                               "one": (40, category[40])}}
+    assert verdicts_of([path], taxonomy, cutoff=0.6)["s"]["at"] == (SAFE, SAFE)
+
+
+def test_max_samples_takes_that_many_verdicts_across_files(tmp_path, taxonomy):
+    n = len(taxonomy.concepts)
+    screened = write_judged(tmp_path / "a.parquet", [("s0", "clip", 0.9, 3)], n)  # a file with no verdict first
+    one = write_judged(tmp_path / "b.parquet", [("j0", "vlm", 0.9, 3)], n)  # then a file with exactly one
+    more = write_judged(tmp_path / "c.parquet", [(f"j{i}", "vlm", 0.9, 3) for i in range(1, 4)], n)
+    assert [len(keys) for keys in verdicts_of([screened, one, more], taxonomy).values()] == [1, 3]
+    for limit, sizes in ((1, [1]), (2, [1, 1]), (3, [1, 2])):
+        assert [len(keys) for keys in verdicts_of([screened, one, more], taxonomy, limit=limit).values()] == sizes
+
+
+@pytest.mark.parametrize("score", [1.5, -0.5, float("nan"), float("inf")])
+def test_a_judge_score_outside_0_1_is_refused_never_turned_into_a_verdict(tmp_path, taxonomy, score):
+    from vlmaudit.report.reading import BadScores
+
+    path = write_judged(tmp_path / "s.parquet", [("ok", "vlm", 0.2, 1), ("bad", "vlm", score, 1)], len(taxonomy.concepts))
+    with pytest.raises(BadScores, match=r"^a report holds judge scores \(image_unsafe\) that are NaN, infinite or "
+                                        r"outside \[0, 1\]; a verdict is never guessed from them$"):
+        verdicts_of([path], taxonomy)
+
+
+def test_reports_of_another_taxonomy_or_without_verdicts_are_one_clear_error(tmp_path, taxonomy):
+    from vlmaudit.errors import UserError
+    from vlmaudit.head.distill import judge_verdicts
+
+    n = len(taxonomy.concepts)
+    files = [write_judged(tmp_path / f"{s}.parquet", [("k", "clip", 0.9, 1)], n) for s in "ab"]
+    with pytest.raises(UserError) as info:
+        judge_verdicts(files, {"concepts": ["x"], "taxonomy_version": "other-3"}, taxonomy)
+    assert str(info.value) == f"{files[0]}: the reports were written with taxonomy other-3; pass the matching --rules"
+    with pytest.raises(UserError) as info:
+        verdicts_of(files, taxonomy)
+    assert str(info.value) == ("no judge verdicts in these reports (rows with decided_by = vlm and an image score): "
+                               "distill needs reports from `scan --backend vlm` or `--backend cascade`")

@@ -28,6 +28,7 @@ def trained_head(tmp_path_factory, shapes, tiny_clip):
     return out
 
 
+@pytest.mark.end_to_end
 def test_train_head_learns_a_synthetic_task_to_90_percent_held_out(trained_head):
     metrics = json.loads((trained_head / "metrics.json").read_text())
     assert metrics["samples"] == 40  # 20% of 5 classes x 40 images, stratified
@@ -40,6 +41,7 @@ def test_train_head_learns_a_synthetic_task_to_90_percent_held_out(trained_head)
     assert not list(trained_head.glob("*.bin")) and not list(trained_head.glob("*.pt"))
 
 
+@pytest.mark.end_to_end
 def test_feature_cache_is_reused_by_a_second_run(tmp_path, shapes, tiny_clip, trained_head):
     labelled, safe = shapes
     result = run_cli("train-head", "--data", labelled, "--safe-images", safe, "--vision-model", tiny_clip,
@@ -49,6 +51,7 @@ def test_feature_cache_is_reused_by_a_second_run(tmp_path, shapes, tiny_clip, tr
     assert "reusing the cache" in result.output
 
 
+@pytest.mark.end_to_end
 def test_parquet_layout_like_the_hf_export_trains(tmp_path, shapes, tiny_clip):
     import csv
 
@@ -96,6 +99,7 @@ def test_a_label_file_never_reaches_an_image_outside_the_data_directory(tmp_path
             load_examples(data, taxonomy)
 
 
+@pytest.mark.end_to_end
 def test_scan_with_the_head_backend_is_readable_by_report(tmp_path, trained_head, demo_shards):
     out = tmp_path / "reports"
     result = run_cli("scan", *demo_shards, "--out", out, "--backend", "head", "--head", trained_head, "-q", "--workers", "0")
@@ -108,6 +112,7 @@ def test_scan_with_the_head_backend_is_readable_by_report(tmp_path, trained_head
     assert report.exit_code == 0 and json.loads(report.output)["overview"]["backend"] == "head"
 
 
+@pytest.mark.end_to_end
 def test_a_head_for_another_taxonomy_is_refused_before_reading_shards(tmp_path, trained_head, demo_shards):
     import shutil
 
@@ -124,6 +129,7 @@ def test_a_head_for_another_taxonomy_is_refused_before_reading_shards(tmp_path, 
     assert not list(out.glob("*.parquet"))
 
 
+@pytest.mark.end_to_end
 def test_train_head_on_one_labelled_row_is_one_error_line_and_two_rows_train(tmp_path, tiny_clip):
     """Planted: the empty validation split indexed as a float array (IndexError traceback)."""
     import pyarrow as pa
@@ -141,3 +147,44 @@ def test_train_head_on_one_labelled_row_is_one_error_line_and_two_rows_train(tmp
     result = run_cli("train-head", "--data", two, "--vision-model", tiny_clip, "--out", tmp_path / "h2", "-q")
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "h2" / "metrics.json").read_text())["samples"] == 0
+
+
+def test_a_saved_head_loads_with_its_own_shape_and_scores_the_same(tmp_path):
+    import torch
+
+    from vlmaudit.head.model import SafetyHead, load_head, read_head_config, save_head
+
+    torch.manual_seed(0)
+    head = SafetyHead(6, 3, 2, dim=8, tokens=3, heads=2).eval()
+    out = tmp_path / "new" / "head"  # made as needed
+    config = {"vision_dim": 6, "concepts": ["a", "b", "c"], "categories": ["x", "y"], "dim": 8, "tokens": 3, "heads": 2}
+    save_head(head, out, config)
+    assert sorted(p.name for p in out.iterdir()) == ["head.safetensors", "head_config.json"]
+    assert read_head_config(out) == {"format": "vlmaudit-safety-head", **config}
+    save_head(head, out, config)  # a second training run into the same --out replaces the head
+    loaded = load_head(out, read_head_config(out))
+    patches = torch.randn(4, 9, 6)
+    with torch.inference_mode():
+        for mine, theirs in zip(head(patches), loaded(patches)):
+            assert torch.allclose(mine, theirs)
+
+
+def test_a_directory_that_holds_no_head_is_one_clear_error(tmp_path):
+    from vlmaudit.errors import ModelError
+    from vlmaudit.head.model import read_head_config
+
+    with pytest.raises(ModelError, match=r"^--head .*: no readable head_config.json \(.*No such file.*\); "
+                                         r"train one with `vlmaudit train-head`$"):
+        read_head_config(tmp_path)
+    (tmp_path / "head_config.json").write_text("{not json")
+    with pytest.raises(ModelError, match="no readable head_config.json"):
+        read_head_config(tmp_path)
+    not_ours = f"^--head {tmp_path}: not a safety head written by `vlmaudit train-head`$"
+    (tmp_path / "head_config.json").write_text(json.dumps({"format": "other"}))
+    (tmp_path / "head.safetensors").write_bytes(b"")
+    with pytest.raises(ModelError, match=not_ours):
+        read_head_config(tmp_path)
+    (tmp_path / "head_config.json").write_text(json.dumps({"format": "vlmaudit-safety-head"}))
+    (tmp_path / "head.safetensors").unlink()
+    with pytest.raises(ModelError, match=not_ours):
+        read_head_config(tmp_path)

@@ -283,6 +283,8 @@ FORGED = {  # summaries that keep their digests but say something impossible (fo
     "a category count near 2**63": lambda s: s["counts"].__setitem__(-1, 2 ** 63 - 1),
     "a score sum above its count": lambda s: s["score_sums"].__setitem__(0, 1e6),
     "another shard's name": lambda s: s.update(shards={"zzz": list(s["shards"]["00001"])}),
+    "a candidate of two fields": lambda s: s["candidates"].update({"0": [[0.5, "00001"]]}),
+    "a candidate whose score is text": lambda s: s["candidates"].update({"0": [["0.5", "00001", 3]]}),
 }
 
 

@@ -238,6 +238,17 @@ def test_default_summary_names_the_scan_thresholds_and_the_scan_span(reports):
     assert (overview["scan_seconds"], overview["samples_per_s"]) == (25.0, round(360 / 25, 2))
 
 
+def test_the_scan_span_leaves_out_failed_shards(reports, tmp_path):
+    """A shard that failed (no report, only stats) does not stretch the time the scan took."""
+    import shutil
+
+    out = shutil.copytree(reports, tmp_path / "r")
+    failed = {"shard": "00009", "status": "failed", "started_at": 0.0, "finished_at": 1000.0, "rows": 0}
+    (out / "00009.stats.json").write_text(json.dumps(failed))
+    overview = report_json(out)["overview"]
+    assert (overview["scan_seconds"], overview["samples_per_s"]) == (25.0, round(360 / 25, 2))
+
+
 def test_rethreshold_category_shard_and_concept_match_the_reference(reports):
     rows = rows_of(reports)
     thr = np.where(np.array(CATS) == "hate", np.float32(0.95), np.float32(0.5)).astype(np.float32)

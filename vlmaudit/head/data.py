@@ -143,11 +143,10 @@ def _table_records(path: Path):
         raise UserError(f"--data {path}: expected exactly one .csv or .jsonl label file, found {len(tables)}")
     table = tables[0]
     rows = _csv_rows(table) if table.suffix == ".csv" else _jsonl_rows(table)
-    for i, (row, _) in enumerate(rows):
-        origin = f"{table.name} row {i + 1}"
+    for row, origin in rows:  # "labels.csv row N" / "labels.jsonl line N"
         name = row.get("image") or row.get("file_name") or row.get("image_filename")
         if not name:
-            raise UserError(f"{table} row {i + 1}: no image / file_name column")
+            raise UserError(f"{origin}: no image / file_name column")
         yield {**row, "image": inside(path, path, name, origin)}, origin
 
 

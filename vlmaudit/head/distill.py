@@ -1,7 +1,8 @@
 """`vlmaudit distill`: the VLM judge's verdicts stored in judge or cascade reports become the
 labels of a safety head trained on the user's own images (no human labels).
 
-A verdict is a report row the judge decided (decided_by = "vlm") with an image P(unsafe): unsafe
+A verdict is a report row the judge decided (decided_by = "vlm") with an image P(unsafe) and
+concept scores (a row without them is no verdict: its concept would be a guess): unsafe
 when P(unsafe) >= the cutoff, labelled with the judge's top concept and its category; safe below.
 The images are read again from the shards through the scanner's hardened path (only the judged
 keys are decoded) and go through the frozen vision tower; training and validation are
@@ -40,7 +41,8 @@ def judge_verdicts(files, meta: dict, taxonomy, cutoff: float = 0.5, limit: int 
     out: dict[str, dict[str, Verdict]] = {}
     count = 0
     for batch in iter_batches(files, ["shard", "key", "decided_by", "image_unsafe", "image_scores"]):
-        mask = pc.and_(pc.equal(batch.column("decided_by"), JUDGE), pc.is_valid(batch.column("image_unsafe")))
+        mask = pc.and_(pc.and_(pc.equal(batch.column("decided_by"), JUDGE), pc.is_valid(batch.column("image_unsafe"))),
+                       pc.is_valid(batch.column("image_scores")))  # no concept scores: no concept to learn
         batch = batch.filter(pc.fill_null(mask, False))
         if batch.num_rows == 0:
             continue
@@ -51,7 +53,7 @@ def judge_verdicts(files, meta: dict, taxonomy, cutoff: float = 0.5, limit: int 
             raise BadScores("a report holds judge scores (image_unsafe) that are NaN, infinite or outside [0, 1]; "
                             "a verdict is never guessed from them")
         unsafe = unsafe_scores >= cutoff
-        top = np.nan_to_num(score_matrix(batch.column("image_scores"), len(taxonomy.concepts)), nan=-1).argmax(axis=1)
+        top = score_matrix(batch.column("image_scores"), len(taxonomy.concepts)).argmax(axis=1)
         for shard, key, bad, concept in zip(batch.column("shard").to_pylist(), batch.column("key").to_pylist(), unsafe, top):
             verdict = Verdict(int(concept), category_of[concept]) if bad else Verdict(SAFE, SAFE)
             out.setdefault(shard, {})[key] = verdict

@@ -22,8 +22,7 @@ CONFIG_FILE, WEIGHTS_FILE, FORMAT = "head_config.json", "head.safetensors", "vlm
 
 
 class SafetyHead(nn.Module):
-    def __init__(self, vision_dim: int, n_concepts: int, n_categories: int, dim: int = 256, tokens: int = 16,
-                 heads: int = 8):
+    def __init__(self, vision_dim: int, n_concepts: int, n_categories: int, dim: int, tokens: int, heads: int):
         super().__init__()
         self.projector = nn.Sequential(nn.Conv2d(vision_dim, dim, 3, padding=1), nn.GELU(), nn.Conv2d(dim, dim, 3, padding=1))
         self.safety_tokens = nn.Parameter(torch.randn(tokens, dim) * 0.02)

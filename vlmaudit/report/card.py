@@ -105,11 +105,8 @@ def category_scored(run: dict, meta: dict, category: str) -> bool:
     coverage = run.get("coverage") or meta.get("coverage")
     if not isinstance(coverage, dict):
         return True
-    try:
-        from vlmaudit.rulebook.coverage import Coverage
-    except ImportError:
-        categories = coverage.get("categories")
-        return not isinstance(categories, list) or category in categories
+    from vlmaudit.rulebook.coverage import Coverage
+
     cover = Coverage.from_json(coverage)
     return any(cover.scores(category, m) for m in ("image", "caption"))
 
