@@ -156,6 +156,18 @@ def test_max_samples_takes_that_many_verdicts_across_files(tmp_path, taxonomy):
         assert [len(keys) for keys in verdicts_of([screened, one, more], taxonomy, limit=limit).values()] == sizes
 
 
+def test_a_nan_concept_score_is_refused_never_a_verdict_label(tmp_path, taxonomy):
+    from vlmaudit.report.reading import BadScores
+
+    n = len(taxonomy.concepts)
+    path = write_judged(tmp_path / "s.parquet", [("k", "vlm", 0.9, 7)], n)
+    table = pq.read_table(path)
+    damaged = [float("nan")] + [0.9 if i == 7 else 0.0 for i in range(1, n)]
+    pq.write_table(table.set_column(4, "image_scores", pa.array([damaged], pa.list_(pa.float32()))), path)
+    with pytest.raises(BadScores, match="NaN"):  # numpy's argmax would pick the NaN as the label
+        verdicts_of([path], taxonomy)
+
+
 @pytest.mark.parametrize("score", [1.5, -0.5, float("nan"), float("inf")])
 def test_a_judge_score_outside_0_1_is_refused_never_turned_into_a_verdict(tmp_path, taxonomy, score):
     from vlmaudit.report.reading import BadScores
