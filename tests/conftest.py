@@ -434,3 +434,37 @@ def hub_cache(tmp_path, monkeypatch):
         return commit
 
     return put
+
+
+def planted_logprobs(backend, n: int, letter: int, p_unsafe: float) -> list:
+    """For a VLM judge's next_token_logprobs: per question, yes/no at P(unsafe), and all of the
+    category question's mass on the option LETTER."""
+    import torch
+
+    vocab = backend.model.config.get_text_config().vocab_size
+    yes_no = torch.full((n, vocab), -1e9)
+    yes_no[:, backend.safe_ids[0]] = float(np.log(1 - p_unsafe))
+    yes_no[:, backend.unsafe_ids[0]] = float(np.log(p_unsafe))
+    options = torch.full((n, vocab), -1e9)
+    options[:, backend.letter_ids[letter][0]] = 0.0
+    return [yes_no] * (len(backend.suffixes["image"]) - 1) + [options]
+
+
+def save_tiny_head(out: Path, vision_model: Path) -> Path:
+    """A random SafetyHead (dim 8, 2 tokens, 2 heads, seed 0) on VISION_MODEL's tower, saved like
+    train-head does, with the shipped taxonomy."""
+    import torch
+
+    from vlmaudit.backends.modelref import ModelOptions
+    from vlmaudit.backends.vision import VisionTower
+    from vlmaudit.head.model import SafetyHead, save_head
+    from vlmaudit.rulebook.load import load_rules
+
+    taxonomy = load_rules().taxonomy
+    tower = VisionTower(ModelOptions(str(vision_model), "cpu"))
+    torch.manual_seed(0)
+    save_head(SafetyHead(tower.width, len(taxonomy.concepts), len(taxonomy.categories), dim=8, tokens=2, heads=2),
+              out, {"vision_model": str(vision_model), "vision_revision": tower.revision, "vision_dim": tower.width,
+                    "dim": 8, "tokens": 2, "heads": 2, "concepts": taxonomy.concept_ids,
+                    "categories": taxonomy.category_ids})
+    return out

@@ -83,17 +83,8 @@ def test_a_prompt_file_in_the_rules_directory_is_found_by_name(tmp_path, tiny_vl
 
 
 def test_head_gives_the_safety_head_scorer(tmp_path, tiny_clip):
-    import torch
+    from conftest import save_tiny_head
 
-    from vlmaudit.backends.vision import VisionTower
-    from vlmaudit.head.model import SafetyHead, save_head
-
-    taxonomy = load_rules().taxonomy
-    tower = VisionTower(ModelOptions(str(tiny_clip), "cpu"))
-    torch.manual_seed(0)
-    save_head(SafetyHead(tower.width, len(taxonomy.concepts), len(taxonomy.categories), dim=8, tokens=2, heads=2),
-              tmp_path / "head", {"vision_model": str(tiny_clip), "vision_revision": tower.revision,
-                                  "vision_dim": tower.width, "dim": 8, "tokens": 2, "heads": 2,
-                                  "concepts": taxonomy.concept_ids, "categories": taxonomy.category_ids})
+    save_tiny_head(tmp_path / "head", tiny_clip)
     backend = build_backend("head", load_rules(), ModelOptions(None, "cpu"), BackendOptions(head=tmp_path / "head"))
     assert backend.name == "head" and backend.describe()["model"] == str(tmp_path / "head")

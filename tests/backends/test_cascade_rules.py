@@ -154,18 +154,9 @@ def test_the_default_judge_is_llava_1_5_and_is_named_as_the_judge_model(tiny_cli
 
 
 def test_built_from_a_head_screen(tmp_path, tiny_clip, tiny_vlms):
-    import torch
+    from conftest import save_tiny_head
 
-    from vlmaudit.backends.vision import VisionTower
-    from vlmaudit.head.model import SafetyHead, save_head
-
-    taxonomy = load_rules().taxonomy
-    tower = VisionTower(ModelOptions(str(tiny_clip), "cpu"))
-    torch.manual_seed(0)
-    save_head(SafetyHead(tower.width, len(taxonomy.concepts), len(taxonomy.categories), dim=8, tokens=2, heads=2),
-              tmp_path / "head", {"vision_model": str(tiny_clip), "vision_revision": tower.revision,
-                                  "vision_dim": tower.width, "dim": 8, "tokens": 2, "heads": 2,
-                                  "concepts": taxonomy.concept_ids, "categories": taxonomy.category_ids})
+    save_tiny_head(tmp_path / "head", tiny_clip)
     cascade = build_backend("cascade", load_rules(), ModelOptions(None, "cpu", "fp32"),
                             BackendOptions(head=tmp_path / "head", judge_model=str(tiny_vlms("llava")), escalate_above=0.7))
     assert cascade.stage == "head" and cascade.describe()["screen"]["backend"] == "head"

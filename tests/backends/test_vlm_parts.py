@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import planted_logprobs
 from vlmaudit.backends import BackendOptions, build_backend
 from vlmaudit.backends import vlm as V
 from vlmaudit.backends.modelref import ModelOptions, fingerprint
@@ -181,21 +182,9 @@ def test_score_and_forward_only_run_under_bf16_autocast(tiny_vlms, monkeypatch):
     assert seen == [(True, torch.bfloat16)] * 2
 
 
-def planted(backend, n, letter, p_unsafe):
-    """Next-token log-probabilities per question: yes/no at P(unsafe); the category question's
-    mass all on option LETTER."""
-    vocab = backend.model.config.get_text_config().vocab_size
-    yes_no = torch.full((n, vocab), -1e9)
-    yes_no[:, backend.safe_ids[0]] = float(np.log(1 - p_unsafe))
-    yes_no[:, backend.unsafe_ids[0]] = float(np.log(p_unsafe))
-    options = torch.full((n, vocab), -1e9)
-    options[:, backend.letter_ids[letter][0]] = 0.0
-    return [yes_no] * (len(backend.suffixes["image"]) - 1) + [options]
-
-
 @pytest.mark.parametrize("letter", [0, 3])
 def test_the_category_answer_decides_which_concepts_carry_p_unsafe(llava, monkeypatch, letter):
-    monkeypatch.setattr(llava, "next_token_logprobs", lambda prefix, suffixes: planted(llava, 2, letter, 0.7))
+    monkeypatch.setattr(llava, "next_token_logprobs", lambda prefix, suffixes: planted_logprobs(llava, 2, letter, 0.7))
     scores, p_unsafe = llava._judge({}, llava.suffixes["image"])
     assert p_unsafe.dtype == np.float32 and p_unsafe.tolist() == pytest.approx([0.7, 0.7], abs=1e-5)
     in_category = np.array([k == letter for k in load_rules().taxonomy.concept_category_index()])

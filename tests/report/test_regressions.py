@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from conftest import rules_with_threshold, run_cli, scan_args, write_tar
+from conftest import planted_logprobs, rules_with_threshold, run_cli, scan_args, write_tar
 from vlmaudit.demo.build import synthetic_image
 from vlmaudit.rulebook.load import load_rules
 
@@ -252,19 +252,6 @@ def test_compare_reads_the_other_run(scanned, scanned_all_flagged):
 
 
 # ---- 7. the VLM judge's answer letters mapped to the wrong categories -----------------------------
-
-def planted_logprobs(backend, n: int, letter: int, p_unsafe: float) -> list:
-    """Next-token log-probabilities for each question: yes/no at P(unsafe), and all category mass on
-    the option LETTER."""
-    vocab = backend.model.config.get_text_config().vocab_size
-    yes_no = torch.full((n, vocab), -1e9)
-    yes_no[:, backend.safe_ids[0]] = float(np.log(1 - p_unsafe))
-    yes_no[:, backend.unsafe_ids[0]] = float(np.log(p_unsafe))
-    options = torch.full((n, vocab), -1e9)
-    options[:, backend.letter_ids[letter][0]] = 0.0
-    questions = len(backend.suffixes["image"])
-    return [yes_no] * (questions - 1) + [options]
-
 
 @pytest.fixture(scope="module")
 def llava_judge(tiny_vlms):
