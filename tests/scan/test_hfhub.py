@@ -52,6 +52,7 @@ def test_selection_defaults_to_everything():
     ("hf://datasets/org/name@", ("org/name", None, "")),
     ("hf://datasets/org/name@v2/a/b/c.parquet", ("org/name", "v2", "a/b/c.parquet")),
     ("hf://datasets/org/name/sub", ("org/name", None, "sub")),
+    ("hf://datasets/Xorg/nameX/subX", ("Xorg/nameX", None, "subX")),
 ])
 def test_parse_hub_url(url, parsed):
     assert parse_hub_url(url) == parsed
@@ -72,6 +73,12 @@ def test_the_tables_of_a_dataset_become_sorted_shard_urls(hub):
         "hf://datasets/org/name/data/train-0.PARQUET", "hf://datasets/org/name/data/train-1.parquet",
         "hf://datasets/org/name/x/a.arrow"]
     assert hub.calls == [("find", "datasets/org/name")]
+
+
+def test_names_ending_in_x_keep_their_x(hub):
+    hub.files = ["datasets/Xo/nX/dX/a.parquet"]
+    assert list_hub_dataset("hf://datasets/Xo/nX/dX", HubSelection()) == ["hf://datasets/Xo/nX/dX/a.parquet"]
+    assert hub.calls == [("find", "datasets/Xo/nX/dX")]
 
 
 def test_a_path_is_listed_below_and_a_pattern_is_globbed(hub):
@@ -108,7 +115,8 @@ def test_no_tables_is_one_line_naming_the_revision(hub):
 
 
 def test_config_and_split_are_passed_to_the_selection(hub):
-    hub.files = [f"datasets/o/n/{p}" for p in ("a/train/0.parquet", "a/test/0.parquet", "b/train/0.parquet")]
+    hub.files = [f"datasets/o/n/{p}" for p in ("a/train/0.parquet", "a/test/0.parquet", "b/train/0.parquet",
+                                               "b/test/0.parquet")]
     assert list_hub_dataset("hf://datasets/o/n", HubSelection(split="train", config="b")) == [
         "hf://datasets/o/n/b/train/0.parquet"]
     assert refusal("hf://datasets/o/n", HubSelection(config="c")) == (
@@ -133,6 +141,7 @@ def test_listing_failures_are_one_line(hub, error, message):
     ("a train.parquet", "train", True), ("train0.parquet", "train", True), ("x.train.y.parquet", "train", True),
     ("pretrain-0.parquet", "train", False), ("trains.parquet", "train", False), ("latest/0.parquet", "test", False),
     ("a/testing.parquet", "test", False), ("train.parquet", "tr.in", False), ("data/Train.parquet", "train", False),
+    ("x.train.parquet", "train", True), ("a/b.parquet", "parquet", False), ("a/b.arrow", "arrow", False),
 ])
 def test_a_split_is_the_word_between_separators(path, split, chosen):
     if chosen:
@@ -154,6 +163,9 @@ def test_split_and_config_refusals_list_what_there_is():
         select_files(paths, "dev", None, "U")
     assert str(info.value) == ("U: no files for --split 'dev' (files: c0/train/0.parquet, c1/train/1.parquet, "
                                "c2/train/2.parquet, c3/train/3.parquet, c4/train/4.parquet, ...)")
+    with pytest.raises(ShardSpecError) as info:
+        select_files(paths[:6], "dev", None, "U")
+    assert str(info.value).endswith("c4/train/4.parquet, ...)")
     with pytest.raises(ShardSpecError) as info:
         select_files(paths[:5], "dev", None, "U")
     assert str(info.value) == ("U: no files for --split 'dev' (files: c0/train/0.parquet, c1/train/1.parquet, "
