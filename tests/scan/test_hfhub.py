@@ -129,6 +129,7 @@ def test_config_and_split_are_passed_to_the_selection(hub):
     (RuntimeError("  \n "), "hf://datasets/o/n: cannot list the dataset: RuntimeError"),
     (ValueError(), "hf://datasets/o/n: cannot list the dataset: ValueError"),
     (OSError("x" * 400), "hf://datasets/o/n: cannot list the dataset: OSError: " + "x" * 300),
+    (OSError("no route X"), "hf://datasets/o/n: cannot list the dataset: OSError: no route X"),
 ])
 def test_listing_failures_are_one_line(hub, error, message):
     hub.error = error
