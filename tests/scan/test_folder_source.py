@@ -53,6 +53,11 @@ def test_shard_urls_name_root_index_size_and_a_digest_of_the_keys():
     assert folder_shard_name("folder:/d/x#123456:1:x") == "x-123456"
 
 
+def test_a_key_from_an_undecodable_file_name_still_gets_a_digest():
+    digest = hashlib.sha256(b"a\n?").hexdigest()[:12]
+    assert folder_shard_url("/r", 0, 2, ["a", "\udcff"]) == f"folder:/r#0:2:{digest}"
+
+
 def test_a_changed_folder_shard_is_named_with_both_urls_cut_to_40_characters():
     url = "folder:/d/pics#0:2:" + "a" * 12
     assert changed_since_scanned(url, url) is None and changed_since_scanned("other", "/d/x.tar") is None
