@@ -61,9 +61,10 @@ def test_a_key_from_an_undecodable_file_name_still_gets_a_digest():
 def test_a_changed_folder_shard_is_named_with_both_urls_cut_to_40_characters():
     url = "folder:/d/pics#0:2:" + "a" * 12
     assert changed_since_scanned(url, url) is None and changed_since_scanned("other", "/d/x.tar") is None
+    url = "folder:/d/" + "p" * 40 + "#0:2:" + "a" * 12
     other = "folder:/d/pics#0:3:" + "b" * 40
     assert changed_since_scanned(other, url) == (
-        f"pics-00000 was scanned from other files or another --folder-shard-size (recorded {other[-40:]!r}, "
+        f"{'p' * 40}-00000 was scanned from other files or another --folder-shard-size (recorded {other[-40:]!r}, "
         f"now {url[-40:]!r})")
     assert "recorded 'None'" in changed_since_scanned(None, url)
 
@@ -330,6 +331,7 @@ def test_a_refused_or_fifo_caption_is_a_note_and_a_refused_image_a_bad_name(tmp_
     ({"a.jpg": b"A", "labels.jsonl": "x"}, False),
     ({"metadata.jsonl": json.dumps({"file_name": "a.jpg"})}, True),
     ({"metadata.csv": "file_name,label\n"}, True),
+    ({"metadata.csv": b"file_name,caf\xe9\n"}, True),
     ({"metadata.csv": "image,label\n", "a.jpg": b"A"}, False),
     ({"metadata.jsonl": "{}", "metadata.csv": "file_name\n"}, False),
     ({"notes.md": "x"}, False),
