@@ -8,14 +8,16 @@ for each sampled mutant:
 
   1. writes the mutated module into a private copy of the checkout (one copy per worker),
   2. runs, in a fresh `python -m pytest -x` process (PYTHONPATH = the copy, so `vlmaudit` children
-     run the mutant too), the tests whose coverage context touched the mutated function (one
-     coverage run with per-test contexts maps functions to tests; a function no test touched in
-     process runs the package's whole selection), fastest first,
+     run the mutant too), the tests whose coverage context touched the mutated function, fastest
+     first (one coverage run of all of tests/ with per-test contexts maps functions to tests, kept
+     in a map that `--remap` updates for new test files; a function no test touched in process
+     runs tests/PACKAGE whole),
   3. restores the file: exit 0 = survived, a test failure or error = killed, past the limit = timeout.
 
   python scripts/mutation_sample.py scan --sample 150 --seed 7 --out /tmp/m/scan     # draw and run
   python scripts/mutation_sample.py scan --names FILE --out /tmp/m/scan              # these mutants
   python scripts/mutation_sample.py scan --out /tmp/m/scan --summary                 # score, survivors
+  python scripts/mutation_sample.py scan --out /tmp/m/scan --remap tests/scan/test_new.py   # map new tests
 Needs `pip install mutmut pytest-cov` (local tools, not test dependencies).
 Results go to OUT/results.jsonl (a re-run skips mutants already there); survivors with their
 diffs to OUT/survivors.txt. The score's 95 % interval is Wilson's.
@@ -100,22 +102,49 @@ def function_lines(path: Path, key: str) -> range:
 
 # ---- which tests touch which function ----------------------------------------------------------
 def selection(package: str) -> list[str]:
+    """The fallback for a function no test touched in process: the package's own tests."""
     return [f"tests/{package}"] + EXTRA_TESTS.get(package, [])
 
 
-def test_map(package: str, copy: Path, out: Path) -> dict:
-    """{"contexts": {file: {line: [test ids]}}, "durations": {test id: s}} from one coverage run."""
-    cached = out / "testmap.json"
-    if cached.exists():
-        return json.loads(cached.read_text())
-    junit = out / "junit.xml"
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--cov=vlmaudit/{package}",
-               "--cov-context=test", "--cov-report=", f"--junitxml={junit}", *selection(package)]
+def child_tests() -> list[str]:
+    """Tests that run `vlmaudit` in a child process or deliver Ctrl-C (listed in scripts/mutation.sh):
+    left out of the map (under coverage one waited 300 s); what they reach in process other tests reach."""
+    text = (ROOT / "scripts" / "mutation.sh").read_text()
+    block = text[text.index("children=("):].split(")", 1)[0]
+    return [line.strip() for line in block.splitlines()[1:] if line.strip().startswith("tests/")]
+
+
+def test_map(path: Path, copy: Path, tests: list[str]) -> dict:
+    """{"contexts": {file: {line: [test ids]}}, "durations": {test id: s}}: one coverage run of TESTS
+    with per-test contexts, merged into the map at PATH (entries of the re-run test files replaced)."""
+    old = json.loads(path.read_text()) if path.exists() else {"contexts": {}, "durations": {}}
+    junit, data = path.with_suffix(".junit.xml"), copy / ".coverage"
+    data.unlink(missing_ok=True)
+    deselect = [arg for test in child_tests() for arg in ("--deselect", test)]
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--cov=vlmaudit", "--cov-context=test",
+               "--cov-report=", f"--junitxml={junit}", *deselect, *tests]
     subprocess.run(command, cwd=copy, env=_env(copy), check=False)
-    contexts = _contexts(copy / ".coverage", copy)
-    mapping = {"contexts": contexts, "durations": _durations(junit)}
-    cached.write_text(json.dumps(mapping))
-    return mapping
+    new = {"contexts": _contexts(data, copy), "durations": _durations(junit)}
+    rerun = {t.split("::")[0] for t in new["durations"]} | {t for t in tests if t.endswith(".py")}
+    merged = _merge(old, new, rerun)
+    path.write_text(json.dumps(merged))
+    return merged
+
+
+def _merge(old: dict, new: dict, rerun: set[str]) -> dict:
+    def kept(test_id: str) -> bool:
+        return not any(test_id == f or test_id.startswith(f.rstrip("/") + ("/" if not f.endswith(".py") else "::"))
+                       for f in rerun)
+
+    contexts = {}
+    for name in set(old["contexts"]) | set(new["contexts"]):
+        lines = {}
+        for line in set(old["contexts"].get(name, {})) | set(new["contexts"].get(name, {})):
+            ids = {t for t in old["contexts"].get(name, {}).get(line, []) if kept(t)}
+            lines[line] = sorted(ids | set(new["contexts"].get(name, {}).get(line, [])))
+        contexts[name] = lines
+    durations = {t: s for t, s in old["durations"].items() if kept(t)} | new["durations"]
+    return {"contexts": contexts, "durations": durations}
 
 
 def _contexts(data_file: Path, copy: Path) -> dict:
@@ -200,7 +229,7 @@ def copy_tree(destination: Path) -> None:
     subprocess.run(["tar", "-xf", "-"], cwd=destination, input=packed, check=True)
 
 
-def run_sample(package: str, names: list[str], out: Path, workers: int) -> None:
+def run_sample(package: str, names: list[str], out: Path, workers: int, map_path: Path) -> None:
     mutants = all_mutants(package)
     unknown = [n for n in names if n not in mutants]
     if unknown:
@@ -211,7 +240,7 @@ def run_sample(package: str, names: list[str], out: Path, workers: int) -> None:
     copies = [out / f"copy{k}" for k in range(workers)]
     for copy in copies:
         copy_tree(copy)
-    mapping = test_map(package, copies[0], out)
+    mapping = json.loads(map_path.read_text()) if map_path.exists() else test_map(map_path, copies[0], ["tests"])
     lock, queue = threading.Lock(), list(reversed(todo))
 
     def work(copy: Path) -> None:
@@ -278,9 +307,17 @@ def main() -> None:
     parser.add_argument("--names", type=Path)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--summary", action="store_true")
+    parser.add_argument("--map", type=Path, help="the test map (default OUT/testmap.json; built from all of tests/ if absent)")
+    parser.add_argument("--remap", nargs="+", metavar="TEST", help="re-run coverage of these test files into the map and stop")
     parser.add_argument("--list", action="store_true", help="print every mutant name and stop")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    map_path = args.map or args.out / "testmap.json"
+    if args.remap:
+        copy = args.out / "copy0"
+        copy_tree(copy)
+        test_map(map_path, copy, args.remap)
+        return
     if args.list:
         print("\n".join(all_mutants(args.package)))
         return
@@ -296,7 +333,7 @@ def main() -> None:
         random.Random(args.seed).shuffle(pool)
         names = pool[:args.sample]
         (args.out / "sample.txt").write_text("\n".join(names) + "\n")
-    run_sample(args.package, names, args.out, args.workers)
+    run_sample(args.package, names, args.out, args.workers, map_path)
 
 
 if __name__ == "__main__":
