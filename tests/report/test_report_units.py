@@ -2,6 +2,7 @@
 testing: behaviour that the end-to-end summary tests never reach)."""
 
 import math
+import re
 
 import numpy as np
 import pyarrow as pa
@@ -96,3 +97,9 @@ def test_a_missing_report_dir_is_empty_where_allowed_and_refused_elsewhere_local
         assert ReportDir(missing, missing_ok=True).entries == {}
         with pytest.raises(UserError, match="not a directory"):
             ReportDir(missing)
+    from vlmaudit.report import reading
+
+    gone = tmp_path / "gone"  # the path readers: stats and run info of nothing are empty; report files are refused
+    assert reading.read_stats(gone) == {} and reading.read_run_file(gone) == {}
+    with pytest.raises(UserError, match=f"^{re.escape(str(gone))}: not a directory$"):
+        reading.report_files(gone)
