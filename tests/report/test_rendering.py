@@ -4,8 +4,10 @@ Markdown lines, the audit card's fields. Fast and exact: no scan, no report dire
 
 import html
 import io
+import os
 import re
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 
@@ -1029,3 +1031,191 @@ def test_dashboard_with_no_categories():
     data = summary()
     data["categories"] = []
     assert table(dashboard.categories, True, data=data) == [["flagged rate per category"], ["category", "rate", "samples"]]
+
+
+# ---- golden files: the exact text a reader gets, for every renderer and its branches ----
+# tests/report/golden/NAME holds the expected output; VLMAUDIT_UPDATE_GOLDEN=1 rewrites them (review the diff).
+# Read relative to this file, so they travel with the tests when CI copies tests/ away from the checkout.
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def golden(name: str, text: str) -> None:
+    path = GOLDEN / name
+    if os.environ.get("VLMAUDIT_UPDATE_GOLDEN") == "1":
+        GOLDEN.mkdir(exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    assert path.is_file(), f"{path}: no golden file (run the test with VLMAUDIT_UPDATE_GOLDEN=1 and review it)"
+    assert text == path.read_text(encoding="utf-8"), name
+
+
+def sections(named: dict[str, str]) -> str:
+    """Several outputs in one golden file, each under a '=== label' line."""
+    return "".join(f"=== {label}\n{text.rstrip(chr(10))}\n" for label, text in named.items())
+
+
+def bare() -> dict:
+    """A complete run where nothing was flagged: empty lists, no examples, no matches checked, no compare."""
+    data = summary()
+    data["overview"].update(flagged=0, flagged_rate=0.0, shards=0, thresholds={"source": "calibrated"})
+    data["categories"] = []
+    data["top_concepts"], data["top_shards"], data["shard_rates"] = [], [], []
+    data["failed_shards"], data["truncated_shards"] = [], []
+    data["modality"] = {"both": 0, "image_only": 0, "caption_only": 0, "agreement": None}
+    data["concept_histograms"], data["highest_scores"], data["compare"] = [], [], []
+    data["histogram"] = None
+    data["complete"] = True
+    data["incomplete"] = {"planned_shards": 0, "finished_shards": 0, "missing_shards": [], "failed_shards": [],
+                          "held_shards": [], "truncated": [], "failed_by_status": {}}
+    data["known_matches"] = None
+    return data
+
+
+def partial_coverage() -> dict:
+    """A model that scores the image only, at category level (what coverage_view leaves in a summary)."""
+    data = with_example(summary())
+    data["coverage"] = {"model": "nsfw_net", "level": "category", "categories": ["violence"], "concepts": [],
+                        "modalities": ["image"], "everything": False, "na": "n/a - not scored by nsfw_net"}
+    data["modality"].update(scored={"image": True, "caption": False}, na="n/a - not scored by nsfw_net",
+                            caption_only=None, agreement=None)
+    data["categories"][0].update(caption_only=None, agreement=None, scored=True)
+    data["top_concepts"][0].update(name="Violence (whole category)", level="category", caption=None,
+                                   mean_caption=None, p95_caption=None)
+    data["concept_histograms"][0].update(caption=None, threshold_caption=None)
+    data["compare"][0].update(other_rate=None, other_na="n/a - not in the other report", delta=None)
+    data["known_matches"] = {"banks": {}, "samples": 0, "withheld_examples": 0}
+    return data
+
+
+def test_svg_charts_as_written():
+    from vlmaudit.report.html_charts import category_bars, estimate_intervals, histogram, shard_rates, split_bar
+
+    cats = summary()["categories"] + [
+        {"id": "drugs", "name": "Dr<ugs>", "flagged": 0, "rate": 0.0, "both": 0, "image_only": 0, "caption_only": 0},
+        {"id": "tiny", "name": "Tiny", "flagged": 1, "rate": 0.0004, "both": None, "image_only": 1, "caption_only": None}]
+    golden("category_bars.svg.txt", sections({
+        "two categories, one not scored, a zero and a tiny rate": category_bars(cats),
+        "none": category_bars([]), "narrow": category_bars(cats[:1], width=400)}))
+    golden("split_bar.svg.txt", sections({
+        "2/4/1": split_bar(summary()["modality"]), "caption not scored": split_bar({"both": 3, "image_only": 9,
+                                                                                   "caption_only": None}, width=500),
+        "nothing flagged": split_bar(bare()["modality"]), "empty dict": split_bar({})}))
+    golden("shard_rates.svg.txt", sections({
+        "two shards": shard_rates([0.25, 0.1], 2), "buckets": shard_rates([0.0005, 0.0, 0.02], 7, width=300, height=90),
+        "no shards": shard_rates([], 0)}))
+    entry = summary()["concept_histograms"][0]
+    golden("histogram.svg.txt", sections({
+        "both series": histogram(entry),
+        "caption not scored": histogram({**entry, "caption": None, "threshold_caption": 0.2}),
+        "thresholds off the scale, no caption threshold": histogram(
+            {**entry, "name": "G<o>re", "threshold_image": 1.5, "threshold_caption": None}, width=200, height=100),
+        "thresholds below 0": histogram({**entry, "threshold_image": -0.5, "threshold_caption": 0.0}),
+        "nothing scored": histogram({**entry, "bins": 2, "image": None, "caption": None})}))
+    none_ok = estimates()
+    none_ok["categories"][0]["prevalence"] = none_ok["overall"]["prevalence"]
+    golden("estimate_intervals.svg.txt", sections({
+        "one interval": estimate_intervals(estimates()), "too few labels everywhere": estimate_intervals(none_ok),
+        "narrow": estimate_intervals(estimates(), width=500)}))
+
+
+def test_html_pages_as_written():
+    from vlmaudit.report.html_page import to_html
+
+    full = with_example(summary())
+    full["estimates"] = estimates()
+    full["examples"]["gore"] += [
+        {"shard": "s1", "key": "k2", "url": "https://e.invalid/" + "p" * 90, "caption": "c<b>" * 40, "score": 0.5,
+         "fired": "caption"},
+        {"shard": "s1", "key": "k3", "url": "file:///etc/passwd", "caption": None, "score": 0.25, "modality": "image"}]
+    thumbs = {("s<1>", "key-" + "k" * 30): "QUJD"}
+    golden("page-full.html", to_html(full, thumbs, blur=True, redact=False))
+    golden("page-redacted.html", to_html(full, thumbs, blur=False, redact=True))
+    golden("page-bare.html", to_html(bare(), {}, blur=True, redact=False))
+    golden("page-partial-coverage.html", to_html(partial_coverage(), {}, blur=True, redact=False))
+
+
+def test_markdown_exports_as_written():
+    from vlmaudit.report.exports import to_markdown
+
+    golden("report.md", sections({"incomplete, two categories": to_markdown(summary()),
+                                  "bare": to_markdown(bare()), "partial coverage": to_markdown(partial_coverage())}))
+
+
+def squeezed(text: str) -> str:
+    """Rich's output with what rich decides left out: trailing spaces, and runs of spaces and of rule
+    characters collapsed to one (padding and column widths may change between rich versions). Every
+    word, number, bar, box character, line and order stays."""
+    return "\n".join(re.sub(r"([ \-━─=])\1+", r"\1", line.rstrip()) for line in text.splitlines()).strip("\n")
+
+
+def alignment(text: str) -> str:
+    """Per line of an ASCII table: L, R or = (fills its cell) for each non-empty cell, from where the text
+    sits between the bars: pins every column's justification in the un-squeezed output."""
+    out = []
+    for line in text.splitlines():
+        if not line.startswith("|") or set(line) <= set("|-+"):
+            continue
+        cells = line.rstrip().strip("|").split("|")
+        marks = []
+        for cell in cells:
+            if cell.strip():
+                lead, trail = len(cell) - len(cell.lstrip()), len(cell) - len(cell.rstrip())
+                marks.append("=" if lead <= 1 and trail <= 1 else "L" if lead <= 1 else "R" if trail <= 1 else "C")
+            else:
+                marks.append(".")
+        out.append("".join(marks))
+    return "\n".join(out)
+
+
+def dashboard_views(part, data: dict, widths=(120, 60)) -> str:
+    views = {}
+    for width in widths:
+        for plain in (True, False):
+            item = part(data, width, plain)
+            text = "None" if item is None else shown(item, plain, width)
+            views[f"{part.__name__} width {width} {'plain' if plain else 'rich'}"] = squeezed(text)
+            if plain and item is not None and alignment(text):
+                views[f"{part.__name__} width {width} plain: justification"] = alignment(text)
+    return sections(views)
+
+
+def dashboard_parts():
+    from vlmaudit.report import completeness, dashboard, known_content
+
+    return [dashboard.overview, completeness.dashboard_item, known_content.dashboard_item, dashboard.categories,
+            dashboard.concepts, dashboard.highest, dashboard.modality_gap, dashboard.shards, dashboard.histogram,
+            dashboard.compare]
+
+
+@pytest.mark.parametrize("case", ["summary", "bare", "partial_coverage"])
+def test_dashboard_tables_as_written(case):
+    from vlmaudit.report import dashboard
+
+    data = {"summary": lambda: with_example(summary()), "bare": bare, "partial_coverage": partial_coverage}[case]()
+    text = "".join(dashboard_views(part, data) for part in dashboard_parts())
+    if data["examples"]:
+        for redact in (False, True):
+            views = {f"examples width {w} {'plain' if plain else 'rich'} redact={redact}":
+                     squeezed(shown(dashboard.examples(data, w, plain, redact), plain, w))
+                     for w in (120, 60) for plain in (True, False)}
+            text += sections(views)
+    golden(f"dashboard-{case}.txt", text)
+
+
+@pytest.mark.parametrize("case", ["summary", "bare"])
+def test_whole_dashboard_on_a_terminal_and_off_it(case):
+    """render() picks plain output off a terminal and for NO_COLOR consoles, boxes and colour on one."""
+    from rich.console import Console
+
+    from vlmaudit.report.dashboard import render
+
+    data = {"summary": lambda: with_example(summary()), "bare": bare}[case]()
+    views = {}
+    for label, options in (("terminal", {"force_terminal": True, "color_system": "standard"}),
+                           ("terminal NO_COLOR", {"force_terminal": True, "no_color": True}),
+                           ("file", {"force_terminal": False})):
+        for redact in (False, True):
+            console = Console(width=100, record=True, file=io.StringIO(), **options)
+            render(data, console, redact=redact)
+            views[f"{label} redact={redact}"] = squeezed(console.export_text())
+    golden(f"render-{case}.txt", sections(views))
