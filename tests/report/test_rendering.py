@@ -1219,3 +1219,167 @@ def test_whole_dashboard_on_a_terminal_and_off_it(case):
             render(data, console, redact=redact)
             views[f"{label} redact={redact}"] = squeezed(console.export_text())
     golden(f"render-{case}.txt", sections(views))
+
+
+def covered_summary() -> dict:
+    """Three categories with every figure measured, before coverage is applied (what summarize builds)."""
+    def cat(cid, name, n):
+        return {"id": cid, "name": name, "flagged": n, "rate": n / 40, "both": 1, "image_only": n - 2,
+                "caption_only": 1, "agreement": 1 / n}
+
+    def concept(cid, category, n):
+        return {"id": cid, "name": cid.title(), "category": category, "flagged": n, "rate": n / 40, "image": n - 1,
+                "caption": 2, "mean_image": 0.5, "p95_image": 0.75, "mean_caption": 0.25, "p95_caption": 0.5}
+
+    def item(key):
+        return {"shard": "s1", "key": key, "url": None, "caption": "c", "score": 0.5, "modality": "image"}
+
+    return {"categories": [cat("violence", "Violence", 6), cat("hate", "Hate", 4), cat("sexual", "Sexual", 3)],
+            "modality": {"both": 3, "image_only": 7, "caption_only": 3, "agreement": 3 / 13},
+            "top_concepts": [concept("gore", "violence", 5), concept("blood", "violence", 4),
+                             concept("slur", "hate", 4), concept("nude", "sexual", 3)],
+            "concept_histograms": [{"id": c, "name": c.title(), "category": cat_id, "bins": 2, "image": [1, 2],
+                                    "caption": [3, 4], "threshold_image": 0.5, "threshold_caption": 0.6}
+                                   for c, cat_id in (("gore", "violence"), ("slur", "hate"), ("nude", "sexual"))],
+            "examples": {"gore": [item("k1"), item("k2")], "blood": [item("k2"), item("k3")], "slur": [item("k4")],
+                         "nude": [item("k5")]}}
+
+
+def test_coverage_marks_what_the_model_never_scored():
+    import copy
+    import json
+
+    from vlmaudit.report.coverage_view import apply_coverage, compare_rows, coverage_block, na
+    from vlmaudit.rulebook.coverage import Coverage
+
+    both = ("image", "caption")
+    covers = {
+        "everything (no record)": Coverage.full("m"),
+        "every category, both modalities, per concept": Coverage("m", "concept", ("violence", "hate", "sexual"),
+                                                                   ("gore", "blood", "slur", "nude"), both),
+        "violence and hate, image only, whole categories": Coverage("nsfw", "category", ("violence", "hate"),
+                                                                     ("gore", "blood", "slur"), ("image",)),
+        "hate, caption only, one concept": Coverage("cap", "concept", ("hate",), ("slur",), ("caption",)),
+        "no modality at all": Coverage("none", "concept", ("violence",), ("gore",), ()),
+    }
+    views = {}
+    for label, cover in covers.items():
+        data = apply_coverage(covered_summary(), cover)
+        other = apply_coverage(covered_summary(), Coverage("other", "concept", ("violence",), ("gore",), both))
+        other["categories"] = other["categories"][:2]  # sexual is not in the other report
+        views[label] = json.dumps({"summary": data, "na": na(data), "compare": compare_rows(data, other),
+                                   "compare, other way": compare_rows(other, data),
+                                   "coverage_block": coverage_block(cover, ["violence", "sexual"])}, indent=1, sort_keys=True)
+    golden("coverage.json.txt", sections(views))
+    untouched = covered_summary()
+    assert {k: v for k, v in apply_coverage(copy.deepcopy(untouched), Coverage.full("m")).items() if k != "coverage"} == untouched
+    assert na({}) == na({"coverage": None}) == na({"coverage": {"na": None}}) == "n/a - not scored"
+
+
+def hand_report_dir(root: Path, planned: list[str] | None = None, matches: bool = True) -> Path:
+    """A report directory built by hand: the card and the completeness check read names, stats, run.json,
+    claims and matches/ (the Parquet files' bytes are only digested, so any bytes do)."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from vlmaudit.storage.localfiles import host
+
+    root.mkdir()
+    stats = {"a": {"status": "complete", "rows": 10, "status_counts": {"ok": 8, "decode_error": 2}},
+             "b": {"status": "truncated", "rows": 1234, "status_counts": {"ok": 3, "no_image": 1, "x": True, "y": 1.5}},
+             "c": {"status": "failed", "rows": 0, "status_counts": "damaged"},
+             "d": {"status": "complete", "rows": 4}}  # d's Parquet file is missing: not finished
+    for name, s in stats.items():
+        (root / f"{name}.stats.json").write_text(json.dumps(s))
+    for name in ("a", "b"):
+        (root / f"{name}.parquet").write_bytes(name.encode() * 3)
+    (root / "run.json").write_text(json.dumps({"planned_shards": planned or [], "packages": {"vlmaudit": "7.1"},
+                                               "model_info": {"weights_sha256": "w" * 8}, "taxonomy_fingerprint": "tf",
+                                               "thresholds_fingerprint": "thf"}))
+    (root / ".e.lock").write_text(json.dumps({"host": host(), "pid": os.getpid(), "since": 0}))  # a live writer
+    (root / ".f.lock").write_text("not json")  # unreadable and new: held all the same
+    (root / ".hidden").write_text("left out")
+    (root / "link.parquet").symlink_to(root / "a.parquet")
+    (root / "notes").mkdir()
+    (root / "notes" / "n.txt").write_text("n")
+    (root / "notes" / ".h").write_text("h")
+    (root / "notes" / ".sub").mkdir()
+    (root / "notes" / ".sub" / "x").write_text("x")
+    (root / "notes" / "l").symlink_to(root / "run.json")
+    if matches:
+        (root / "matches").mkdir()
+        pq.write_table(pa.table({"bank": ["ncii", "ncii", "csam", "ncii"], "shard": ["a", "a", "b", "a"],
+                                 "key": ["k1", "k1", "k9", "k2"], "distance": [0, 1, 2, 3]}),
+                       root / "matches" / "matches.parquet")
+    return root
+
+
+def test_completeness_of_a_hand_made_report_dir(tmp_path):
+    from vlmaudit.report.completeness import assess
+    from vlmaudit.report.reading import ReportDir
+
+    root = hand_report_dir(tmp_path / "r", planned=["a", "b", "c", "d", "e", "f", "g"])
+    expected_missing = ["d", "g"]
+    found = assess(root)
+    assert found == {"complete": False, "incomplete": {
+        "planned_shards": 7, "finished_shards": 2, "missing_shards": expected_missing, "failed_shards": ["c"],
+        "held_shards": ["e", "f"], "truncated": [{"shard": "b", "samples_read": 1234}],
+        "failed_by_status": {"decode_error": 2, "no_image": 1}}}
+    assert assess(ReportDir(root), shard_glob="[ab]", status_counts={"ok": 5, "scored_late": 0, "bad": 3}) == {
+        "complete": False, "incomplete": {
+            "planned_shards": 7, "finished_shards": 2, "missing_shards": [], "failed_shards": [], "held_shards": [],
+            "truncated": [{"shard": "b", "samples_read": 1234}], "failed_by_status": {"bad": 3}}}
+    assert assess(root, shard_glob="a") == {"complete": True, "incomplete": {
+        "planned_shards": 7, "finished_shards": 1, "missing_shards": [], "failed_shards": [], "held_shards": [],
+        "truncated": [], "failed_by_status": {"decode_error": 2}}}
+    assert assess(tmp_path / "nowhere") == {"complete": True, "incomplete": {
+        "planned_shards": 0, "finished_shards": 0, "missing_shards": [], "failed_shards": [], "held_shards": [],
+        "truncated": [], "failed_by_status": {}}}
+    unplanned = hand_report_dir(tmp_path / "u")  # no plan: the stats name the shards
+    assert assess(unplanned)["incomplete"]["missing_shards"] == ["d"]
+
+
+def test_audit_card_of_a_hand_made_report_dir(tmp_path):
+    import hashlib
+    import json
+    import re as regex
+    from types import SimpleNamespace
+
+    from vlmaudit import __version__
+    from vlmaudit.report.card import build_card, card_paths, file_digests, known_match_counts, sha256_file, write_card
+    from vlmaudit.report.reportset import listing_of
+
+    root = hand_report_dir(tmp_path / "r", planned=["b", "a", "d"])
+    data = summary()
+    data["categories"][1]["scored"] = True  # marked unscored by the coverage below instead
+    data["categories"][1]["id"] = "hate"
+    data["categories"].append({"id": "drugs", "name": "Drugs", "flagged": 2, "rate": 0.05, "scored": False})
+    data["estimates"] = estimates()
+    meta = {"model": {"backend": "clip", "model": "tiny", "revision": "r"}, "taxonomy_version": "tax-1",
+            "coverage": {"model": "tiny", "level": "concept", "categories": ["violence", "drugs"], "concepts": [],
+                         "modalities": ["image"]}}
+    view = SimpleNamespace(policy=SimpleNamespace(name="strict", fingerprint="pf"), thr_image=[0.5, 0.25],
+                           thr_caption=[0.75, 1.0])
+    options = {"category": None, "labels_sha256": "ls"}
+    skipped = root / "b.parquet"
+    card = build_card(root, data, meta, view, options, skip=(skipped,))
+    assert card["written_by"] == f"vlmaudit {__version__}"
+    assert regex.fullmatch(r"20\d\d-\d\d-\d\dT\d\d:\d\d:\d\dZ", card["written_at"])
+    golden("card.json.txt", json.dumps({k: v for k, v in card.items() if not k.startswith("written_")}, indent=1,
+                                       sort_keys=True) + "\n")
+    assert sorted(card["files"]) == ["a.parquet", "a.stats.json", "b.stats.json", "c.stats.json", "d.stats.json",
+                                     "matches/matches.parquet", "notes/n.txt", "run.json"]
+    assert card["files"]["a.parquet"] == sha256_file(root / "a.parquet") == hashlib.sha256(b"aaa").hexdigest()
+    assert file_digests(listing_of(root)) == file_digests(root) != card["files"]
+    assert known_match_counts(root) == {"csam": {"matches": 1, "samples": 1}, "ncii": {"matches": 3, "samples": 2}}
+    assert known_match_counts(hand_report_dir(tmp_path / "none", matches=False)) is None
+    card["policy"] = None
+    no_policy = build_card(root, data, meta, SimpleNamespace(policy=None, thr_image=[], thr_caption=[]), {}, ())
+    assert no_policy["policy"] is None and no_policy["estimate"]["labels_sha256"] is None
+    md_path, json_path = card_paths(tmp_path / "out" / "c.md")
+    json_path.parent.mkdir()
+    write_card(card, md_path, json_path)
+    assert json.loads(json_path.read_text()) == card and json_path.read_text().endswith("}\n")
+    assert md_path.read_text().startswith("# Audit card (vlmaudit)\n\nWritten ") and "`c.json`" in md_path.read_text()
