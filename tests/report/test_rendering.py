@@ -342,6 +342,7 @@ def test_card_scores_only_the_categories_the_model_covers():
     run = {"coverage": cover("violence")}
     assert category_scored(run, {}, "violence") and not category_scored(run, {}, "hate")
     assert category_scored({}, {"coverage": cover("hate", modalities=["caption"])}, "hate")  # the footer's, one modality
+    assert category_scored({}, {"coverage": cover("hate", modalities=["image"])}, "hate")
     assert not category_scored({}, {"coverage": cover("hate")}, "violence")
     assert not category_scored({}, {"coverage": cover("hate", modalities=[])}, "hate")
     assert category_scored({}, {}, "anything")  # no coverage recorded: everything scored
@@ -1113,7 +1114,10 @@ def test_svg_charts_as_written():
         "nothing scored": histogram({**entry, "bins": 2, "image": None, "caption": None})}))
     none_ok = estimates()
     none_ok["categories"][0]["prevalence"] = none_ok["overall"]["prevalence"]
+    zero = estimates()  # an interval at 0 beside one at 0.2: the scale is the widest interval's
+    zero["overall"]["prevalence"] = {"status": "ok", "estimate": 0.0, "low": 0.0, "high": 0.0, "positives": 0, "labels": 9}
     golden("estimate_intervals.svg.txt", sections({
+        "an interval at 0": estimate_intervals(zero),
         "one interval": estimate_intervals(estimates()), "too few labels everywhere": estimate_intervals(none_ok),
         "narrow": estimate_intervals(estimates(), width=500)}))
 
@@ -1126,7 +1130,9 @@ def test_html_pages_as_written():
     full["examples"]["gore"] += [
         {"shard": "s1", "key": "k2", "url": "https://e.invalid/" + "p" * 90, "caption": "c<b>" * 40, "score": 0.5,
          "fired": "caption"},
-        {"shard": "s1", "key": "k3", "url": "file:///etc/passwd", "caption": None, "score": 0.25, "modality": "image"}]
+        {"shard": "s1", "key": "k3", "url": "file:///etc/passwd", "caption": None, "score": 0.25, "modality": "image"},
+        {"shard": "s1", "key": "k4", "url": "http://e.invalid/a b", "caption": "x", "score": 0.125, "modality": "both"},
+        {"shard": "s1", "key": "k5", "url": "ftp://e.invalid/x", "caption": "y", "score": 0.0625, "fired": "od<d>"}]
     thumbs = {("s<1>", "key-" + "k" * 30): "QUJD"}
     golden("page-full.html", to_html(full, thumbs, blur=True, redact=False))
     golden("page-redacted.html", to_html(full, thumbs, blur=False, redact=True))
