@@ -1096,14 +1096,20 @@ def test_svg_charts_as_written():
         {"id": "tiny", "name": "Tiny", "flagged": 1, "rate": 0.0004, "both": None, "image_only": 1, "caption_only": None}]
     golden("category_bars.svg.txt", sections({
         "two categories, one not scored, a zero and a tiny rate": category_bars(cats),
-        "none": category_bars([]), "narrow": category_bars(cats[:1], width=400)}))
+        "none": category_bars([]), "narrow": category_bars(cats[:1], width=400),
+        "a name of 28 characters, one of 29, a rate of 0.1 %": category_bars([
+            {**cats[0], "name": "n" * 28, "rate": 0.001}, {**cats[0], "name": "m" * 29, "rate": 0.00099}])}))
     golden("split_bar.svg.txt", sections({
         "2/4/1": split_bar(summary()["modality"]), "caption not scored": split_bar({"both": 3, "image_only": 9,
                                                                                    "caption_only": None}, width=500),
-        "nothing flagged": split_bar(bare()["modality"]), "empty dict": split_bar({})}))
+        "nothing flagged": split_bar(bare()["modality"]), "empty dict": split_bar({}),
+        "a part of exactly 90 px (no label) and one of 90.5 px (labelled)": split_bar(
+            {"both": 1, "image_only": 7, "caption_only": 0}) + split_bar({"both": 1, "image_only": 7, "caption_only": 0},
+                                                                         width=724)}))
     golden("shard_rates.svg.txt", sections({
         "two shards": shard_rates([0.25, 0.1], 2), "buckets": shard_rates([0.0005, 0.0, 0.02], 7, width=300, height=90),
-        "no shards": shard_rates([], 0)}))
+        "no shards": shard_rates([], 0), "one shard": shard_rates([0.5], 1), "all zero": shard_rates([0.0, 0.0], 2),
+        "more buckets than pixels": shard_rates([0.1] * 30, 30, width=100)}))
     entry = summary()["concept_histograms"][0]
     golden("histogram.svg.txt", sections({
         "both series": histogram(entry),
@@ -1111,7 +1117,9 @@ def test_svg_charts_as_written():
         "thresholds off the scale, no caption threshold": histogram(
             {**entry, "name": "G<o>re", "threshold_image": 1.5, "threshold_caption": None}, width=200, height=100),
         "thresholds below 0": histogram({**entry, "threshold_image": -0.5, "threshold_caption": 0.0}),
-        "nothing scored": histogram({**entry, "bins": 2, "image": None, "caption": None})}))
+        "nothing scored": histogram({**entry, "bins": 2, "image": None, "caption": None}),
+        "image not scored": histogram({**entry, "image": None, "threshold_image": None}),
+        "no image threshold": histogram({**entry, "threshold_image": None})}))
     none_ok = estimates()
     none_ok["categories"][0]["prevalence"] = none_ok["overall"]["prevalence"]
     zero = estimates()  # an interval at 0 beside one at 0.2: the scale is the widest interval's
