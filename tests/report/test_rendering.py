@@ -1397,3 +1397,27 @@ def test_audit_card_of_a_hand_made_report_dir(tmp_path):
     write_card(card, md_path, json_path)
     assert json.loads(json_path.read_text()) == card and json_path.read_text().endswith("}\n")
     assert md_path.read_text().startswith("# Audit card (vlmaudit)\n\nWritten ") and "`c.json`" in md_path.read_text()
+
+
+def test_dashboard_edge_rows_as_written():
+    """Rows the hand-built summary lacks: a concept name over 30 characters in the highest scores, counts of
+    at most 1 in the histogram, examples without a URL or a fired field, an examples list emptied (every
+    sample withheld as known content)."""
+    from vlmaudit.report import dashboard
+
+    data = summary()
+    data["highest_scores"].append({"key": "k-2", "shard": "s", "concept": "c" * 31, "modality": "image", "score": 1.0})
+    data["histogram"] = {"concept": "gore", "bins": 2, "image": [1, 0], "caption": [0, 1]}
+    data["examples"] = {"gore": [{"shard": "s1", "key": "k1", "url": None, "caption": "cap", "score": 0.5,
+                                  "modality": "caption"}]}
+    text = "".join(dashboard_views(part, data, widths=(120,)) for part in (dashboard.highest, dashboard.histogram))
+    for plain in (True, False):
+        text += sections({f"examples {'plain' if plain else 'rich'}": squeezed(shown(dashboard.examples(data, 120, plain, False),
+                                                                                     plain, 120))})
+    data["examples"] = {"gore": []}
+    for plain in (True, False):
+        text += sections({f"no examples left {'plain' if plain else 'rich'}": squeezed(shown(
+            dashboard.examples(data, 120, plain, False), plain, 120))})
+    golden("dashboard-edges.txt", text)
+    assert dashboard.sparkline([]) == "" and dashboard.sparkline([], plain=True) == ""
+    assert dashboard.clip("abcdef", 2, plain=True).plain == "..." and dashboard.clip("abcdef", 0).plain == "…"
