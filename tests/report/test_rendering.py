@@ -1085,6 +1085,9 @@ def partial_coverage() -> dict:
     data["concept_histograms"][0].update(caption=None, threshold_caption=None)
     data["compare"][0].update(other_rate=None, other_na="n/a - not in the other report", delta=None)
     data["known_matches"] = {"banks": {}, "samples": 0, "withheld_examples": 0}
+    data["incomplete"] = {"planned_shards": 0, "finished_shards": 2, "missing_shards": [f"m<{k}>_x" for k in range(10)],
+                          "held_shards": ["h|1\x1b"], "failed_shards": ["f`1"], "truncated": [{"shard": "t<1>", "samples_read": 1234}],
+                          "failed_by_status": {"bad|st<x>": 3}}  # names each medium escapes its own way
     return data
 
 
