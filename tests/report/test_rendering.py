@@ -1413,7 +1413,11 @@ def test_dashboard_edge_rows_as_written():
     data["histogram"] = {"concept": "gore", "bins": 2, "image": [1, 0], "caption": [0, 1]}
     data["examples"] = {"gore": [{"shard": "s1", "key": "k1", "url": None, "caption": "cap", "score": 0.5,
                                   "modality": "caption"}]}
-    text = "".join(dashboard_views(part, data, widths=(120,)) for part in (dashboard.highest, dashboard.histogram))
+    data["top_concepts"].append({**data["top_concepts"][0], "name": "n" * 41, "category": "k" * 41})
+    data["compare"].append({"name": "v" * 61, "rate": 0.5, "other_rate": 0.25, "delta": 0.25})
+    data["categories"].reverse()  # the unscored category first: the scored one after it still shown
+    text = "".join(dashboard_views(part, data, widths=(120,)) for part in (
+        dashboard.highest, dashboard.histogram, dashboard.concepts, dashboard.compare, dashboard.categories))
     for plain in (True, False):
         text += sections({f"examples {'plain' if plain else 'rich'}": squeezed(shown(dashboard.examples(data, 120, plain, False),
                                                                                      plain, 120))})
