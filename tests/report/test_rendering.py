@@ -1428,3 +1428,30 @@ def test_dashboard_edge_rows_as_written():
     golden("dashboard-edges.txt", text)
     assert dashboard.sparkline([]) == "" and dashboard.sparkline([], plain=True) == ""
     assert dashboard.clip("abcdef", 2, plain=True).plain == "..." and dashboard.clip("abcdef", 0).plain == "…"
+
+
+def test_audit_card_refusals_are_one_line(tmp_path, monkeypatch):
+    from vlmaudit.errors import UserError
+    from vlmaudit.report import card as module
+    from vlmaudit.report.reading import ReportDir
+
+    root = hand_report_dir(tmp_path / "r")
+    with pytest.raises(UserError, match=r"^.*missing: cannot read \(No such file or directory\)$"):
+        module.sha256_file(tmp_path / "missing")
+    monkeypatch.setattr(module, "MAX_FILES", 9)
+    assert len(module.file_digests(root)) == 9
+    monkeypatch.setattr(module, "MAX_FILES", 8)
+    with pytest.raises(UserError, match=r"r: over 8 files$"):
+        module.file_digests(root)
+    remote = ReportDir.__new__(ReportDir)
+    remote.where = type("Remote", (), {"remote": True, "__str__": lambda self: "s3://b/r"})()
+    with pytest.raises(UserError, match=r"^s3://b/r: the audit card digests local report directories only \(copy them here first\)$"):
+        module.file_digests(remote)
+    with pytest.raises(UserError) as refused:
+        module.write_card(card(), tmp_path / "no" / "c.md", tmp_path / "no" / "c.json")
+    assert str(refused.value) == f"{tmp_path / 'no' / 'c.json'}: cannot write the card (No such file or directory)"
+    (tmp_path / "md").mkdir()
+    (tmp_path / "md" / "c.md").mkdir()  # the Markdown's name taken by a directory
+    with pytest.raises(UserError) as refused:
+        module.write_card(card(), tmp_path / "md" / "c.md", tmp_path / "md" / "c.json")
+    assert str(refused.value) == f"{tmp_path / 'md' / 'c.md'}: cannot write the card (Is a directory)"
