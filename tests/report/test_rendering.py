@@ -1149,6 +1149,19 @@ def test_html_pages_as_written():
     golden("page-redacted.html", to_html(full, thumbs, blur=False, redact=True))
     golden("page-bare.html", to_html(bare(), {}, blur=True, redact=False))
     golden("page-partial-coverage.html", to_html(partial_coverage(), {}, blur=True, redact=False))
+    sparse = summary()  # the optional keys left out: the page still renders, with zeros and n/a
+    for key in ("shards", "thresholds"):
+        del sparse["overview"][key]
+    for key in ("top_shards", "shard_rates", "modality", "concept_histograms", "known_matches", "complete"):
+        del sparse[key]
+    sparse["failed_shards"] = [f"f{k}" for k in range(20)]  # exactly 20: all named, no ellipsis
+    sparse["categories"].append({"id": "d", "name": "D", "flagged": None, "rate": None, "both": None,
+                                 "image_only": None, "caption_only": None, "agreement": None})  # no label: "n/a"
+    sparse["top_concepts"].append({**sparse["top_concepts"][0], "name": "Blood", "image": None})
+    golden("page-sparse.html", to_html(sparse, {}, blur=True, redact=False))
+    two = summary()
+    two["concept_histograms"].append({**two["concept_histograms"][0], "name": "Blood"})
+    assert to_html(two, {}, blur=True, redact=False).count("</figure><figure>") == 1
 
 
 def test_markdown_exports_as_written():
