@@ -1167,8 +1167,12 @@ def test_html_pages_as_written():
 def test_markdown_exports_as_written():
     from vlmaudit.report.exports import to_markdown
 
+    two = bare()
+    two["coverage"] = {"model": "m", "level": "concept", "categories": ["a", "b_c"], "concepts": [],
+                       "modalities": ["image", "caption"], "everything": False, "na": None}
     golden("report.md", sections({"incomplete, two categories": to_markdown(summary()),
-                                  "bare": to_markdown(bare()), "partial coverage": to_markdown(partial_coverage())}))
+                                  "bare": to_markdown(bare()), "partial coverage": to_markdown(partial_coverage()),
+                                  "coverage of two categories, both modalities": to_markdown(two)}))
 
 
 def squeezed(text: str) -> str:
