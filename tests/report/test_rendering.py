@@ -4,8 +4,10 @@ Markdown lines, the audit card's fields. Fast and exact: no scan, no report dire
 
 import html
 import io
+import os
 import re
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 
@@ -340,6 +342,7 @@ def test_card_scores_only_the_categories_the_model_covers():
     run = {"coverage": cover("violence")}
     assert category_scored(run, {}, "violence") and not category_scored(run, {}, "hate")
     assert category_scored({}, {"coverage": cover("hate", modalities=["caption"])}, "hate")  # the footer's, one modality
+    assert category_scored({}, {"coverage": cover("hate", modalities=["image"])}, "hate")
     assert not category_scored({}, {"coverage": cover("hate")}, "violence")
     assert not category_scored({}, {"coverage": cover("hate", modalities=[])}, "hate")
     assert category_scored({}, {}, "anything")  # no coverage recorded: everything scored
@@ -1029,3 +1032,443 @@ def test_dashboard_with_no_categories():
     data = summary()
     data["categories"] = []
     assert table(dashboard.categories, True, data=data) == [["flagged rate per category"], ["category", "rate", "samples"]]
+
+
+# ---- golden files: the exact text a reader gets, for every renderer and its branches ----
+# tests/report/golden/NAME holds the expected output; VLMAUDIT_UPDATE_GOLDEN=1 rewrites them (review the diff).
+# Read relative to this file, so they travel with the tests when CI copies tests/ away from the checkout.
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def golden(name: str, text: str) -> None:
+    path = GOLDEN / name
+    if os.environ.get("VLMAUDIT_UPDATE_GOLDEN") == "1":
+        GOLDEN.mkdir(exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    assert path.is_file(), f"{path}: no golden file (run the test with VLMAUDIT_UPDATE_GOLDEN=1 and review it)"
+    assert text == path.read_text(encoding="utf-8"), name
+
+
+def sections(named: dict[str, str]) -> str:
+    """Several outputs in one golden file, each under a '=== label' line."""
+    return "".join(f"=== {label}\n{text.rstrip(chr(10))}\n" for label, text in named.items())
+
+
+def bare() -> dict:
+    """A complete run where nothing was flagged: empty lists, no examples, no matches checked, no compare."""
+    data = summary()
+    data["overview"].update(flagged=0, flagged_rate=0.0, shards=0, thresholds={"source": "calibrated"})
+    data["categories"] = []
+    data["top_concepts"], data["top_shards"], data["shard_rates"] = [], [], []
+    data["failed_shards"], data["truncated_shards"] = [], []
+    data["modality"] = {"both": 0, "image_only": 0, "caption_only": 0, "agreement": None}
+    data["concept_histograms"], data["highest_scores"], data["compare"] = [], [], []
+    data["histogram"] = None
+    data["complete"] = True
+    data["incomplete"] = {"planned_shards": 0, "finished_shards": 0, "missing_shards": [], "failed_shards": [],
+                          "held_shards": [], "truncated": [], "failed_by_status": {}}
+    data["known_matches"] = None
+    return data
+
+
+def partial_coverage() -> dict:
+    """A model that scores the image only, at category level (what coverage_view leaves in a summary)."""
+    data = with_example(summary())
+    data["coverage"] = {"model": "nsfw_net", "level": "category", "categories": ["violence"], "concepts": [],
+                        "modalities": ["image"], "everything": False, "na": "n/a - not scored by nsfw_net"}
+    data["modality"].update(scored={"image": True, "caption": False}, na="n/a - not scored by nsfw_net",
+                            caption_only=None, agreement=None)
+    data["categories"][0].update(caption_only=None, agreement=None, scored=True)
+    data["top_concepts"][0].update(name="Violence (whole category)", level="category", caption=None,
+                                   mean_caption=None, p95_caption=None)
+    data["concept_histograms"][0].update(caption=None, threshold_caption=None)
+    data["compare"][0].update(other_rate=None, other_na="n/a - not in the other report", delta=None)
+    data["known_matches"] = {"banks": {}, "samples": 0, "withheld_examples": 0}
+    data["incomplete"] = {"planned_shards": 0, "finished_shards": 2, "missing_shards": [f"m<{k}>_x" for k in range(10)],
+                          "held_shards": ["h|1\x1b"], "failed_shards": ["f`1"], "truncated": [{"shard": "t<1>", "samples_read": 1234}],
+                          "failed_by_status": {"bad|st<x>": 3}}  # names each medium escapes its own way
+    return data
+
+
+def test_svg_charts_as_written():
+    from vlmaudit.report.html_charts import category_bars, estimate_intervals, histogram, shard_rates, split_bar
+
+    cats = summary()["categories"] + [
+        {"id": "drugs", "name": "Dr<ugs>", "flagged": 0, "rate": 0.0, "both": 0, "image_only": 0, "caption_only": 0},
+        {"id": "tiny", "name": "Tiny", "flagged": 1, "rate": 0.0004, "both": None, "image_only": 1, "caption_only": None}]
+    golden("category_bars.svg.txt", sections({
+        "two categories, one not scored, a zero and a tiny rate": category_bars(cats),
+        "none": category_bars([]), "narrow": category_bars(cats[:1], width=400),
+        "a name of 28 characters, one of 29, a rate of 0.1 %": category_bars([
+            {**cats[0], "name": "n" * 28, "rate": 0.001}, {**cats[0], "name": "m" * 29, "rate": 0.00099}])}))
+    golden("split_bar.svg.txt", sections({
+        "2/4/1": split_bar(summary()["modality"]), "caption not scored": split_bar({"both": 3, "image_only": 9,
+                                                                                   "caption_only": None}, width=500),
+        "nothing flagged": split_bar(bare()["modality"]), "empty dict": split_bar({}),
+        "a part of exactly 90 px (no label) and one of 90.5 px (labelled)": split_bar(
+            {"both": 1, "image_only": 7, "caption_only": 0}) + split_bar({"both": 1, "image_only": 7, "caption_only": 0},
+                                                                         width=724)}))
+    golden("shard_rates.svg.txt", sections({
+        "two shards": shard_rates([0.25, 0.1], 2), "buckets": shard_rates([0.0005, 0.0, 0.02], 7, width=300, height=90),
+        "no shards": shard_rates([], 0), "one shard": shard_rates([0.5], 1), "all zero": shard_rates([0.0, 0.0], 2),
+        "more buckets than pixels": shard_rates([0.1] * 30, 30, width=100)}))
+    entry = summary()["concept_histograms"][0]
+    golden("histogram.svg.txt", sections({
+        "both series": histogram(entry),
+        "caption not scored": histogram({**entry, "caption": None, "threshold_caption": 0.2}),
+        "thresholds off the scale, no caption threshold": histogram(
+            {**entry, "name": "G<o>re", "threshold_image": 1.5, "threshold_caption": None}, width=200, height=100),
+        "thresholds below 0": histogram({**entry, "threshold_image": -0.5, "threshold_caption": 0.0}),
+        "nothing scored": histogram({**entry, "bins": 2, "image": None, "caption": None}),
+        "image not scored": histogram({**entry, "image": None, "threshold_image": None}),
+        "no image threshold": histogram({**entry, "threshold_image": None})}))
+    none_ok = estimates()
+    none_ok["categories"][0]["prevalence"] = none_ok["overall"]["prevalence"]
+    zero = estimates()  # an interval at 0 beside one at 0.2: the scale is the widest interval's
+    zero["overall"]["prevalence"] = {"status": "ok", "estimate": 0.0, "low": 0.0, "high": 0.0, "positives": 0, "labels": 9}
+    golden("estimate_intervals.svg.txt", sections({
+        "an interval at 0": estimate_intervals(zero),
+        "one interval": estimate_intervals(estimates()), "too few labels everywhere": estimate_intervals(none_ok),
+        "narrow": estimate_intervals(estimates(), width=500)}))
+
+
+def test_html_pages_as_written():
+    from vlmaudit.report.html_page import to_html
+
+    full = with_example(summary())
+    full["estimates"] = estimates()
+    full["examples"]["gore"] += [
+        {"shard": "s1", "key": "k2", "url": "https://e.invalid/" + "p" * 90, "caption": "c<b>" * 40, "score": 0.5,
+         "fired": "caption"},
+        {"shard": "s1", "key": "k3", "url": "file:///etc/passwd", "caption": None, "score": 0.25, "modality": "image"},
+        {"shard": "s1", "key": "k4", "url": "http://e.invalid/a b", "caption": "x", "score": 0.125, "modality": "both"},
+        {"shard": "s1", "key": "k5", "url": "ftp://e.invalid/x", "caption": "y", "score": 0.0625, "fired": "od<d>"}]
+    thumbs = {("s<1>", "key-" + "k" * 30): "QUJD"}
+    golden("page-full.html", to_html(full, thumbs, blur=True, redact=False))
+    golden("page-redacted.html", to_html(full, thumbs, blur=False, redact=True))
+    golden("page-bare.html", to_html(bare(), {}, blur=True, redact=False))
+    golden("page-partial-coverage.html", to_html(partial_coverage(), {}, blur=True, redact=False))
+    sparse = summary()  # the optional keys left out: the page still renders, with zeros and n/a
+    for key in ("shards", "thresholds"):
+        del sparse["overview"][key]
+    for key in ("top_shards", "shard_rates", "modality", "concept_histograms", "known_matches", "complete"):
+        del sparse[key]
+    sparse["failed_shards"] = [f"f{k}" for k in range(20)]  # exactly 20: all named, no ellipsis
+    sparse["categories"].append({"id": "d", "name": "D", "flagged": None, "rate": None, "both": None,
+                                 "image_only": None, "caption_only": None, "agreement": None})  # no label: "n/a"
+    sparse["top_concepts"].append({**sparse["top_concepts"][0], "name": "Blood", "image": None})
+    golden("page-sparse.html", to_html(sparse, {}, blur=True, redact=False))
+    two = summary()
+    two["concept_histograms"].append({**two["concept_histograms"][0], "name": "Blood"})
+    assert to_html(two, {}, blur=True, redact=False).count("</figure><figure>") == 1
+
+
+def test_markdown_exports_as_written():
+    from vlmaudit.report.exports import to_markdown
+
+    two = bare()
+    two["coverage"] = {"model": "m", "level": "concept", "categories": ["a", "b_c"], "concepts": [],
+                       "modalities": ["image", "caption"], "everything": False, "na": None}
+    golden("report.md", sections({"incomplete, two categories": to_markdown(summary()),
+                                  "bare": to_markdown(bare()), "partial coverage": to_markdown(partial_coverage()),
+                                  "coverage of two categories, both modalities": to_markdown(two)}))
+
+
+def squeezed(text: str) -> str:
+    """Rich's output with what rich decides left out: trailing spaces, and runs of spaces and of rule
+    characters collapsed to one (padding and column widths may change between rich versions). Every
+    word, number, bar, box character, line and order stays."""
+    return "\n".join(re.sub(r"([ \-━─=])\1+", r"\1", line.rstrip()) for line in text.splitlines()).strip("\n")
+
+
+def alignment(text: str) -> str:
+    """Per line of an ASCII table: L, R or = (fills its cell) for each non-empty cell, from where the text
+    sits between the bars: pins every column's justification in the un-squeezed output."""
+    out = []
+    for line in text.splitlines():
+        if not line.startswith("|") or set(line) <= set("|-+"):
+            continue
+        cells = line.rstrip().strip("|").split("|")
+        marks = []
+        for cell in cells:
+            if cell.strip():
+                lead, trail = len(cell) - len(cell.lstrip()), len(cell) - len(cell.rstrip())
+                marks.append("=" if lead <= 1 and trail <= 1 else "L" if lead <= 1 else "R" if trail <= 1 else "C")
+            else:
+                marks.append(".")
+        out.append("".join(marks))
+    return "\n".join(out)
+
+
+def dashboard_views(part, data: dict, widths=(120, 60)) -> str:
+    views = {}
+    for width in widths:
+        for plain in (True, False):
+            item = part(data, width, plain)
+            text = "None" if item is None else shown(item, plain, width)
+            views[f"{part.__name__} width {width} {'plain' if plain else 'rich'}"] = squeezed(text)
+            if plain and item is not None and alignment(text):
+                views[f"{part.__name__} width {width} plain: justification"] = alignment(text)
+    return sections(views)
+
+
+def dashboard_parts():
+    from vlmaudit.report import completeness, dashboard, known_content
+
+    return [dashboard.overview, completeness.dashboard_item, known_content.dashboard_item, dashboard.categories,
+            dashboard.concepts, dashboard.highest, dashboard.modality_gap, dashboard.shards, dashboard.histogram,
+            dashboard.compare]
+
+
+@pytest.mark.parametrize("case", ["summary", "bare", "partial_coverage"])
+def test_dashboard_tables_as_written(case):
+    from vlmaudit.report import dashboard
+
+    data = {"summary": lambda: with_example(summary()), "bare": bare, "partial_coverage": partial_coverage}[case]()
+    text = "".join(dashboard_views(part, data) for part in dashboard_parts())
+    if data["examples"]:
+        for redact in (False, True):
+            views = {f"examples width {w} {'plain' if plain else 'rich'} redact={redact}":
+                     squeezed(shown(dashboard.examples(data, w, plain, redact), plain, w))
+                     for w in (120, 60) for plain in (True, False)}
+            text += sections(views)
+    golden(f"dashboard-{case}.txt", text)
+
+
+@pytest.mark.parametrize("case", ["summary", "bare"])
+def test_whole_dashboard_on_a_terminal_and_off_it(case):
+    """render() picks plain output off a terminal and for NO_COLOR consoles, boxes and colour on one."""
+    from rich.console import Console
+
+    from vlmaudit.report.dashboard import render
+
+    data = {"summary": lambda: with_example(summary()), "bare": bare}[case]()
+    views = {}
+    for label, options in (("terminal", {"force_terminal": True, "color_system": "standard"}),
+                           ("terminal NO_COLOR", {"force_terminal": True, "no_color": True}),
+                           ("file", {"force_terminal": False})):
+        for redact in (False, True):
+            console = Console(width=100, record=True, file=io.StringIO(), **options)
+            render(data, console, redact=redact)
+            views[f"{label} redact={redact}"] = squeezed(console.export_text())
+    golden(f"render-{case}.txt", sections(views))
+
+
+def covered_summary() -> dict:
+    """Three categories with every figure measured, before coverage is applied (what summarize builds)."""
+    def cat(cid, name, n):
+        return {"id": cid, "name": name, "flagged": n, "rate": n / 40, "both": 1, "image_only": n - 2,
+                "caption_only": 1, "agreement": 1 / n}
+
+    def concept(cid, category, n):
+        return {"id": cid, "name": cid.title(), "category": category, "flagged": n, "rate": n / 40, "image": n - 1,
+                "caption": 2, "mean_image": 0.5, "p95_image": 0.75, "mean_caption": 0.25, "p95_caption": 0.5}
+
+    def item(key):
+        return {"shard": "s1", "key": key, "url": None, "caption": "c", "score": 0.5, "modality": "image"}
+
+    return {"categories": [cat("violence", "Violence", 6), cat("hate", "Hate", 4), cat("sexual", "Sexual", 3)],
+            "modality": {"both": 3, "image_only": 7, "caption_only": 3, "agreement": 3 / 13},
+            "top_concepts": [concept("gore", "violence", 5), concept("blood", "violence", 4),
+                             concept("slur", "hate", 4), concept("nude", "sexual", 3)],
+            "concept_histograms": [{"id": c, "name": c.title(), "category": cat_id, "bins": 2, "image": [1, 2],
+                                    "caption": [3, 4], "threshold_image": 0.5, "threshold_caption": 0.6}
+                                   for c, cat_id in (("gore", "violence"), ("slur", "hate"), ("nude", "sexual"))],
+            "examples": {"gore": [item("k1"), item("k2")], "blood": [item("k2"), item("k3")], "slur": [item("k4")],
+                         "nude": [item("k5")]}}
+
+
+def test_coverage_marks_what_the_model_never_scored():
+    import copy
+    import json
+
+    from vlmaudit.report.coverage_view import apply_coverage, compare_rows, coverage_block, na
+    from vlmaudit.rulebook.coverage import Coverage
+
+    both = ("image", "caption")
+    covers = {
+        "everything (no record)": Coverage.full("m"),
+        "every category, both modalities, per concept": Coverage("m", "concept", ("violence", "hate", "sexual"),
+                                                                   ("gore", "blood", "slur", "nude"), both),
+        "violence and hate, image only, whole categories": Coverage("nsfw", "category", ("violence", "hate"),
+                                                                     ("gore", "blood", "slur"), ("image",)),
+        "hate, caption only, one concept": Coverage("cap", "concept", ("hate",), ("slur",), ("caption",)),
+        "no modality at all": Coverage("none", "concept", ("violence",), ("gore",), ()),
+    }
+    views = {}
+    for label, cover in covers.items():
+        data = apply_coverage(covered_summary(), cover)
+        other = apply_coverage(covered_summary(), Coverage("other", "concept", ("violence",), ("gore",), both))
+        other["categories"] = other["categories"][:2]  # sexual is not in the other report
+        views[label] = json.dumps({"summary": data, "na": na(data), "compare": compare_rows(data, other),
+                                   "compare, other way": compare_rows(other, data),
+                                   "coverage_block": coverage_block(cover, ["violence", "sexual"])}, indent=1, sort_keys=True)
+    golden("coverage.json.txt", sections(views))
+    untouched = covered_summary()
+    assert {k: v for k, v in apply_coverage(copy.deepcopy(untouched), Coverage.full("m")).items() if k != "coverage"} == untouched
+    assert na({}) == na({"coverage": None}) == na({"coverage": {"na": None}}) == "n/a - not scored"
+
+
+def hand_report_dir(root: Path, planned: list[str] | None = None, matches: bool = True) -> Path:
+    """A report directory built by hand: the card and the completeness check read names, stats, run.json,
+    claims and matches/ (the Parquet files' bytes are only digested, so any bytes do)."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from vlmaudit.storage.localfiles import host
+
+    root.mkdir()
+    stats = {"a": {"status": "complete", "rows": 10, "status_counts": {"ok": 8, "decode_error": 2}},
+             "b": {"status": "truncated", "rows": 1234, "status_counts": {"ok": 3, "no_image": 1, "x": True, "y": 1.5}},
+             "c": {"status": "failed", "rows": 0, "status_counts": "damaged"},
+             "d": {"status": "complete", "rows": 4}}  # d's Parquet file is missing: not finished
+    for name, s in stats.items():
+        (root / f"{name}.stats.json").write_text(json.dumps(s))
+    for name in ("a", "b"):
+        (root / f"{name}.parquet").write_bytes(name.encode() * 3)
+    (root / "run.json").write_text(json.dumps({"planned_shards": planned or [], "packages": {"vlmaudit": "7.1"},
+                                               "model_info": {"weights_sha256": "w" * 8}, "taxonomy_fingerprint": "tf",
+                                               "thresholds_fingerprint": "thf"}))
+    (root / ".e.lock").write_text(json.dumps({"host": host(), "pid": os.getpid(), "since": 0}))  # a live writer
+    (root / ".f.lock").write_text("not json")  # unreadable and new: held all the same
+    (root / ".hidden").write_text("left out")
+    (root / "link.parquet").symlink_to(root / "a.parquet")
+    (root / "notes").mkdir()
+    (root / "notes" / "n.txt").write_text("n")
+    (root / "notes" / ".h").write_text("h")
+    (root / "notes" / ".sub").mkdir()
+    (root / "notes" / ".sub" / "x").write_text("x")
+    (root / "notes" / "l").symlink_to(root / "run.json")
+    if matches:
+        (root / "matches").mkdir()
+        pq.write_table(pa.table({"bank": ["ncii", "ncii", "csam", "ncii"], "shard": ["a", "a", "b", "a"],
+                                 "key": ["k1", "k1", "k9", "k2"], "distance": [0, 1, 2, 3]}),
+                       root / "matches" / "matches.parquet")
+    return root
+
+
+def test_completeness_of_a_hand_made_report_dir(tmp_path):
+    from vlmaudit.report.completeness import assess
+    from vlmaudit.report.reading import ReportDir
+
+    root = hand_report_dir(tmp_path / "r", planned=["a", "b", "c", "d", "e", "f", "g"])
+    expected_missing = ["d", "g"]
+    found = assess(root)
+    assert found == {"complete": False, "incomplete": {
+        "planned_shards": 7, "finished_shards": 2, "missing_shards": expected_missing, "failed_shards": ["c"],
+        "held_shards": ["e", "f"], "truncated": [{"shard": "b", "samples_read": 1234}],
+        "failed_by_status": {"decode_error": 2, "no_image": 1}}}
+    assert assess(ReportDir(root), shard_glob="[ab]", status_counts={"ok": 5, "scored_late": 0, "bad": 3}) == {
+        "complete": False, "incomplete": {
+            "planned_shards": 7, "finished_shards": 2, "missing_shards": [], "failed_shards": [], "held_shards": [],
+            "truncated": [{"shard": "b", "samples_read": 1234}], "failed_by_status": {"bad": 3}}}
+    assert assess(root, shard_glob="a") == {"complete": True, "incomplete": {
+        "planned_shards": 7, "finished_shards": 1, "missing_shards": [], "failed_shards": [], "held_shards": [],
+        "truncated": [], "failed_by_status": {"decode_error": 2}}}
+    assert assess(tmp_path / "nowhere") == {"complete": True, "incomplete": {
+        "planned_shards": 0, "finished_shards": 0, "missing_shards": [], "failed_shards": [], "held_shards": [],
+        "truncated": [], "failed_by_status": {}}}
+    unplanned = hand_report_dir(tmp_path / "u")  # no plan: the stats name the shards
+    assert assess(unplanned)["incomplete"]["missing_shards"] == ["d"]
+
+
+def test_audit_card_of_a_hand_made_report_dir(tmp_path):
+    import hashlib
+    import json
+    import re as regex
+    from types import SimpleNamespace
+
+    from vlmaudit import __version__
+    from vlmaudit.report.card import build_card, card_paths, file_digests, known_match_counts, sha256_file, write_card
+    from vlmaudit.report.reportset import listing_of
+
+    root = hand_report_dir(tmp_path / "r", planned=["b", "a", "d"])
+    data = summary()
+    data["categories"][1]["scored"] = True  # marked unscored by the coverage below instead
+    data["categories"][1]["id"] = "hate"
+    data["categories"].append({"id": "drugs", "name": "Drugs", "flagged": 2, "rate": 0.05, "scored": False})
+    data["estimates"] = estimates()
+    meta = {"model": {"backend": "clip", "model": "tiny", "revision": "r"}, "taxonomy_version": "tax-1",
+            "coverage": {"model": "tiny", "level": "concept", "categories": ["violence", "drugs"], "concepts": [],
+                         "modalities": ["image"]}}
+    view = SimpleNamespace(policy=SimpleNamespace(name="strict", fingerprint="pf"), thr_image=[0.5, 0.25],
+                           thr_caption=[0.75, 1.0])
+    options = {"category": None, "labels_sha256": "ls"}
+    skipped = root / "b.parquet"
+    card = build_card(root, data, meta, view, options, skip=(skipped,))
+    assert card["written_by"] == f"vlmaudit {__version__}"
+    assert regex.fullmatch(r"20\d\d-\d\d-\d\dT\d\d:\d\d:\d\dZ", card["written_at"])
+    golden("card.json.txt", json.dumps({k: v for k, v in card.items() if not k.startswith("written_")}, indent=1,
+                                       sort_keys=True) + "\n")
+    assert sorted(card["files"]) == ["a.parquet", "a.stats.json", "b.stats.json", "c.stats.json", "d.stats.json",
+                                     "matches/matches.parquet", "notes/n.txt", "run.json"]
+    assert card["files"]["a.parquet"] == sha256_file(root / "a.parquet") == hashlib.sha256(b"aaa").hexdigest()
+    assert file_digests(listing_of(root)) == file_digests(root) != card["files"]
+    assert known_match_counts(root) == {"csam": {"matches": 1, "samples": 1}, "ncii": {"matches": 3, "samples": 2}}
+    assert known_match_counts(hand_report_dir(tmp_path / "none", matches=False)) is None
+    card["policy"] = None
+    no_policy = build_card(root, data, meta, SimpleNamespace(policy=None, thr_image=[], thr_caption=[]), {}, ())
+    assert no_policy["policy"] is None and no_policy["estimate"]["labels_sha256"] is None
+    md_path, json_path = card_paths(tmp_path / "out" / "c.md")
+    json_path.parent.mkdir()
+    write_card(card, md_path, json_path)
+    assert json.loads(json_path.read_text()) == card and json_path.read_text().endswith("}\n")
+    assert md_path.read_text().startswith("# Audit card (vlmaudit)\n\nWritten ") and "`c.json`" in md_path.read_text()
+
+
+def test_dashboard_edge_rows_as_written():
+    """Rows the hand-built summary lacks: a concept name over 30 characters in the highest scores, counts of
+    at most 1 in the histogram, examples without a URL or a fired field, an examples list emptied (every
+    sample withheld as known content)."""
+    from vlmaudit.report import dashboard
+
+    data = summary()
+    data["highest_scores"].append({"key": "k-2", "shard": "s", "concept": "c" * 31, "modality": "image", "score": 1.0})
+    data["histogram"] = {"concept": "gore", "bins": 2, "image": [1, 0], "caption": [0, 1]}
+    data["examples"] = {"gore": [{"shard": "s1", "key": "k1", "url": None, "caption": "cap", "score": 0.5,
+                                  "modality": "caption"}]}
+    data["top_concepts"].append({**data["top_concepts"][0], "name": "n" * 41, "category": "k" * 41})
+    data["compare"].append({"name": "v" * 61, "rate": 0.5, "other_rate": 0.25, "delta": 0.25})
+    data["categories"].reverse()  # the unscored category first: the scored one after it still shown
+    text = "".join(dashboard_views(part, data, widths=(120,)) for part in (
+        dashboard.highest, dashboard.histogram, dashboard.concepts, dashboard.compare, dashboard.categories))
+    for plain in (True, False):
+        text += sections({f"examples {'plain' if plain else 'rich'}": squeezed(shown(dashboard.examples(data, 120, plain, False),
+                                                                                     plain, 120))})
+    data["examples"] = {"gore": []}
+    for plain in (True, False):
+        text += sections({f"no examples left {'plain' if plain else 'rich'}": squeezed(shown(
+            dashboard.examples(data, 120, plain, False), plain, 120))})
+    golden("dashboard-edges.txt", text)
+    assert dashboard.sparkline([]) == "" and dashboard.sparkline([], plain=True) == ""
+    assert dashboard.clip("abcdef", 2, plain=True).plain == "..." and dashboard.clip("abcdef", 0).plain == "…"
+
+
+def test_audit_card_refusals_are_one_line(tmp_path, monkeypatch):
+    from vlmaudit.errors import UserError
+    from vlmaudit.report import card as module
+    from vlmaudit.report.reading import ReportDir
+
+    root = hand_report_dir(tmp_path / "r")
+    with pytest.raises(UserError, match=r"^.*missing: cannot read \(No such file or directory\)$"):
+        module.sha256_file(tmp_path / "missing")
+    monkeypatch.setattr(module, "MAX_FILES", 9)
+    assert len(module.file_digests(root)) == 9
+    monkeypatch.setattr(module, "MAX_FILES", 8)
+    with pytest.raises(UserError, match=r"r: over 8 files$"):
+        module.file_digests(root)
+    remote = ReportDir.__new__(ReportDir)
+    remote.where = type("Remote", (), {"remote": True, "__str__": lambda self: "s3://b/r"})()
+    with pytest.raises(UserError, match=r"^s3://b/r: the audit card digests local report directories only \(copy them here first\)$"):
+        module.file_digests(remote)
+    with pytest.raises(UserError) as refused:
+        module.write_card(card(), tmp_path / "no" / "c.md", tmp_path / "no" / "c.json")
+    assert str(refused.value) == f"{tmp_path / 'no' / 'c.json'}: cannot write the card (No such file or directory)"
+    (tmp_path / "md").mkdir()
+    (tmp_path / "md" / "c.md").mkdir()  # the Markdown's name taken by a directory
+    with pytest.raises(UserError) as refused:
+        module.write_card(card(), tmp_path / "md" / "c.md", tmp_path / "md" / "c.json")
+    assert str(refused.value) == f"{tmp_path / 'md' / 'c.md'}: cannot write the card (Is a directory)"

@@ -1,7 +1,7 @@
 """Coverage in a summary (SHARED.md item 3): figures the model never scored become null with
 `"scored": false` and an "n/a - not scored by MODEL" label (never a measured-looking 0), and a
 model that scores whole categories is shown at category level (one row per category, each sample
-once). Renderers call `na`/`shown` to print them."""
+once). Renderers call `na` to print them."""
 
 from __future__ import annotations
 
@@ -103,13 +103,6 @@ def _examples(examples: dict, keep: set[str]) -> dict:
 def na(summary: dict) -> str:
     """The n/a label of this summary's model."""
     return (summary.get("coverage") or {}).get("na") or "n/a - not scored"
-
-
-def shown(value, fmt, summary: dict, short: bool = False) -> str:
-    """fmt(value), or the n/a label (short: "n/a") where the value was not scored (None)."""
-    if value is None:
-        return "n/a" if short else na(summary)
-    return fmt(value)
 
 
 def compare_rows(summary: dict, other: dict) -> list[dict]:
