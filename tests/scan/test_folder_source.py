@@ -228,6 +228,36 @@ def test_metadata_line_and_file_budgets(tmp_path, monkeypatch):
     assert str(info.value) == f"{tmp_path / 'metadata.jsonl'}: over the 3 GiB metadata limit"
 
 
+def test_metadata_exactly_at_its_size_limit_is_read(tmp_path, monkeypatch):
+    files(tmp_path, {"a.jpg": b"A", "metadata.jsonl": json.dumps({"file_name": "a.jpg"})})
+    size = (tmp_path / "metadata.jsonl").stat().st_size
+    monkeypatch.setattr(F, "MAX_METADATA_BYTES", size)
+    assert list_folder(str(tmp_path))[0].record == {"file_name": "a.jpg"}
+    monkeypatch.setattr(F, "MAX_METADATA_BYTES", size - 1)
+    list_folder.cache_clear()
+    with pytest.raises(UserError, match="over the 0 GiB metadata limit"):
+        list_folder(str(tmp_path))
+
+
+def test_metadata_text_is_read_as_utf8_with_replacement_and_csv_keeps_its_line_breaks(tmp_path):
+    files(tmp_path, {"a.jpg": b"A", "b.jpg": b"B",
+                     "metadata.csv": b'file_name,caption\r\na.jpg,"one\r\ntwo"\r\nb.jpg,caf\xe9\r\n'})
+    (result, _), = samples_of(tmp_path)
+    assert [caption for _, _, _, _, caption, *_ in result] == ["one\r\ntwo", "caf\ufffd"]
+    list_folder.cache_clear()
+    (tmp_path / "metadata.csv").unlink()
+    files(tmp_path, {"metadata.jsonl": b'{"file_name": "a.jpg", "caption": "\xff"}\n'})
+    (result, _), = samples_of(tmp_path)
+    assert result[0][4] == "\ufffd"
+
+
+def test_a_long_name_listed_twice_is_cut_at_200_characters(tmp_path):
+    name = "n" * 250 + ".jpg"
+    files(tmp_path, {"metadata.jsonl": (json.dumps({"file_name": name}) + "\n") * 2})
+    [entry] = list_folder(str(tmp_path))
+    assert entry.problem == f"metadata.jsonl row 2: file_name {name[:200]!r} listed twice"
+
+
 def test_a_broken_csv_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr(F, "MAX_LINE", 10)
     files(tmp_path, {"a.jpg": b"A", "metadata.csv": "file_name,caption\na.jpg," + "x" * 20 + "\n"})
@@ -236,16 +266,24 @@ def test_a_broken_csv_is_one_line(tmp_path, monkeypatch):
     assert str(info.value).startswith(f"{tmp_path / 'metadata.csv'}: not a valid CSV (field larger than field limit")
 
 
-def test_an_unreadable_subdirectory_is_named(tmp_path):
-    if os.geteuid() == 0:
-        pytest.skip("root reads every directory")
-    files(tmp_path, {"a.jpg": b"A", "locked/b.jpg": b"B"})
-    (tmp_path / "locked").chmod(0)
-    try:
-        with pytest.raises(ShardSpecError, match="cannot read .*locked .*fix its permissions"):
-            list_folder(str(tmp_path))
-    finally:
-        (tmp_path / "locked").chmod(0o755)
+@pytest.mark.parametrize("errors, why", [
+    ([PermissionError(13, "Permission denied", "/r/locked"), OSError(5, "I/O error", "/r/other")],
+     "cannot read /r/locked (Permission denied)"),
+    ([OSError("odd")], "cannot read None (odd)"),
+])
+def test_an_unreadable_subdirectory_is_named(tmp_path, monkeypatch, errors, why):
+    files(tmp_path, {"a.jpg": b"A"})
+    real_walk = os.walk
+
+    def walk(top, onerror=None, followlinks=False):
+        for error in errors:
+            onerror(error)
+        yield from real_walk(top, followlinks=followlinks)
+
+    monkeypatch.setattr(F.os, "walk", walk)
+    with pytest.raises(ShardSpecError) as info:
+        list_folder(str(tmp_path))
+    assert str(info.value) == f"{tmp_path}: {why}; fix its permissions"
 
 
 def test_too_many_samples(tmp_path, monkeypatch):
