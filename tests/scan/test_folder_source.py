@@ -188,6 +188,14 @@ def test_csv_metadata_and_its_caption_fields_in_order(tmp_path):
     assert result[1][-1] == ["caption_capped"]
 
 
+def test_csv_rows_are_numbered_from_one(tmp_path):
+    files(tmp_path, {"a.jpg": b"A", "metadata.csv": "file_name,caption\na.jpg,x\n,y\n"})
+    with pytest.raises(UserError) as info:
+        list_folder(str(tmp_path))
+    assert str(info.value) == (f"{tmp_path / 'metadata.csv'}: metadata.csv row 2 has no file_name "
+                               "(Hugging Face imagefolder layout)")
+
+
 def test_a_metadata_csv_is_skipped_as_a_sample_only_when_it_is_the_metadata(tmp_path):
     files(tmp_path, {"a.jpg": b"A", "metadata.jsonl": json.dumps({"file_name": "a.jpg"}), "metadata.txt": "t"})
     assert [e.key for e in list_folder(str(tmp_path))] == ["a", "metadata"]
@@ -300,7 +308,8 @@ def test_too_many_samples(tmp_path, monkeypatch):
 @pytest.mark.parametrize("relative, why", [
     ("/etc/passwd", "path '/etc/passwd' leaves the folder: not opened"),
     ("\\x.jpg", "path '\\\\x.jpg' leaves the folder: not opened"),
-    ("C:x.jpg", "path 'C:x.jpg' leaves the folder: not opened"),
+    ("C:x.jpg", "path 'C:x.jpg' leaves the folder: not opened"), ("C:", "path 'C:' leaves the folder: not opened"),
+    (":", None), ("a:", "path 'a:' leaves the folder: not opened"), ("ab:c", None),
     ("a/../../x", "path 'a/../../x' leaves the folder: not opened"),
     ("a\\..\\x", "path 'a\\\\..\\\\x' leaves the folder: not opened"),
     ("a/b..c.jpg", None), ("x", None), ("a/./b.jpg", None),
@@ -315,6 +324,19 @@ def test_outside_through_a_symlinked_directory(tmp_path):
     assert outside(str(tmp_path / "root"), "up/x.jpg") == "path 'up/x.jpg' resolves outside the folder (a symlink): not opened"
     long = outside("/", "/" + "p" * 300)
     assert long == f"path {('/' + 'p' * 300)[:200]!r} leaves the folder: not opened"
+
+
+def test_long_symlink_names_are_cut_at_200_characters(tmp_path):
+    (tmp_path / "root").mkdir()
+    name = "s" * 250
+    (tmp_path / "root" / name).symlink_to(tmp_path)
+    assert outside(str(tmp_path / "root"), name + "/x") == (
+        f"path {(name + '/x')[:200]!r} resolves outside the folder (a symlink): not opened")
+    (tmp_path / "root" / "t.bin").write_bytes(b"x")
+    (tmp_path / "root" / ("l" * 250)).symlink_to(tmp_path / "root" / "t.bin")
+    with pytest.raises(PermissionError) as info:
+        read_inside(str(tmp_path / "root"), "l" * 250, 9)
+    assert str(info.value) == f"{'l' * 200!r} is a symlink: not opened"
 
 
 def test_read_inside_reads_regular_files_within_the_budget(tmp_path):
