@@ -361,6 +361,17 @@ def test_read_inside_reads_regular_files_within_the_budget(tmp_path):
         read_inside(str(tmp_path), "nope", 99)
 
 
+def test_a_symlink_swapped_in_after_the_check_is_still_not_followed(tmp_path, monkeypatch):
+    import errno
+
+    files(tmp_path, {"secret.bin": b"s"})
+    (tmp_path / "race.jpg").symlink_to(tmp_path / "secret.bin")
+    monkeypatch.setattr(F.os.path, "islink", lambda path: False)  # the link appeared between check and open
+    with pytest.raises(OSError) as info:
+        read_inside(str(tmp_path), "race.jpg", 99)
+    assert info.value.errno == errno.ELOOP
+
+
 def test_a_file_that_grows_while_read_is_refused(tmp_path, monkeypatch):
     files(tmp_path, {"a.bin": b"x" * 10})
     real_fstat = os.fstat
