@@ -361,6 +361,46 @@ def test_read_inside_reads_regular_files_within_the_budget(tmp_path):
         read_inside(str(tmp_path), "nope", 99)
 
 
+def test_long_names_in_read_refusals_are_cut_at_200_characters(tmp_path, monkeypatch):
+    name = "f" * 250
+    files(tmp_path, {name: b"x" * 10})
+    with pytest.raises(OverflowError) as info:
+        read_inside(str(tmp_path), name, 9)
+    assert str(info.value) == f"{'f' * 200!r} is 10 bytes, over the 9-byte limit"
+    os.mkfifo(tmp_path / ("p" * 250))
+    with pytest.raises(PermissionError) as info:
+        read_inside(str(tmp_path), "p" * 250, 9)
+    assert str(info.value) == f"{'p' * 200!r} is not a regular file: not opened"
+    real_fstat = os.fstat
+    monkeypatch.setattr(F.os, "fstat", lambda fd: os.stat_result((*real_fstat(fd)[:6], 1, *real_fstat(fd)[7:])))
+    with pytest.raises(OverflowError) as info:
+        read_inside(str(tmp_path), name, 9)
+    assert str(info.value) == f"{'f' * 200!r} grew over the 9-byte limit while read"
+
+
+def test_a_file_is_read_no_further_than_one_byte_past_the_budget(tmp_path, monkeypatch):
+    files(tmp_path, {"a.bin": b"x" * 10})
+    sizes = []
+    real_fdopen = os.fdopen
+
+    class Recording:
+        def __init__(self, handle):
+            self.handle = handle
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.handle.close()
+
+        def read(self, n=-1):
+            sizes.append(n)
+            return self.handle.read(n)
+
+    monkeypatch.setattr(F.os, "fdopen", lambda fd, mode: Recording(real_fdopen(fd, mode)))
+    assert read_inside(str(tmp_path), "a.bin", 20) == b"x" * 10 and sizes == [21]
+
+
 def test_a_symlink_swapped_in_after_the_check_is_still_not_followed(tmp_path, monkeypatch):
     import errno
 
