@@ -140,6 +140,21 @@ def test_every_sample_field_of_a_pairs_folder(tmp_path):
         ("d", 3, b"D", "jpg", "xxxxx", None, None, None, ["caption_capped"])]
 
 
+def test_extra_images_are_noted_on_the_sample(tmp_path):
+    files(tmp_path, {"a.jpg": b"A", "a.png": b"P", "a.webp": b"W"})
+    (result, _), = samples_of(tmp_path)
+    assert result == [("a", 0, b"A", "jpg", None, None, None, None, ["extra_member:.png", "extra_member:.webp"])]
+
+
+def test_a_file_gone_after_listing_is_noted_and_the_others_still_read(tmp_path):
+    files(tmp_path, {"a.jpg": b"A", "a.txt": "caption"})
+    [url] = expand_folder(str(tmp_path), 5)
+    (tmp_path / "a.jpg").unlink()
+    end = TarEnd()
+    [sample] = list(iter_folder_samples(url, end, 100, 100))
+    assert (sample.image, sample.caption, sample.status, sample.notes) == (None, "caption", None, ["missing_file:.jpg"])
+
+
 def test_samples_are_numbered_within_their_shard(tmp_path):
     files(tmp_path, {f"{k}.jpg": k.encode() for k in "abc"})
     (first, _), (second, _) = samples_of(tmp_path, size=2)
@@ -427,12 +442,12 @@ def test_a_file_that_grows_while_read_is_refused(tmp_path, monkeypatch):
 
 
 def test_a_refused_or_fifo_caption_is_a_note_and_a_refused_image_a_bad_name(tmp_path):
-    files(tmp_path, {"a.jpg": b"A"})
+    files(tmp_path, {"a.jpg": b"A", "b.txt": "cap b"})
     os.mkfifo(tmp_path / "a.txt")
     os.mkfifo(tmp_path / "b.jpg")
     (result, _), = samples_of(tmp_path)
     assert result == [("a", 0, b"A", "jpg", None, None, None, None, ["refused_file:.txt"]),
-                      ("b", 1, None, None, None, None, "bad_name", "'b.jpg' is not a regular file: not opened",
+                      ("b", 1, None, None, "cap b", None, "bad_name", "'b.jpg' is not a regular file: not opened",
                        ["refused_file:.jpg"])]
 
 
