@@ -195,6 +195,15 @@ def test_imagefolder_metadata_rows(tmp_path):
         ("unlisted", 5, b"U", "jpg", None, None, None, None, [])]
 
 
+def test_a_metadata_row_without_a_caption_keeps_the_pair_caption_and_one_at_the_limit_is_whole(tmp_path):
+    files(tmp_path, {"a.jpg": b"A", "a.txt": "pair caption", "b.jpg": b"B",
+                     "metadata.jsonl": json.dumps({"file_name": "a.jpg", "label": 1}) + "\n"
+                     + json.dumps({"file_name": "b.jpg", "caption": "x" * 12}) + "\n"})
+    (result, _), = samples_of(tmp_path, chars=12)
+    assert [(k, caption, notes) for k, _, _, _, caption, _, _, _, notes in result] == [
+        ("a", "pair caption", []), ("b", "x" * 12, [])]
+
+
 def test_csv_metadata_and_its_caption_fields_in_order(tmp_path):
     files(tmp_path, {"a.jpg": b"A", "b.jpg": b"B",
                      "metadata.csv": "file_name,alt,caption\na.jpg,alt a,\nb.jpg,alt b,caption b\n"})
@@ -489,7 +498,7 @@ def test_labelled_records_of_pairs(tmp_path):
 
 
 def test_labelled_records_of_an_imagefolder(tmp_path):
-    root = files(tmp_path / "imf", {"a.jpg": b"A", "b.jpg": b"B", "unlisted.jpg": b"U",
+    root = files(tmp_path / "imf", {"a.jpg": b"A", "b.jpg": b"B", "0-unlisted.jpg": b"U",
                                     "metadata.jsonl": json.dumps({"file_name": "a.jpg", "label": 1}) + "\n"
                                     + json.dumps({"file_name": "b.jpg", "label": 0})})
     got = list(labelled_records(root, max_bytes=1))
