@@ -532,3 +532,23 @@ def test_labelled_records_refuse_symlinks_and_special_files(tmp_path):
     with pytest.raises(UserError) as info:
         list(labelled_records(root))
     assert str(info.value) == "lab/a: 'a.jpg' is not a regular file: not opened"
+
+
+def test_labelled_refusals_cut_long_names_at_200_characters(tmp_path):
+    root = files(tmp_path / "lab", {"real.bin": b"AA", "b" * 250 + ".jpg": b"AA"})
+    long = "a" * 250 + ".jpg"
+    (root / long).symlink_to(root / "real.bin")
+    with pytest.raises(UserError) as info:
+        list(labelled_records(root, max_bytes=1))
+    assert str(info.value) == f"lab/{'a' * 250}: {long[:200]!r} is a symlink: not opened"
+    (root / long).unlink()
+    list_folder.cache_clear()
+    with pytest.raises(UserError) as info:
+        list(labelled_records(root, max_bytes=1))
+    assert str(info.value) == f"lab/{'b' * 250}: {('b' * 250 + '.jpg')[:200]!r} is 2 bytes, over the 1-byte limit"
+    (root / ("b" * 250 + ".jpg")).unlink()
+    os.mkfifo(root / long)
+    list_folder.cache_clear()
+    with pytest.raises(UserError) as info:
+        list(labelled_records(root, max_bytes=1))
+    assert str(info.value) == f"lab/{'a' * 250}: {long[:200]!r} is not a regular file: not opened"
