@@ -354,3 +354,4 @@ def test_the_torchvision_decoder_gets_uint8_tensors_of_the_bytes(fake_torchvisio
     assert [t.tolist() for t in tensors] == [[1, 2], [255]] and all(t.dtype == torch.uint8 for t in tensors)
     assert (mode, device) == ("RGB-mode", "cuda:3")
     assert GpuJpegDecoder(preprocessor(), "cuda:3", 10).decode_batch([b"\x07"]) == ["decoded"]
+    assert fake_torchvision[-1][2] == "cuda:3"
