@@ -275,3 +275,16 @@ def test_check_table_shards_refuses_unusable_local_tables_and_only_the_first_rem
         check_table_shards(["s3://b/1.parquet", "s3://b/2.parquet", str(bad)], ColumnChoice())
     with pytest.raises(UserError, match="s3://b/2.parquet: no image column"):
         check_table_shards(["s3://b/2.parquet", "s3://b/1.parquet"], ColumnChoice())
+
+
+def test_an_oversized_row_group_names_its_largest_page_and_never_reads_the_big_columns(monkeypatch):
+    table = pa.table({"key": ["a", "b"], "jpg": [b"x" * 3000, b"y"], "caption": ["c" * 5000, "d"]})
+    data = parquet_bytes(table, compression="none", use_dictionary=False)
+    monkeypatch.setattr(P, "page_limit", lambda max_bytes: max_bytes)
+    read = []
+    real = pq.ParquetFile.read_row_group
+    monkeypatch.setattr(pq.ParquetFile, "read_row_group",
+                        lambda self, group, columns=None, **kw: read.append(columns) or real(self, group, columns=columns, **kw))
+    got, end = samples(data, max_bytes=2000)
+    assert [(s.key, s.status, s.caption) for s in got] == [("a", "too_large", None), ("b", "too_large", None)]
+    assert "column 'caption' has a page of " in got[0].error and read == [["key"]]
