@@ -153,3 +153,32 @@ def test_kept_messages_are_what_pyarrow_reads():
     messages = walked(data)
     reader = pa.ipc.open_stream(Kept(io.BytesIO(data), [(m[1], m[2]) for i, m in enumerate(messages) if i != 2]))
     assert reader.read_all().to_pylist() == TABLE.slice(1).to_pylist()
+
+
+def hand_built(buffer_count=1, vtable_junk=b"\x00\x00", rows=5, length=3, body=3) -> bytes:
+    """A record-batch message laid out by hand so its buffers vector ends exactly at the end of the
+    metadata (pyarrow never writes it that way), with `vtable_junk` right after the batch's vtable."""
+    meta = bytearray(84)
+    struct.pack_into("<I", meta, 0, 16)  # root: the Message table
+    struct.pack_into("<HHHHHH", meta, 4, 12, 24, 0, 4, 8, 12)  # Message vtable: version, header_type, header, body
+    struct.pack_into("<i", meta, 16, 12)  # Message table -> its vtable at 4
+    meta[20] = RECORD_BATCH
+    struct.pack_into("<I", meta, 24, 48 - 24)  # header -> the RecordBatch table at 48
+    struct.pack_into("<q", meta, 28, body)
+    struct.pack_into("<HHHHH", meta, 36, 10, 16, 4, 0, 12)  # RecordBatch vtable: length, nodes (absent), buffers
+    meta[46:48] = vtable_junk
+    struct.pack_into("<i", meta, 48, 12)  # RecordBatch table -> its vtable at 36
+    struct.pack_into("<q", meta, 52, rows)
+    struct.pack_into("<I", meta, 60, 64 - 60)  # buffers -> the vector at 64
+    struct.pack_into("<I", meta, 64, buffer_count)
+    struct.pack_into("<qq", meta, 68, 0, length)
+    return b"\xff\xff\xff\xff" + struct.pack("<i", len(meta)) + bytes(meta) + bytes(body)
+
+
+def test_a_buffers_vector_ending_exactly_at_the_end_of_the_metadata():
+    assert walked(hand_built()) == [(RECORD_BATCH, 0, 8 + 84 + 3, 5, 3)]
+    assert refusal(hand_built(buffer_count=2)) == "message metadata vector runs past its end"
+
+
+def test_a_field_past_the_vtable_is_absent_whatever_bytes_follow_it():
+    assert walked(hand_built(vtable_junk=b"\xff\xff")) == [(RECORD_BATCH, 0, 8 + 84 + 3, 5, 3)]

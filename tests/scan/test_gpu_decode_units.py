@@ -355,3 +355,17 @@ def test_the_torchvision_decoder_gets_uint8_tensors_of_the_bytes(fake_torchvisio
     assert (mode, device) == ("RGB-mode", "cuda:3")
     assert GpuJpegDecoder(preprocessor(), "cuda:3", 10).decode_batch([b"\x07"]) == ["decoded"]
     assert fake_torchvision[-1][2] == "cuda:3"
+
+
+def test_the_transform_keeps_its_constants_on_the_images_device():
+    """On the GPU the mean and std must be made on the image's device; the meta device shows it on a CPU."""
+    got = transform({"height": 2, "width": 2}, crop=(2, 2), mean=(1.0, 2.0, 3.0))(
+        torch.zeros(3, 4, 4, dtype=torch.uint8, device="meta"))
+    assert got.device.type == "meta" and tuple(got.shape) == (3, 2, 2)
+
+
+def test_center_crop_pads_only_the_short_side():
+    pixels = torch.arange(3.0).view(1, 1, 3, 1)  # tall enough, too narrow
+    assert _center_crop(pixels, 2, 3)[0, 0].tolist() == [[0.0, 0.0, 0.0], [0.0, 1.0, 0.0]]
+    pixels = torch.arange(3.0).view(1, 1, 1, 3)  # wide enough, too short
+    assert _center_crop(pixels, 3, 2)[0, 0].tolist() == [[0.0, 0.0], [0.0, 1.0], [0.0, 0.0]]
