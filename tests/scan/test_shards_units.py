@@ -231,3 +231,10 @@ def test_resume_checks_only_the_identity_keys(tmp_path):
     check_resume(tmp_path, {**record, "model": "w"}, overwrite=False, keys=("backend",))
     (tmp_path / "run.json").write_text("[1]")
     check_resume(tmp_path, {}, overwrite=False)
+
+
+def test_plan_jobs_keeps_folder_shard_urls(tmp_path):
+    touch(tmp_path / "pics", "a.jpg", "b.jpg", "c.jpg")
+    jobs, names = plan_jobs([str(tmp_path / "pics")], folder_shard_size=2)
+    assert [job.url.startswith(f"folder:{tmp_path}/pics#") for job in jobs] == [True, True]
+    assert names == ["pics-00000", "pics-00001"] == [job.name for job in jobs]
