@@ -1342,6 +1342,7 @@ def hand_report_dir(root: Path, planned: list[str] | None = None, matches: bool 
     (root / "notes" / ".sub").mkdir()
     (root / "notes" / ".sub" / "x").write_text("x")
     (root / "notes" / "l").symlink_to(root / "run.json")
+    (root / "notes" / "ldir").symlink_to(root / "notes" / ".sub", target_is_directory=True)  # never followed
     if matches:
         (root / "matches").mkdir()
         pq.write_table(pa.table({"bank": ["ncii", "ncii", "csam", "ncii"], "shard": ["a", "a", "b", "a"],
@@ -1375,7 +1376,20 @@ def test_completeness_of_a_hand_made_report_dir(tmp_path):
     assert assess(unplanned)["incomplete"]["missing_shards"] == ["d"]
 
 
-def test_audit_card_of_a_hand_made_report_dir(tmp_path):
+@pytest.fixture
+def tokyo(monkeypatch):
+    """Local time 9 hours ahead of UTC for the test."""
+    import time
+
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_audit_card_of_a_hand_made_report_dir(tmp_path, tokyo):
+    import datetime
     import hashlib
     import json
     import re as regex
@@ -1391,6 +1405,7 @@ def test_audit_card_of_a_hand_made_report_dir(tmp_path):
     data["categories"][1]["id"] = "hate"
     data["categories"].append({"id": "drugs", "name": "Drugs", "flagged": 2, "rate": 0.05, "scored": False})
     data["estimates"] = estimates()
+    data["estimates"]["categories"].append({**estimates()["categories"][0], "id": "hate"})  # not scored: no estimate
     meta = {"model": {"backend": "clip", "model": "tiny", "revision": "r"}, "taxonomy_version": "tax-1",
             "coverage": {"model": "tiny", "level": "concept", "categories": ["violence", "drugs"], "concepts": [],
                          "modalities": ["image"]}}
@@ -1400,6 +1415,8 @@ def test_audit_card_of_a_hand_made_report_dir(tmp_path):
     skipped = root / "b.parquet"
     card = build_card(root, data, meta, view, options, skip=(skipped,))
     assert card["written_by"] == f"vlmaudit {__version__}"
+    written = datetime.datetime.strptime(card["written_at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc)
+    assert abs(written - datetime.datetime.now(datetime.timezone.utc)) < datetime.timedelta(hours=1)  # UTC, not Tokyo
     assert regex.fullmatch(r"20\d\d-\d\d-\d\dT\d\d:\d\d:\d\dZ", card["written_at"])
     golden("card.json.txt", json.dumps({k: v for k, v in card.items() if not k.startswith("written_")}, indent=1,
                                        sort_keys=True) + "\n")
@@ -1412,6 +1429,8 @@ def test_audit_card_of_a_hand_made_report_dir(tmp_path):
     card["policy"] = None
     no_policy = build_card(root, data, meta, SimpleNamespace(policy=None, thr_image=[], thr_caption=[]), {}, ())
     assert no_policy["policy"] is None and no_policy["estimate"]["labels_sha256"] is None
+    unplanned = build_card(hand_report_dir(tmp_path / "u"), data, meta, view, options)
+    assert (unplanned["audited"]["planned_shards"], unplanned["audited"]["planned_list_sha256"]) == (None, None)
     md_path, json_path = card_paths(tmp_path / "out" / "c.md")
     json_path.parent.mkdir()
     write_card(card, md_path, json_path)
