@@ -2,6 +2,7 @@
 testing: behaviour that the end-to-end summary tests never reach)."""
 
 import math
+import re
 
 import numpy as np
 import pyarrow as pa
@@ -81,3 +82,24 @@ def test_detail_histograms_put_each_score_in_the_documented_bin_and_skip_unscore
     assert detail.hist_image.tolist() == expected.tolist()
     assert np.flatnonzero(detail.hist_caption).tolist() == [250] and detail.hist_caption.sum() == 1
     assert detail.mean_image == round((0.0004 + 0.001 + 0.5 + 0.9999 + 1.0) / 6, 4) and detail.mean_caption == 0.25
+
+
+def test_a_missing_report_dir_is_empty_where_allowed_and_refused_elsewhere_locally_and_remotely(tmp_path):
+    """missing_ok: the re-read of shards (galleries, thumbnails) takes a report directory that is not
+    there as one without recorded sources; listing one for a summary is refused. Remote listings
+    (fsspec's memory filesystem here) follow the same rule."""
+    from vlmaudit.errors import UserError
+    from vlmaudit.report.reading import ReportDir
+    from vlmaudit.report.reread import ReReadOptions, shard_sources
+
+    for missing in (tmp_path / "gone", f"memory://vlmaudit-missing-{tmp_path.name}"):
+        assert shard_sources(missing, ["a"], ReReadOptions()) == ({}, {"a": "no source recorded"})
+        assert ReportDir(missing, missing_ok=True).entries == {}
+        with pytest.raises(UserError, match="not a directory"):
+            ReportDir(missing)
+    from vlmaudit.report import reading
+
+    gone = tmp_path / "gone"  # the path readers: stats and run info of nothing are empty; report files are refused
+    assert reading.read_stats(gone) == {} and reading.read_run_file(gone) == {}
+    with pytest.raises(UserError, match=f"^{re.escape(str(gone))}: not a directory$"):
+        reading.report_files(gone)

@@ -3,6 +3,7 @@ exactly the numbers a full pass over the rows gives, on seeded random reports wi
 shards holding only failed rows; damaged, foreign or stale summaries are refused naming the file."""
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -378,3 +379,141 @@ def test_a_shard_with_damaged_scores_is_committed_without_a_summary(tmp_path):
     assert (tmp_path / "00000.stats.json").exists() and not (tmp_path / "00000.summary.json").exists()
     result = run_cli("report", str(tmp_path))
     assert result.exit_code == 2 and "00000.parquet" in result.output and "NaN" in result.output, result.output
+
+
+def _set(key, value):
+    return lambda s: s.__setitem__(key, value)
+
+
+def _first_candidate(value):
+    return lambda s: s["candidates"].__setitem__("0", [value])
+
+
+def _first_highest(value):
+    return lambda s: s["highest"].__setitem__(0, value)
+
+
+def _hist(key, value):
+    return lambda s: s["hist"].__setitem__(key, value)
+
+
+MALFORMED = [  # (what, damage, message)
+    ("format", _set("format", "vlmaudit.other"), "not a vlmaudit shard summary"),
+    ("taxonomy", _set("taxonomy", "0" * 64), "summary of another taxonomy or thresholds than its report"),
+    ("rows negative", _set("rows", -1), "field rows must be a count"),
+    ("rows bool", _set("rows", True), "field rows must be a count"),
+    ("rows float", _set("rows", 20.0), "field rows must be a count"),
+    ("status list", _set("status", [["ok", 20]]), "field status malformed"),
+    ("status key", _set("status", {1: 20}), "field status malformed"),
+    ("status value", _set("status", {"ok": -1}), "field status malformed"),
+    ("shards list", _set("shards", [["00000", 20, 14]]), "field shards malformed"),
+    ("shards key", _set("shards", {0: [20, 14]}), "field shards malformed"),
+    ("shards length", _set("shards", {"00000": [20]}), "field shards malformed"),
+    ("counts length", lambda s: s["counts"].append(0), "field counts malformed"),
+    ("counts float", lambda s: s["counts"].__setitem__(5, 0.5), "field counts malformed"),
+    ("counts negative", lambda s: s["counts"].__setitem__(5, -1), "field counts malformed"),
+    ("counts none", _set("counts", None), "field counts malformed"),
+    ("sums nan", lambda s: s["score_sums"].__setitem__(0, float("nan")), "field score_sums / score_counts malformed"),
+    ("sums inf", lambda s: s["score_sums"].__setitem__(0, float("inf")), "field score_sums / score_counts malformed"),
+    ("sums text", lambda s: s["score_sums"].__setitem__(0, "1"), "field score_sums / score_counts malformed"),
+    ("sums length", lambda s: s["score_sums"].pop(), "field score_sums / score_counts malformed"),
+    ("scored float", lambda s: s["score_counts"].__setitem__(0, 1.5), "field score_sums / score_counts malformed"),
+    ("scored nested", lambda s: s["score_counts"].__setitem__(0, [1]), "field score_sums / score_counts malformed"),
+    ("candidates list", _set("candidates", []), "field candidates malformed"),
+    ("candidates key", lambda s: s["candidates"].__setitem__("x", []), "field candidates malformed"),
+    ("candidates key range", lambda s: s["candidates"].__setitem__(str(len(TAX.concept_ids)), []),
+     "field candidates malformed"),
+    ("candidates too many", lambda s: s["candidates"].__setitem__("0", [[0.5, "00000", i] for i in range(101)]),
+     "field candidates malformed"),
+    ("candidate score", _first_candidate([1.5, "00000", 1]), "field candidates malformed"),
+    ("candidate bool", _first_candidate([True, "00000", 1]), "field candidates malformed"),
+    ("candidate shard", _first_candidate([0.5, 0, 1]), "field candidates malformed"),
+    ("candidate index", _first_candidate([0.5, "00000", 1.0]), "field candidates malformed"),
+    ("candidate index bool", _first_candidate([0.5, "00000", False]), "field candidates malformed"),
+    ("candidate length", _first_candidate([0.5, "00000"]), "field candidates malformed"),
+    ("highest dict", _set("highest", {}), "field highest malformed"),
+    ("highest too many", lambda s: s["highest"].extend([["00000", "k", "c", 0.5, None, None]] * 6),
+     "field highest malformed"),
+    ("highest length", _first_highest(["00000", "k", "c", 0.5, "d"]), "field highest malformed"),
+    ("highest no score", _first_highest(["00000", "k", "c", None, "d", None]), "field highest malformed"),
+    ("highest score", _first_highest(["00000", "k", "c", 1.5, "d", None]), "field highest malformed"),
+    ("highest bool score", _first_highest(["00000", "k", "c", None, "d", True]), "field highest malformed"),
+    ("highest key", _first_highest(["00000", 7, "c", 0.5, "d", 0.5]), "field highest malformed"),
+    ("highest concept", _first_highest(["00000", "k", 7, 0.5, "d", 0.5]), "field highest malformed"),
+    ("highest caption concept", _first_highest(["00000", "k", "c", 0.5, 7, 0.5]), "field highest malformed"),
+    ("hist list", _set("hist", []), "field hist malformed"),
+    ("hist bins", _hist("bins", 100), "field hist malformed"),
+    ("hist sha256", _hist("sha256", None), "field hist malformed"),
+    ("hist index", _hist("index_sha256", 1), "field hist malformed"),
+    ("hist bytes", _hist("bytes", -1), "field hist malformed"),
+    ("hist bytes bool", _hist("bytes", True), "field hist malformed"),
+    ("status sum", lambda s: s["status"].__setitem__("ok", s["status"]["ok"] + 1), "counts do not add up"),
+    ("flagged above rows", lambda s: s.update(rows=13, status={"ok": 13}, shards={"00000": [13, 14]}),
+     "counts do not add up"),
+    ("split", lambda s: s["counts"].__setitem__(1, s["counts"][1] + 1), "counts do not add up"),
+    ("concept above flagged", lambda s: s["counts"].__setitem__(-1, s["counts"][0] + 1), "counts do not add up"),
+    ("scored above rows", lambda s: s["score_counts"].__setitem__(0, 21), "counts do not add up"),
+    ("sum above count", lambda s: s["score_sums"].__setitem__(0, s["score_counts"][0] + 0.01), "counts do not add up"),
+    ("shard rows", _set("shards", {"00000": [19, 14]}), "counts do not add up"),
+    ("shard flags", _set("shards", {"00000": [20, 13]}), "counts do not add up"),
+    ("shard flags above rows", _set("shards", {"00000": [10, 11], "00001": [10, 3]}), "counts do not add up"),
+]
+
+
+def _valid_summary(tmp_path):
+    import pyarrow.parquet as pq
+
+    from vlmaudit.schema import read_meta
+
+    out = write_reports(tmp_path / "r", 5, [20])
+    summary = json.loads((out / "00000.summary.json").read_text())
+    assert summary["rows"] == 20 and summary["status"] == {"inference_error": 1, "missing_image": 2, "ok": 17}
+    assert summary["counts"][0] == 14 and summary["shards"] == {"00000": [20, 14]}
+    return summary, read_meta(pq.read_schema(out / "00000.parquet"))
+
+
+def test_the_shard_summary_check_refuses_each_malformed_field_with_its_own_message(tmp_path):
+    """shard_summary.check, field by field (found by mutation testing: the end-to-end tests damage a
+    summary in a few ways only): each damage is refused naming the field; a valid summary, scores at
+    0 and 1 and a row with one score pass."""
+    import copy
+
+    from vlmaudit.report.reading import DamagedReport
+    from vlmaudit.report.shard_summary import SummaryMismatch, check
+
+    valid, meta = _valid_summary(tmp_path)
+    assert check(copy.deepcopy(valid), meta, "s.json", {"rows": 20, "shard": "00000"}) == valid
+    edge = copy.deepcopy(valid)
+    edge["candidates"]["0"] = [[1, "00000", 1], [0, "00000", 2], [0.5, "other", 3]]
+    edge["highest"][0] = [None, None, None, None, "d", 0]
+    assert check(edge, meta, "s.json") is edge
+    for what, damage, message in MALFORMED:
+        summary = copy.deepcopy(valid)
+        damage(summary)
+        with pytest.raises(DamagedReport, match="^s.json: " + re.escape(message)) as raised:
+            check(summary, meta, "s.json")
+        assert not isinstance(raised.value, SummaryMismatch), what
+    with pytest.raises(DamagedReport, match=r"^s.json: not a vlmaudit shard summary"):
+        check([valid], meta, "s.json")
+    for expect, message in [({"rows": 21}, "summary counts 20 rows, its report holds 21; re-create it with "
+                              "`vlmaudit summarize`"), ({"shard": "00001"}, "counts do not add up"),
+                            ({"taxonomy": "f" * 64}, "summary of another taxonomy")]:
+        with pytest.raises(DamagedReport, match="^s.json: " + re.escape(message)):
+            check(copy.deepcopy(valid), meta, "s.json", expect)
+
+
+def test_a_stale_shard_summary_is_a_mismatch_not_damage(tmp_path):
+    import copy
+
+    from vlmaudit.report.shard_summary import SummaryMismatch, check
+
+    valid, meta = _valid_summary(tmp_path)
+    stale = [({"version": 1}, {}, "shard summary version 1, expected 2 (run `vlmaudit summarize` again)"),
+             ({}, {"footer": "0" * 64}, "made from another version of its Parquet file"),
+             ({}, {"meta": "0" * 64}, "made for another run's metadata than the first report's")]
+    for change, expect, message in stale:
+        summary = copy.deepcopy(valid) | change
+        with pytest.raises(SummaryMismatch, match="^s.json: " + re.escape(message)):
+            check(summary, meta, "s.json", expect)
+    same = {"footer": valid["footer_sha256"], "meta": valid["meta_sha256"], "taxonomy": valid["taxonomy"], "rows": 20}
+    assert check(copy.deepcopy(valid), meta, "s.json", same) == valid

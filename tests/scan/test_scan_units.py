@@ -595,3 +595,131 @@ def test_scan_options_have_one_set_of_defaults_and_are_given_by_keyword():
         if field in fields and parameter.default is not inspect.Parameter.empty and parameter.default is not None:
             assert parameter.default == getattr(DEFAULTS, field), name
     assert cli["workers"].default is None and DEFAULTS.workers == 2  # None: not given (--engine ray reads it as --actors)
+
+
+# ---- writer: failure, claims, object stores, encodings, summaries --------------------------------------
+
+def test_a_failed_shard_gets_only_stats_saying_so_and_its_claim_is_released(tmp_path):
+    writer = new_writer(tmp_path, "s", builder().schema)
+    writer.add(batch_of(["ok", "ok"], [True, True]))
+    writer.fail(stats := {"status": "failed", "error": "gone"})
+    assert stats == {"status": "failed", "error": "gone", "rows": 0, "status_counts": {},
+                     "flagged": {"image": 0, "caption": 0, "any": 0}}
+    assert json.loads((tmp_path / "s.stats.json").read_text()) == stats
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.stats.json"]  # no Parquet, no temporary, no lock
+
+
+def test_a_held_claim_gives_no_second_writer_and_a_done_shard_is_rescanned_only_when_asked(tmp_path):
+    from vlmaudit.scan.writer import ShardWriter
+
+    schema = builder().schema
+    first = new_writer(tmp_path, "s", schema)
+    assert ShardWriter.claim_shard(tmp_path, "s", schema) is None
+    first.add(batch_of(["ok"], [False]))
+    first.commit({"status": "complete"})
+    assert ShardWriter.claim_shard(tmp_path, "s", schema, rescan_done=False) is None
+    assert not (tmp_path / ".s.lock").exists()  # the claim taken to look was given back
+    again = ShardWriter.claim_shard(tmp_path, "s", schema)
+    assert again is not None and not (tmp_path / "s.stats.json").exists()  # stale stats gone at once
+    again.abort()
+    assert not (tmp_path / ".s.lock").exists()
+    failed = ShardWriter.claim_shard(tmp_path, "s", schema, rescan_done=False)  # no stats: not done
+    assert failed is not None
+    failed.abort()
+
+
+@pytest.mark.parametrize("stats, parquet, done", [
+    ({"status": "complete"}, True, True), ({"status": "truncated"}, True, True), ({"status": "failed"}, True, False),
+    ({"status": "complete"}, False, False), (["complete"], True, False), ({}, True, False), (None, True, False),
+])
+def test_shard_is_done_needs_done_stats_and_the_parquet(tmp_path, stats, parquet, done):
+    from vlmaudit.scan.writer import shard_is_done
+
+    if stats is not None:
+        (tmp_path / "s.stats.json").write_text(json.dumps(stats))
+    if parquet:
+        (tmp_path / "s.parquet").write_bytes(b"x")
+    assert shard_is_done(tmp_path, "s") is done
+    assert shard_is_done(str(tmp_path), "s") is done
+
+
+def test_names_and_paths_of_a_shards_files(tmp_path):
+    from vlmaudit.scan.writer import as_location, parquet_name, parquet_path, stats_name, stats_path
+    from vlmaudit.storage.location import Location
+
+    assert (parquet_name("a"), stats_name("a")) == ("a.parquet", "a.stats.json")
+    assert (parquet_path(tmp_path, "a"), stats_path(str(tmp_path), "a")) == (tmp_path / "a.parquet",
+                                                                             tmp_path / "a.stats.json")
+    where = Location(tmp_path)
+    assert as_location(where) is where and as_location(tmp_path).root == tmp_path
+
+
+def test_an_object_store_gets_the_parquet_under_its_final_name_then_the_stats():
+    import fsspec
+
+    from vlmaudit.scan.writer import ShardWriter, shard_is_done
+
+    fs = fsspec.filesystem("memory")
+    fs.rm("/wout", recursive=True) if fs.exists("/wout") else None
+    fs.pipe("/wout/s.stats.json", b'{"status": "complete"}')
+    writer = ShardWriter.claim_shard("memory://wout", "s", builder().schema)
+    assert writer.claim is None and writer.partial is None and not fs.exists("/wout/s.stats.json")
+    writer.add(batch_of(["ok", "decode_error"], [True, False]))
+    assert writer.commit({"status": "complete"}) == ["memory://wout/s.parquet", "memory://wout/s.stats.json"]
+    assert json.loads(fs.cat("/wout/s.stats.json"))["status_counts"] == {"ok": 1, "decode_error": 1}
+    assert shard_is_done("memory://wout", "s")
+    fs.rm("/wout", recursive=True)
+
+
+def test_score_lists_are_byte_stream_split_and_not_dictionary_encoded(tmp_path):
+    writer = new_writer(tmp_path, "s", builder().schema)
+    writer.add(batch_of(["ok", "ok"], [True, False]))
+    writer.commit({})
+    group = pq.ParquetFile(tmp_path / "s.parquet").metadata.row_group(0)
+    chunks = {group.column(i).path_in_schema: group.column(i) for i in range(group.num_columns)}
+    scores = chunks["image_scores.list.element"]
+    assert "BYTE_STREAM_SPLIT" in scores.encodings and "RLE_DICTIONARY" not in scores.encodings
+    assert scores.compression == "ZSTD" and chunks["key"].compression == "ZSTD"
+    assert "RLE_DICTIONARY" in chunks["status"].encodings and "BYTE_STREAM_SPLIT" not in chunks["status"].encodings
+
+
+def test_a_summarizer_gets_the_kept_columns_and_its_summary_is_written_before_the_stats(tmp_path):
+    from vlmaudit.scan.summary import NEEDED_COLUMNS
+    from vlmaudit.scan.writer import ShardWriter
+    from vlmaudit.schema import footer_digest, meta_digest
+
+    seen = []
+
+    def summarizer(table, meta, name):
+        seen.append((table.column_names, table.num_rows, sorted(meta)[:2], name))
+        assert not (tmp_path / "s.stats.json").exists()
+        return {"rows": table.num_rows}, b"HIST"
+
+    schema = builder().schema
+    writer = ShardWriter.claim_shard(tmp_path, "s", schema, summarizer=summarizer)
+    writer.add(batch_of(["ok", "ok"], [True, False]))
+    writer.add(batch_of(["decode_error"], [False]))
+    writer.commit({"status": "complete"})
+    assert seen == [([c for c in NEEDED_COLUMNS if c in schema.names], 3, seen[0][2], "s")] and seen[0][2]
+    summary = json.loads((tmp_path / "s.summary.json").read_text())
+    with open(tmp_path / "s.parquet", "rb") as handle:
+        digest = footer_digest(handle)
+    meta = pq.ParquetFile(tmp_path / "s.parquet").schema_arrow.metadata
+    from vlmaudit.schema import META_KEY
+
+    assert summary == {"rows": 3, "footer_sha256": digest, "meta_sha256": meta_digest(meta[META_KEY])}
+    assert (tmp_path / "s.hist.bin").read_bytes() == b"HIST" and writer.kept == []
+    none = ShardWriter.claim_shard(tmp_path, "s", schema, summarizer=lambda *a: None)
+    assert not (tmp_path / "s.summary.json").exists() and not (tmp_path / "s.hist.bin").exists()
+    none.add(batch_of(["ok"], [False]))
+    none.commit({})
+    assert not (tmp_path / "s.summary.json").exists() and (tmp_path / "s.stats.json").exists()
+
+
+def test_no_summary_for_a_schema_without_a_taxonomy(tmp_path):
+    from vlmaudit.scan.writer import ShardWriter
+
+    schema = pa.schema([("sample_index", pa.int64()), ("status", pa.string())])
+    writer = ShardWriter.claim_shard(tmp_path, "s", schema, summarizer=lambda *a: 1 / 0)
+    assert writer.meta is None
+    assert ShardWriter.claim_shard(tmp_path, "t", builder().schema).meta is None  # no summarizer: nothing kept

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 
-from vlmaudit.scan.samples import member_key, wanted_member
+from vlmaudit.scan.samples import member_key
 from vlmaudit.scan.shards import is_remote
 
 
@@ -34,15 +34,18 @@ def count_samples(url: str) -> int | None:
 
 
 def _tar_samples(path: str) -> int:
-    """Runs of consecutive members with the same key, as the scan groups them; tarfile reads each
+    """Runs of consecutive regular-file members with the same key, exactly as the scan groups them
+    (every file member, './' dropped, oversized long-name headers skipped); tarfile reads each
     512-byte header and seeks over the data."""
     import tarfile
 
+    from vlmaudit.scan.tario import member_name, tar_info_class
+
     count, last = 0, None
-    with tarfile.open(path, "r:") as tar:
+    with tarfile.open(path, "r:", tarinfo=tar_info_class()) as tar:
         for info in tar:
-            if info.isfile() and wanted_member(info.name):
-                key = member_key(info.name)[0]
+            if info.isfile():
+                key = member_key(member_name(info))[0]
                 count, last = count + (key != last), key
             tar.members = []  # keep memory flat on shards with many members
     return count

@@ -155,7 +155,7 @@ def _member(tf, member, end: TarEnd, wanted, max_bytes):
     if not member.isfile():
         end.ignore("non-file member")
         return
-    name = member.name[2:] if member.name.startswith("./") else member.name
+    name = member_name(member)
     if not wanted(name):
         yield Member(member, name, None, None)
     elif member.size > max_bytes:
@@ -165,6 +165,17 @@ def _member(tf, member, end: TarEnd, wanted, max_bytes):
         if len(data) != member.size:
             raise EOFError("unexpected end of data inside a member")
         yield Member(member, name, data, None)
+
+
+def member_name(info: tarfile.TarInfo) -> str:
+    """A member's name as samples are keyed on: without a leading './'."""
+    return info.name[2:] if info.name.startswith("./") else info.name
+
+
+def tar_info_class() -> type[tarfile.TarInfo]:
+    """The TarInfo class every tar reader of the scan passes to tarfile: it skips oversized
+    long-name headers the same way everywhere."""
+    return _RecordingTarInfo
 
 
 def _record_stop(tf, end: TarEnd) -> None:
