@@ -1134,6 +1134,7 @@ def test_svg_charts_as_written():
 
 
 def test_html_pages_as_written():
+    from vlmaudit.report import exports
     from vlmaudit.report.html_page import to_html
 
     full = with_example(summary())
@@ -1145,8 +1146,8 @@ def test_html_pages_as_written():
         {"shard": "s1", "key": "k4", "url": "http://e.invalid/a b", "caption": "x", "score": 0.125, "modality": "both"},
         {"shard": "s1", "key": "k5", "url": "ftp://e.invalid/x", "caption": "y", "score": 0.0625, "fired": "od<d>"}]
     thumbs = {("s<1>", "key-" + "k" * 30): "QUJD"}
-    golden("page-full.html", to_html(full, thumbs, blur=True, redact=False))
-    golden("page-redacted.html", to_html(full, thumbs, blur=False, redact=True))
+    golden("page-full.html", exports.to_html(full, thumbs, blur=True, redact=False))  # what `report --html` calls
+    golden("page-redacted.html", exports.to_html(full, thumbs, blur=False, redact=True))
     golden("page-bare.html", to_html(bare(), {}, blur=True, redact=False))
     golden("page-partial-coverage.html", to_html(partial_coverage(), {}, blur=True, redact=False))
     sparse = summary()  # the optional keys left out: the page still renders, with zeros and n/a
