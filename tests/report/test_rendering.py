@@ -1474,6 +1474,7 @@ def test_dashboard_edge_rows_as_written():
             dashboard.examples(data, 120, plain, False), plain, 120))})
     golden("dashboard-edges.txt", text)
     assert dashboard.sparkline([]) == "" and dashboard.sparkline([], plain=True) == ""
+    assert dashboard.bar(0.5, 1.0, 4) == "██··" and dashboard.bar(0.5, 0.0, 3, plain=True) == "..."
     assert dashboard.clip("abcdef", 2, plain=True).plain == "..." and dashboard.clip("abcdef", 0).plain == "…"
 
 

@@ -98,7 +98,7 @@ def top_file(path, rows):
 
 ROWS = [("s1", "k1", "gore", 0.5, "slur", 0.25), ("s1", "k2", None, None, "slur", 0.75),
         ("s0", "k3", "gore", 0.75, None, None), ("s1", "k0", "nude", 0.75, "hate", 0.75),
-        ("s2", "k4", None, None, None, None), ("s0", "k5", "gore", 0.125, "x", 0.0)]
+        ("s2", "k4", None, None, None, None), ("s0", "k5", "gore", 0.125, "x", 0.0), ("s0", "k6", None, None, "x", 0.0625)]
 
 
 def test_highest_scores_best_first_ties_by_shard_and_key(tmp_path):
@@ -109,11 +109,12 @@ def test_highest_scores_best_first_ties_by_shard_and_key(tmp_path):
             {"shard": "s1", "key": "k0", "concept": "nude", "modality": "image", "score": 0.75},  # a tie: image wins
             {"shard": "s1", "key": "k2", "concept": "slur", "modality": "caption", "score": 0.75},
             {"shard": "s1", "key": "k1", "concept": "gore", "modality": "image", "score": 0.5},
-            {"shard": "s0", "key": "k5", "concept": "gore", "modality": "image", "score": 0.125}]
-    assert highest_scores(files, 5) == best and highest_scores(files) == best
+            {"shard": "s0", "key": "k5", "concept": "gore", "modality": "image", "score": 0.125},
+            {"shard": "s0", "key": "k6", "concept": "x", "modality": "caption", "score": 0.0625}]
+    assert highest_scores(files, 6) == highest_scores(files, 9) == best and highest_scores(files) == best[:5]
     assert highest_scores(files, 2) == best[:2] and highest_scores(files, 1) == best[:1]
     assert highest_scores(files, 0) == highest_scores([], 5) == highest_scores(files, -1) == []
-    assert merge_highest(list(ROWS), 5) == best and merge_highest(list(ROWS), 1) == best[:1]
+    assert merge_highest(list(ROWS), 6) == best and merge_highest(list(ROWS), 1) == best[:1]
     assert merge_highest(list(ROWS), -3) == [] and merge_highest([], 5) == []
     assert highest_order(ROWS[1]) == (-0.75, "s1", "k2") and highest_order(ROWS[4]) == (1.0, "s2", "k4")
     assert highest_order((None, None, None, None, "c", 0.5)) == (-0.5, "", "")
