@@ -140,6 +140,21 @@ def test_every_sample_field_of_a_pairs_folder(tmp_path):
         ("d", 3, b"D", "jpg", "xxxxx", None, None, None, ["caption_capped"])]
 
 
+def test_extra_images_are_noted_on_the_sample(tmp_path):
+    files(tmp_path, {"a.jpg": b"A", "a.png": b"P", "a.webp": b"W"})
+    (result, _), = samples_of(tmp_path)
+    assert result == [("a", 0, b"A", "jpg", None, None, None, None, ["extra_member:.png", "extra_member:.webp"])]
+
+
+def test_a_file_gone_after_listing_is_noted_and_the_others_still_read(tmp_path):
+    files(tmp_path, {"a.jpg": b"A", "a.txt": "caption"})
+    [url] = expand_folder(str(tmp_path), 5)
+    (tmp_path / "a.jpg").unlink()
+    end = TarEnd()
+    [sample] = list(iter_folder_samples(url, end, 100, 100))
+    assert (sample.image, sample.caption, sample.status, sample.notes) == (None, "caption", None, ["missing_file:.jpg"])
+
+
 def test_samples_are_numbered_within_their_shard(tmp_path):
     files(tmp_path, {f"{k}.jpg": k.encode() for k in "abc"})
     (first, _), (second, _) = samples_of(tmp_path, size=2)
@@ -180,12 +195,29 @@ def test_imagefolder_metadata_rows(tmp_path):
         ("unlisted", 5, b"U", "jpg", None, None, None, None, [])]
 
 
+def test_a_metadata_row_without_a_caption_keeps_the_pair_caption_and_one_at_the_limit_is_whole(tmp_path):
+    files(tmp_path, {"a.jpg": b"A", "a.txt": "pair caption", "b.jpg": b"B",
+                     "metadata.jsonl": json.dumps({"file_name": "a.jpg", "label": 1}) + "\n"
+                     + json.dumps({"file_name": "b.jpg", "caption": "x" * 12}) + "\n"})
+    (result, _), = samples_of(tmp_path, chars=12)
+    assert [(k, caption, notes) for k, _, _, _, caption, _, _, _, notes in result] == [
+        ("a", "pair caption", []), ("b", "x" * 12, [])]
+
+
 def test_csv_metadata_and_its_caption_fields_in_order(tmp_path):
     files(tmp_path, {"a.jpg": b"A", "b.jpg": b"B",
                      "metadata.csv": "file_name,alt,caption\na.jpg,alt a,\nb.jpg,alt b,caption b\n"})
     (result, _), = samples_of(tmp_path, chars=6)
     assert [(k, caption) for k, _, _, _, caption, *_ in result] == [("a", ""), ("b", "captio")]
     assert result[1][-1] == ["caption_capped"]
+
+
+def test_csv_rows_are_numbered_from_one(tmp_path):
+    files(tmp_path, {"a.jpg": b"A", "metadata.csv": "file_name,caption\na.jpg,x\n,y\n"})
+    with pytest.raises(UserError) as info:
+        list_folder(str(tmp_path))
+    assert str(info.value) == (f"{tmp_path / 'metadata.csv'}: metadata.csv row 2 has no file_name "
+                               "(Hugging Face imagefolder layout)")
 
 
 def test_a_metadata_csv_is_skipped_as_a_sample_only_when_it_is_the_metadata(tmp_path):
@@ -228,6 +260,36 @@ def test_metadata_line_and_file_budgets(tmp_path, monkeypatch):
     assert str(info.value) == f"{tmp_path / 'metadata.jsonl'}: over the 3 GiB metadata limit"
 
 
+def test_metadata_exactly_at_its_size_limit_is_read(tmp_path, monkeypatch):
+    files(tmp_path, {"a.jpg": b"A", "metadata.jsonl": json.dumps({"file_name": "a.jpg"})})
+    size = (tmp_path / "metadata.jsonl").stat().st_size
+    monkeypatch.setattr(F, "MAX_METADATA_BYTES", size)
+    assert list_folder(str(tmp_path))[0].record == {"file_name": "a.jpg"}
+    monkeypatch.setattr(F, "MAX_METADATA_BYTES", size - 1)
+    list_folder.cache_clear()
+    with pytest.raises(UserError, match="over the 0 GiB metadata limit"):
+        list_folder(str(tmp_path))
+
+
+def test_metadata_text_is_read_as_utf8_with_replacement_and_csv_keeps_its_line_breaks(tmp_path):
+    files(tmp_path, {"a.jpg": b"A", "b.jpg": b"B",
+                     "metadata.csv": b'file_name,caption\r\na.jpg,"one\r\ntwo"\r\nb.jpg,caf\xe9\r\n'})
+    (result, _), = samples_of(tmp_path)
+    assert [caption for _, _, _, _, caption, *_ in result] == ["one\r\ntwo", "caf\ufffd"]
+    list_folder.cache_clear()
+    (tmp_path / "metadata.csv").unlink()
+    files(tmp_path, {"metadata.jsonl": b'{"file_name": "a.jpg", "caption": "\xff"}\n'})
+    (result, _), = samples_of(tmp_path)
+    assert result[0][4] == "\ufffd"
+
+
+def test_a_long_name_listed_twice_is_cut_at_200_characters(tmp_path):
+    name = "n" * 250 + ".jpg"
+    files(tmp_path, {"metadata.jsonl": (json.dumps({"file_name": name}) + "\n") * 2})
+    [entry] = list_folder(str(tmp_path))
+    assert entry.problem == f"metadata.jsonl row 2: file_name {name[:200]!r} listed twice"
+
+
 def test_a_broken_csv_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr(F, "MAX_LINE", 10)
     files(tmp_path, {"a.jpg": b"A", "metadata.csv": "file_name,caption\na.jpg," + "x" * 20 + "\n"})
@@ -236,16 +298,24 @@ def test_a_broken_csv_is_one_line(tmp_path, monkeypatch):
     assert str(info.value).startswith(f"{tmp_path / 'metadata.csv'}: not a valid CSV (field larger than field limit")
 
 
-def test_an_unreadable_subdirectory_is_named(tmp_path):
-    if os.geteuid() == 0:
-        pytest.skip("root reads every directory")
-    files(tmp_path, {"a.jpg": b"A", "locked/b.jpg": b"B"})
-    (tmp_path / "locked").chmod(0)
-    try:
-        with pytest.raises(ShardSpecError, match="cannot read .*locked .*fix its permissions"):
-            list_folder(str(tmp_path))
-    finally:
-        (tmp_path / "locked").chmod(0o755)
+@pytest.mark.parametrize("errors, why", [
+    ([PermissionError(13, "Permission denied", "/r/locked"), OSError(5, "I/O error", "/r/other")],
+     "cannot read /r/locked (Permission denied)"),
+    ([OSError("odd")], "cannot read None (odd)"),
+])
+def test_an_unreadable_subdirectory_is_named(tmp_path, monkeypatch, errors, why):
+    files(tmp_path, {"a.jpg": b"A"})
+    real_walk = os.walk
+
+    def walk(top, onerror=None, followlinks=False):
+        for error in errors:
+            onerror(error)
+        yield from real_walk(top, followlinks=followlinks)
+
+    monkeypatch.setattr(F.os, "walk", walk)
+    with pytest.raises(ShardSpecError) as info:
+        list_folder(str(tmp_path))
+    assert str(info.value) == f"{tmp_path}: {why}; fix its permissions"
 
 
 def test_too_many_samples(tmp_path, monkeypatch):
@@ -262,7 +332,8 @@ def test_too_many_samples(tmp_path, monkeypatch):
 @pytest.mark.parametrize("relative, why", [
     ("/etc/passwd", "path '/etc/passwd' leaves the folder: not opened"),
     ("\\x.jpg", "path '\\\\x.jpg' leaves the folder: not opened"),
-    ("C:x.jpg", "path 'C:x.jpg' leaves the folder: not opened"),
+    ("C:x.jpg", "path 'C:x.jpg' leaves the folder: not opened"), ("C:", "path 'C:' leaves the folder: not opened"),
+    (":", None), ("a:", "path 'a:' leaves the folder: not opened"), ("ab:c", None),
     ("a/../../x", "path 'a/../../x' leaves the folder: not opened"),
     ("a\\..\\x", "path 'a\\\\..\\\\x' leaves the folder: not opened"),
     ("a/b..c.jpg", None), ("x", None), ("a/./b.jpg", None),
@@ -277,6 +348,19 @@ def test_outside_through_a_symlinked_directory(tmp_path):
     assert outside(str(tmp_path / "root"), "up/x.jpg") == "path 'up/x.jpg' resolves outside the folder (a symlink): not opened"
     long = outside("/", "/" + "p" * 300)
     assert long == f"path {('/' + 'p' * 300)[:200]!r} leaves the folder: not opened"
+
+
+def test_long_symlink_names_are_cut_at_200_characters(tmp_path):
+    (tmp_path / "root").mkdir()
+    name = "s" * 250
+    (tmp_path / "root" / name).symlink_to(tmp_path)
+    assert outside(str(tmp_path / "root"), name + "/x") == (
+        f"path {(name + '/x')[:200]!r} resolves outside the folder (a symlink): not opened")
+    (tmp_path / "root" / "t.bin").write_bytes(b"x")
+    (tmp_path / "root" / ("l" * 250)).symlink_to(tmp_path / "root" / "t.bin")
+    with pytest.raises(PermissionError) as info:
+        read_inside(str(tmp_path / "root"), "l" * 250, 9)
+    assert str(info.value) == f"{'l' * 200!r} is a symlink: not opened"
 
 
 def test_read_inside_reads_regular_files_within_the_budget(tmp_path):
@@ -301,6 +385,57 @@ def test_read_inside_reads_regular_files_within_the_budget(tmp_path):
         read_inside(str(tmp_path), "nope", 99)
 
 
+def test_long_names_in_read_refusals_are_cut_at_200_characters(tmp_path, monkeypatch):
+    name = "f" * 250
+    files(tmp_path, {name: b"x" * 10})
+    with pytest.raises(OverflowError) as info:
+        read_inside(str(tmp_path), name, 9)
+    assert str(info.value) == f"{'f' * 200!r} is 10 bytes, over the 9-byte limit"
+    os.mkfifo(tmp_path / ("p" * 250))
+    with pytest.raises(PermissionError) as info:
+        read_inside(str(tmp_path), "p" * 250, 9)
+    assert str(info.value) == f"{'p' * 200!r} is not a regular file: not opened"
+    real_fstat = os.fstat
+    monkeypatch.setattr(F.os, "fstat", lambda fd: os.stat_result((*real_fstat(fd)[:6], 1, *real_fstat(fd)[7:])))
+    with pytest.raises(OverflowError) as info:
+        read_inside(str(tmp_path), name, 9)
+    assert str(info.value) == f"{'f' * 200!r} grew over the 9-byte limit while read"
+
+
+def test_a_file_is_read_no_further_than_one_byte_past_the_budget(tmp_path, monkeypatch):
+    files(tmp_path, {"a.bin": b"x" * 10})
+    sizes = []
+    real_fdopen = os.fdopen
+
+    class Recording:
+        def __init__(self, handle):
+            self.handle = handle
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.handle.close()
+
+        def read(self, n=-1):
+            sizes.append(n)
+            return self.handle.read(n)
+
+    monkeypatch.setattr(F.os, "fdopen", lambda fd, mode: Recording(real_fdopen(fd, mode)))
+    assert read_inside(str(tmp_path), "a.bin", 20) == b"x" * 10 and sizes == [21]
+
+
+def test_a_symlink_swapped_in_after_the_check_is_still_not_followed(tmp_path, monkeypatch):
+    import errno
+
+    files(tmp_path, {"secret.bin": b"s"})
+    (tmp_path / "race.jpg").symlink_to(tmp_path / "secret.bin")
+    monkeypatch.setattr(F.os.path, "islink", lambda path: False)  # the link appeared between check and open
+    with pytest.raises(OSError) as info:
+        read_inside(str(tmp_path), "race.jpg", 99)
+    assert info.value.errno == errno.ELOOP
+
+
 def test_a_file_that_grows_while_read_is_refused(tmp_path, monkeypatch):
     files(tmp_path, {"a.bin": b"x" * 10})
     real_fstat = os.fstat
@@ -316,12 +451,12 @@ def test_a_file_that_grows_while_read_is_refused(tmp_path, monkeypatch):
 
 
 def test_a_refused_or_fifo_caption_is_a_note_and_a_refused_image_a_bad_name(tmp_path):
-    files(tmp_path, {"a.jpg": b"A"})
+    files(tmp_path, {"a.jpg": b"A", "b.txt": "cap b"})
     os.mkfifo(tmp_path / "a.txt")
     os.mkfifo(tmp_path / "b.jpg")
     (result, _), = samples_of(tmp_path)
     assert result == [("a", 0, b"A", "jpg", None, None, None, None, ["refused_file:.txt"]),
-                      ("b", 1, None, None, None, None, "bad_name", "'b.jpg' is not a regular file: not opened",
+                      ("b", 1, None, None, "cap b", None, "bad_name", "'b.jpg' is not a regular file: not opened",
                        ["refused_file:.jpg"])]
 
 
@@ -363,7 +498,7 @@ def test_labelled_records_of_pairs(tmp_path):
 
 
 def test_labelled_records_of_an_imagefolder(tmp_path):
-    root = files(tmp_path / "imf", {"a.jpg": b"A", "b.jpg": b"B", "unlisted.jpg": b"U",
+    root = files(tmp_path / "imf", {"a.jpg": b"A", "b.jpg": b"B", "0-unlisted.jpg": b"U",
                                     "metadata.jsonl": json.dumps({"file_name": "a.jpg", "label": 1}) + "\n"
                                     + json.dumps({"file_name": "b.jpg", "label": 0})})
     got = list(labelled_records(root, max_bytes=1))
@@ -397,3 +532,23 @@ def test_labelled_records_refuse_symlinks_and_special_files(tmp_path):
     with pytest.raises(UserError) as info:
         list(labelled_records(root))
     assert str(info.value) == "lab/a: 'a.jpg' is not a regular file: not opened"
+
+
+def test_labelled_refusals_cut_long_names_at_200_characters(tmp_path):
+    root = files(tmp_path / "lab", {"real.bin": b"AA", "b" * 250 + ".jpg": b"AA"})
+    long = "a" * 250 + ".jpg"
+    (root / long).symlink_to(root / "real.bin")
+    with pytest.raises(UserError) as info:
+        list(labelled_records(root, max_bytes=1))
+    assert str(info.value) == f"lab/{'a' * 250}: {long[:200]!r} is a symlink: not opened"
+    (root / long).unlink()
+    list_folder.cache_clear()
+    with pytest.raises(UserError) as info:
+        list(labelled_records(root, max_bytes=1))
+    assert str(info.value) == f"lab/{'b' * 250}: {('b' * 250 + '.jpg')[:200]!r} is 2 bytes, over the 1-byte limit"
+    (root / ("b" * 250 + ".jpg")).unlink()
+    os.mkfifo(root / long)
+    list_folder.cache_clear()
+    with pytest.raises(UserError) as info:
+        list(labelled_records(root, max_bytes=1))
+    assert str(info.value) == f"lab/{'a' * 250}: {long[:200]!r} is not a regular file: not opened"

@@ -318,3 +318,40 @@ def test_a_device_failure_marks_every_deferred_row_and_nothing_else():
         assert (meta.status, meta.image_row, meta.width, meta.height) == ("decode_error", -1, None, None)
         assert meta.error == ("GPU decode failed: MemoryError: " + "CUDA out of memory " * 50)[:500]
     assert b.metas[0].image_row == 0 and b.metas[0].status == "ok" and torch.equal(b.inputs["pixel_values"], existing)
+
+
+@pytest.fixture
+def fake_torchvision(monkeypatch):
+    """torchvision.io stand-in (the CUDA wheels do not import beside a CPU torch): records decode_jpeg calls."""
+    import sys
+    import types
+
+    calls = []
+    io_module = types.ModuleType("torchvision.io")
+    io_module.ImageReadMode = SimpleNamespace(RGB="RGB-mode")
+    io_module.decode_jpeg = lambda tensors, mode, device: calls.append((tensors, mode, device)) or ["decoded"] * len(tensors)
+    package = types.ModuleType("torchvision")
+    package.io = io_module
+    monkeypatch.setitem(sys.modules, "torchvision", package)
+    monkeypatch.setitem(sys.modules, "torchvision.io", io_module)
+    return calls
+
+
+def test_with_torchvision_a_cuda_clip_model_decodes_on_the_gpu(fake_torchvision):
+    assert gpu_decode_problem(backend()) is None
+    assert resolve_decode("auto", backend()) == "gpu" and resolve_decode("gpu", backend()) == "gpu"
+    assert resolve_decode("auto", backend("cpu")) == "cpu"
+    with pytest.raises(UserError) as info:
+        resolve_decode("gpu", backend("cpu"))
+    assert str(info.value) == "--decode gpu: the model does not run on a CUDA device (use --decode cpu or auto)"
+
+
+def test_the_torchvision_decoder_gets_uint8_tensors_of_the_bytes(fake_torchvision):
+    from vlmaudit.scan.gpu_decode import torchvision_decoder
+
+    assert torchvision_decoder("cuda:3")([b"\x01\x02", b"\xff"]) == ["decoded", "decoded"]
+    [(tensors, mode, device)] = fake_torchvision
+    assert [t.tolist() for t in tensors] == [[1, 2], [255]] and all(t.dtype == torch.uint8 for t in tensors)
+    assert (mode, device) == ("RGB-mode", "cuda:3")
+    assert GpuJpegDecoder(preprocessor(), "cuda:3", 10).decode_batch([b"\x07"]) == ["decoded"]
+    assert fake_torchvision[-1][2] == "cuda:3"

@@ -219,6 +219,17 @@ def test_an_arrow_batch_over_the_budget_is_one_oversized_item_and_the_rest_is_re
         "RecordBatch", "Oversized", "RecordBatch"]
 
 
+def test_an_arrow_file_read_as_a_shard_leaves_out_the_batch_over_its_budget():
+    small = pa.table({"key": ["a"], "image": [b"a"]})
+    big = pa.table({"key": ["big"], "image": [bytes(2 << 20)]})
+    for file in (False, True):
+        got, end = samples(arrow_bytes([small, big, small], file=file), "t.arrow", max_bytes=10)
+        assert [(s.key, s.status, s.image) for s in got] == [("a", None, b"a"), ("t/1", "too_large", None),
+                                                            ("a", None, b"a")]
+        assert got[1].error.startswith("not read: its record batch declares ")
+        assert got[1].error.endswith(f" bytes, over the {page_limit(10)}-byte budget") and end.status == "complete"
+
+
 def test_an_arrow_dictionary_over_the_budget_refuses_the_file():
     table = pa.table({"image": [b"a"], "caption": pa.array(["c" * 3000]).dictionary_encode()})
     with pytest.raises(ValueError) as info:
@@ -259,5 +270,8 @@ def test_check_table_shards_refuses_unusable_local_tables_and_only_the_first_rem
     monkeypatch.setattr(P, "read_schema", lambda url: read.append(url) or schemas[url])
     check_table_shards(["s3://b/1.parquet", "s3://b/2.parquet", "pipe:cat x.parquet"], ColumnChoice())
     assert read == ["s3://b/1.parquet"]
+    schemas[str(bad)] = pq.read_schema(bad)
+    with pytest.raises(UserError, match="bad.parquet: no image column"):
+        check_table_shards(["s3://b/1.parquet", "s3://b/2.parquet", str(bad)], ColumnChoice())
     with pytest.raises(UserError, match="s3://b/2.parquet: no image column"):
         check_table_shards(["s3://b/2.parquet", "s3://b/1.parquet"], ColumnChoice())

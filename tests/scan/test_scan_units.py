@@ -723,3 +723,41 @@ def test_no_summary_for_a_schema_without_a_taxonomy(tmp_path):
     writer = ShardWriter.claim_shard(tmp_path, "s", schema, summarizer=lambda *a: 1 / 0)
     assert writer.meta is None
     assert ShardWriter.claim_shard(tmp_path, "t", builder().schema).meta is None  # no summarizer: nothing kept
+
+
+# ---- rows: partial scores, hashes, verdicts on rows without a score ------------------------------------
+
+def test_a_row_scored_on_some_concepts_only_keeps_its_nans_and_counts_as_scored():
+    from vlmaudit.scan.hashing import ImageHashes
+
+    c0 = concept_in(0)
+    image = np.full((2, N), np.nan, np.float32)
+    image[0, c0] = 0.9  # a category-level model: one concept scored, the rest unscored
+    metas = [RowMeta("a", 0, None, None, "ok", image_row=0, notes=[],
+                     hashes=ImageHashes(b"s" * 32, b"m" * 16, b"p" * 32, 77)),
+             RowMeta("b", 1, None, None, "ok", image_row=1)]
+    rows = builder().build("s", metas, image, None, {"image_unsafe": np.array([0.5, np.nan], np.float32)},
+                           "clip").to_pylist()
+    a, b = rows
+    assert a["image_scores"][c0] == pytest.approx(0.9) and sum(np.isnan(a["image_scores"])) == N - 1
+    assert (a["image_top_concept"], a["image_flagged"], a["flagged"], a["decided_by"]) == (
+        TAX.concept_ids[c0], True, True, "clip")
+    assert (b["image_scores"], b["image_top_concept"], b["image_top_score"], b["image_flagged"], b["decided_by"]) == (
+        None, None, None, None, None)
+    assert (a["image_unsafe"], b["image_unsafe"]) == (pytest.approx(0.5), None)
+    assert (a["image_sha256"], a["image_md5"], a["image_pdq"], a["image_pdq_quality"]) == (
+        b"s" * 32, b"m" * 16, b"p" * 32, 77)
+    assert (b["image_sha256"], b["image_md5"], b["image_pdq"], b["image_pdq_quality"]) == (None, None, None, None)
+    assert a["notes"] is None and a["modalities_disagree"] is None and a["caption_flagged"] is None
+
+
+def test_rationale_and_verdicts_of_rows_without_that_modality_are_null():
+    image = np.zeros((1, N), np.float32)
+    caption = np.zeros((1, N), np.float32)
+    metas = [RowMeta("a", 0, None, "c", "ok", caption_row=0), RowMeta("b", 1, None, None, "ok", image_row=0)]
+    extras = {"image_unsafe": np.array([0.25], np.float32), "caption_unsafe": np.array([0.75], np.float32),
+              "image_rationale": ["img"], "caption_rationale": None}
+    a, b = builder().build("s", metas, image, caption, extras, "vlm").to_pylist()
+    assert (a["image_unsafe"], a["caption_unsafe"], a["rationale"]) == (None, pytest.approx(0.75), None)
+    assert (b["image_unsafe"], b["caption_unsafe"], b["rationale"]) == (pytest.approx(0.25), None, "img")
+    assert [a["decided_by"], b["decided_by"]] == ["vlm", "vlm"]

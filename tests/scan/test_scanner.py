@@ -350,3 +350,37 @@ def test_refine_shard_judges_on_the_cpu_path_even_when_the_scan_decodes_on_the_g
     assert got.column("caption_scores").to_pylist()[2] is None  # the judge read no caption: the jpg-only shard has none
     assert got.column("screen_caption_scores").to_pylist()[2] == pytest.approx([0.0] * N)
     assert got.column("screen_image_scores").to_pylist()[2] == pytest.approx([0.0] * N)
+
+
+def test_worker_time_is_summed_into_the_stats_and_batches_of_other_shards_interleave(tmp_path, monkeypatch):
+    from vlmaudit.scan.tario import TarEnd
+
+    def meta(key, i):
+        return RowMeta(key, i, None, "flag" if key == "b0" else "c", "ok", caption_row=0)
+
+    a, b = ShardJob("/x/a.tar", "a"), ShardJob("/x/b.tar", "b")
+    prepared = [PreparedBatch(a, [meta("a0", 0)], {"flag": [False]}, 0.25),
+                PreparedBatch(b, [meta("b0", 0)], {"flag": [True]}, 0.5),
+                PreparedBatch(a, [meta("a1", 1)], {"flag": [False]}, 0.125, final=True, end=TarEnd()),
+                PreparedBatch(b, [], {}, 0.0625, final=True, end=TarEnd(status="truncated", error="cut"))]
+    monkeypatch.setattr(S, "iter_prepared", lambda jobs, prep, settings, pin_memory: iter(prepared))
+    progress = Progress()
+    _, result = scan(tmp_path, [a, b], progress=progress)
+    assert result.shards == {"a": "complete", "b": "truncated"} and (result.rows, result.flagged) == (3, 1)
+    assert stats_of(tmp_path, "a")["seconds"]["decode_preprocess_workers"] == 0.375
+    assert stats_of(tmp_path, "b")["seconds"]["decode_preprocess_workers"] == 0.5625
+    assert stats_of(tmp_path, "b")["error"] == "cut" and stats_of(tmp_path, "b")["rows"] == 1
+    assert progress.calls == [("batch", 1, 0), ("batch", 1, 1), ("batch", 1, 0), ("done", "a", "complete"),
+                              ("batch", 0, 0), ("done", "b", "truncated")]
+
+
+def test_an_error_in_the_loop_aborts_every_open_shard(tmp_path, monkeypatch):
+    def broken(jobs, prep, settings, pin_memory):
+        yield PreparedBatch(ShardJob("/x/a.tar", "a"), [RowMeta("k", 0, None, "c", "ok", caption_row=0)],
+                            {"flag": [False]}, 0.0)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(S, "iter_prepared", broken)
+    with pytest.raises(KeyboardInterrupt):
+        scan(tmp_path, [ShardJob("/x/a.tar", "a")])
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == []
