@@ -1134,6 +1134,7 @@ def test_svg_charts_as_written():
 
 
 def test_html_pages_as_written():
+    from vlmaudit.report import exports
     from vlmaudit.report.html_page import to_html
 
     full = with_example(summary())
@@ -1145,8 +1146,8 @@ def test_html_pages_as_written():
         {"shard": "s1", "key": "k4", "url": "http://e.invalid/a b", "caption": "x", "score": 0.125, "modality": "both"},
         {"shard": "s1", "key": "k5", "url": "ftp://e.invalid/x", "caption": "y", "score": 0.0625, "fired": "od<d>"}]
     thumbs = {("s<1>", "key-" + "k" * 30): "QUJD"}
-    golden("page-full.html", to_html(full, thumbs, blur=True, redact=False))
-    golden("page-redacted.html", to_html(full, thumbs, blur=False, redact=True))
+    golden("page-full.html", exports.to_html(full, thumbs, blur=True, redact=False))  # what `report --html` calls
+    golden("page-redacted.html", exports.to_html(full, thumbs, blur=False, redact=True))
     golden("page-bare.html", to_html(bare(), {}, blur=True, redact=False))
     golden("page-partial-coverage.html", to_html(partial_coverage(), {}, blur=True, redact=False))
     sparse = summary()  # the optional keys left out: the page still renders, with zeros and n/a
@@ -1271,10 +1272,12 @@ def covered_summary() -> dict:
     return {"categories": [cat("violence", "Violence", 6), cat("hate", "Hate", 4), cat("sexual", "Sexual", 3)],
             "modality": {"both": 3, "image_only": 7, "caption_only": 3, "agreement": 3 / 13},
             "top_concepts": [concept("gore", "violence", 5), concept("blood", "violence", 4),
-                             concept("slur", "hate", 4), concept("nude", "sexual", 3)],
+                             concept("slur", "hate", 4), concept("nude", "sexual", 3),
+                             concept("odd", "misc", 2)],  # a category the summary does not list: named by its id
             "concept_histograms": [{"id": c, "name": c.title(), "category": cat_id, "bins": 2, "image": [1, 2],
                                     "caption": [3, 4], "threshold_image": 0.5, "threshold_caption": 0.6}
-                                   for c, cat_id in (("gore", "violence"), ("slur", "hate"), ("nude", "sexual"))],
+                                   for c, cat_id in (("gore", "violence"), ("slur", "hate"), ("nude", "sexual"),
+                                                     ("odd", "misc"))],
             "examples": {"gore": [item("k1"), item("k2")], "blood": [item("k2"), item("k3")], "slur": [item("k4")],
                          "nude": [item("k5")]}}
 
@@ -1292,7 +1295,7 @@ def test_coverage_marks_what_the_model_never_scored():
         "every category, both modalities, per concept": Coverage("m", "concept", ("violence", "hate", "sexual"),
                                                                    ("gore", "blood", "slur", "nude"), both),
         "violence and hate, image only, whole categories": Coverage("nsfw", "category", ("violence", "hate"),
-                                                                     ("gore", "blood", "slur"), ("image",)),
+                                                                     ("gore", "blood", "slur", "odd"), ("image",)),
         "hate, caption only, one concept": Coverage("cap", "concept", ("hate",), ("slur",), ("caption",)),
         "no modality at all": Coverage("none", "concept", ("violence",), ("gore",), ()),
     }
@@ -1305,6 +1308,10 @@ def test_coverage_marks_what_the_model_never_scored():
                                    "compare, other way": compare_rows(other, data),
                                    "coverage_block": coverage_block(cover, ["violence", "sexual"])}, indent=1, sort_keys=True)
     golden("coverage.json.txt", sections(views))
+    lean = covered_summary()  # no concept rows or histograms at all
+    del lean["top_concepts"], lean["concept_histograms"], lean["examples"]
+    marked = apply_coverage(lean, covers["hate, caption only, one concept"])
+    assert (marked["top_concepts"], marked["concept_histograms"], "examples" in marked) == ([], [], False)
     untouched = covered_summary()
     assert {k: v for k, v in apply_coverage(copy.deepcopy(untouched), Coverage.full("m")).items() if k != "coverage"} == untouched
     assert na({}) == na({"coverage": None}) == na({"coverage": {"na": None}}) == "n/a - not scored"
@@ -1322,18 +1329,22 @@ def hand_report_dir(root: Path, planned: list[str] | None = None, matches: bool 
 
     root.mkdir()
     stats = {"a": {"status": "complete", "rows": 10, "status_counts": {"ok": 8, "decode_error": 2}},
-             "b": {"status": "truncated", "rows": 1234, "status_counts": {"ok": 3, "no_image": 1, "x": True, "y": 1.5}},
+             "b": {"status": "truncated", "rows": 1234, "status_counts": {"ok": 3, "no_image": 1, "x": True, "y": 1.5,
+                                                                           "decode_error": 1}},
              "c": {"status": "failed", "rows": 0, "status_counts": "damaged"},
-             "d": {"status": "complete", "rows": 4}}  # d's Parquet file is missing: not finished
+             "d": {"status": "complete", "rows": 4},  # d's Parquet file is missing: not finished
+             "t": {"status": "truncated"}}  # no rows recorded: 0 samples read
     for name, s in stats.items():
         (root / f"{name}.stats.json").write_text(json.dumps(s))
-    for name in ("a", "b"):
+    for name in ("a", "b", "t"):
         (root / f"{name}.parquet").write_bytes(name.encode() * 3)
     (root / "run.json").write_text(json.dumps({"planned_shards": planned or [], "packages": {"vlmaudit": "7.1"},
                                                "model_info": {"weights_sha256": "w" * 8}, "taxonomy_fingerprint": "tf",
                                                "thresholds_fingerprint": "thf"}))
     (root / ".e.lock").write_text(json.dumps({"host": host(), "pid": os.getpid(), "since": 0}))  # a live writer
     (root / ".f.lock").write_text("not json")  # unreadable and new: held all the same
+    (root / ".g.lock").write_text(json.dumps({"host": host(), "pid": os.getpid(), "since": 0}))
+    os.utime(root / ".g.lock", (0, 0))  # not refreshed for decades: stale, so g is not held but missing
     (root / ".hidden").write_text("left out")
     (root / "link.parquet").symlink_to(root / "a.parquet")
     (root / "notes").mkdir()
@@ -1342,6 +1353,7 @@ def hand_report_dir(root: Path, planned: list[str] | None = None, matches: bool 
     (root / "notes" / ".sub").mkdir()
     (root / "notes" / ".sub" / "x").write_text("x")
     (root / "notes" / "l").symlink_to(root / "run.json")
+    (root / "notes" / "ldir").symlink_to(root / "notes" / ".sub", target_is_directory=True)  # never followed
     if matches:
         (root / "matches").mkdir()
         pq.write_table(pa.table({"bank": ["ncii", "ncii", "csam", "ncii"], "shard": ["a", "a", "b", "a"],
@@ -1355,27 +1367,40 @@ def test_completeness_of_a_hand_made_report_dir(tmp_path):
     from vlmaudit.report.reading import ReportDir
 
     root = hand_report_dir(tmp_path / "r", planned=["a", "b", "c", "d", "e", "f", "g"])
-    expected_missing = ["d", "g"]
-    found = assess(root)
-    assert found == {"complete": False, "incomplete": {
-        "planned_shards": 7, "finished_shards": 2, "missing_shards": expected_missing, "failed_shards": ["c"],
-        "held_shards": ["e", "f"], "truncated": [{"shard": "b", "samples_read": 1234}],
-        "failed_by_status": {"decode_error": 2, "no_image": 1}}}
-    assert assess(ReportDir(root), shard_glob="[ab]", status_counts={"ok": 5, "scored_late": 0, "bad": 3}) == {
-        "complete": False, "incomplete": {
-            "planned_shards": 7, "finished_shards": 2, "missing_shards": [], "failed_shards": [], "held_shards": [],
-            "truncated": [{"shard": "b", "samples_read": 1234}], "failed_by_status": {"bad": 3}}}
-    assert assess(root, shard_glob="a") == {"complete": True, "incomplete": {
-        "planned_shards": 7, "finished_shards": 1, "missing_shards": [], "failed_shards": [], "held_shards": [],
-        "truncated": [], "failed_by_status": {"decode_error": 2}}}
-    assert assess(tmp_path / "nowhere") == {"complete": True, "incomplete": {
-        "planned_shards": 0, "finished_shards": 0, "missing_shards": [], "failed_shards": [], "held_shards": [],
-        "truncated": [], "failed_by_status": {}}}
+
+    def state(missing=(), held=(), failed=(), truncated=(), by_status=None, finished=0, planned=7):
+        return {"complete": not (missing or held or failed or truncated), "incomplete": {
+            "planned_shards": planned, "finished_shards": finished, "missing_shards": list(missing),
+            "failed_shards": list(failed), "held_shards": list(held), "truncated": list(truncated),
+            "failed_by_status": by_status or {}}}
+
+    cut = [{"shard": "b", "samples_read": 1234}, {"shard": "t", "samples_read": 0}]  # t: planned or not, it has stats
+    assert assess(root) == state(["d", "g"], ["e", "f"], ["c"], cut, {"decode_error": 3, "no_image": 1}, finished=3)
+    assert assess(ReportDir(root), shard_glob="[ab]", status_counts={"ok": 5, "scored_late": 0, "bad": 3}) == state(
+        truncated=cut[:1], by_status={"bad": 3}, finished=2)
+    assert assess(root, shard_glob="a") == state(by_status={"decode_error": 2}, finished=1)
+    for glob, alone in (("d", state(missing=["d"])), ("e", state(held=["e"])), ("c", state(failed=["c"])),
+                        ("t", state(truncated=cut[1:], finished=1))):
+        assert assess(root, shard_glob=glob) == alone, glob  # any one kind of unfinished shard: incomplete
+    assert assess(tmp_path / "nowhere") == state(planned=0)
     unplanned = hand_report_dir(tmp_path / "u")  # no plan: the stats name the shards
     assert assess(unplanned)["incomplete"]["missing_shards"] == ["d"]
 
 
-def test_audit_card_of_a_hand_made_report_dir(tmp_path):
+@pytest.fixture
+def tokyo(monkeypatch):
+    """Local time 9 hours ahead of UTC for the test."""
+    import time
+
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_audit_card_of_a_hand_made_report_dir(tmp_path, tokyo):
+    import datetime
     import hashlib
     import json
     import re as regex
@@ -1391,6 +1416,7 @@ def test_audit_card_of_a_hand_made_report_dir(tmp_path):
     data["categories"][1]["id"] = "hate"
     data["categories"].append({"id": "drugs", "name": "Drugs", "flagged": 2, "rate": 0.05, "scored": False})
     data["estimates"] = estimates()
+    data["estimates"]["categories"].append({**estimates()["categories"][0], "id": "hate"})  # not scored: no estimate
     meta = {"model": {"backend": "clip", "model": "tiny", "revision": "r"}, "taxonomy_version": "tax-1",
             "coverage": {"model": "tiny", "level": "concept", "categories": ["violence", "drugs"], "concepts": [],
                          "modalities": ["image"]}}
@@ -1400,11 +1426,13 @@ def test_audit_card_of_a_hand_made_report_dir(tmp_path):
     skipped = root / "b.parquet"
     card = build_card(root, data, meta, view, options, skip=(skipped,))
     assert card["written_by"] == f"vlmaudit {__version__}"
+    written = datetime.datetime.strptime(card["written_at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc)
+    assert abs(written - datetime.datetime.now(datetime.timezone.utc)) < datetime.timedelta(hours=1)  # UTC, not Tokyo
     assert regex.fullmatch(r"20\d\d-\d\d-\d\dT\d\d:\d\d:\d\dZ", card["written_at"])
     golden("card.json.txt", json.dumps({k: v for k, v in card.items() if not k.startswith("written_")}, indent=1,
                                        sort_keys=True) + "\n")
     assert sorted(card["files"]) == ["a.parquet", "a.stats.json", "b.stats.json", "c.stats.json", "d.stats.json",
-                                     "matches/matches.parquet", "notes/n.txt", "run.json"]
+                                     "matches/matches.parquet", "notes/n.txt", "run.json", "t.parquet", "t.stats.json"]
     assert card["files"]["a.parquet"] == sha256_file(root / "a.parquet") == hashlib.sha256(b"aaa").hexdigest()
     assert file_digests(listing_of(root)) == file_digests(root) != card["files"]
     assert known_match_counts(root) == {"csam": {"matches": 1, "samples": 1}, "ncii": {"matches": 3, "samples": 2}}
@@ -1412,6 +1440,8 @@ def test_audit_card_of_a_hand_made_report_dir(tmp_path):
     card["policy"] = None
     no_policy = build_card(root, data, meta, SimpleNamespace(policy=None, thr_image=[], thr_caption=[]), {}, ())
     assert no_policy["policy"] is None and no_policy["estimate"]["labels_sha256"] is None
+    unplanned = build_card(hand_report_dir(tmp_path / "u"), data, meta, view, options)
+    assert (unplanned["audited"]["planned_shards"], unplanned["audited"]["planned_list_sha256"]) == (None, None)
     md_path, json_path = card_paths(tmp_path / "out" / "c.md")
     json_path.parent.mkdir()
     write_card(card, md_path, json_path)
@@ -1444,6 +1474,7 @@ def test_dashboard_edge_rows_as_written():
             dashboard.examples(data, 120, plain, False), plain, 120))})
     golden("dashboard-edges.txt", text)
     assert dashboard.sparkline([]) == "" and dashboard.sparkline([], plain=True) == ""
+    assert dashboard.bar(0.5, 1.0, 4) == "██··" and dashboard.bar(0.5, 0.0, 3, plain=True) == "..."
     assert dashboard.clip("abcdef", 2, plain=True).plain == "..." and dashboard.clip("abcdef", 0).plain == "…"
 
 
@@ -1455,10 +1486,10 @@ def test_audit_card_refusals_are_one_line(tmp_path, monkeypatch):
     root = hand_report_dir(tmp_path / "r")
     with pytest.raises(UserError, match=r"^.*missing: cannot read \(No such file or directory\)$"):
         module.sha256_file(tmp_path / "missing")
-    monkeypatch.setattr(module, "MAX_FILES", 9)
-    assert len(module.file_digests(root)) == 9
-    monkeypatch.setattr(module, "MAX_FILES", 8)
-    with pytest.raises(UserError, match=r"r: over 8 files$"):
+    monkeypatch.setattr(module, "MAX_FILES", 11)
+    assert len(module.file_digests(root)) == 11
+    monkeypatch.setattr(module, "MAX_FILES", 10)
+    with pytest.raises(UserError, match=r"r: over 10 files$"):
         module.file_digests(root)
     remote = ReportDir.__new__(ReportDir)
     remote.where = type("Remote", (), {"remote": True, "__str__": lambda self: "s3://b/r"})()

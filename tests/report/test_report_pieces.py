@@ -67,6 +67,11 @@ def test_detail_sums_over_batches_and_concepts():
     assert np.flatnonzero(details[0].hist_image).tolist() == [125, 250, 500]
     assert details[4].hist_image.tolist() == acc.hists[(4, "i")].tolist() and details[4].hist_image[[0, 999]].tolist() == [1, 1]
     assert details[4].hist_caption.sum() == 2 and details[0].hist_caption[750] == 1
+    assert set(acc.hists) == set(acc.sums)
+    tenths = DetailAccumulator([1])  # float32 scores summed in float64: no float32 rounding in the sums
+    tenths.add(pa.record_batch({"i1": pa.array([0.1, 0.2, 0.3], f), "c1": pa.array([0.0, 0.0, 1.0], f)}))
+    assert tenths.sums[(1, "i")] == [sum(float(np.float32(v)) for v in (0.1, 0.2, 0.3)), 3]
+    assert tenths.details()[1].mean_caption == 0.3333  # means rounded to 4 decimals
     empty = DetailAccumulator([7]).details()[7]
     assert (empty.mean_image, empty.mean_caption) == (None, None) and empty.hist_image.sum() == 0
 
@@ -93,7 +98,7 @@ def top_file(path, rows):
 
 ROWS = [("s1", "k1", "gore", 0.5, "slur", 0.25), ("s1", "k2", None, None, "slur", 0.75),
         ("s0", "k3", "gore", 0.75, None, None), ("s1", "k0", "nude", 0.75, "hate", 0.75),
-        ("s2", "k4", None, None, None, None), ("s0", "k5", "gore", 0.125, "x", 0.0)]
+        ("s2", "k4", None, None, None, None), ("s0", "k5", "gore", 0.125, "x", 0.0), ("s0", "k6", None, None, "x", 0.0625)]
 
 
 def test_highest_scores_best_first_ties_by_shard_and_key(tmp_path):
@@ -104,11 +109,12 @@ def test_highest_scores_best_first_ties_by_shard_and_key(tmp_path):
             {"shard": "s1", "key": "k0", "concept": "nude", "modality": "image", "score": 0.75},  # a tie: image wins
             {"shard": "s1", "key": "k2", "concept": "slur", "modality": "caption", "score": 0.75},
             {"shard": "s1", "key": "k1", "concept": "gore", "modality": "image", "score": 0.5},
-            {"shard": "s0", "key": "k5", "concept": "gore", "modality": "image", "score": 0.125}]
-    assert highest_scores(files, 5) == best and highest_scores(files) == best
-    assert highest_scores(files, 2) == best[:2]
+            {"shard": "s0", "key": "k5", "concept": "gore", "modality": "image", "score": 0.125},
+            {"shard": "s0", "key": "k6", "concept": "x", "modality": "caption", "score": 0.0625}]
+    assert highest_scores(files, 6) == highest_scores(files, 9) == best and highest_scores(files) == best[:5]
+    assert highest_scores(files, 2) == best[:2] and highest_scores(files, 1) == best[:1]
     assert highest_scores(files, 0) == highest_scores([], 5) == highest_scores(files, -1) == []
-    assert merge_highest(list(ROWS), 5) == best and merge_highest(list(ROWS), 1) == best[:1]
+    assert merge_highest(list(ROWS), 6) == best and merge_highest(list(ROWS), 1) == best[:1]
     assert merge_highest(list(ROWS), -3) == [] and merge_highest([], 5) == []
     assert highest_order(ROWS[1]) == (-0.75, "s1", "k2") and highest_order(ROWS[4]) == (1.0, "s2", "k4")
     assert highest_order((None, None, None, None, "c", 0.5)) == (-0.5, "", "")
@@ -116,6 +122,11 @@ def test_highest_scores_best_first_ties_by_shard_and_key(tmp_path):
     assert scored == [{"shard": "s", "key": "j", "concept": "b", "modality": "caption", "score": 0.9},
                       {"shard": "s", "key": "k", "concept": "a", "modality": "image", "score": 0.1235}]
     assert isinstance(scored[0]["score"], float)
+    from vlmaudit.errors import UserError
+
+    (tmp_path / "x.parquet").write_bytes(b"not parquet")
+    with pytest.raises(UserError, match=r"^highest scores: cannot read the reports: "):
+        highest_scores([tmp_path / "x.parquet"], 5)
 
 
 def matches_dir(root, rows):
@@ -187,11 +198,20 @@ def test_dashboard_console_is_plain_off_a_terminal_or_with_no_color(terminal, mo
     assert out.getvalue().endswith(":smile: 1.0\n")
 
 
-def image_bytes(size, fmt="JPEG", colour=(200, 30, 30)) -> bytes:
+def image_bytes(size, fmt="JPEG", colour=(200, 30, 30), **options) -> bytes:
     from PIL import Image
 
     out = io.BytesIO()
-    Image.new("RGB", size, colour).save(out, format=fmt)
+    Image.new("RGB", size, colour).save(out, format=fmt, **options)
+    return out.getvalue()
+
+
+def noise() -> bytes:
+    """A PNG of random pixels: over the 5,000-byte member budget of the thumbnail test."""
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.frombytes("RGB", (60, 60), np.random.default_rng(0).integers(0, 256, 60 * 60 * 3, np.uint8).tobytes()).save(out, "PNG")
     return out.getvalue()
 
 
@@ -213,15 +233,26 @@ def test_gallery_thumbnails_from_a_tar_shard(tmp_path):
 
     from vlmaudit.report.exports import load_thumbnails
     from vlmaudit.report.reread import ReReadOptions
+    from vlmaudit.scan.folder_source import folder_shard_url, list_folder
 
     shard = tar_shard(tmp_path / "s1.tar", {
         "k1.jpg": image_bytes((300, 150)), "k1.txt": b"a caption", "k2.png": image_bytes((40, 40), "PNG"),
         "k3.txt": b"caption only", "k4.txt": b"no image", "k5.jpg": b"not an image", "k6.json": b"{}",
-        "k6.png": image_bytes((50, 100), "PNG"), "k6.jpg": image_bytes((10, 10)), "k7.jpg": image_bytes((600, 600))})
+        "k6.png": image_bytes((50, 100), "PNG"), "k6.jpg": image_bytes((10, 10)), "k7.jpg": noise(),
+        "k8.jpg": image_bytes((20, 20))})
+    table = tmp_path / "t.parquet"  # a Parquet shard: image structs as the hub writes them
+    pq.write_table(pa.table({"key": ["p1", "p2"], "image": [{"bytes": image_bytes((20, 10), "PNG"), "path": None},
+                                                              {"bytes": noise(), "path": None}]}), table)
+    folder = tmp_path / "imgs"  # a loose image folder
+    folder.mkdir()
+    (folder / "a.png").write_bytes(image_bytes((30, 60), "PNG"))
+    (folder / "b.png").write_bytes(noise())
+    folder_url = folder_shard_url(str(folder), 0, 10, [e.key for e in list_folder(str(folder))])
     reports = tmp_path / "r"
     reports.mkdir()
     for name, url in (("s1", str(shard)), ("s2", "pipe:cat x.tar"), ("s3", str(tmp_path / "gone.tar")), ("s4", str(shard)),
-                      ("s5", str(tmp_path / "bad.parquet"))):
+                      ("s0", "http://127.0.0.1:9/s0.tar"), ("s5", str(tmp_path / "bad.parquet")), ("t1", str(table)),
+                      ("f1", folder_url)):
         (reports / f"{name}.stats.json").write_text(json.dumps({"status": "complete", "url": url}))
     matches_dir(reports, [("ncii", "s1", "k2")])
     (tmp_path / "bad.parquet").write_bytes(b"PAR1 damaged")  # unreadable: no thumbnails from it, no error
@@ -230,17 +261,24 @@ def test_gallery_thumbnails_from_a_tar_shard(tmp_path):
         return {"shard": shard, "key": key, "score": 0.5, **more}
 
     summary = {"examples": {"gore": [item("s1", "k1"), item("s1", "k2"), item("s1", "k3", fired="caption"),
-                                     item("s1", "k4"), item("s1", "k5"), item("s1", "k6", fired="both")],
-                            "nude": [item("s1", "k1"), item("s2", "x"), item("s1", "k7"), item("s3", "y"), item("s5", "z")]}}
-    thumbs, refused = load_thumbnails(reports, summary, ReReadOptions(max_member_bytes=5000), size=64)
+                                     item("s1", "k4"), item("s1", "k5"), item("s1", "k6", fired="both"),
+                                     item("s1", "k8", fired="caption")],  # fired on its caption: shown as text, not read
+                            "nude": [item("s1", "k1"), item("s2", "x"), item("s1", "k7"), item("s3", "y"), item("s0", "z"), item("s5", "z"),
+                                     item("t1", "p1"), item("t1", "p2"), item("f1", "a"), item("f1", "b")]}}
+    # s0 is allowed but unreachable (nothing listens on port 9): no thumbnails from it, and the shards after it still read
+    thumbs, refused = load_thumbnails(reports, summary, ReReadOptions(max_member_bytes=5000, allow_schemes=["http"]), size=64)
     assert refused == {"s2": "recorded source is a pipe: command; never run from a report (name the shards with --shards)",
                        "s3": "recorded source is not a regular local file (name the shards with --shards)"}
-    assert sorted(thumbs) == [("s1", "k1"), ("s1", "k6")]  # k2 matched, k3 caption, k4 no image, k5 undecodable, k7 too big
+    # k2 matched, k3 caption, k4 no image, k5 undecodable, k7, p2 and b too big, s5 damaged
+    assert sorted(thumbs) == [("f1", "a"), ("s1", "k1"), ("s1", "k6"), ("t1", "p1")]
     sizes = {k: Image.open(io.BytesIO(base64.b64decode(v))) for k, v in thumbs.items()}
-    assert {k: (im.format, im.size) for k, im in sizes.items()} == {("s1", "k1"): ("JPEG", (64, 32)),
-                                                                   ("s1", "k6"): ("JPEG", (32, 64))}  # the first image member
+    assert {k: (im.format, im.size) for k, im in sizes.items()} == {
+        ("s1", "k1"): ("JPEG", (64, 32)), ("s1", "k6"): ("JPEG", (32, 64)),  # k6: its first image member
+        ("t1", "p1"): ("JPEG", (20, 10)), ("f1", "a"): ("JPEG", (30, 60))}  # never enlarged
+    reference = Image.open(io.BytesIO(image_bytes((64, 32), quality=80)))
+    assert sizes[("s1", "k1")].quantization == reference.quantization  # JPEG quality 80
     red = sizes[("s1", "k1")].convert("RGB").getpixel((30, 15))
     assert abs(red[0] - 200) < 12 and red[1] < 50  # quality 80 keeps the colour
-    assert load_thumbnails(reports, {"examples": {}}, ReReadOptions()) == ({}, {})
-    default, _ = load_thumbnails(reports, {"examples": {"g": [item("s4", "k7")]}}, ReReadOptions())
-    assert Image.open(io.BytesIO(base64.b64decode(default[("s4", "k7")]))).size == (128, 128)  # default size 128
+    assert load_thumbnails(reports, {"examples": {}}, ReReadOptions()) == load_thumbnails(reports, {}, ReReadOptions()) == ({}, {})
+    default, _ = load_thumbnails(reports, {"examples": {"g": [item("s4", "k1")]}}, ReReadOptions())
+    assert Image.open(io.BytesIO(base64.b64decode(default[("s4", "k1")]))).size == (128, 64)  # default size 128

@@ -111,8 +111,7 @@ def compare_rows(summary: dict, other: dict) -> list[dict]:
     theirs = {c["id"]: c for c in other["categories"]}
     rows = []
     for c in summary["categories"]:
-        o = theirs.get(c["id"], {"rate": None, "scored": False})
-        rate, other_rate = c["rate"], o.get("rate")
+        rate, other_rate = c["rate"], theirs.get(c["id"], {}).get("rate")
         row = {"id": c["id"], "name": c["name"], "rate": rate, "other_rate": other_rate,
                "delta": None if rate is None or other_rate is None else rate - other_rate,
                "scored": rate is not None, "other_scored": other_rate is not None}
