@@ -103,3 +103,35 @@ def test_a_missing_report_dir_is_empty_where_allowed_and_refused_elsewhere_local
     assert reading.read_stats(gone) == {} and reading.read_run_file(gone) == {}
     with pytest.raises(UserError, match=f"^{re.escape(str(gone))}: not a directory$"):
         reading.report_files(gone)
+
+
+def test_histogram_counts_from_65536_up_are_stored_in_four_bytes():
+    """A shard's hist.bin stores bin counts in two bytes while they fit: 65,535 does, 65,536 does not
+    (it would wrap to 0). Both read back exactly."""
+    from vlmaudit.report.shard_hists import HistBuilder, HistFile
+
+    for n, width in ((65535, 2), (65536, 4)):
+        builder = HistBuilder([0, 0, 1], 2)
+        scores = pa.array([[0.5, None, 0.25]] * n, pa.list_(pa.float32()))
+        builder.add(pa.record_batch({"shard": pa.array(["s"] * n), "sample_index": pa.array(range(n), pa.int64()),
+                                     "image_scores": scores, "caption_scores": pa.array([None] * n, scores.type)}))
+        data = builder.encode()
+        hist = HistFile(data, "x.hist.bin", 3, 2)
+        assert hist.dtype == f"<u{width}"
+        image, caption = hist.concept(0)
+        assert image[500] == n and image.sum() == n and caption.sum() == 0
+        assert hist.concept(2)[0][250] == n and hist.concept(1).sum() == 0
+
+
+def test_examples_skip_a_candidate_row_not_found_again_and_keep_the_rest():
+    """A candidate whose row is not found again (its shard column differs from its file name) is
+    skipped; the candidates after it still become examples, best first."""
+    from vlmaudit.report.summary_dict import _ranked
+
+    def row(key, image, caption):
+        return {"image_scores": image, "caption_scores": caption, "key": key, "url": f"http://x/{key}", "caption": key}
+
+    rows = {("s", 2): row("k2", [0.1, 0.7], [0.2, 0.9]), ("s", 3): row("k3", None, [0.1, 0.95])}
+    items = _ranked(1, [("s", 1), ("s", 2), ("s", 3)], rows, keep=5)
+    assert [(i["key"], i["score"], i["modality"]) for i in items] == [("k3", 0.95, "caption"), ("k2", 0.9, "caption")]
+    assert [i["key"] for i in _ranked(1, [("s", 1), ("s", 2), ("s", 3)], rows, keep=1)] == ["k3"]
