@@ -761,3 +761,12 @@ def test_rationale_and_verdicts_of_rows_without_that_modality_are_null():
     assert (a["image_unsafe"], a["caption_unsafe"], a["rationale"]) == (None, pytest.approx(0.75), None)
     assert (b["image_unsafe"], b["caption_unsafe"], b["rationale"]) == (pytest.approx(0.25), None, "img")
     assert [a["decided_by"], b["decided_by"]] == ["vlm", "vlm"]
+
+
+def test_json_files_are_written_with_sorted_keys_and_two_space_indent(tmp_path):
+    """stats.json, run.json and filter's summary.json are written one way for the same content
+    (sorted keys, indent 2): the audit card digests them, and two runs' files diff cleanly."""
+    from vlmaudit.scan.writer import write_json_atomic
+
+    write_json_atomic(tmp_path / "s.json", {"b": 1, "a": {"d": [1, 2], "c": None}})
+    assert (tmp_path / "s.json").read_text() == '{\n  "a": {\n    "c": null,\n    "d": [\n      1,\n      2\n    ]\n  },\n  "b": 1\n}'
