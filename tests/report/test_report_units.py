@@ -135,3 +135,40 @@ def test_examples_skip_a_candidate_row_not_found_again_and_keep_the_rest():
     items = _ranked(1, [("s", 1), ("s", 2), ("s", 3)], rows, keep=5)
     assert [(i["key"], i["score"], i["modality"]) for i in items] == [("k3", 0.95, "caption"), ("k2", 0.9, "caption")]
     assert [i["key"] for i in _ranked(1, [("s", 1), ("s", 2), ("s", 3)], rows, keep=1)] == ["k3"]
+
+
+def test_each_recorded_source_is_opened_or_refused_with_its_reason(tmp_path):
+    """The gallery / thumbnail re-read: what a report's recorded shard URL may open, and the one
+    reason given for each it may not."""
+    from vlmaudit.report.reread import recorded_source_problem
+    from vlmaudit.scan.folder_source import folder_shard_url
+
+    shard = tmp_path / "00000.tar"
+    shard.write_bytes(b"")
+    cases = [(None, "no source recorded"), ("", "no source recorded"), (7, "no source recorded"),
+             (folder_shard_url(str(tmp_path), 0, 2, ["a", "b"]), None),
+             (folder_shard_url(str(tmp_path / "gone"), 0, 2, ["a", "b"]), "recorded image folder is not a local directory"),
+             ("pipe:curl -s http://x/0.tar", "recorded source is a pipe: command; never run from a report "
+                                             "(name the shards with --shards)"),
+             ("gs://bucket/0.tar", "recorded source uses gs://; allow it with --allow-scheme gs or name the shards "
+                                   "with --shards"),
+             ("s3://bucket/0.tar", None), ("S3://bucket/0.tar", None), ("hf://datasets/x/0.tar", "recorded source uses hf://; allow it with "
+                                                                    "--allow-scheme hf or name the shards with --shards"),
+             (str(tmp_path / "gone.tar"), "recorded source is not a regular local file (name the shards with --shards)"),
+             (str(tmp_path), "recorded source is not a regular local file (name the shards with --shards)"),
+             (str(shard), None)]
+    for url, reason in cases:
+        assert recorded_source_problem(url, ["S3"]) == reason, url
+
+
+def test_a_report_whose_shard_and_status_columns_cannot_be_read_is_damaged():
+    from vlmaudit.report.reading import DamagedReport, _check_columns_read
+
+    class Unreadable:  # a Parquet file whose column pages fail to decode
+        def read(self, columns, use_threads):
+            assert columns == ["shard", "status"]
+            raise OSError("Corrupt snappy\n compressed   data")
+
+    with pytest.raises(DamagedReport) as raised:
+        _check_columns_read("r/00001.parquet", Unreadable())
+    assert str(raised.value) == "r/00001.parquet: cannot read its shard and status columns: Corrupt snappy compressed data"
