@@ -48,6 +48,15 @@ def write_tar(path: Path, members: list[tuple[str, bytes]], gz: bool = False) ->
     return path
 
 
+def touch_files(root: Path, *names: str, data: bytes = b"") -> Path:
+    """Files named NAMES (subdirectories made) under ROOT, each holding DATA; ROOT back."""
+    for name in names:
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return root
+
+
 def write_shard(path: Path, samples: list[dict]) -> Path:
     import webdataset as wds
 

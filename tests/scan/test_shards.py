@@ -1,26 +1,19 @@
 import pytest
 
+from conftest import touch_files
 from vlmaudit.errors import ShardSpecError
 from vlmaudit.scan.shards import expand_shard_specs, output_names, select_partition, shard_stem
 
 
-def make(tmp_path, *names):
-    for name in names:
-        path = tmp_path / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(b"")
-    return tmp_path
-
-
 def test_brace_range_glob_and_directory(tmp_path):
-    make(tmp_path, "a-000.tar", "a-001.tar", "a-002.tar", "sub/b.tar.gz", "sub/c.tgz", "sub/notes.txt")
+    touch_files(tmp_path, "a-000.tar", "a-001.tar", "a-002.tar", "sub/b.tar.gz", "sub/c.tgz", "sub/notes.txt")
     assert expand_shard_specs([f"{tmp_path}/a-{{000..001}}.tar"]) == [f"{tmp_path}/a-000.tar", f"{tmp_path}/a-001.tar"]
     assert expand_shard_specs([f"{tmp_path}/a-*.tar"])[-1] == f"{tmp_path}/a-002.tar"
     assert expand_shard_specs([str(tmp_path / "sub")]) == [f"{tmp_path}/sub/b.tar.gz", f"{tmp_path}/sub/c.tgz"]
 
 
 def test_duplicates_removed_and_remote_specs_kept(tmp_path):
-    make(tmp_path, "x.tar")
+    touch_files(tmp_path, "x.tar")
     specs = [str(tmp_path / "x.tar"), str(tmp_path / "x.tar"), "s3://bucket/y.tar", "pipe:cat z.tar"]
     assert expand_shard_specs(specs) == [str(tmp_path / "x.tar"), "s3://bucket/y.tar", "pipe:cat z.tar"]
 

@@ -8,6 +8,7 @@ import os
 import fsspec
 import pytest
 
+from conftest import touch_files
 from vlmaudit.errors import ResumeConflict, ShardSpecError, UserError
 from vlmaudit.rulebook.load import load_rules
 from vlmaudit.scan import runinfo as R
@@ -18,11 +19,7 @@ from vlmaudit.scan.worker import ShardJob
 
 
 def touch(root, *names):
-    for name in names:
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(b"x")
-    return root
+    return touch_files(root, *names, data=b"x")
 
 
 def refusal(specs, **kw) -> str:
