@@ -172,3 +172,31 @@ def test_a_report_whose_shard_and_status_columns_cannot_be_read_is_damaged():
     with pytest.raises(DamagedReport) as raised:
         _check_columns_read("r/00001.parquet", Unreadable())
     assert str(raised.value) == "r/00001.parquet: cannot read its shard and status columns: Corrupt snappy compressed data"
+
+
+def test_a_stats_file_is_checked_field_by_field():
+    from vlmaudit.report.reading import DamagedReport, check_stats
+
+    good = {"status": "complete", "url": "s.tar", "started_at": 1.0, "finished_at": 2, "judged": 0, "rows": 3}
+    assert check_stats("s.stats.json", dict(good)) == good
+    assert check_stats("s.stats.json", {"status": "failed", "url": None}) == {"status": "failed", "url": None}
+    bad = [([], "expected a JSON object"), (good | {"url": 3}, "url must be a string"),
+           (good | {"status": "done"}, "status 'done' is not one of ")]
+    for key in ("started_at", "finished_at", "judged", "rows"):
+        bad += [(good | {key: value}, f"{key} must be a finite number") for value in ("1", True, float("nan"), float("inf"))]
+    bad += [({k: v for k, v in good.items() if k != "finished_at"}, "has only one of started_at / finished_at")]
+    for stats, message in bad:
+        with pytest.raises(DamagedReport, match="^s.stats.json: " + re.escape(message)):
+            check_stats("s.stats.json", stats)
+
+
+def test_a_shard_glob_that_matches_no_report_is_one_clear_error(scanned):
+    from vlmaudit.errors import UserError
+    from vlmaudit.report.reportset import ReportSet
+
+    reports = ReportSet.open(scanned)
+    assert [f.name for f in reports.select("0000[12]")] == ["00001.parquet", "00002.parquet"]
+    assert reports.select(None) == reports.files
+    with pytest.raises(UserError) as raised:
+        reports.select("9*")
+    assert str(raised.value) == "--shard '9*': no shard report matches"
