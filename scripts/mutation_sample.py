@@ -12,7 +12,8 @@ for each sampled mutant:
      first (one coverage run of all of tests/ with per-test contexts maps functions to tests, kept
      in a map that `--remap` updates for new test files; a function no test touched in process
      runs tests/PACKAGE whole),
-  3. restores the file: exit 0 = survived, a test failure or error = killed, past the limit = timeout.
+  3. restores the file: exit 0 = survived, a test failure or error = killed, past the limit = timeout,
+     killed by a signal = crashed (no verdict: not counted; `--names F --rerun` runs them again).
 
   python scripts/mutation_sample.py scan --sample 150 --seed 7 --out /tmp/m/scan     # draw and run
   python scripts/mutation_sample.py scan --names FILE --out /tmp/m/scan              # these mutants
@@ -206,7 +207,8 @@ def run_mutant(name: str, entry, tests: list[str], package: str, copy: Path, map
         command = ["nice", "-n", "10", sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
                    "-p", "no:randomly", *args]
         done = subprocess.run(command, cwd=copy, env=_env(copy), capture_output=True, text=True, timeout=limit)
-        status = "survived" if done.returncode == 0 else "killed"
+        # a signal (e.g. a segfault of a test process under load) is no verdict: re-run those by name
+        status = "survived" if done.returncode == 0 else "crashed" if done.returncode < 0 else "killed"
         tail = done.stdout[-1500:] if status == "killed" else ""
         code = done.returncode
     except subprocess.TimeoutExpired:
@@ -229,13 +231,14 @@ def copy_tree(destination: Path) -> None:
     subprocess.run(["tar", "-xf", "-"], cwd=destination, input=packed, check=True)
 
 
-def run_sample(package: str, names: list[str], out: Path, workers: int, map_path: Path) -> None:
+def run_sample(package: str, names: list[str], out: Path, workers: int, map_path: Path, rerun: bool = False) -> None:
     mutants = all_mutants(package)
     unknown = [n for n in names if n not in mutants]
     if unknown:
         print(f"note: {len(unknown)} names are not mutants of the current code (e.g. {unknown[0]}); skipped")
     results = out / "results.jsonl"
     done = {json.loads(line)["name"] for line in results.open()} if results.exists() else set()
+    done -= set(names) if rerun else set()
     todo = [n for n in names if n in mutants and n not in done]
     copies = [out / f"copy{k}" for k in range(workers)]
     for copy in copies:
@@ -277,10 +280,13 @@ def summarize(package: str, out: Path, names: list[str] | None = None) -> None:
     if names is not None:
         wanted = set(names)
         rows = [r for r in rows if r["name"] in wanted]
+    latest = {r["name"]: r for r in rows}  # a mutant re-run by name: its last verdict
+    rows = [r for r in latest.values() if r["status"] != "crashed"]
     killed = sum(r["status"] in ("killed", "timeout") for r in rows)
     low, high = wilson(killed, len(rows))
     print(f"{package}: {killed} of {len(rows)} killed ({killed / max(len(rows), 1):.1%}; 95 % interval "
-          f"{low:.1%}-{high:.1%}); timeouts {sum(r['status'] == 'timeout' for r in rows)}")
+          f"{low:.1%}-{high:.1%}); timeouts {sum(r['status'] == 'timeout' for r in rows)}; "
+          f"crashed, not counted: {len(latest) - len(rows)}")
     mutants = all_mutants(package)
     with (out / "survivors.txt").open("w") as f:
         for r in rows:
@@ -307,6 +313,7 @@ def main() -> None:
     parser.add_argument("--names", type=Path)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--summary", action="store_true")
+    parser.add_argument("--rerun", action="store_true", help="run --names again even if they have results")
     parser.add_argument("--map", type=Path, help="the test map (default OUT/testmap.json; built from all of tests/ if absent)")
     parser.add_argument("--remap", nargs="+", metavar="TEST", help="re-run coverage of these test files into the map and stop")
     parser.add_argument("--list", action="store_true", help="print every mutant name and stop")
@@ -333,7 +340,7 @@ def main() -> None:
         random.Random(args.seed).shuffle(pool)
         names = pool[:args.sample]
         (args.out / "sample.txt").write_text("\n".join(names) + "\n")
-    run_sample(args.package, names, args.out, args.workers, map_path)
+    run_sample(args.package, names, args.out, args.workers, map_path, args.rerun)
 
 
 if __name__ == "__main__":
