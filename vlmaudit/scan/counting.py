@@ -39,10 +39,10 @@ def _tar_samples(path: str) -> int:
     512-byte header and seeks over the data."""
     import tarfile
 
-    from vlmaudit.scan.tario import member_name, tar_info_class
+    from vlmaudit.scan.tario import RecordingTarInfo, member_name
 
     count, last = 0, None
-    with tarfile.open(path, "r:", tarinfo=tar_info_class()) as tar:
+    with tarfile.open(path, "r:", tarinfo=RecordingTarInfo) as tar:
         for info in tar:
             if info.isfile():
                 key = member_key(member_name(info))[0]

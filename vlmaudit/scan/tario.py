@@ -55,8 +55,9 @@ class Member(NamedTuple):
     problem: str | None
 
 
-class _RecordingTarInfo(tarfile.TarInfo):
-    """Remembers the header error that made tarfile stop iterating, and skips (never loads)
+class RecordingTarInfo(tarfile.TarInfo):
+    """The TarInfo class every tar reader of the scan passes to tarfile (the scan and its progress
+    count). Remembers the header error that made tarfile stop iterating, and skips (never loads)
     pax or GNU long-name headers over MAX_HEADER_BYTES: the member after one keeps its short
     ustar name and carries `vlmaudit_name_problem`."""
 
@@ -138,7 +139,7 @@ def iter_members(
     `end.status` becomes "truncated" and iteration stops after the last intact member.
     """
     try:
-        tf = tarfile.open(fileobj=stream, mode="r|*", tarinfo=_RecordingTarInfo)
+        tf = tarfile.open(fileobj=stream, mode="r|*", tarinfo=RecordingTarInfo)
     except DATA_ERRORS as exc:
         end.status, end.error = "unreadable", _describe(exc, "cannot read as tar")
         return
@@ -170,12 +171,6 @@ def _member(tf, member, end: TarEnd, wanted, max_bytes):
 def member_name(info: tarfile.TarInfo) -> str:
     """A member's name as samples are keyed on: without a leading './'."""
     return info.name[2:] if info.name.startswith("./") else info.name
-
-
-def tar_info_class() -> type[tarfile.TarInfo]:
-    """The TarInfo class every tar reader of the scan passes to tarfile: it skips oversized
-    long-name headers the same way everywhere."""
-    return _RecordingTarInfo
 
 
 def _record_stop(tf, end: TarEnd) -> None:
