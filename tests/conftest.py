@@ -274,6 +274,15 @@ ROWS = [  # (category name, concept name, correct option letter): authors' spell
 ]
 
 
+def image_bytes(size, fmt="JPEG", colour=(200, 30, 30), **options) -> bytes:
+    """One solid-colour RGB image of SIZE encoded as FMT (PIL save options passed on)."""
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", size, colour).save(out, format=fmt, **options)
+    return out.getvalue()
+
+
 def png(seed: int) -> bytes:
     from PIL import Image
 

@@ -11,6 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from conftest import image_bytes, write_tar
+
 
 def test_details_query_names_each_concepts_scores():
     from vlmaudit.report.details import details_sql
@@ -198,14 +200,6 @@ def test_dashboard_console_is_plain_off_a_terminal_or_with_no_color(terminal, mo
     assert out.getvalue().endswith(":smile: 1.0\n")
 
 
-def image_bytes(size, fmt="JPEG", colour=(200, 30, 30), **options) -> bytes:
-    from PIL import Image
-
-    out = io.BytesIO()
-    Image.new("RGB", size, colour).save(out, format=fmt, **options)
-    return out.getvalue()
-
-
 def noise() -> bytes:
     """A PNG of random pixels: over the 5,000-byte member budget of the thumbnail test."""
     from PIL import Image
@@ -216,14 +210,7 @@ def noise() -> bytes:
 
 
 def tar_shard(path, members: dict[str, bytes]):
-    import tarfile
-
-    with tarfile.open(path, "w") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return path
+    return write_tar(path, list(members.items()))
 
 
 def test_gallery_thumbnails_from_a_tar_shard(tmp_path):

@@ -2,16 +2,14 @@
 stand-in scorer whose scores are known: result counts, progress calls, the stats record field by
 field, skipped/failed/permanent shards, model failures, and which rows the judge replaces."""
 
-import io
 import json
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from PIL import Image
 
-from conftest import write_tar
+from conftest import image_bytes, write_tar
 from vlmaudit import __version__
 from vlmaudit.rulebook.load import load_rules
 from vlmaudit.scan import scanner as S
@@ -26,15 +24,11 @@ N = len(RULES.taxonomy.concepts)
 
 
 def png(colour=(0, 0, 255)) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (8, 8), colour).save(buffer, "PNG")
-    return buffer.getvalue()
+    return image_bytes((8, 8), "PNG", colour)
 
 
 def jpeg() -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (16, 16), (0, 0, 255)).save(buffer, "JPEG")
-    return buffer.getvalue()
+    return image_bytes((16, 16), "JPEG", (0, 0, 255))
 
 
 class Prep:

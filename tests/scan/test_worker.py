@@ -8,9 +8,8 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from PIL import Image
 
-from conftest import write_tar
+from conftest import image_bytes, write_tar
 from vlmaudit.scan import worker as W
 from vlmaudit.scan.samples import Sample
 from vlmaudit.scan.worker import PreparedBatch, ScanSettings, ShardJob, prepare_batch, prepare_shard
@@ -32,15 +31,11 @@ class Prep:
 
 
 def png(size=(8, 6), colour=(0, 0, 255)) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", size, colour).save(buffer, "PNG")
-    return buffer.getvalue()
+    return image_bytes(size, "PNG", colour)
 
 
 def jpeg(size=(16, 12)) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", size, (10, 200, 30)).save(buffer, "JPEG")
-    return buffer.getvalue()
+    return image_bytes(size, "JPEG", (10, 200, 30))
 
 
 JOB = ShardJob("s.tar", "s")
