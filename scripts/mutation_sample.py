@@ -38,6 +38,7 @@ import subprocess
 import sys
 import threading
 import time
+from functools import lru_cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,8 +89,9 @@ def mutated_source(entry) -> str:
     return tree.deep_replace(mutation.original_node, mutation.mutated_node).code
 
 
+@lru_cache(maxsize=None)
 def function_lines(path: Path, key: str) -> range:
-    """The body lines of function KEY ("f" or "Class.f") in PATH."""
+    """The body lines of function KEY ("f" or "Class.f") in PATH (the checkout's, never mutated)."""
     tree = ast.parse(path.read_text())
     cls, _, name = key.rpartition(".")
     scope = tree.body
@@ -126,16 +128,16 @@ def test_map(path: Path, copy: Path, tests: list[str]) -> dict:
                "--cov-report=", f"--junitxml={junit}", *deselect, *tests]
     subprocess.run(command, cwd=copy, env=_env(copy), check=False)
     new = {"contexts": _contexts(data, copy), "durations": _durations(junit)}
-    rerun = {t.split("::")[0] for t in new["durations"]} | {t for t in tests if t.endswith(".py")}
-    merged = _merge(old, new, rerun)
+    merged = _merge(old, new, tests)
     path.write_text(json.dumps(merged))
     return merged
 
 
-def _merge(old: dict, new: dict, rerun: set[str]) -> dict:
+def _merge(old: dict, new: dict, rerun: list[str]) -> dict:
+    """OLD's entries of tests outside the RERUN paths (test files or directories), plus NEW."""
     def kept(test_id: str) -> bool:
-        return not any(test_id == f or test_id.startswith(f.rstrip("/") + ("/" if not f.endswith(".py") else "::"))
-                       for f in rerun)
+        file = test_id.split("::")[0]
+        return not any(file == path or file.startswith(path.rstrip("/") + "/") for path in rerun)
 
     contexts = {}
     for name in set(old["contexts"]) | set(new["contexts"]):
@@ -263,7 +265,7 @@ def run_sample(package: str, names: list[str], out: Path, workers: int, map_path
         thread.start()
     for thread in threads:
         thread.join()
-    summarize(package, out, names)
+    summarize(package, out, names, mutants)
 
 
 # ---- the score ------------------------------------------------------------------------------------
@@ -275,7 +277,7 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return (centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n)
 
 
-def summarize(package: str, out: Path, names: list[str] | None = None) -> None:
+def summarize(package: str, out: Path, names: list[str] | None = None, mutants: dict | None = None) -> None:
     rows = [json.loads(line) for line in (out / "results.jsonl").open()]
     if names is not None:
         wanted = set(names)
@@ -287,7 +289,7 @@ def summarize(package: str, out: Path, names: list[str] | None = None) -> None:
     print(f"{package}: {killed} of {len(rows)} killed ({killed / max(len(rows), 1):.1%}; 95 % interval "
           f"{low:.1%}-{high:.1%}); timeouts {sum(r['status'] == 'timeout' for r in rows)}; "
           f"crashed, not counted: {len(latest) - len(rows)}")
-    mutants = all_mutants(package)
+    mutants = mutants or all_mutants(package)
     with (out / "survivors.txt").open("w") as f:
         for r in rows:
             if r["status"] == "survived" and r["name"] in mutants:
