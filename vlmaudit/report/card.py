@@ -264,8 +264,8 @@ def write_card(card: dict, md_path: Path, json_path: Path) -> None:
     from vlmaudit.storage.localfiles import write_text_atomic
 
     # each file renamed into place: a symlink planted at either name is replaced, never written through
-    for path, text in ((json_path, lambda: json_text(card) + "\n"), (md_path, lambda: to_markdown(card, json_path.name))):
+    for path, text in ((json_path, json_text(card) + "\n"), (md_path, to_markdown(card, json_path.name))):
         try:
-            write_text_atomic(path, text())
+            write_text_atomic(path, text)
         except OSError as exc:  # named by the card's path, not the temporary file it was written through
             raise UserError(f"{path}: cannot write the card ({exc.strerror or exc})") from None
