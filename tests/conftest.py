@@ -41,11 +41,23 @@ def write_tar(path: Path, members: list[tuple[str, bytes]], gz: bool = False) ->
     """Write members in exactly this order (for layouts TarWriter would not produce); PAX headers hold
     names of any length."""
     with tarfile.open(path, "w:gz" if gz else "w", format=tarfile.PAX_FORMAT) as tf:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
+        _add_members(tf, members)
     return path
+
+
+def tar_bytes(members: list[tuple[str, bytes]]) -> bytes:
+    """write_tar's tar, in memory."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        _add_members(tf, members)
+    return buffer.getvalue()
+
+
+def _add_members(tf, members: list[tuple[str, bytes]]) -> None:
+    for name, data in members:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        tf.addfile(info, io.BytesIO(data))
 
 
 def touch_files(root: Path, *names: str, data: bytes = b"") -> Path:

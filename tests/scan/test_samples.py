@@ -5,12 +5,11 @@ summary files (scan/summary.py) and the hash helpers (scan/hashing.py)."""
 import hashlib
 import io
 import json
-import tarfile
 
 import numpy as np
 import pytest
 
-from conftest import write_tar
+from conftest import tar_bytes, write_tar
 from vlmaudit.scan import hashing as H
 from vlmaudit.scan.samples import (IMAGE_EXTS, KEPT_KEY_CHARS, MAX_EXT_CHARS, MAX_NAME_CHARS, TEXT_EXTS, Sample,
                                    cap_caption, finish_sample, iter_samples, member_key, wanted_member)
@@ -18,13 +17,7 @@ from vlmaudit.scan.tario import TarEnd
 
 
 def samples_of(members, max_bytes=1 << 20, chars=100):
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    buf.seek(0)
+    buf = io.BytesIO(tar_bytes(members))
     end = TarEnd()
     return [(s.key, s.index, s.image, s.image_ext, s.caption, s.url, s.status, s.error, s.notes)
             for s in iter_samples(buf, end, max_bytes, chars)], end
